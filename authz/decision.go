@@ -1,0 +1,106 @@
+package authz
+
+import "time"
+
+// Request is what the core needs to know about one HTTP request, whatever
+// proxy asked. Adapters fill it; the core never sees their types.
+type Request struct {
+	Method string
+	// Path is the request target as the proxy saw it, including any raw
+	// query string (Envoy sends it that way).
+	Path string
+	Host string
+	// Headers holds the request headers with lower-case names. A header sent
+	// more than once is one entry whose values are joined with ",", as
+	// Envoy's CheckRequest delivers them.
+	Headers map[string]string
+	// Peer is the address of the client as the proxy saw it (no port).
+	Peer string
+	// Settings are per-route settings from the proxy (Envoy's
+	// context_extensions), by name.
+	Settings map[string]string
+}
+
+// Header is one HTTP header name and value.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Decision is the core's answer. A denial is a Decision, not an error: an
+// error from the core means the system could not decide, and adapters then
+// fail closed.
+type Decision struct {
+	// Allow is true when the request may go upstream.
+	Allow bool
+	// Reason is ReasonOK for an allow and the denial code otherwise.
+	Reason Reason
+	// Status is the HTTP status of a denial (401, 403, 429, 503); 200 on allow.
+	Status int
+
+	// Upstream headers, on allow only. Set overwrites whatever the client
+	// sent under the same name; Remove lists headers to strip before the
+	// request goes upstream (credentials, and identity headers this
+	// decision does not set). No name is in both.
+	Set    []Header
+	Remove []string
+
+	// Response headers and body sent to the client on a denial
+	// (content-type, www-authenticate, retry-after, ...).
+	ResponseHeaders []Header
+	Body            string
+
+	// Credential is the key that was presented, when one was found in the
+	// store (on allow, and on denials of a known key). Adapters use it for
+	// metadata and logs; they must not decide on it.
+	Credential *Credential
+}
+
+// Credential is what the store knows about a key that the decision needs.
+// The store hands out shared, read-only values: callers never modify one.
+type Credential struct {
+	ID            string
+	Name          string
+	DisplayPrefix string
+	TenantID      string
+	OrgID         string // empty for a tenant-level key
+	UserID        string
+	Environment   string
+	Tier          string
+	Scopes        []string
+	Status        Status
+	ExpiresAt     time.Time // zero: never
+	// RevokesAt is when a key stops working because it was revoked: the
+	// moment of revocation, or the end of a rotation's grace period. Zero:
+	// not revoked.
+	RevokesAt time.Time
+
+	// ScopesHeader is Scopes joined with ",", computed once by the store so
+	// the Check path does not join on every request.
+	ScopesHeader string
+}
+
+// Status of a key as stored.
+type Status string
+
+// Key statuses.
+const (
+	StatusActive   Status = "active"
+	StatusInactive Status = "inactive"
+	StatusRevoked  Status = "revoked"
+)
+
+// state returns the reason a credential cannot be used at now, or ReasonOK.
+// Revocation wins over expiry, and expiry over an operator's pause, so the
+// client is told the most final fact.
+func (c *Credential) state(now time.Time) Reason {
+	switch {
+	case c.Status == StatusRevoked || !c.RevokesAt.IsZero() && !now.Before(c.RevokesAt):
+		return ReasonRevokedKey
+	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
+		return ReasonExpiredKey
+	case c.Status != StatusActive:
+		return ReasonInactiveKey
+	}
+	return ReasonOK
+}

@@ -1,0 +1,114 @@
+package authz
+
+import (
+	"fmt"
+	"strings"
+)
+
+// SourceAuthorization names the `Authorization: Bearer <key>` source in
+// Config.Sources; every other entry is a header that carries the bare key.
+const SourceAuthorization = "authorization"
+
+// DefaultSources are the credential sources in the order DESIGN.md gives.
+var DefaultSources = []string{SourceAuthorization, "x-api-key", "x-api-token"}
+
+// extraction is the outcome of looking for a key in a request.
+type extraction struct {
+	raw    string
+	source int    // index into the engine's sources; valid when reason is ReasonOK
+	reason Reason // ReasonOK, ReasonMissingKey or ReasonInvalidKey
+}
+
+// extract finds the key among the configured sources. Exactly one source may
+// carry a key: a request with two (even the same key twice) is ambiguous and
+// rejected, since a proxy and a backend could read different ones. An
+// Authorization header with another scheme (Basic, Digest) is not a key
+// source and is left alone for the backend. Header values that Envoy joined
+// with "," are two values and rejected.
+func extract(sources []string, headers map[string]string) extraction {
+	found := extraction{reason: ReasonMissingKey}
+	for i, name := range sources {
+		v, ok := headers[name]
+		if !ok {
+			continue
+		}
+		if name == SourceAuthorization {
+			var bearer bool
+			if v, bearer = bearerToken(v); !bearer {
+				continue
+			}
+		} else {
+			v = trimOWS(v)
+		}
+		if v == "" {
+			continue
+		}
+		if found.reason != ReasonMissingKey {
+			return extraction{reason: ReasonInvalidKey}
+		}
+		found = extraction{raw: v, source: i, reason: ReasonOK}
+	}
+	if found.reason == ReasonOK && !plausible(found.raw) {
+		return extraction{reason: ReasonInvalidKey}
+	}
+	return found
+}
+
+// bearerToken returns the credentials of an Authorization header whose
+// scheme is Bearer (case-insensitive, RFC 9110 §11.1).
+func bearerToken(v string) (string, bool) {
+	v = trimOWS(v)
+	const scheme = "bearer"
+	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := v[len(scheme):]
+	if rest == "" {
+		return "", true
+	}
+	if rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // e.g. "Bearerfoo": another scheme
+	}
+	return trimOWS(rest), true
+}
+
+func trimOWS(s string) string {
+	return strings.Trim(s, " \t")
+}
+
+// MaxKeyLen bounds a presented key; longer values are rejected before any
+// hashing or lookup.
+const MaxKeyLen = 256
+
+// plausible rejects values that cannot be a key of any format, imported
+// ones included: too long, or holding bytes outside visible ASCII (commas
+// from joined headers, spaces, control characters, look-alike Unicode).
+func plausible(raw string) bool {
+	if len(raw) > MaxKeyLen {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// validateSources checks a configured source list.
+func validateSources(sources []string) error {
+	if len(sources) == 0 {
+		return fmt.Errorf("no credential sources configured")
+	}
+	seen := map[string]bool{}
+	for _, s := range sources {
+		if s == "" || s != strings.ToLower(s) || strings.ContainsAny(s, " \t:,") {
+			return fmt.Errorf("credential source %q: want a lower-case header name", s)
+		}
+		if seen[s] {
+			return fmt.Errorf("credential source %q listed twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}

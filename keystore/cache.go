@@ -1,0 +1,194 @@
+package keystore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dgraph-io/ristretto/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+// numStripes is how many generation counters guard the cache. A write bumps
+// the counter of each hash it touches; more stripes mean fewer needless
+// re-reads of unrelated keys after a write.
+const numStripes = 4096
+
+// cache holds credentials of known hashes and a bounded memory of unknown
+// ones, in front of bbolt.
+//
+// Staleness: a lookup that misses notes its hash's generation before it
+// reads bbolt and stores it with what it read; an entry is served only while
+// its generation is still current. A write bumps the generation after its
+// commit and before it returns. So a lookup that read the old record while a
+// revoke committed stores an entry that is already outdated, whenever
+// ristretto gets round to applying the asynchronous Set, and it is never
+// served. Ristretto's Del is immediate but its Set is not, so Del alone
+// cannot give this guarantee.
+type cache struct {
+	gens   [numStripes]atomic.Uint64
+	pos    *ristretto.Cache[uint64, *entry]
+	neg    *ristretto.Cache[uint64, *entry] // nil when disabled
+	closed atomic.Bool
+}
+
+// entry is one cached lookup result; cred is nil for an unknown hash. The
+// cache is keyed by 64 bits of the hash, so the full hash is kept and
+// compared too.
+type entry struct {
+	hash apikey.Hash
+	gen  uint64
+	cred *authz.Credential
+}
+
+func newCache(maxBytes, negEntries int64) (*cache, error) {
+	// Ristretto wants about ten counters per item it may hold; an entry
+	// costs a few hundred bytes.
+	items := max(maxBytes/256, 1)
+	pos, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+		NumCounters:        items * 10,
+		MaxCost:            maxBytes,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		ShouldUpdate:       newerEntry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create cache: %w", err)
+	}
+	c := &cache{pos: pos}
+	if negEntries > 0 {
+		c.neg, err = ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+			NumCounters:        negEntries * 10,
+			MaxCost:            negEntries,
+			BufferItems:        64,
+			IgnoreInternalCost: true,
+			ShouldUpdate:       newerEntry,
+		})
+		if err != nil {
+			pos.Close()
+			return nil, fmt.Errorf("create negative cache: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// newerEntry keeps a slower lookup's older read from replacing a newer one.
+func newerEntry(cur, prev *entry) bool { return cur.gen >= prev.gen }
+
+func cacheKey(h apikey.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+func (c *cache) stripe(k uint64) *atomic.Uint64 { return &c.gens[k%numStripes] }
+
+// get returns a current cached result for h: (cred, true) for a known key,
+// (nil, true) for a known-unknown hash, (nil, false) on a miss.
+func (c *cache) get(h apikey.Hash) (*authz.Credential, bool) {
+	k := cacheKey(h)
+	gen := c.stripe(k).Load()
+	if e, ok := c.pos.Get(k); ok && e.gen == gen && e.hash == h {
+		return e.cred, true
+	}
+	if c.neg != nil {
+		if e, ok := c.neg.Get(k); ok && e.gen == gen && e.hash == h {
+			return nil, true
+		}
+	}
+	return nil, false
+}
+
+// generation is read before a bbolt read whose result will be filled in.
+func (c *cache) generation(h apikey.Hash) uint64 { return c.stripe(cacheKey(h)).Load() }
+
+// fill stores a lookup result read at generation gen.
+func (c *cache) fill(h apikey.Hash, gen uint64, cred *authz.Credential) {
+	k := cacheKey(h)
+	e := &entry{hash: h, gen: gen, cred: cred}
+	if cred != nil {
+		c.pos.Set(k, e, credentialCost(cred))
+		return
+	}
+	if c.neg != nil {
+		c.neg.Set(k, e, 1)
+	}
+}
+
+// invalidate makes every cached result for h outdated. It runs after the
+// write's commit, before the write returns.
+func (c *cache) invalidate(h apikey.Hash) {
+	k := cacheKey(h)
+	c.stripe(k).Add(1)
+	c.pos.Del(k)
+	if c.neg != nil {
+		c.neg.Del(k)
+	}
+}
+
+func (c *cache) isClosed() bool { return c.closed.Load() }
+
+func (c *cache) close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.pos.Close()
+	if c.neg != nil {
+		c.neg.Close()
+	}
+}
+
+// credentialCost estimates the bytes a cached credential holds.
+func credentialCost(c *authz.Credential) int64 {
+	n := 200 + len(c.ID) + len(c.Name) + len(c.DisplayPrefix) + len(c.TenantID) + len(c.OrgID) +
+		len(c.UserID) + len(c.Environment) + len(c.Tier) + 2*len(c.ScopesHeader) + 16*len(c.Scopes)
+	return int64(n)
+}
+
+// LookupKey implements authz.Lookup: cache first, then bbolt.
+func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential, bool, error) {
+	if s.cache.isClosed() {
+		return nil, false, ErrClosed
+	}
+	if cred, ok := s.cache.get(h); ok {
+		return cred, cred != nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("look up key: %w", err)
+	}
+	gen := s.cache.generation(h)
+	cred, err := s.readCredential(h)
+	if err != nil {
+		return nil, false, err
+	}
+	if s.testHookBeforeFill != nil {
+		s.testHookBeforeFill()
+	}
+	s.cache.fill(h, gen, cred)
+	return cred, cred != nil, nil
+}
+
+// readCredential reads the credential for h from bbolt; nil if unknown.
+func (s *Store) readCredential(h apikey.Hash) (*authz.Credential, error) {
+	var cred *authz.Credential
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketHashes).Get(h[:])
+		if id == nil {
+			return nil
+		}
+		var k storedKey
+		found, err := getJSON(tx.Bucket(bucketKeys), string(id), &k)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("hash index names key %s, which is missing", id)
+		}
+		cred = k.credential()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up key: %w", err)
+	}
+	return cred, nil
+}

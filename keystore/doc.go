@@ -1,0 +1,20 @@
+// Package keystore owns Keygate's keys at rest: tenants, orgs and key
+// records in a bbolt file, the SHA-256 hash index the Check path looks keys
+// up by, the cache in front of it, and the key lifecycle (create, import,
+// update, revoke, rotate, regenerate in a slot, delete).
+//
+// Contracts:
+//   - A raw key exists only in the result of CreateKey and RotateKey; the
+//     store keeps its SHA-256 and a display prefix, and no error or log line
+//     carries either.
+//   - Every write invalidates the cache for the keys it touched after it
+//     commits and before it returns, so the next lookup (on this process;
+//     bbolt allows one process per file) sees the change. See cache for how
+//     a lookup racing a write cannot put the old record back.
+//   - Last-used times are batched in memory and written every
+//     Options.LastUsedFlush and on Close: a crash loses at most that much of
+//     them and nothing else. Every other write is a committed, fsynced bbolt
+//     transaction when the call returns.
+//   - Lookups fail with an error, never with "not found", when the file
+//     cannot be read, so the decision core fails closed.
+package keystore

@@ -1,0 +1,534 @@
+package keystore
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+// KeySpec describes a key to create or import.
+type KeySpec struct {
+	TenantID string `json:"tenant_id"`
+	OrgID    string `json:"org_id,omitempty"` // empty: a tenant-level key
+	UserID   string `json:"user_id,omitempty"`
+	Name     string `json:"name"`
+	// Environment is "live" or "test". Empty: live (for an import of a key in
+	// Keygate's format, the key's own environment).
+	Environment string   `json:"environment,omitempty"`
+	Tier        string   `json:"tier,omitempty"` // empty: the first configured tier
+	Scopes      []string `json:"scopes,omitempty"`
+	ExpiresAt   *time.Time        `json:"expires_at,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Slot, when set, names a slot of the tenant (and org) that holds one
+	// key: creating a key in it revokes the key it held, in the same
+	// transaction (Alloy Embedded's "Generate" button).
+	Slot             string `json:"slot,omitempty"`
+	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+}
+
+// CreatedKey is a new key with its secret, which is returned this once and
+// never stored.
+type CreatedKey struct {
+	Key
+	Secret string `json:"key"`
+}
+
+// Import describes an existing key brought over from another system, so its
+// holder keeps a working key. Exactly one of Raw and SHA256 is set.
+type Import struct {
+	KeySpec
+	// Raw is the key as its holder sends it.
+	Raw string `json:"key,omitempty"`
+	// SHA256 is the hex SHA-256 of the raw key, for systems that kept only
+	// hashes.
+	SHA256 string `json:"key_sha256,omitempty"`
+	// DisplayPrefix is shown in lists for a hash import, which has no raw
+	// key to take it from. Optional.
+	DisplayPrefix string `json:"display_prefix,omitempty"`
+}
+
+// CreateKey generates and stores a new key.
+func (s *Store) CreateKey(spec KeySpec) (CreatedKey, error) {
+	if spec.Environment == "" {
+		spec.Environment = apikey.EnvLive
+	}
+	if err := validEnv(spec.Environment); err != nil {
+		return CreatedKey{}, fmt.Errorf("create key: %w", err)
+	}
+	raw, err := s.opts.Format.Generate(spec.Environment)
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("create key: %w", err)
+	}
+	k, err := s.insert(spec, apikey.HashOf(raw), apikey.DisplayPrefix(raw), false)
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("create key: %w", err)
+	}
+	return CreatedKey{Key: k, Secret: raw}, nil
+}
+
+// ImportKey stores an existing key by its raw form or its SHA-256.
+func (s *Store) ImportKey(im Import) (Key, error) {
+	var (
+		h       apikey.Hash
+		display string
+	)
+	switch {
+	case (im.Raw == "") == (im.SHA256 == ""):
+		return Key{}, fmt.Errorf("import key: %w: give exactly one of key and key_sha256", ErrInvalid)
+	case im.Raw != "":
+		if len(im.Raw) > authz.MaxKeyLen || len(im.Raw) < 16 {
+			return Key{}, fmt.Errorf("import key: %w: key must be 16 to %d bytes", ErrInvalid, authz.MaxKeyLen)
+		}
+		for i := 0; i < len(im.Raw); i++ {
+			if c := im.Raw[i]; c <= ' ' || c >= 0x7f || c == ',' {
+				return Key{}, fmt.Errorf("import key: %w: key must be visible ASCII without ','", ErrInvalid)
+			}
+		}
+		if p, err := s.opts.Format.Parse(im.Raw); err == nil {
+			if im.Environment != "" && im.Environment != p.Env {
+				return Key{}, fmt.Errorf("import key: %w: environment %q contradicts the key's own %q", ErrInvalid, im.Environment, p.Env)
+			}
+			im.Environment = p.Env
+		}
+		h = apikey.HashOf(im.Raw)
+		display = apikey.DisplayPrefix(im.Raw)
+	default:
+		b, err := hex.DecodeString(im.SHA256)
+		if err != nil || len(b) != len(h) {
+			return Key{}, fmt.Errorf("import key: %w: key_sha256 must be 64 hex digits", ErrInvalid)
+		}
+		copy(h[:], b)
+		if err := validText("display_prefix", im.DisplayPrefix, apikey.DisplayLen, false); err != nil {
+			return Key{}, fmt.Errorf("import key: %w", err)
+		}
+		display = im.DisplayPrefix
+	}
+	if im.Environment == "" {
+		im.Environment = apikey.EnvLive
+	}
+	k, err := s.insert(im.KeySpec, h, display, true)
+	if err != nil {
+		return Key{}, fmt.Errorf("import key: %w", err)
+	}
+	return k, nil
+}
+
+func (s *Store) validSpec(spec *KeySpec) error {
+	if err := validText("tenant_id", spec.TenantID, maxIDLen, true); err != nil {
+		return err
+	}
+	if err := validText("org_id", spec.OrgID, maxIDLen, false); err != nil {
+		return err
+	}
+	if err := validText("user_id", spec.UserID, maxIDLen, false); err != nil {
+		return err
+	}
+	if err := validText("name", spec.Name, maxNameLen, true); err != nil {
+		return err
+	}
+	if err := validText("slot", spec.Slot, maxNameLen, false); err != nil {
+		return err
+	}
+	if err := validEnv(spec.Environment); err != nil {
+		return err
+	}
+	if spec.Tier == "" {
+		spec.Tier = s.opts.Tiers[0]
+	}
+	if err := s.validTier(spec.Tier); err != nil {
+		return err
+	}
+	scopes, err := validScopes(spec.Scopes)
+	if err != nil {
+		return err
+	}
+	spec.Scopes = scopes
+	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
+		return fmt.Errorf("%w: credits_remaining must not be negative", ErrInvalid)
+	}
+	return validMetadata(spec.Metadata)
+}
+
+func (s *Store) validTier(t string) error {
+	for _, known := range s.opts.Tiers {
+		if t == known {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: tier %q: want one of %q", ErrInvalid, t, s.opts.Tiers)
+}
+
+// insert stores a new key record under hash h.
+func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported bool) (Key, error) {
+	if err := s.validSpec(&spec); err != nil {
+		return Key{}, err
+	}
+	now := s.now()
+	if spec.ExpiresAt != nil {
+		if !spec.ExpiresAt.After(now) {
+			return Key{}, fmt.Errorf("%w: expires_at is not in the future", ErrInvalid)
+		}
+		at := spec.ExpiresAt.UTC()
+		spec.ExpiresAt = &at
+	}
+	id, err := newID()
+	if err != nil {
+		return Key{}, err
+	}
+	k := storedKey{Key: Key{
+		ID:               id,
+		Name:             spec.Name,
+		DisplayPrefix:    display,
+		TenantID:         spec.TenantID,
+		OrgID:            spec.OrgID,
+		UserID:           spec.UserID,
+		Environment:      spec.Environment,
+		Tier:             spec.Tier,
+		Scopes:           spec.Scopes,
+		Status:           authz.StatusActive,
+		Slot:             spec.Slot,
+		Imported:         imported,
+		CreatedAt:        now,
+		ExpiresAt:        spec.ExpiresAt,
+		Metadata:         spec.Metadata,
+		CreditsRemaining: spec.CreditsRemaining,
+	}, Hash: h[:]}
+	err = s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+		if _, err := getTenant(tx, spec.TenantID); err != nil {
+			return err
+		}
+		if spec.OrgID != "" {
+			o, err := getOrg(tx, spec.OrgID)
+			if err != nil {
+				return err
+			}
+			if o.TenantID != spec.TenantID {
+				return fmt.Errorf("%w: org %s belongs to another tenant", ErrInvalid, spec.OrgID)
+			}
+		}
+		if tx.Bucket(bucketHashes).Get(h[:]) != nil {
+			return fmt.Errorf("%w: this key is already stored", ErrConflict)
+		}
+		replaced := ""
+		if spec.Slot != "" {
+			var err error
+			if replaced, err = revokeSlot(tx, touch, slotKey(&k.Key), now); err != nil {
+				return err
+			}
+		}
+		if err := s.checkOrgLimit(tx, spec.OrgID, now, replaced); err != nil {
+			return err
+		}
+		touch(h)
+		return putKey(tx, &k, true)
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	return k.Key, nil
+}
+
+func slotKey(k *Key) []byte { return []byte(k.TenantID + "/" + k.OrgID + "/" + k.Slot) }
+
+// revokeSlot revokes the key a slot holds, if any, and returns its id.
+func revokeSlot(tx *bolt.Tx, touch func(apikey.Hash), slot []byte, now time.Time) (string, error) {
+	id := tx.Bucket(bucketSlots).Get(slot)
+	if id == nil {
+		return "", nil
+	}
+	old, err := getKey(tx, string(id))
+	if err != nil {
+		return "", fmt.Errorf("slot %s: %w", slot, err)
+	}
+	if old.StateAt(now) != StateRevoked {
+		revokeAt(&old.Key, now)
+	}
+	touch(apikey.Hash(old.Hash))
+	return old.ID, putKey(tx, &old, false)
+}
+
+func revokeAt(k *Key, now time.Time) {
+	k.Status = authz.StatusRevoked
+	k.RevokedAt = &now
+}
+
+// checkOrgLimit refuses a new active key in an org that already holds the
+// maximum; except is a key being replaced in the same transaction.
+func (s *Store) checkOrgLimit(tx *bolt.Tx, orgID string, now time.Time, except string) error {
+	if orgID == "" || s.opts.MaxOrgKeys < 0 {
+		return nil
+	}
+	n := 0
+	prefix := []byte(orgID + "/")
+	c := tx.Bucket(bucketKeysByOrg).Cursor()
+	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		id := string(ik[len(prefix):])
+		if id == except {
+			continue
+		}
+		k, err := getKey(tx, id)
+		if err != nil {
+			return err
+		}
+		if k.StateAt(now) == StateActive {
+			n++
+		}
+	}
+	if n >= s.opts.MaxOrgKeys {
+		return fmt.Errorf("%w: org %s already has %d active keys (revoke or deactivate one first)", ErrOrgKeyLimit, orgID, n)
+	}
+	return nil
+}
+
+// putKey writes a key record; with index it also writes its index entries
+// (for a new key).
+func putKey(tx *bolt.Tx, k *storedKey, index bool) error {
+	if err := putJSON(tx.Bucket(bucketKeys), k.ID, k); err != nil {
+		return err
+	}
+	if !index {
+		return nil
+	}
+	if err := tx.Bucket(bucketHashes).Put(k.Hash, []byte(k.ID)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketKeysByTenant).Put([]byte(k.TenantID+"/"+k.ID), nil); err != nil {
+		return err
+	}
+	if k.OrgID != "" {
+		if err := tx.Bucket(bucketKeysByOrg).Put([]byte(k.OrgID+"/"+k.ID), nil); err != nil {
+			return err
+		}
+	}
+	if k.Slot != "" {
+		return tx.Bucket(bucketSlots).Put(slotKey(&k.Key), []byte(k.ID))
+	}
+	return nil
+}
+
+func getKey(tx *bolt.Tx, id string) (storedKey, error) {
+	var k storedKey
+	found, err := getJSON(tx.Bucket(bucketKeys), id, &k)
+	if err != nil {
+		return storedKey{}, err
+	}
+	if !found {
+		return storedKey{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if len(k.Hash) != len(apikey.Hash{}) {
+		return storedKey{}, fmt.Errorf("key %q: stored hash has %d bytes", id, len(k.Hash))
+	}
+	return k, nil
+}
+
+// Key returns one key.
+func (s *Store) Key(id string) (Key, error) {
+	var k storedKey
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		k, err = getKey(tx, id)
+		return err
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("get key: %w", err)
+	}
+	return k.Key, nil
+}
+
+// KeyUpdate lists the fields to change; nil fields stay as they are.
+type KeyUpdate struct {
+	Name   *string       `json:"name,omitempty"`
+	Scopes *[]string     `json:"scopes,omitempty"`
+	Tier   *string       `json:"tier,omitempty"`
+	Status *authz.Status `json:"status,omitempty"` // active or inactive; revoke with RevokeKey
+	// ExpiresAt sets the expiry; ClearExpiry removes it.
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	ClearExpiry bool       `json:"clear_expiry,omitempty"`
+}
+
+// UpdateKey changes a key's settings. The next lookup of the key sees them.
+func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
+	now := s.now()
+	if u.ExpiresAt != nil && u.ClearExpiry {
+		return Key{}, fmt.Errorf("update key: %w: expires_at and clear_expiry together", ErrInvalid)
+	}
+	var out Key
+	err := s.modify(id, func(tx *bolt.Tx, k *storedKey) error {
+		if k.StateAt(now) == StateRevoked {
+			return fmt.Errorf("%w: key %s is revoked and cannot change", ErrConflict, id)
+		}
+		if u.Name != nil {
+			if err := validText("name", *u.Name, maxNameLen, true); err != nil {
+				return err
+			}
+			k.Name = *u.Name
+		}
+		if u.Scopes != nil {
+			scopes, err := validScopes(*u.Scopes)
+			if err != nil {
+				return err
+			}
+			k.Scopes = scopes
+		}
+		if u.Tier != nil {
+			if err := s.validTier(*u.Tier); err != nil {
+				return err
+			}
+			k.Tier = *u.Tier
+		}
+		if u.ExpiresAt != nil {
+			at := u.ExpiresAt.UTC()
+			k.ExpiresAt = &at
+		}
+		if u.ClearExpiry {
+			k.ExpiresAt = nil
+		}
+		if u.Status != nil {
+			switch *u.Status {
+			case authz.StatusActive:
+				if k.Status != authz.StatusActive {
+					k.Status = authz.StatusActive
+					if k.StateAt(now) == StateActive {
+						if err := s.checkOrgLimit(tx, k.OrgID, now, k.ID); err != nil {
+							return err
+						}
+					}
+				}
+			case authz.StatusInactive:
+				k.Status = authz.StatusInactive
+			default:
+				return fmt.Errorf("%w: status %q: want active or inactive (revoke a key with revoke)", ErrInvalid, *u.Status)
+			}
+		}
+		out = k.Key
+		return nil
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("update key: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeKey revokes a key at once; it stops working on the next lookup.
+// Revoking a revoked key changes nothing and is not an error.
+func (s *Store) RevokeKey(id string) (Key, error) {
+	now := s.now()
+	var out Key
+	err := s.modify(id, func(_ *bolt.Tx, k *storedKey) error {
+		if k.Status != authz.StatusRevoked || k.RevokedAt == nil || k.RevokedAt.After(now) {
+			revokeAt(&k.Key, now)
+		}
+		out = k.Key
+		return nil
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("revoke key: %w", err)
+	}
+	return out, nil
+}
+
+// RotateKey creates a new key with the old one's settings and revokes the
+// old one, at once when grace is zero or when the grace period ends. The new
+// key keeps the old one's lifetime (expiry minus creation) and slot.
+func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
+	if grace < 0 {
+		return CreatedKey{}, fmt.Errorf("rotate key: %w: negative grace period", ErrInvalid)
+	}
+	now := s.now()
+	nid, err := newID()
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
+	}
+	var out CreatedKey
+	err = s.modify(id, func(tx *bolt.Tx, old *storedKey) error {
+		if old.StateAt(now) == StateRevoked {
+			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
+		}
+		raw, err := s.opts.Format.Generate(old.Environment)
+		if err != nil {
+			return err
+		}
+		h := apikey.HashOf(raw)
+		n := storedKey{Key: old.Key, Hash: h[:]}
+		n.ID, n.DisplayPrefix, n.CreatedAt = nid, apikey.DisplayPrefix(raw), now
+		n.Imported, n.LastUsedAt, n.RevokedAt, n.RotatedTo = false, nil, nil, ""
+		n.Scopes = append([]string(nil), old.Scopes...)
+		if old.ExpiresAt != nil {
+			at := now.Add(old.ExpiresAt.Sub(old.CreatedAt))
+			n.ExpiresAt = &at
+		}
+		if grace == 0 {
+			revokeAt(&old.Key, now)
+		} else {
+			at := now.Add(grace)
+			old.RevokedAt = &at
+		}
+		old.RotatedTo = n.ID
+		if err := putKey(tx, &n, true); err != nil {
+			return err
+		}
+		out = CreatedKey{Key: n.Key, Secret: raw}
+		return nil
+	})
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteKey removes a key and its index entries. Unlike revocation it leaves
+// no record; the key is then unknown ("Invalid API key").
+func (s *Store) DeleteKey(id string) error {
+	err := s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+		k, err := getKey(tx, id)
+		if err != nil {
+			return err
+		}
+		touch(apikey.Hash(k.Hash))
+		if err := tx.Bucket(bucketKeys).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketHashes).Delete(k.Hash); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketKeysByTenant).Delete([]byte(k.TenantID + "/" + id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketKeysByOrg).Delete([]byte(k.OrgID + "/" + id)); err != nil {
+			return err
+		}
+		if k.Slot != "" {
+			slots := tx.Bucket(bucketSlots)
+			if bytes.Equal(slots.Get(slotKey(&k.Key)), []byte(id)) {
+				return slots.Delete(slotKey(&k.Key))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete key: %w", err)
+	}
+	return nil
+}
+
+// modify runs fn on a stored key inside a write transaction, writes it back
+// and invalidates its cache entry before returning.
+func (s *Store) modify(id string, fn func(tx *bolt.Tx, k *storedKey) error) error {
+	return s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+		k, err := getKey(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, &k); err != nil {
+			return err
+		}
+		touch(apikey.Hash(k.Hash))
+		return putKey(tx, &k, false)
+	})
+}

@@ -1,0 +1,148 @@
+package keystore
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+func newID() (string, error) {
+	// Version 7 ids sort by creation time, which gives lists a stable,
+	// meaningful order for cursor pagination.
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new id: %w", err)
+	}
+	return id.String(), nil
+}
+
+// CreateTenant stores a new tenant.
+func (s *Store) CreateTenant(name string) (Tenant, error) {
+	if err := validText("name", name, maxNameLen, true); err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	id, err := newID()
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	t := Tenant{ID: id, Name: name, CreatedAt: s.now()}
+	err = s.update(func(tx *bolt.Tx, _ func(apikey.Hash)) error {
+		return putJSON(tx.Bucket(bucketTenants), t.ID, &t)
+	})
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	return t, nil
+}
+
+// Tenant returns one tenant.
+func (s *Store) Tenant(id string) (Tenant, error) {
+	var t Tenant
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		t, err = getTenant(tx, id)
+		return err
+	})
+	return t, err
+}
+
+// Tenants lists every tenant in creation order.
+func (s *Store) Tenants() ([]Tenant, error) {
+	out := []Tenant{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return forEachJSON(tx.Bucket(bucketTenants), func(t *Tenant) { out = append(out, *t) })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+// CreateOrg stores a new org inside an existing tenant.
+func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
+	if err := validText("name", name, maxNameLen, true); err != nil {
+		return Org{}, fmt.Errorf("create org: %w", err)
+	}
+	id, err := newID()
+	if err != nil {
+		return Org{}, fmt.Errorf("create org: %w", err)
+	}
+	o := Org{ID: id, TenantID: tenantID, Name: name, CreatedAt: s.now()}
+	err = s.update(func(tx *bolt.Tx, _ func(apikey.Hash)) error {
+		if _, err := getTenant(tx, tenantID); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(bucketOrgs), o.ID, &o)
+	})
+	if err != nil {
+		return Org{}, fmt.Errorf("create org: %w", err)
+	}
+	return o, nil
+}
+
+// Org returns one org.
+func (s *Store) Org(id string) (Org, error) {
+	var o Org
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		o, err = getOrg(tx, id)
+		return err
+	})
+	return o, err
+}
+
+// Orgs lists orgs in creation order, those of one tenant when tenantID is
+// not empty.
+func (s *Store) Orgs(tenantID string) ([]Org, error) {
+	out := []Org{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return forEachJSON(tx.Bucket(bucketOrgs), func(o *Org) {
+			if tenantID == "" || o.TenantID == tenantID {
+				out = append(out, *o)
+			}
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list orgs: %w", err)
+	}
+	return out, nil
+}
+
+func getTenant(tx *bolt.Tx, id string) (Tenant, error) {
+	var t Tenant
+	found, err := getJSON(tx.Bucket(bucketTenants), id, &t)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if !found {
+		return Tenant{}, fmt.Errorf("tenant %q: %w", id, ErrNotFound)
+	}
+	return t, nil
+}
+
+func getOrg(tx *bolt.Tx, id string) (Org, error) {
+	var o Org
+	found, err := getJSON(tx.Bucket(bucketOrgs), id, &o)
+	if err != nil {
+		return Org{}, err
+	}
+	if !found {
+		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
+	}
+	return o, nil
+}
+
+func forEachJSON[T any](b *bolt.Bucket, fn func(*T)) error {
+	return b.ForEach(func(k, v []byte) error {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		fn(&x)
+		return nil
+	})
+}
