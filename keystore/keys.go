@@ -20,9 +20,9 @@ type KeySpec struct {
 	Name     string `json:"name"`
 	// Environment is "live" or "test". Empty: live (for an import of a key in
 	// Keygate's format, the key's own environment).
-	Environment string   `json:"environment,omitempty"`
-	Tier        string   `json:"tier,omitempty"` // empty: the first configured tier
-	Scopes      []string `json:"scopes,omitempty"`
+	Environment string            `json:"environment,omitempty"`
+	Tier        string            `json:"tier,omitempty"` // empty: the first configured tier
+	Scopes      []string          `json:"scopes,omitempty"`
 	ExpiresAt   *time.Time        `json:"expires_at,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	// Slot, when set, names a slot of the tenant (and org) that holds one

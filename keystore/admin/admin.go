@@ -1,0 +1,338 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// Options configures the admin API.
+type Options struct {
+	// Token is the bearer token every route but the probes requires.
+	// Required.
+	Token string
+	// Logger receives one Debug line per request and the causes of 500s.
+	// Nil: discard.
+	Logger *slog.Logger
+	// Ready is the readiness probe behind /readyz. Nil: always ready.
+	Ready func() error
+	// MaxBodyBytes bounds a request body. Zero: 1 MiB.
+	MaxBodyBytes int64
+	// Now turns expires_in into expires_at. Nil: time.Now.
+	Now func() time.Time
+}
+
+// realm is sent in the WWW-Authenticate challenge of every 401.
+const realm = "keygate-admin"
+
+const defaultMaxBodyBytes = 1 << 20
+
+// api holds what every handler needs.
+type api struct {
+	store     *keystore.Store
+	log       *slog.Logger
+	ready     func() error
+	maxBody   int64
+	now       func() time.Time
+	tokenHash [sha256.Size]byte
+	mux       *http.ServeMux
+}
+
+// New returns the admin API handler over s.
+func New(s *keystore.Store, opts Options) (http.Handler, error) {
+	if s == nil {
+		return nil, errors.New("admin: nil store")
+	}
+	if opts.Token == "" {
+		return nil, errors.New("admin: a token is required")
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("admin: negative MaxBodyBytes %d", opts.MaxBodyBytes)
+	}
+	a := &api{
+		store:     s,
+		log:       opts.Logger,
+		ready:     opts.Ready,
+		maxBody:   opts.MaxBodyBytes,
+		now:       opts.Now,
+		tokenHash: sha256.Sum256([]byte(opts.Token)),
+		mux:       http.NewServeMux(),
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.maxBody == 0 {
+		a.maxBody = defaultMaxBodyBytes
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.routes()
+	return a, nil
+}
+
+// public lists the paths served without the token: probes run by kubelets
+// and load balancers that hold no secret.
+var public = map[string]bool{"/healthz": true, "/readyz": true}
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	h := sw.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+
+	// The pattern, not the path, is logged: paths carry ids and the pattern
+	// is what a reader groups requests by.
+	handler, route := a.mux.Handler(r)
+	defer func() {
+		a.log.LogAttrs(r.Context(), slog.LevelDebug, "admin request",
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.Int("status", sw.status()),
+			slog.Duration("duration", time.Since(start)))
+	}()
+
+	if !public[r.URL.Path] && !a.authorized(r) {
+		h.Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+		writeError(sw, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required")
+		return
+	}
+	if route == "" {
+		// ServeMux answers unknown paths and methods in plain text; keep
+		// the API's JSON error shape (and the Allow header) instead.
+		a.unrouted(sw, r, handler)
+		return
+	}
+	if r.ContentLength > a.maxBody {
+		writeError(sw, http.StatusRequestEntityTooLarge, "body_too_large", a.tooLargeMessage())
+		return
+	}
+	// The original writer is given to MaxBytesReader so that it can tell
+	// the server to close a connection whose body was cut off.
+	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+	a.mux.ServeHTTP(sw, r)
+}
+
+// authorized compares SHA-256 digests in constant time, so neither the
+// token's bytes nor its length leak through timing.
+func (a *api) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) == 1
+}
+
+func (a *api) unrouted(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	cw := &captureWriter{header: http.Header{}}
+	h.ServeHTTP(cw, r)
+	if cw.code == http.StatusMethodNotAllowed {
+		if allow := cw.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+r.Method+" is not allowed on this path")
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", "no such route")
+}
+
+func (a *api) tooLargeMessage() string {
+	return fmt.Sprintf("request body is larger than %d bytes", a.maxBody)
+}
+
+// handlerFunc is a route handler; a returned error becomes the response.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (a *api) handle(pattern string, fn handlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+// apiError is a failure of the request itself, with the status it earns.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &apiError{status: http.StatusBadRequest, code: "invalid_request", msg: fmt.Sprintf(format, args...)}
+}
+
+// fail answers err. Only errors known to describe the caller's mistake are
+// shown; store errors of those kinds never carry a key or a hash.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		ae  *apiError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &ae):
+		writeError(w, ae.status, ae.code, ae.msg)
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", a.tooLargeMessage())
+	case errors.Is(err, keystore.ErrOrgKeyLimit):
+		writeError(w, http.StatusConflict, "org_key_limit", err.Error())
+	case errors.Is(err, keystore.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, keystore.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, keystore.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, keystore.ErrClosed):
+		// Only seen while the server shuts down: a retry elsewhere may work,
+		// which 503 says and 500 does not.
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the key store is closed")
+	default:
+		a.log.LogAttrs(r.Context(), slog.LevelError, "admin request failed",
+			slog.String("method", r.Method),
+			slog.String("route", r.Pattern),
+			slog.String("error", err.Error()))
+		writeError(w, http.StatusInternalServerError, "internal", "internal error")
+	}
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, errorBody{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every value written here is a plain struct of strings, times and
+		// maps of strings; failing to encode one is a programming error.
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":"internal error","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decode reads one JSON object from the body into v, refusing unknown fields
+// (a misspelt field would otherwise be silently ignored) and trailing data.
+// With optional, an empty body leaves v as it is.
+func decode(r *http.Request, v any, optional bool) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return nil
+		}
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// decodeError describes a JSON error without quoting the body, which may
+// hold a raw key.
+func decodeError(err error) error {
+	var (
+		mbe *http.MaxBytesError
+		se  *json.SyntaxError
+		te  *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return err
+	case errors.Is(err, io.EOF):
+		return badRequest("request body is empty; want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body ends in the middle of a JSON value")
+	case errors.As(err, &se):
+		return badRequest("malformed JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return badRequest("want a JSON object, not %s", te.Value)
+		}
+		return badRequest("field %q: a JSON %s is not allowed here", te.Field, te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no typed error for this case.
+		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return badRequest("a time is not in RFC 3339 form (e.g. 2030-01-02T15:04:05Z)")
+	}
+	return badRequest("invalid request body")
+}
+
+// statusWriter remembers the status for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// captureWriter records what ServeMux's built-in 404 and 405 handlers would
+// send, so it can be re-sent as JSON.
+type captureWriter struct {
+	header http.Header
+	code   int
+}
+
+func (w *captureWriter) Header() http.Header { return w.header }
+
+func (w *captureWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func (w *captureWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}

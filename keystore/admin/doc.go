@@ -1,0 +1,20 @@
+// Package admin owns Keygate's admin HTTP API: the JSON routes through which
+// operators (and the keygate CLI) manage tenants, orgs and keys in a
+// keystore.Store, plus the unauthenticated /healthz and /readyz probes.
+//
+// It owns the API's wire contract, not the key lifecycle: every rule about
+// what may change lives in keystore, and this package only translates
+// requests into store calls and store errors into HTTP statuses.
+//
+// Contracts:
+//   - Every route except the probes requires the bearer admin token, checked
+//     before routing so that an unauthenticated caller learns nothing about
+//     which paths exist.
+//   - Raw keys travel only in the bodies of create, rotate and import, and
+//     bodies are never logged; neither is the token. Responses carry
+//     Cache-Control: no-store because a created key is shown exactly once.
+//   - Errors are `{"error": "...", "code": "..."}`. Store errors that name a
+//     caller mistake (invalid, not found, conflict, org key limit) are shown
+//     as they are, since the store never puts a key or hash in an error;
+//     anything unexpected is logged and answered with a generic 500.
+package admin

@@ -1,0 +1,341 @@
+package admin
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+func (a *api) routes() {
+	a.handle("GET /healthz", a.healthz)
+	a.handle("GET /readyz", a.readyz)
+
+	a.handle("POST /v1/tenants", a.createTenant)
+	a.handle("GET /v1/tenants", a.listTenants)
+	a.handle("GET /v1/tenants/{id}", a.getTenant)
+
+	a.handle("POST /v1/orgs", a.createOrg)
+	a.handle("GET /v1/orgs", a.listOrgs)
+	a.handle("GET /v1/orgs/{id}", a.getOrg)
+
+	a.handle("POST /v1/keys", a.createKey)
+	a.handle("POST /v1/keys/import", a.importKey)
+	a.handle("GET /v1/keys", a.listKeys)
+	a.handle("GET /v1/keys/{id}", a.getKey)
+	a.handle("PATCH /v1/keys/{id}", a.updateKey)
+	a.handle("POST /v1/keys/{id}/revoke", a.revokeKey)
+	a.handle("POST /v1/keys/{id}/rotate", a.rotateKey)
+	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+}
+
+type status struct {
+	Status string `json:"status"`
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, status{"ok"})
+	return nil
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) error {
+	if a.ready != nil {
+		if err := a.ready(); err != nil {
+			// Probes poll every few seconds, so a failing one is logged
+			// below Info; the orchestrator already records the outcome.
+			a.log.DebugContext(r.Context(), "not ready", "error", err.Error())
+			writeJSON(w, http.StatusServiceUnavailable, status{"unavailable"})
+			return nil
+		}
+	}
+	writeJSON(w, http.StatusOK, status{"ready"})
+	return nil
+}
+
+// list is the envelope of every listing, so a field can be added beside
+// data later without breaking clients.
+type list[T any] struct {
+	Data []T `json:"data"`
+}
+
+func (a *api) createTenant(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	t, err := a.store.CreateTenant(req.Name)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/tenants/"+url.PathEscape(t.ID))
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (a *api) listTenants(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	ts, err := a.store.Tenants()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list[keystore.Tenant]{ts})
+	return nil
+}
+
+func (a *api) getTenant(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.store.Tenant(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (a *api) createOrg(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		TenantID string `json:"tenant_id"`
+		Name     string `json:"name"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	if req.TenantID == "" {
+		return badRequest("tenant_id is required")
+	}
+	o, err := a.store.CreateOrg(req.TenantID, req.Name)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/orgs/"+url.PathEscape(o.ID))
+	writeJSON(w, http.StatusCreated, o)
+	return nil
+}
+
+func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r, "tenant_id"); err != nil {
+		return err
+	}
+	tenantID := r.URL.Query().Get("tenant_id")
+	// The store lists nothing for an unknown tenant; a 404 tells the
+	// operator that the id, not the tenant, is wrong.
+	if tenantID != "" {
+		if _, err := a.store.Tenant(tenantID); err != nil {
+			return err
+		}
+	}
+	orgs, err := a.store.Orgs(tenantID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list[keystore.Org]{orgs})
+	return nil
+}
+
+func (a *api) getOrg(w http.ResponseWriter, r *http.Request) error {
+	o, err := a.store.Org(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		keystore.KeySpec
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	at, err := a.expiry(req.ExpiresIn, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	req.ExpiresAt = at
+	k, err := a.store.CreateKey(req.KeySpec)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", keyPath(k.ID))
+	writeJSON(w, http.StatusCreated, k)
+	return nil
+}
+
+func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		keystore.Import
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	at, err := a.expiry(req.ExpiresIn, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	req.ExpiresAt = at
+	k, err := a.store.ImportKey(req.Import)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", keyPath(k.ID))
+	writeJSON(w, http.StatusCreated, k)
+	return nil
+}
+
+func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r, "tenant_id", "org_id", "status", "cursor", "limit"); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	f := keystore.ListFilter{
+		TenantID: q.Get("tenant_id"),
+		OrgID:    q.Get("org_id"),
+		State:    keystore.State(q.Get("status")),
+		Cursor:   q.Get("cursor"),
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return badRequest("limit %q: want a positive whole number", s)
+		}
+		f.Limit = n
+	}
+	if f.TenantID != "" {
+		if _, err := a.store.Tenant(f.TenantID); err != nil {
+			return err
+		}
+	}
+	if f.OrgID != "" {
+		if _, err := a.store.Org(f.OrgID); err != nil {
+			return err
+		}
+	}
+	p, err := a.store.ListKeys(f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (a *api) getKey(w http.ResponseWriter, r *http.Request) error {
+	k, err := a.store.Key(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (a *api) updateKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		keystore.KeyUpdate
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	if req.ExpiresIn != "" && req.ClearExpiry {
+		return badRequest("give expires_in or clear_expiry, not both")
+	}
+	at, err := a.expiry(req.ExpiresIn, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	req.ExpiresAt = at
+	k, err := a.store.UpdateKey(r.PathValue("id"), req.KeyUpdate)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (a *api) revokeKey(w http.ResponseWriter, r *http.Request) error {
+	// Revoke takes no options; an empty object is accepted for clients
+	// that always send one, and anything else is refused as a typo.
+	var req struct{}
+	if err := decode(r, &req, true); err != nil {
+		return err
+	}
+	k, err := a.store.RevokeKey(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		GracePeriod string `json:"grace_period,omitempty"`
+	}
+	if err := decode(r, &req, true); err != nil {
+		return err
+	}
+	var grace time.Duration
+	if req.GracePeriod != "" {
+		d, err := time.ParseDuration(req.GracePeriod)
+		if err != nil || d < 0 {
+			return badRequest("grace_period %q: want a duration such as \"1h\" or \"30m\"", req.GracePeriod)
+		}
+		grace = d
+	}
+	k, err := a.store.RotateKey(r.PathValue("id"), grace)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", keyPath(k.ID))
+	writeJSON(w, http.StatusCreated, k)
+	return nil
+}
+
+func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
+	if err := a.store.DeleteKey(r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// expiry resolves expires_in against the clock here, because a relative
+// lifetime is what operators think in and the store only knows instants.
+func (a *api) expiry(in string, at *time.Time) (*time.Time, error) {
+	if in == "" {
+		return at, nil
+	}
+	if at != nil {
+		return nil, badRequest("give expires_in or expires_at, not both")
+	}
+	d, err := time.ParseDuration(in)
+	if err != nil || d <= 0 {
+		return nil, badRequest("expires_in %q: want a positive duration such as \"720h\"", in)
+	}
+	t := a.now().Add(d).UTC()
+	return &t, nil
+}
+
+// onlyParams refuses query parameters a route does not know: a misspelt
+// filter would otherwise widen a listing to every tenant's keys.
+func onlyParams(r *http.Request, known ...string) error {
+	for name := range r.URL.Query() {
+		ok := false
+		for _, k := range known {
+			ok = ok || name == k
+		}
+		if !ok {
+			return badRequest("unknown query parameter %q", name)
+		}
+	}
+	return nil
+}
+
+func keyPath(id string) string { return "/v1/keys/" + url.PathEscape(id) }
