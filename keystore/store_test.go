@@ -98,7 +98,7 @@ func (f *fixture) lookupWarm(t *testing.T, raw string) *authz.Credential {
 	if f.s.cache.neg != nil {
 		f.s.cache.neg.Wait()
 	}
-	if got, ok := f.s.cache.get(apikey.HashOf(raw)); !ok || got != c {
+	if got, ok := f.s.cache.get(apikey.HashOf(raw)); !ok || (got == nil) != (c == nil) {
 		t.Fatalf("cache not warm after lookup (ok=%v)", ok)
 	}
 	return c
