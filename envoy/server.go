@@ -1,0 +1,175 @@
+// Package envoy adapts the decision core to Envoy's external authorization
+// gRPC protocol (envoy.service.auth.v3): a CheckRequest becomes an
+// authz.Request, and an authz.Decision becomes a CheckResponse that Envoy
+// applies exactly as decided, whatever its version.
+//
+// It translates and decides nothing. The rules it follows are the "Envoy
+// facts" of DESIGN.md: denials carry their HTTP status in denied_response
+// (without it Envoy answers 403), policy denials are never gRPC errors (an
+// error plus failure_mode_allow would let the request through), injected
+// headers overwrite on every Envoy version, and headers_to_remove never
+// names a header that is set.
+package envoy
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// Decider is the decision core as the adapter uses it.
+type Decider interface {
+	Decide(ctx context.Context, req *authz.Request) (authz.Decision, error)
+}
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	decider Decider
+	log     *slog.Logger
+}
+
+// NewServer returns an Authorization server that asks d. A nil logger
+// discards.
+func NewServer(d Decider, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{decider: d, log: log}
+}
+
+// Check answers one CheckRequest. It returns a gRPC error only for a request
+// it cannot read at all; every decision, the fail-closed 503 included, is a
+// CheckResponse.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	r := requestOf(req)
+	d, err := s.decider.Decide(ctx, &r)
+	if err != nil {
+		// The decision is already the fail-closed denial; the cause is for
+		// operators. It never contains the key: the core does not put it in
+		// errors.
+		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
+	}
+	return Response(d), nil
+}
+
+// requestOf translates a CheckRequest. Envoy sends lower-case header names;
+// with encode_raw_headers it sends header_map instead of headers, which is
+// folded into the same shape (repeated headers joined with ",").
+func requestOf(req *authv3.CheckRequest) authz.Request {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	r := authz.Request{
+		Method:   h.GetMethod(),
+		Path:     h.GetPath(),
+		Host:     h.GetHost(),
+		Headers:  h.GetHeaders(),
+		Peer:     attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
+		Settings: attrs.GetContextExtensions(),
+	}
+	if len(r.Headers) == 0 && len(h.GetHeaderMap().GetHeaders()) > 0 {
+		r.Headers = foldHeaderMap(h.GetHeaderMap())
+	}
+	return r
+}
+
+func foldHeaderMap(m *corev3.HeaderMap) map[string]string {
+	out := make(map[string]string, len(m.GetHeaders()))
+	for _, hv := range m.GetHeaders() {
+		k := strings.ToLower(hv.GetKey())
+		v := hv.GetValue()
+		if raw := hv.GetRawValue(); len(raw) > 0 {
+			v = string(raw)
+		}
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// Response renders a Decision as Envoy's CheckResponse.
+func Response(d authz.Decision) *authv3.CheckResponse {
+	if d.Allow {
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers:         overwrite(d.Set),
+				HeadersToRemove: d.Remove,
+			}},
+			DynamicMetadata: metadata(d),
+		}
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: string(d.Reason)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: overwrite(d.ResponseHeaders),
+			Body:    d.Body,
+		}},
+		DynamicMetadata: metadata(d),
+	}
+}
+
+// overwrite renders headers so that every Envoy version replaces a header
+// the client sent under the same name: older versions read Append (false),
+// newer ones AppendAction, whose default would add a second header next to
+// a spoofed one.
+func overwrite(hs []authz.Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+			Append:       wrapperspb.Bool(false),
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return out
+}
+
+// metadata is emitted by Envoy under envoy.filters.http.ext_authz, for
+// access logs and rate-limit descriptors.
+func metadata(d authz.Decision) *structpb.Struct {
+	fields := map[string]*structpb.Value{
+		"decision": structpb.NewStringValue(string(d.Reason)),
+	}
+	if c := d.Credential; c != nil {
+		fields["tenant_id"] = structpb.NewStringValue(c.TenantID)
+		fields["api_key_id"] = structpb.NewStringValue(c.ID)
+		fields["environment"] = structpb.NewStringValue(c.Environment)
+		fields["rate_limit_tier"] = structpb.NewStringValue(c.Tier)
+		if c.OrgID != "" {
+			fields["org_id"] = structpb.NewStringValue(c.OrgID)
+		}
+	}
+	return &structpb.Struct{Fields: fields}
+}
+
+// grpcCode maps a denial's HTTP status to the google.rpc code Envoy logs.
+func grpcCode(status int) code.Code {
+	switch status {
+	case 401:
+		return code.Code_UNAUTHENTICATED
+	case 403:
+		return code.Code_PERMISSION_DENIED
+	case 429:
+		return code.Code_RESOURCE_EXHAUSTED
+	case 503:
+		return code.Code_UNAVAILABLE
+	}
+	return code.Code_PERMISSION_DENIED
+}
