@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/admin"
+)
+
+// serveFlags override the environment, which overrides the config file.
+type serveFlags struct {
+	config, store, grpcListen, adminListen string
+}
+
+func parseServeFlags(args []string, c *cli) (serveFlags, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var f serveFlags
+	fs.StringVar(&f.config, "config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` (env KEYGATE_CONFIG; none: embedded defaults)")
+	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db)")
+	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
+	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return f, err
+		}
+		return f, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
+	}
+	return f, nil
+}
+
+// runServe runs the server until ctx ends (SIGINT/SIGTERM), then shuts down
+// in order: health turns NOT_SERVING, in-flight Checks drain, the admin API
+// stops, last-used times are flushed and the store is closed.
+func runServe(ctx context.Context, args []string, c *cli) error {
+	f, err := parseServeFlags(args, c)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	log, err := cfg.logger(c.stderr)
+	if err != nil {
+		return err
+	}
+	format, err := cfg.format()
+	if err != nil {
+		return err
+	}
+	token, err := adminToken(cfg, c, log)
+	if err != nil {
+		return err
+	}
+
+	store, err := keystore.Open(cfg.Store.Path, cfg.storeOptions(format))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "error", err)
+		}
+	}()
+	acfg := cfg.authzConfig(format)
+	acfg.Recorder = store
+	engine, err := authz.New(acfg, store)
+	if err != nil {
+		return err
+	}
+	adminHandler, err := admin.New(store, admin.Options{
+		Token:  token,
+		Logger: log.With("listener", "admin"),
+		Ready:  func() error { _, err := store.Tenants(); return err },
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcLn, err := net.Listen("tcp", cfg.Listen.GRPC)
+	if err != nil {
+		return fmt.Errorf("listen grpc: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc")))
+	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
+	go func() { errc <- fmt.Errorf("admin server: %w", adminSrv.Serve(adminLn)) }()
+	log.Info("keygate serving",
+		"grpc", grpcLn.Addr().String(),
+		"admin", adminLn.Addr().String(),
+		"store", cfg.Store.Path,
+		"version", version)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("server failed, shutting down", "error", serveErr)
+	}
+
+	timeout := time.Duration(cfg.ShutdownTimeout)
+	health.Shutdown()
+	drained := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(timeout):
+		log.Warn("grpc drain timed out, closing connections", "timeout", timeout)
+		grpcSrv.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := adminSrv.Shutdown(sctx); err != nil {
+		log.Warn("admin shutdown", "error", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// adminToken finds the admin token: KEYGATE_ADMIN_TOKEN, else a token file
+// (KEYGATE_ADMIN_TOKEN_FILE or admin.token_file). With neither, and only
+// when the admin API listens on loopback, a random token is generated once
+// and kept beside the store (mode 0600), where the CLI finds it; on any
+// other address Keygate refuses to start rather than expose an admin API
+// with a made-up or empty secret.
+func adminToken(cfg *config, c *cli, log *slog.Logger) (string, error) {
+	if t := strings.TrimSpace(c.getenv("KEYGATE_ADMIN_TOKEN")); t != "" {
+		return checkToken(t, "KEYGATE_ADMIN_TOKEN")
+	}
+	file := c.getenv("KEYGATE_ADMIN_TOKEN_FILE")
+	if file == "" {
+		file = cfg.Admin.TokenFile
+	}
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("admin token: %w", err)
+		}
+		return checkToken(strings.TrimSpace(string(raw)), file)
+	}
+	if !isLoopback(cfg.Listen.Admin) {
+		return "", fmt.Errorf("admin listener %s is not loopback: set KEYGATE_ADMIN_TOKEN or admin.token_file", cfg.Listen.Admin)
+	}
+	path := defaultTokenFile(cfg.Store.Path)
+	if raw, err := os.ReadFile(path); err == nil {
+		return checkToken(strings.TrimSpace(string(raw)), path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(b[:])
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	_, werr := fh.WriteString(token + "\n")
+	if err := errors.Join(werr, fh.Close()); err != nil {
+		return "", fmt.Errorf("admin token %s: %w", path, err)
+	}
+	log.Info("generated an admin token (admin API on loopback, none configured)", "file", path)
+	return token, nil
+}
+
+// minTokenLen keeps guessable admin tokens out.
+const minTokenLen = 16
+
+func checkToken(t, from string) (string, error) {
+	if len(t) < minTokenLen {
+		return "", fmt.Errorf("admin token from %s is shorter than %d characters", from, minTokenLen)
+	}
+	return t, nil
+}

@@ -1,0 +1,79 @@
+package envoy
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore"
+)
+
+// FuzzCheckRequest feeds arbitrary wire bytes, as a CheckRequest, through
+// the adapter and the real core: nothing panics, every answer is a complete
+// CheckResponse, and only the one stored key is ever allowed.
+func FuzzCheckRequest(f *testing.F) {
+	s, err := keystore.Open(filepath.Join(f.TempDir(), "keygate.db"), keystore.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	tn, _ := s.CreateTenant("Acme")
+	key, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	e, err := authz.New(authz.Config{}, s)
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := NewServer(e, nil)
+
+	seed := func(h map[string]string, hm []*corev3.HeaderValue) {
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/a?b=c", Headers: h, HeaderMap: &corev3.HeaderMap{Headers: hm}},
+		}}}
+		b, err := proto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	seed(map[string]string{"x-api-key": key.Secret}, nil)
+	seed(map[string]string{"authorization": "Bearer " + key.Secret, "x-tenant-id": "x"}, nil)
+	seed(nil, []*corev3.HeaderValue{{Key: "x-api-key", RawValue: []byte(key.Secret)}, {Key: "X-API-KEY", Value: "a"}})
+	seed(map[string]string{"x-api-key": key.Secret + "," + key.Secret}, nil)
+	f.Add([]byte{})
+
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		var req authv3.CheckRequest
+		if err := proto.Unmarshal(wire, &req); err != nil {
+			return
+		}
+		resp, err := srv.Check(context.Background(), &req)
+		if err != nil || resp.GetStatus() == nil {
+			t.Fatalf("Check = %v, %v: want a complete response", resp, err)
+		}
+		if ok := resp.GetOkResponse(); ok != nil {
+			r := requestOf(&req)
+			carried := false
+			for _, src := range authz.DefaultSources {
+				if strings.Contains(r.Headers[src], key.Secret) {
+					carried = true
+				}
+			}
+			if !carried {
+				t.Fatalf("allowed a request that does not carry the stored key: %v", r.Headers)
+			}
+			return
+		}
+		if resp.GetDeniedResponse().GetStatus().GetCode() == 0 {
+			t.Fatalf("denial without an HTTP status (Envoy would answer 403): %v", resp)
+		}
+	})
+}
