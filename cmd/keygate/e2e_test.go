@@ -41,12 +41,12 @@ func TestMain(m *testing.M) {
 
 // server is a running `keygate serve` child process.
 type server struct {
-	cmd              *exec.Cmd
-	grpcAddr, admin  string
-	dir              string
-	env              []string
-	logs             *syncBuffer
-	exited           chan error
+	cmd             *exec.Cmd
+	grpcAddr, admin string
+	dir             string
+	env             []string
+	logs            *syncBuffer
+	exited          chan error
 }
 
 type syncBuffer struct {
