@@ -60,6 +60,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		keyID := ""
+		if d.Credential != nil {
+			keyID = d.Credential.ID
+		}
+		s.log.LogAttrs(ctx, slog.LevelDebug, "check",
+			slog.String("decision", string(d.Reason)), slog.Int("status", d.Status),
+			slog.String("api_key_id", keyID), slog.String("path", r.Path))
+	}
 	return Response(d), nil
 }
 
