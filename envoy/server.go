@@ -67,9 +67,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		s.log.LogAttrs(ctx, slog.LevelDebug, "check",
 			slog.String("decision", string(d.Reason)), slog.Int("status", d.Status),
-			slog.String("api_key_id", keyID), slog.String("path", r.Path))
+			// The query is left out: clients do put keys there, though
+			// Keygate never reads them.
+			slog.String("api_key_id", keyID), slog.String("path", pathOnly(r.Path)))
 	}
 	return Response(d), nil
+}
+
+func pathOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
 }
 
 // requestOf translates a CheckRequest. Envoy sends lower-case header names;
