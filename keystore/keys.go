@@ -276,7 +276,10 @@ func (s *Store) checkOrgLimit(tx *bolt.Tx, orgID string, now time.Time, except s
 		if err != nil {
 			return err
 		}
-		if k.StateAt(now) == StateActive {
+		// A key in its rotation grace period is being replaced by a key
+		// that counts; counting both would make rotation in a full org
+		// impossible without downtime.
+		if k.StateAt(now) == StateActive && k.RotatedTo == "" {
 			n++
 		}
 	}
@@ -358,9 +361,13 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 	if u.ExpiresAt != nil && u.ClearExpiry {
 		return Key{}, fmt.Errorf("update key: %w: expires_at and clear_expiry together", ErrInvalid)
 	}
+	if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
+		return Key{}, fmt.Errorf("update key: %w: expires_at is not in the future (deactivate or revoke the key instead)", ErrInvalid)
+	}
 	var out Key
 	err := s.modify(id, func(tx *bolt.Tx, k *storedKey) error {
-		if k.StateAt(now) == StateRevoked {
+		before := k.StateAt(now)
+		if before == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked and cannot change", ErrConflict, id)
 		}
 		if u.Name != nil {
@@ -391,19 +398,17 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 		}
 		if u.Status != nil {
 			switch *u.Status {
-			case authz.StatusActive:
-				if k.Status != authz.StatusActive {
-					k.Status = authz.StatusActive
-					if k.StateAt(now) == StateActive {
-						if err := s.checkOrgLimit(tx, k.OrgID, now, k.ID); err != nil {
-							return err
-						}
-					}
-				}
-			case authz.StatusInactive:
-				k.Status = authz.StatusInactive
+			case authz.StatusActive, authz.StatusInactive:
+				k.Status = *u.Status
 			default:
 				return fmt.Errorf("%w: status %q: want active or inactive (revoke a key with revoke)", ErrInvalid, *u.Status)
+			}
+		}
+		// Reactivating and un-expiring both bring a key back into the
+		// org's count of active keys.
+		if before != StateActive && k.StateAt(now) == StateActive {
+			if err := s.checkOrgLimit(tx, k.OrgID, now, k.ID); err != nil {
+				return err
 			}
 		}
 		out = k.Key
@@ -449,6 +454,11 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 	err = s.modify(id, func(tx *bolt.Tx, old *storedKey) error {
 		if old.StateAt(now) == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
+		}
+		if old.RotatedTo != "" {
+			// Rotating again would move its end of grace and lose its
+			// successor; rotate the successor instead.
+			return fmt.Errorf("%w: key %s was already rotated to %s", ErrConflict, id, old.RotatedTo)
 		}
 		raw, err := s.opts.Format.Generate(old.Environment)
 		if err != nil {
@@ -500,8 +510,10 @@ func (s *Store) DeleteKey(id string) error {
 		if err := tx.Bucket(bucketKeysByTenant).Delete([]byte(k.TenantID + "/" + id)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketKeysByOrg).Delete([]byte(k.OrgID + "/" + id)); err != nil {
-			return err
+		if k.OrgID != "" {
+			if err := tx.Bucket(bucketKeysByOrg).Delete([]byte(k.OrgID + "/" + id)); err != nil {
+				return err
+			}
 		}
 		if k.Slot != "" {
 			slots := tx.Bucket(bucketSlots)

@@ -380,6 +380,13 @@ func TestRotate(t *testing.T) {
 	if k.StateAt(f.clock.Now()) != StateRevoked {
 		t.Fatal("old key not revoked when grace ended")
 	}
+	if _, err := f.s.RotateKey(nk.ID, time.Hour); !errors.Is(err, ErrConflict) {
+		t.Fatalf("rotating a key already in grace = %v, want ErrConflict", err)
+	}
+	past := f.clock.Now().Add(-time.Second)
+	if _, err := f.s.UpdateKey(nk2.ID, KeyUpdate{ExpiresAt: &past}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("update to a past expiry = %v, want ErrInvalid", err)
+	}
 	// Revoking during grace ends it at once.
 	nk3, _ := f.s.RotateKey(nk2.ID, time.Hour)
 	_ = nk3
@@ -428,6 +435,18 @@ func TestOrgKeyLimit(t *testing.T) {
 	f.create(t, KeySpec{OrgID: f.org.ID})
 	f.clock.Add(time.Minute)
 	f.create(t, KeySpec{OrgID: f.org.ID})
+	// Un-expiring a key brings it back into the count, like reactivating.
+	if _, err := f.s.UpdateKey(keys[2].ID, KeyUpdate{ClearExpiry: true}); !errors.Is(err, ErrOrgKeyLimit) {
+		t.Fatalf("un-expiring past the limit = %v, want ErrOrgKeyLimit", err)
+	}
+	// Rotation with a grace period works in a full org: the key being
+	// replaced stops counting.
+	if _, err := f.s.RotateKey(keys[3].ID, time.Hour); err != nil {
+		t.Fatalf("rotation in a full org: %v", err)
+	}
+	if _, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "x"}); !errors.Is(err, ErrOrgKeyLimit) {
+		t.Fatalf("org not full after rotation = %v", err)
+	}
 
 	// The limit is configurable.
 	g := newFixture(t, Options{MaxOrgKeys: 2})

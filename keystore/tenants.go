@@ -47,7 +47,10 @@ func (s *Store) Tenant(id string) (Tenant, error) {
 		t, err = getTenant(tx, id)
 		return err
 	})
-	return t, err
+	if err != nil {
+		return Tenant{}, fmt.Errorf("get tenant: %w", err)
+	}
+	return t, nil
 }
 
 // Tenants lists every tenant in creation order.
@@ -92,7 +95,10 @@ func (s *Store) Org(id string) (Org, error) {
 		o, err = getOrg(tx, id)
 		return err
 	})
-	return o, err
+	if err != nil {
+		return Org{}, fmt.Errorf("get org: %w", err)
+	}
+	return o, nil
 }
 
 // Orgs lists orgs in creation order, those of one tenant when tenantID is

@@ -225,12 +225,9 @@ func isBase62(c byte) bool {
 
 // DisplayPrefix returns the first characters of a raw key (e.g.
 // "ak_live_AB7K"), safe to show in lists so an operator can tell keys apart.
-// Shorter keys give at most half of themselves, so that a short imported key
-// is never shown whole.
+// Shorter (imported) keys give at most 30% of themselves, the share a
+// Keygate key shows, so a short foreign key does not have most of its
+// secret printed in every listing.
 func DisplayPrefix(raw string) string {
-	n := DisplayLen
-	if half := len(raw) / 2; n > half {
-		n = half
-	}
-	return raw[:n]
+	return raw[:min(DisplayLen, len(raw)*3/10)]
 }

@@ -164,8 +164,8 @@ func TestDisplayPrefixAndHash(t *testing.T) {
 	if got := DisplayPrefix(k); got != k[:12] || !strings.HasPrefix(got, "ak_live_") {
 		t.Fatalf("DisplayPrefix = %q", got)
 	}
-	if got := DisplayPrefix("abcdef"); got != "abc" {
-		t.Fatalf("DisplayPrefix(short) = %q, want half of it", got)
+	if got := DisplayPrefix("0123456789abcdef"); got != "0123" {
+		t.Fatalf("DisplayPrefix(16-byte key) = %q, want its first 30%%", got)
 	}
 	if HashOf(k) == HashOf(k+"x") {
 		t.Fatal("different keys hash alike")

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults of the management commands, shared with serve's: the admin
+// listener's default address and the token file serve generates beside the
+// default store.
+const (
+	defaultAdminURL       = "http://127.0.0.1:9003"
+	defaultAdminTokenFile = "./keygate.admin-token"
+	adminRequestTimeout   = 30 * time.Second
+	// maxAdminResponse bounds what the CLI reads from the server: a full
+	// page of 1000 keys with metadata is well below it.
+	maxAdminResponse = 64 << 20
+)
+
+// mgmtCommand is one management subcommand being run: its flags, including
+// the ones every such subcommand shares, and the streams it writes to.
+type mgmtCommand struct {
+	c  *cli
+	fs *flag.FlagSet
+
+	adminURL  string
+	tokenFile string
+	output    string
+}
+
+// newMgmtCommand makes the flag set of "keygate <name>"; synopsis is its
+// usage line without "keygate".
+func newMgmtCommand(c *cli, name, synopsis string) *mgmtCommand {
+	m := &mgmtCommand{c: c}
+	fs := flag.NewFlagSet("keygate "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(c.stderr, "Usage: keygate %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&m.adminURL, "admin-url", envOr(c, "KEYGATE_ADMIN_URL", defaultAdminURL), "admin API base `URL` (env KEYGATE_ADMIN_URL)")
+	fs.StringVar(&m.tokenFile, "admin-token-file", envOr(c, "KEYGATE_ADMIN_TOKEN_FILE", defaultAdminTokenFile),
+		"`file` holding the admin token, read when KEYGATE_ADMIN_TOKEN is not set (env KEYGATE_ADMIN_TOKEN_FILE)")
+	fs.StringVar(&m.output, "output", "table", "output `format`: table or json")
+	m.fs = fs
+	return m
+}
+
+func envOr(c *cli, name, def string) string {
+	if v := c.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// parse parses args, with flags allowed before, between and after the
+// positional arguments (so "keys revoke ID --output json" works), and
+// checks that exactly the positional arguments named in want were given.
+func (m *mgmtCommand) parse(args []string, want ...string) ([]string, error) {
+	var pos []string
+	for {
+		if err := m.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			// The flag package has already printed the problem and usage.
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		rest := m.fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// After "--" everything is positional.
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(pos) != len(want) {
+		m.fs.Usage()
+		if len(pos) < len(want) {
+			return nil, fmt.Errorf("%w: %s: missing %s", errUsage, m.fs.Name(), want[len(pos)])
+		}
+		return nil, fmt.Errorf("%w: %s: unexpected argument %q", errUsage, m.fs.Name(), pos[len(want)])
+	}
+	for i, p := range pos {
+		if p == "" {
+			return nil, fmt.Errorf("%w: %s: empty %s", errUsage, m.fs.Name(), want[i])
+		}
+	}
+	if m.output != "table" && m.output != "json" {
+		return nil, fmt.Errorf("%w: %s: --output %q: want table or json", errUsage, m.fs.Name(), m.output)
+	}
+	return pos, nil
+}
+
+// required reports a usage error unless every named flag was set.
+func (m *mgmtCommand) required(names ...string) error {
+	for _, n := range names {
+		if !m.isSet(n) {
+			m.fs.Usage()
+			return fmt.Errorf("%w: %s: missing --%s", errUsage, m.fs.Name(), n)
+		}
+	}
+	return nil
+}
+
+// isSet reports whether the flag was given on the command line, which for
+// updates is what "change this field" means.
+func (m *mgmtCommand) isSet(name string) bool {
+	set := false
+	m.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func (m *mgmtCommand) usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", errUsage, m.fs.Name(), fmt.Sprintf(format, args...))
+}
+
+func (m *mgmtCommand) json() bool { return m.output == "json" }
+
+// client returns an admin API client for the flags given.
+func (m *mgmtCommand) client() (*adminClient, error) {
+	u, err := url.Parse(m.adminURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, m.usageErr("--admin-url %q: want an http or https URL such as %s", m.adminURL, defaultAdminURL)
+	}
+	token, err := m.token()
+	if err != nil {
+		return nil, err
+	}
+	return &adminClient{
+		base:  strings.TrimRight(u.String(), "/"),
+		token: token,
+		http:  &http.Client{Timeout: adminRequestTimeout},
+	}, nil
+}
+
+// token finds the admin token. A --admin-token-file given on this command
+// line wins, since it is the most specific choice; otherwise
+// KEYGATE_ADMIN_TOKEN, then the token file (KEYGATE_ADMIN_TOKEN_FILE or the
+// one serve generates).
+func (m *mgmtCommand) token() (string, error) {
+	if !m.isSet("admin-token-file") {
+		if t := strings.TrimSpace(m.c.getenv("KEYGATE_ADMIN_TOKEN")); t != "" {
+			return t, nil
+		}
+	}
+	raw, err := os.ReadFile(m.tokenFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("no admin token: set KEYGATE_ADMIN_TOKEN, or give a token file with --admin-token-file "+
+			"or KEYGATE_ADMIN_TOKEN_FILE (%s does not exist)", m.tokenFile)
+	case err != nil:
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(raw))
+	if t == "" {
+		return "", fmt.Errorf("no admin token: %s is empty; set KEYGATE_ADMIN_TOKEN or write the token to the file", m.tokenFile)
+	}
+	return t, nil
+}
+
+// adminClient calls the admin HTTP API.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// apiError is an error answer of the admin API.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string {
+	msg := fmt.Sprintf("admin API: %d %s: %s", e.Status, e.Code, e.Message)
+	if e.Status == http.StatusUnauthorized {
+		msg += " (check KEYGATE_ADMIN_TOKEN or --admin-token-file)"
+	}
+	return msg
+}
+
+// do sends a request with body (nil: none) as JSON and returns the response
+// body of a 2xx answer; any other answer is an *apiError.
+func (ac *adminClient) do(ctx context.Context, method, path string, query url.Values, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := ac.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("admin API request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+ac.token)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := ac.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("admin API at %s: %w (is keygate serve running? see --admin-url)", ac.base, err)
+		}
+		// The URL in err carries no secret: ids only, the token is a header.
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("admin API %s %s: read response: %w", method, path, err)
+	}
+	if len(raw) > maxAdminResponse {
+		return nil, fmt.Errorf("admin API %s %s: response larger than %d bytes", method, path, maxAdminResponse)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return raw, nil
+	}
+	e := &apiError{Status: resp.StatusCode}
+	var eb struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
+		e.Code, e.Message = eb.Code, eb.Error
+	} else {
+		// Not the admin API's error shape: something else answers at
+		// --admin-url (a proxy, another service).
+		e.Code = strings.ReplaceAll(strings.ToLower(http.StatusText(resp.StatusCode)), " ", "_")
+		e.Message = snippet(raw)
+	}
+	return nil, e
+}
+
+// call is do that also decodes the answer into out (when not nil); the raw
+// body is still returned, for --output json.
+func (ac *adminClient) call(ctx context.Context, method, path string, query url.Values, body, out any) ([]byte, error) {
+	raw, err := ac.do(ctx, method, path, query, body)
+	if err != nil {
+		return nil, err
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("admin API %s %s: decode response: %w", method, path, err)
+		}
+	}
+	return raw, nil
+}
+
+// snippet shortens a foreign error body to one line for an error message.
+func snippet(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	if s == "" {
+		return "(empty response)"
+	}
+	return s
+}
+
+func pathOf(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(p))
+	}
+	return b.String()
+}
+
+// verbFunc runs one verb of a command group, e.g. "keys create".
+type verbFunc func(ctx context.Context, args []string, c *cli) error
+
+// dispatchVerb runs the verb args[0] of group, printing the group's usage
+// when the verb is missing or unknown.
+func dispatchVerb(ctx context.Context, group, usage string, verbs map[string]verbFunc, args []string, c *cli) error {
+	if len(args) == 0 {
+		fmt.Fprint(c.stderr, usage)
+		return fmt.Errorf("%w: keygate %s: missing subcommand", errUsage, group)
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	}
+	run, ok := verbs[args[0]]
+	if !ok {
+		fmt.Fprint(c.stderr, usage)
+		return fmt.Errorf("%w: keygate %s: unknown subcommand %q", errUsage, group, args[0])
+	}
+	return run(ctx, args[1:], c)
+}

@@ -1,0 +1,464 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+const keysUsage = `Usage:
+  keygate keys create --tenant ID [--org ID] [--user ID] --name NAME [--scopes a,b]
+                      [--env live|test] [--tier TIER] [--expires-in 720h] [--slot NAME]
+                      [--metadata k=v,k2=v2] [--credits N]
+  keygate keys list [--tenant ID] [--org ID] [--status S] [--limit N] [--cursor C] [--all]
+  keygate keys get ID
+  keygate keys update ID [--name N] [--scopes a,b] [--tier T] [--status active|inactive]
+                         [--expires-in D | --expires-at RFC3339 | --no-expiry]
+  keygate keys revoke ID
+  keygate keys rotate ID [--grace 1h]
+  keygate keys delete ID
+  keygate keys import --tenant ID [--org ID] --name NAME --key-stdin [--env E] [--tier T]
+                      [--scopes a,b] [--display-prefix P]
+      (or --key-sha256 HEX for a key known only by its hash; --key RAW also
+      works but leaves the secret in shell history)
+
+Every subcommand also takes --admin-url, --admin-token-file and
+--output table|json. Run "keygate keys SUBCOMMAND --help" for details.
+`
+
+// keyStdin is where "keys import --key-stdin" reads the key; a variable so
+// that tests can supply one.
+var keyStdin io.Reader = os.Stdin
+
+// maxImportKeyLen bounds what --key-stdin reads; the server accepts keys of
+// at most 256 bytes.
+const maxImportKeyLen = 4096
+
+func runKeys(ctx context.Context, args []string, c *cli) error {
+	return dispatchVerb(ctx, "keys", keysUsage, map[string]verbFunc{
+		"create": keysCreate,
+		"list":   keysList,
+		"get":    keysGet,
+		"update": keysUpdate,
+		"revoke": keysRevoke,
+		"rotate": keysRotate,
+		"delete": keysDelete,
+		"import": keysImport,
+	}, args, c)
+}
+
+// commaList parses "a,b" flags; an empty value is an empty list, which for
+// update means "no scopes".
+func commaList(s string) []string {
+	out := []string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// metadataFlag collects --metadata k=v,k2=v2, repeatable.
+type metadataFlag map[string]string
+
+func (m metadataFlag) String() string {
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	return strings.Join(kv, ",")
+}
+
+func (m metadataFlag) Set(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return fmt.Errorf("%q: want key=value", p)
+		}
+		m[strings.TrimSpace(k)] = v
+	}
+	return nil
+}
+
+// specFlags are the key settings create and import share.
+type specFlags struct {
+	tenant, org, user, name string
+	scopes, env, tier       string
+	expiresIn               time.Duration
+	metadata                metadataFlag
+}
+
+func addSpecFlags(m *mgmtCommand) *specFlags {
+	f := &specFlags{metadata: metadataFlag{}}
+	m.fs.StringVar(&f.tenant, "tenant", "", "`ID` of the tenant the key belongs to (required)")
+	m.fs.StringVar(&f.org, "org", "", "org `ID` for an org-level key (default: a tenant-level key)")
+	m.fs.StringVar(&f.user, "user", "", "user `ID` the key acts for, sent upstream as x-user-id")
+	m.fs.StringVar(&f.name, "name", "", "key `name` (required)")
+	m.fs.StringVar(&f.scopes, "scopes", "", "comma-separated `scopes`, e.g. vault:read,vault:write")
+	m.fs.StringVar(&f.env, "env", "", "key `environment`: live or test (default live)")
+	m.fs.StringVar(&f.tier, "tier", "", "rate-limit `tier`, e.g. standard or enterprise (default: the first configured)")
+	m.fs.DurationVar(&f.expiresIn, "expires-in", 0, "lifetime, e.g. 720h (default: no expiry)")
+	m.fs.Var(f.metadata, "metadata", "free-form `key=value` pairs, comma-separated or repeated")
+	return f
+}
+
+// body is the JSON of the spec, with only the fields given.
+func (f *specFlags) body(m *mgmtCommand) (map[string]any, error) {
+	if err := m.required("tenant", "name"); err != nil {
+		return nil, err
+	}
+	b := map[string]any{"tenant_id": f.tenant, "name": f.name}
+	for flagName, field := range map[string]string{"org": "org_id", "user": "user_id", "env": "environment", "tier": "tier"} {
+		if m.isSet(flagName) {
+			b[field] = m.fs.Lookup(flagName).Value.String()
+		}
+	}
+	if m.isSet("scopes") {
+		b["scopes"] = commaList(f.scopes)
+	}
+	if m.isSet("expires-in") {
+		if f.expiresIn <= 0 {
+			return nil, m.usageErr("--expires-in must be positive")
+		}
+		b["expires_in"] = f.expiresIn.String()
+	}
+	if len(f.metadata) > 0 {
+		b["metadata"] = map[string]string(f.metadata)
+	}
+	return b, nil
+}
+
+func keysCreate(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys create", "keys create --tenant ID --name NAME [flags]")
+	spec := addSpecFlags(m)
+	slot := m.fs.String("slot", "", "slot `name` holding one key: creating a key in it revokes the slot's previous key")
+	credits := m.fs.Int64("credits", 0, "prepaid request `credits` (default: unmetered)")
+	if _, err := m.parse(args); err != nil {
+		return err
+	}
+	body, err := spec.body(m)
+	if err != nil {
+		return err
+	}
+	if m.isSet("slot") {
+		body["slot"] = *slot
+	}
+	if m.isSet("credits") {
+		body["credits_remaining"] = *credits
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	var k keystore.CreatedKey
+	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys"), nil, body, &k)
+	if err != nil {
+		return err
+	}
+	if m.json() {
+		return printRaw(c.stdout, raw)
+	}
+	return printCreatedKey(c.stdout, k, time.Now())
+}
+
+// rawPage is a listing page with its keys kept as sent, so that --output
+// json passes on fields this build does not know.
+type rawPage struct {
+	Data       []json.RawMessage `json:"data"`
+	NextCursor string            `json:"next_cursor,omitempty"`
+	HasMore    bool              `json:"has_more"`
+}
+
+func keysList(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys list", "keys list [flags]")
+	tenant := m.fs.String("tenant", "", "only keys of the tenant with this `ID`")
+	org := m.fs.String("org", "", "only keys of the org with this `ID`")
+	status := m.fs.String("status", "", "only keys in this `state`: active, inactive, revoked or expired")
+	limit := m.fs.Int("limit", 0, "page `size`, 1 to 1000 (default 50)")
+	cursor := m.fs.String("cursor", "", "next_cursor of the previous page")
+	all := m.fs.Bool("all", false, "follow next_cursor through every page")
+	if _, err := m.parse(args); err != nil {
+		return err
+	}
+	if m.isSet("limit") && *limit < 1 {
+		return m.usageErr("--limit must be at least 1")
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for name, v := range map[string]string{"tenant_id": *tenant, "org_id": *org, "status": *status} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	if *limit > 0 {
+		q.Set("limit", fmt.Sprint(*limit))
+	}
+	out := rawPage{Data: []json.RawMessage{}}
+	next := *cursor
+	for {
+		if next != "" {
+			q.Set("cursor", next)
+		}
+		var p rawPage
+		if _, err := ac.call(ctx, "GET", pathOf("v1", "keys"), q, nil, &p); err != nil {
+			return err
+		}
+		out.Data = append(out.Data, p.Data...)
+		out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
+		if !*all || !p.HasMore {
+			break
+		}
+		// A cursor that does not move would loop forever.
+		if p.NextCursor == "" || p.NextCursor == next {
+			return fmt.Errorf("admin API: list keys: has_more without a new next_cursor")
+		}
+		next = p.NextCursor
+	}
+	if m.json() {
+		return printValue(c.stdout, out)
+	}
+	keys := make([]keystore.Key, 0, len(out.Data))
+	for _, r := range out.Data {
+		var k keystore.Key
+		if err := json.Unmarshal(r, &k); err != nil {
+			return fmt.Errorf("admin API: list keys: decode key: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := printKeys(c.stdout, keys, time.Now()); err != nil {
+		return err
+	}
+	if out.HasMore {
+		fmt.Fprintf(c.stderr, "More keys: add --cursor %s (or --all).\n", out.NextCursor)
+	}
+	return nil
+}
+
+// keyCommand runs a command on one key id whose answer is a key.
+func keyCommand(ctx context.Context, m *mgmtCommand, args []string, method string, suffix []string, body func() (any, error)) error {
+	pos, err := m.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	var b any
+	if body != nil {
+		if b, err = body(); err != nil {
+			return err
+		}
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	var k keystore.Key
+	raw, err := ac.call(ctx, method, pathOf(append([]string{"v1", "keys", pos[0]}, suffix...)...), nil, b, &k)
+	if err != nil {
+		return err
+	}
+	if m.json() {
+		return printRaw(m.c.stdout, raw)
+	}
+	return printKey(m.c.stdout, k, time.Now())
+}
+
+func keysGet(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys get", "keys get ID [flags]")
+	return keyCommand(ctx, m, args, "GET", nil, nil)
+}
+
+func keysRevoke(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys revoke", "keys revoke ID [flags]")
+	return keyCommand(ctx, m, args, "POST", []string{"revoke"}, nil)
+}
+
+func keysUpdate(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys update", "keys update ID [flags]")
+	name := m.fs.String("name", "", "new `name`")
+	scopes := m.fs.String("scopes", "", "new comma-separated `scopes` (replaces them all; \"\" removes them)")
+	tier := m.fs.String("tier", "", "new rate-limit `tier`")
+	status := m.fs.String("status", "", "`status`: active or inactive (revoke with \"keys revoke\")")
+	expiresIn := m.fs.Duration("expires-in", 0, "expire this long from now, e.g. 720h")
+	expiresAt := m.fs.String("expires-at", "", "expire at this RFC 3339 `time`, e.g. 2030-01-02T15:04:05Z")
+	noExpiry := m.fs.Bool("no-expiry", false, "remove the expiry")
+	return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
+		b := map[string]any{}
+		n := 0
+		for _, f := range []string{"expires-in", "expires-at", "no-expiry"} {
+			if m.isSet(f) {
+				n++
+			}
+		}
+		if n > 1 {
+			return nil, m.usageErr("give at most one of --expires-in, --expires-at and --no-expiry")
+		}
+		if m.isSet("name") {
+			b["name"] = *name
+		}
+		if m.isSet("scopes") {
+			b["scopes"] = commaList(*scopes)
+		}
+		if m.isSet("tier") {
+			b["tier"] = *tier
+		}
+		if m.isSet("status") {
+			b["status"] = *status
+		}
+		switch {
+		case m.isSet("expires-in"):
+			if *expiresIn <= 0 {
+				return nil, m.usageErr("--expires-in must be positive")
+			}
+			b["expires_in"] = expiresIn.String()
+		case m.isSet("expires-at"):
+			t, err := time.Parse(time.RFC3339, *expiresAt)
+			if err != nil {
+				return nil, m.usageErr("--expires-at %q: want an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
+			}
+			b["expires_at"] = t
+		case *noExpiry:
+			b["clear_expiry"] = true
+		}
+		if len(b) == 0 {
+			m.fs.Usage()
+			return nil, m.usageErr("nothing to update: give at least one flag")
+		}
+		return b, nil
+	})
+}
+
+func keysRotate(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys rotate", "keys rotate ID [--grace 1h] [flags]")
+	grace := m.fs.Duration("grace", 0, "keep the old key working this long, e.g. 1h (default: revoke it at once)")
+	pos, err := m.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	if *grace < 0 {
+		return m.usageErr("--grace must not be negative")
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	var body any
+	if *grace > 0 {
+		body = map[string]string{"grace_period": grace.String()}
+	}
+	var k keystore.CreatedKey
+	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys", pos[0], "rotate"), nil, body, &k)
+	if err != nil {
+		return err
+	}
+	if m.json() {
+		return printRaw(c.stdout, raw)
+	}
+	if err := printCreatedKey(c.stdout, k, time.Now()); err != nil {
+		return err
+	}
+	if *grace > 0 {
+		_, err = fmt.Fprintf(c.stdout, "The old key %s keeps working for %s.\n", cell(pos[0]), *grace)
+	} else {
+		_, err = fmt.Fprintf(c.stdout, "The old key %s is revoked.\n", cell(pos[0]))
+	}
+	return err
+}
+
+func keysDelete(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys delete", "keys delete ID [flags]")
+	pos, err := m.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	if _, err := ac.call(ctx, "DELETE", pathOf("v1", "keys", pos[0]), nil, nil, nil); err != nil {
+		return err
+	}
+	if m.json() {
+		return printValue(c.stdout, struct {
+			ID      string `json:"id"`
+			Deleted bool   `json:"deleted"`
+		}{pos[0], true})
+	}
+	_, err = fmt.Fprintf(c.stdout, "Deleted key %s.\n", cell(pos[0]))
+	return err
+}
+
+func keysImport(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys import", "keys import --tenant ID --name NAME (--key-stdin | --key-sha256 HEX | --key RAW) [flags]")
+	spec := addSpecFlags(m)
+	key := m.fs.String("key", "", "the raw `key` (prefer --key-stdin: this leaves the key in shell history)")
+	keySHA := m.fs.String("key-sha256", "", "hex SHA-256 of the key, for systems that kept only hashes")
+	keyFromStdin := m.fs.Bool("key-stdin", false, "read the raw key from standard input")
+	display := m.fs.String("display-prefix", "", "`prefix` shown in listings for a --key-sha256 import")
+	if _, err := m.parse(args); err != nil {
+		return err
+	}
+	n := 0
+	for _, f := range []string{"key", "key-sha256", "key-stdin"} {
+		if m.isSet(f) {
+			n++
+		}
+	}
+	if n != 1 {
+		m.fs.Usage()
+		return m.usageErr("give exactly one of --key-stdin, --key-sha256 and --key")
+	}
+	body, err := spec.body(m)
+	if err != nil {
+		return err
+	}
+	switch {
+	case m.isSet("key"):
+		body["key"] = *key
+	case m.isSet("key-sha256"):
+		body["key_sha256"] = strings.ToLower(strings.TrimSpace(*keySHA))
+	case *keyFromStdin:
+		raw, err := io.ReadAll(io.LimitReader(keyStdin, maxImportKeyLen+1))
+		if err != nil {
+			return fmt.Errorf("read key from standard input: %w", err)
+		}
+		if len(raw) > maxImportKeyLen {
+			return fmt.Errorf("read key from standard input: more than %d bytes", maxImportKeyLen)
+		}
+		k := strings.TrimSpace(string(raw))
+		if k == "" {
+			return fmt.Errorf("read key from standard input: no key given")
+		}
+		body["key"] = k
+	default:
+		return m.usageErr("--key-stdin=false: give the key another way")
+	}
+	if m.isSet("display-prefix") {
+		body["display_prefix"] = *display
+	}
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	var k keystore.Key
+	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys", "import"), nil, body, &k)
+	if err != nil {
+		return err
+	}
+	if m.json() {
+		return printRaw(c.stdout, raw)
+	}
+	return printKey(c.stdout, k, time.Now())
+}
