@@ -313,3 +313,21 @@ func dispatchVerb(ctx context.Context, group, usage string, verbs map[string]ver
 	}
 	return run(ctx, args[1:], c)
 }
+
+// show calls the admin API and prints its answer: the response body as it
+// came with --output json, else what table makes of it decoded as T.
+func show[T any](ctx context.Context, m *mgmtCommand, method, path string, query url.Values, body any, table func(io.Writer, T) error) error {
+	ac, err := m.client()
+	if err != nil {
+		return err
+	}
+	var v T
+	raw, err := ac.call(ctx, method, path, query, body, &v)
+	if err != nil {
+		return err
+	}
+	if m.json() {
+		return printRaw(m.c.stdout, raw)
+	}
+	return table(m.c.stdout, v)
+}

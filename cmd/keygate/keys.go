@@ -157,19 +157,7 @@ func keysCreate(ctx context.Context, args []string, c *cli) error {
 	if m.isSet("credits") {
 		body["credits_remaining"] = *credits
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var k keystore.CreatedKey
-	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys"), nil, body, &k)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printCreatedKey(c.stdout, k, time.Now())
+	return show(ctx, m, "POST", pathOf("v1", "keys"), nil, body, printCreatedKeyNow)
 }
 
 // rawPage is a listing page with its keys kept as sent, so that --output
@@ -260,19 +248,7 @@ func keyCommand(ctx context.Context, m *mgmtCommand, args []string, method strin
 			return err
 		}
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var k keystore.Key
-	raw, err := ac.call(ctx, method, pathOf(append([]string{"v1", "keys", pos[0]}, suffix...)...), nil, b, &k)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(m.c.stdout, raw)
-	}
-	return printKey(m.c.stdout, k, time.Now())
+	return show(ctx, m, method, pathOf(append([]string{"v1", "keys", pos[0]}, suffix...)...), nil, b, printKeyNow)
 }
 
 func keysGet(ctx context.Context, args []string, c *cli) error {
@@ -448,17 +424,5 @@ func keysImport(ctx context.Context, args []string, c *cli) error {
 	if m.isSet("display-prefix") {
 		body["display_prefix"] = *display
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var k keystore.Key
-	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys", "import"), nil, body, &k)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printKey(c.stdout, k, time.Now())
+	return show(ctx, m, "POST", pathOf("v1", "keys", "import"), nil, body, printKeyNow)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/url"
 
 	"github.com/keygate/keygate/keystore"
@@ -34,20 +35,8 @@ func orgsCreate(ctx context.Context, args []string, c *cli) error {
 	if err := m.required("tenant", "name"); err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var o keystore.Org
 	body := map[string]string{"tenant_id": *tenant, "name": *name}
-	raw, err := ac.call(ctx, "POST", pathOf("v1", "orgs"), nil, body, &o)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printOrgs(c.stdout, []keystore.Org{o})
+	return show(ctx, m, "POST", pathOf("v1", "orgs"), nil, body, printOrg)
 }
 
 func orgsList(ctx context.Context, args []string, c *cli) error {
@@ -56,25 +45,13 @@ func orgsList(ctx context.Context, args []string, c *cli) error {
 	if _, err := m.parse(args); err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	if *tenant != "" {
 		q.Set("tenant_id", *tenant)
 	}
-	var l struct {
-		Data []keystore.Org `json:"data"`
-	}
-	raw, err := ac.call(ctx, "GET", pathOf("v1", "orgs"), q, nil, &l)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printOrgs(c.stdout, l.Data)
+	return show(ctx, m, "GET", pathOf("v1", "orgs"), q, nil, func(w io.Writer, l list[keystore.Org]) error {
+		return printOrgs(w, l.Data)
+	})
 }
 
 func orgsGet(ctx context.Context, args []string, c *cli) error {
@@ -83,17 +60,5 @@ func orgsGet(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var o keystore.Org
-	raw, err := ac.call(ctx, "GET", pathOf("v1", "orgs", pos[0]), nil, nil, &o)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printOrgs(c.stdout, []keystore.Org{o})
+	return show(ctx, m, "GET", pathOf("v1", "orgs", pos[0]), nil, nil, printOrg)
 }

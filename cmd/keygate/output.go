@@ -163,3 +163,18 @@ func printCreatedKey(w io.Writer, k keystore.CreatedKey, now time.Time) error {
 	_, err := fmt.Fprintf(w, "\nAPI key (shown once, it will not be shown again; store it now):\n%s\n", cell(k.Secret))
 	return err
 }
+
+// list is the admin API's envelope of a plain list.
+type list[T any] struct {
+	Data []T `json:"data"`
+}
+
+func printTenant(w io.Writer, t keystore.Tenant) error { return printTenants(w, []keystore.Tenant{t}) }
+
+func printOrg(w io.Writer, o keystore.Org) error { return printOrgs(w, []keystore.Org{o}) }
+
+func printKeyNow(w io.Writer, k keystore.Key) error { return printKey(w, k, time.Now()) }
+
+func printCreatedKeyNow(w io.Writer, k keystore.CreatedKey) error {
+	return printCreatedKey(w, k, time.Now())
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 
 	"github.com/keygate/keygate/keystore"
 )
@@ -32,19 +33,7 @@ func tenantsCreate(ctx context.Context, args []string, c *cli) error {
 	if err := m.required("name"); err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var t keystore.Tenant
-	raw, err := ac.call(ctx, "POST", pathOf("v1", "tenants"), nil, map[string]string{"name": *name}, &t)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printTenants(c.stdout, []keystore.Tenant{t})
+	return show(ctx, m, "POST", pathOf("v1", "tenants"), nil, map[string]string{"name": *name}, printTenant)
 }
 
 func tenantsList(ctx context.Context, args []string, c *cli) error {
@@ -52,21 +41,9 @@ func tenantsList(ctx context.Context, args []string, c *cli) error {
 	if _, err := m.parse(args); err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var l struct {
-		Data []keystore.Tenant `json:"data"`
-	}
-	raw, err := ac.call(ctx, "GET", pathOf("v1", "tenants"), nil, nil, &l)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printTenants(c.stdout, l.Data)
+	return show(ctx, m, "GET", pathOf("v1", "tenants"), nil, nil, func(w io.Writer, l list[keystore.Tenant]) error {
+		return printTenants(w, l.Data)
+	})
 }
 
 func tenantsGet(ctx context.Context, args []string, c *cli) error {
@@ -75,17 +52,5 @@ func tenantsGet(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		return err
 	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var t keystore.Tenant
-	raw, err := ac.call(ctx, "GET", pathOf("v1", "tenants", pos[0]), nil, nil, &t)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	return printTenants(c.stdout, []keystore.Tenant{t})
+	return show(ctx, m, "GET", pathOf("v1", "tenants", pos[0]), nil, nil, printTenant)
 }
