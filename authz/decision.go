@@ -1,6 +1,9 @@
 package authz
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Request is what the core needs to know about one HTTP request, whatever
 // proxy asked. Adapters fill it; the core never sees their types.
@@ -78,6 +81,9 @@ type Credential struct {
 	// ScopesHeader is Scopes joined with ",", computed once by the store so
 	// the Check path does not join on every request.
 	ScopesHeader string
+	// AllowedIPs, when not empty, lists the only client networks the key
+	// may be used from; elsewhere it is refused (a leaked key stays useless).
+	AllowedIPs []netip.Prefix
 }
 
 // Status of a key as stored.

@@ -16,6 +16,13 @@ type Lookup interface {
 	LookupKey(ctx context.Context, hash apikey.Hash) (c *Credential, found bool, err error)
 }
 
+// OrgDirectory tells which tenant an org belongs to, so that a tenant-level
+// key reaches the orgs of its own tenant and no others. found is false for
+// an org the store does not know.
+type OrgDirectory interface {
+	OrgTenant(ctx context.Context, orgID string) (tenantID string, found bool, err error)
+}
+
 // Recorder is told when an allowed request used a key, so the store can keep
 // last-used times. It must not block: it runs on every allowed Check.
 type Recorder interface {
