@@ -57,6 +57,32 @@ type Decision struct {
 	// store (on allow, and on denials of a known key). Adapters use it for
 	// metadata and logs; they must not decide on it.
 	Credential *Credential
+
+	// ID identifies this decision in logs and, on denials, in the
+	// DecisionIDHeader the client gets, so support can find why a request
+	// was refused. Format it with FormatID.
+	ID uint64
+	// Route is the name of the rule that matched ("(unmatched)" if none).
+	Route string
+	// Cost is the rate-limit tokens this request spends (at least 1).
+	Cost int
+	// WouldDeny, on an allow, is the reason the request would have been
+	// refused had its route or tenant not been in shadow mode.
+	WouldDeny Reason
+}
+
+// DecisionIDHeader carries the decision id to the client on denials.
+const DecisionIDHeader = "x-keygate-decision-id"
+
+// FormatID renders a decision id as 16 hex digits.
+func FormatID(id uint64) string {
+	const hexdigits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hexdigits[id&0xf]
+		id >>= 4
+	}
+	return string(b[:])
 }
 
 // Credential is what the store knows about a key that the decision needs.

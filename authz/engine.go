@@ -2,8 +2,12 @@ package authz
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/keystore/apikey"
@@ -53,6 +57,16 @@ type Config struct {
 	Now func() time.Time
 	// Recorder, when set, is told of every allowed use of a key.
 	Recorder Recorder
+	// Orgs resolves org ids to tenants for tenant-level keys on routes that
+	// name an org. Nil: the Lookup, if it implements OrgDirectory.
+	Orgs OrgDirectory
+	// Policy is the initial route table; SetPolicy replaces it.
+	Policy Policy
+	// ClientIP says where the client's address is read from.
+	ClientIP ClientIP
+	// Signing, when its Secret is set, adds an HMAC signature over the
+	// identity headers to every allowed request.
+	Signing Signing
 }
 
 // IdentityHeaders names the headers the engine sets on allowed requests.
@@ -112,14 +126,24 @@ type Engine struct {
 	sources  []string
 	foreign  bool
 	lookup   Lookup
+	orgs     OrgDirectory
 	recorder Recorder
 	now      func() time.Time
+	clientIP ClientIP
+	signer   *signer
+	style    ErrorStyle
 	names    [numIdentity]string
 	// remove[source][mask] is the precomputed Remove list for a key read
-	// from that source whose empty identity values are the bits of mask, so
-	// allowing a request allocates no list of names.
+	// from that source (len(sources): no credential to strip) whose empty
+	// identity values are the bits of mask, so allowing a request allocates
+	// no list of names.
 	remove  [][1 << numIdentity][]string
 	denials map[Reason]Decision
+	policy  atomic.Pointer[compiledPolicy]
+	// Decision ids: a random base per process plus a counter, unique
+	// without a syscall per request.
+	idBase uint64
+	idSeq  atomic.Uint64
 }
 
 // New returns an Engine that looks keys up in l.
@@ -139,28 +163,54 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Orgs == nil {
+		cfg.Orgs, _ = l.(OrgDirectory)
+	}
 	hdr := cfg.Headers.withDefaults()
 	if err := validateHeaderNames(hdr, cfg.Sources); err != nil {
 		return nil, fmt.Errorf("authz config: %w", err)
 	}
-	denials, err := cfg.Errors.render()
+	style, err := cfg.Errors.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	denials, err := style.render()
+	if err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	if err := cfg.ClientIP.validate(); err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	sg, err := newSigner(cfg.Signing, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("authz: decision id seed: %w", err)
 	}
 	e := &Engine{
 		format:   cfg.Format,
 		sources:  append([]string(nil), cfg.Sources...),
 		foreign:  cfg.AcceptForeignKeys,
 		lookup:   l,
+		orgs:     cfg.Orgs,
 		recorder: cfg.Recorder,
 		now:      cfg.Now,
+		clientIP: cfg.ClientIP,
+		signer:   sg,
+		style:    style,
 		names:    hdr.names(),
 		denials:  denials,
+		idBase:   binary.LittleEndian.Uint64(seed[:]),
 	}
-	e.remove = make([][1 << numIdentity][]string, len(e.sources))
-	for src := range e.sources {
+	e.remove = make([][1 << numIdentity][]string, len(e.sources)+1)
+	for src := range e.remove {
 		for mask := range 1 << numIdentity {
-			list := []string{e.sources[src]}
+			var list []string
+			if src < len(e.sources) {
+				list = append(list, e.sources[src])
+			}
 			for i, n := range e.names {
 				if mask&(1<<i) != 0 {
 					list = append(list, n)
@@ -169,7 +219,37 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 			e.remove[src][mask] = list
 		}
 	}
+	if err := e.SetPolicy(cfg.Policy); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// SetPolicy replaces the route table atomically: a Check in flight finishes
+// under the table it started with, the next one uses the new table. An
+// invalid policy is refused and the current one stays.
+func (e *Engine) SetPolicy(p Policy) error {
+	cp, err := p.compile()
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if cp.orgHeader != "" {
+		for _, s := range e.sources {
+			if s == cp.orgHeader {
+				return fmt.Errorf("policy: org header %q is also a credential source", cp.orgHeader)
+			}
+		}
+	}
+	e.policy.Store(cp)
+	return nil
+}
+
+// ValidatePolicy reports every problem of p without installing it.
+func ValidatePolicy(p Policy) error {
+	if _, err := p.compile(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	return nil
 }
 
 func validateHeaderNames(h IdentityHeaders, sources []string) error {
@@ -203,41 +283,141 @@ func validHeaderName(n string) error {
 }
 
 // Decide answers one request. It always returns a Decision that can be
-// rendered as is; a non-nil error (wrapping ErrUnavailable) says the store or
-// the deadline failed, and the Decision is then the fail-closed 503.
+// rendered as is; a non-nil error (wrapping ErrUnavailable) says the store,
+// the deadline or the route settings failed, and the Decision is then the
+// fail-closed 503 (or, in shadow mode, an allow that reports it).
+//
+// The order is DESIGN.md's: route (public routes end here), credential,
+// key format, lookup, key state, client address, environment, org, scopes.
 func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
+	cp := e.policy.Load()
+	path := cleanPath(req.Path)
+	rt, org, matched := cp.match(req.Method, req.Host, path)
+	var err error
+	routed := matched
+	if len(req.Settings) > 0 {
+		var set bool
+		if rt, set, err = rt.withSettings(req.Settings); err != nil {
+			err = fmt.Errorf("%w: route %s: %w", ErrUnavailable, rt.name, err)
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, -1), err
+		}
+		// A route that carries Keygate settings in Envoy is a configured
+		// route, even if no rule of the file matches it.
+		routed = routed || set
+	}
+	switch {
+	case !routed && cp.denyUnmatched:
+		return e.finish(cp, rt, e.denials[ReasonRouteNotAllowed], nil, -1), nil
+	case rt.public:
+		return e.finish(cp, rt, e.allow(nil, len(e.sources), ""), nil, -1), nil
+	}
+
 	ex := extract(e.sources, req.Headers)
 	if ex.reason != ReasonOK {
-		return e.denials[ex.reason], nil
+		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
 	}
-	if _, err := e.format.Parse(ex.raw); err != nil && !e.foreign {
-		return e.denials[ReasonInvalidKey], nil
+	if _, perr := e.format.Parse(ex.raw); perr != nil && !e.foreign {
+		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
 	if err := ctx.Err(); err != nil {
-		return e.denials[ReasonUnavailable], fmt.Errorf("%w: before lookup: %w", ErrUnavailable, err)
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: before lookup: %w", ErrUnavailable, err)
 	}
 	cred, found, err := e.lookup.LookupKey(ctx, apikey.HashOf(ex.raw))
 	if err != nil {
-		return e.denials[ReasonUnavailable], fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
 	}
 	if !found {
-		return e.denials[ReasonInvalidKey], nil
+		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
 	now := e.now()
 	if r := cred.state(now); r != ReasonOK {
-		d := e.denials[r]
-		d.Credential = cred
-		return d, nil
+		return e.finish(cp, rt, e.denials[r], cred, ex.source), nil
+	}
+	if len(cred.AllowedIPs) > 0 && !e.clientIP.allowed(req, cred.AllowedIPs) {
+		return e.finish(cp, rt, e.denials[ReasonIPNotAllowed], cred, ex.source), nil
+	}
+	if !cp.envs.allows(cred.Environment) || !rt.envs.allows(cred.Environment) {
+		return e.finish(cp, rt, e.denials[ReasonEnvironmentNotAllowed], cred, ex.source), nil
+	}
+	if cp.introspection != "" && path == cp.introspection && (req.Method == "GET" || req.Method == "HEAD") {
+		return e.finish(cp, rt, e.introspect(cred), cred, ex.source), nil
+	}
+	if org == "" && rt.orgParam == "" && cp.orgHeader != "" {
+		org = trimOWS(req.Headers[cp.orgHeader])
+	}
+	org, ok, err := e.resolveOrg(ctx, cred, org)
+	if err != nil {
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), err
+	}
+	if !ok {
+		return e.finish(cp, rt, e.denials[ReasonOrgForbidden], cred, ex.source), nil
+	}
+	if missing := missingScopes(rt.scopes, cred.Scopes); len(missing) > 0 {
+		d, rerr := e.style.denial(ReasonInsufficientScope, denials[ReasonInsufficientScope].message+": "+strings.Join(missing, ", "), missing)
+		if rerr != nil {
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: %w", ErrUnavailable, rerr)
+		}
+		return e.finish(cp, rt, d, cred, ex.source), nil
 	}
 	if e.recorder != nil {
 		e.recorder.KeyUsed(cred, now)
 	}
-	return e.allow(cred, ex.source), nil
+	return e.finish(cp, rt, e.allow(cred, ex.source, org), cred, ex.source), nil
 }
 
-func (e *Engine) allow(c *Credential, source int) Decision {
-	values := identityValues(c)
-	set := make([]Header, 0, numIdentity)
+// resolveOrg checks the org a request names against the key: an org-level
+// key must name its own org (or none), a tenant-level key an org of its
+// tenant. It returns the org to report upstream.
+func (e *Engine) resolveOrg(ctx context.Context, c *Credential, org string) (string, bool, error) {
+	switch {
+	case org == "":
+		return c.OrgID, true, nil
+	case c.OrgID != "":
+		return org, org == c.OrgID, nil
+	case e.orgs == nil:
+		return "", false, nil
+	}
+	tenant, found, err := e.orgs.OrgTenant(ctx, org)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: look up org: %w", ErrUnavailable, err)
+	}
+	return org, found && tenant == c.TenantID, nil
+}
+
+// finish stamps a decision with its id and route, and applies shadow mode:
+// a refusal on a shadow route or of a shadow tenant's key becomes an allow
+// that reports what would have happened. Identity headers are set only for
+// a key that authenticated; every other identity header is stripped.
+func (e *Engine) finish(cp *compiledPolicy, rt route, d Decision, cred *Credential, source int) Decision {
+	if !d.Allow && d.Reason != ReasonIntrospection && (rt.shadow || cred != nil && cp.shadowTenants[cred.TenantID]) {
+		would := d.Reason
+		if source < 0 {
+			source = len(e.sources)
+		}
+		switch {
+		case cred != nil && cred.state(e.now()) == ReasonOK:
+			d = e.allow(cred, source, cred.OrgID)
+		default:
+			d = e.allow(nil, source, "")
+			d.Credential = cred
+		}
+		d.WouldDeny = would
+	}
+	d.ID = e.idBase + e.idSeq.Add(1)
+	d.Route = rt.name
+	d.Cost = rt.cost
+	return d
+}
+
+// allow builds an allowing decision: identity headers of c (none when c is
+// nil), with org as the org, and the removals that go with them.
+func (e *Engine) allow(c *Credential, source int, org string) Decision {
+	var values [numIdentity]string
+	if c != nil {
+		values = identityValues(c)
+		values[1] = org
+	}
+	set := make([]Header, 0, numIdentity+1)
 	mask := 0
 	for i, v := range values {
 		if v == "" {
@@ -245,6 +425,9 @@ func (e *Engine) allow(c *Credential, source int) Decision {
 			continue
 		}
 		set = append(set, Header{Name: e.names[i], Value: v})
+	}
+	if e.signer != nil {
+		set = append(set, e.signer.sign(values, e.now()))
 	}
 	return Decision{
 		Allow:      true,

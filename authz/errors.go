@@ -43,14 +43,12 @@ type problemBody struct {
 	MissingScopes []string `json:"missing_scopes,omitempty"`
 }
 
-// render precomputes every denial Decision, so that denying allocates
-// nothing and costs an attacker's garbage no more than a customer's key.
-func (s ErrorStyle) render() (map[Reason]Decision, error) {
+func (s ErrorStyle) withDefaults() (ErrorStyle, error) {
 	if s.Format == "" {
 		s.Format = FormatSimple
 	}
 	if s.Format != FormatSimple && s.Format != FormatProblem {
-		return nil, fmt.Errorf("error format %q: want %q or %q", s.Format, FormatSimple, FormatProblem)
+		return s, fmt.Errorf("error format %q: want %q or %q", s.Format, FormatSimple, FormatProblem)
 	}
 	if s.ProblemTypeBase == "" {
 		s.ProblemTypeBase = defaultProblemTypeBase
@@ -59,8 +57,15 @@ func (s ErrorStyle) render() (map[Reason]Decision, error) {
 		s.Realm = "keygate"
 	}
 	if strings.ContainsAny(s.Realm, "\"\\\r\n") {
-		return nil, fmt.Errorf("realm %q: quotes, backslashes and line breaks are not allowed", s.Realm)
+		return s, fmt.Errorf("realm %q: quotes, backslashes and line breaks are not allowed", s.Realm)
 	}
+	return s, nil
+}
+
+// render precomputes every denial Decision of a style with its defaults
+// applied, so that denying allocates nothing and costs an attacker's
+// garbage no more than a customer's key.
+func (s ErrorStyle) render() (map[Reason]Decision, error) {
 	out := make(map[Reason]Decision, len(denials))
 	for r := range denials {
 		d, err := s.denial(r, "", nil)

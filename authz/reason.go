@@ -16,9 +16,15 @@ const (
 	ReasonEnvironmentNotAllowed Reason = "environment_not_allowed"
 	ReasonOrgForbidden          Reason = "org_forbidden"
 	ReasonInsufficientScope     Reason = "insufficient_scope"
+	ReasonIPNotAllowed          Reason = "ip_not_allowed"
+	ReasonRouteNotAllowed       Reason = "route_not_allowed"
 	ReasonRateLimited           Reason = "rate_limited"
 	ReasonCreditsExhausted      Reason = "credits_exhausted"
 	ReasonUnavailable           Reason = "unavailable"
+	// ReasonIntrospection answers the introspection path: not a refusal,
+	// but Keygate replies itself (200, the principal as JSON) instead of
+	// passing the request on.
+	ReasonIntrospection Reason = "introspection"
 )
 
 // denial is the client-facing answer for one Reason: AlfaOne's exact error
@@ -38,13 +44,15 @@ var denials = map[Reason]denial{
 	ReasonEnvironmentNotAllowed: {403, "Environment not allowed", "API key environment not allowed"},
 	ReasonOrgForbidden:          {403, "Organization forbidden", "API key is not allowed for this organization"},
 	ReasonInsufficientScope:     {403, "Insufficient scope", "API key is missing required scope"},
+	ReasonIPNotAllowed:          {403, "IP address not allowed", "API key is not allowed from this IP address"},
+	ReasonRouteNotAllowed:       {403, "Route not allowed", "Access to this route is not allowed"},
 	ReasonRateLimited:           {429, "Rate limit exceeded", "Rate limit exceeded. Please try again later."},
 	ReasonCreditsExhausted:      {429, "Credits exhausted", "API credits exhausted"},
 	ReasonUnavailable:           {503, "Authorization unavailable", "Authorization temporarily unavailable"},
 }
 
 // Status is the HTTP status a denial with this reason is answered with, or
-// 200 for ReasonOK.
+// 200 for ReasonOK and ReasonIntrospection.
 func (r Reason) Status() int {
 	if d, ok := denials[r]; ok {
 		return d.status

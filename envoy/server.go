@@ -60,18 +60,43 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		keyID := ""
-		if d.Credential != nil {
-			keyID = d.Credential.ID
-		}
-		s.log.LogAttrs(ctx, slog.LevelDebug, "check",
-			slog.String("decision", string(d.Reason)), slog.Int("status", d.Status),
-			// The query is left out: clients do put keys there, though
-			// Keygate never reads them.
-			slog.String("api_key_id", keyID), slog.String("path", pathOnly(r.Path)))
-	}
+	s.logDecision(ctx, &r, &d)
 	return Response(d), nil
+}
+
+// logDecision logs refusals and shadow-mode would-be refusals at Info, so
+// support can find a decision by the id its client was given, and allows at
+// Debug. Never the key: the key id names it.
+func (s *Server) logDecision(ctx context.Context, r *authz.Request, d *authz.Decision) {
+	level, msg := slog.LevelDebug, "allowed"
+	switch {
+	case d.WouldDeny != "":
+		level, msg = slog.LevelInfo, "would deny (shadow mode)"
+	case !d.Allow:
+		level, msg = slog.LevelInfo, "denied"
+	}
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	keyID := ""
+	if d.Credential != nil {
+		keyID = d.Credential.ID
+	}
+	reason := d.Reason
+	if d.WouldDeny != "" {
+		reason = d.WouldDeny
+	}
+	s.log.LogAttrs(ctx, level, msg,
+		slog.String("decision_id", authz.FormatID(d.ID)),
+		slog.String("reason", string(reason)),
+		slog.Int("status", d.Status),
+		slog.String("route", d.Route),
+		slog.String("api_key_id", keyID),
+		slog.String("peer", r.Peer),
+		slog.String("method", r.Method),
+		// The query is left out: clients do put keys there, though
+		// Keygate never reads them.
+		slog.String("path", pathOnly(r.Path)))
 }
 
 func pathOnly(p string) string {
@@ -129,11 +154,14 @@ func Response(d authz.Decision) *authv3.CheckResponse {
 			DynamicMetadata: metadata(d),
 		}
 	}
+	// Keygate's own answers (denials and the introspection reply) go to
+	// the client as Envoy's local reply, with the decision id to quote.
+	headers := overwrite(d.ResponseHeaders, authz.Header{Name: authz.DecisionIDHeader, Value: authz.FormatID(d.ID)})
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: string(d.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-			Headers: overwrite(d.ResponseHeaders),
+			Headers: headers,
 			Body:    d.Body,
 		}},
 		DynamicMetadata: metadata(d),
@@ -144,16 +172,18 @@ func Response(d authz.Decision) *authv3.CheckResponse {
 // the client sent under the same name: older versions read Append (false),
 // newer ones AppendAction, whose default would add a second header next to
 // a spoofed one.
-func overwrite(hs []authz.Header) []*corev3.HeaderValueOption {
-	if len(hs) == 0 {
+func overwrite(hs []authz.Header, extra ...authz.Header) []*corev3.HeaderValueOption {
+	if len(hs)+len(extra) == 0 {
 		return nil
 	}
-	out := make([]*corev3.HeaderValueOption, len(hs))
-	for i, h := range hs {
-		out[i] = &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
-			Append:       wrapperspb.Bool(false),
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	out := make([]*corev3.HeaderValueOption, 0, len(hs)+len(extra))
+	for _, list := range [2][]authz.Header{hs, extra} {
+		for _, h := range list {
+			out = append(out, &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+				Append:       wrapperspb.Bool(false),
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			})
 		}
 	}
 	return out
@@ -163,7 +193,12 @@ func overwrite(hs []authz.Header) []*corev3.HeaderValueOption {
 // access logs and rate-limit descriptors.
 func metadata(d authz.Decision) *structpb.Struct {
 	fields := map[string]*structpb.Value{
-		"decision": structpb.NewStringValue(string(d.Reason)),
+		"decision":    structpb.NewStringValue(string(d.Reason)),
+		"decision_id": structpb.NewStringValue(authz.FormatID(d.ID)),
+		"route":       structpb.NewStringValue(d.Route),
+	}
+	if d.WouldDeny != "" {
+		fields["would_deny"] = structpb.NewStringValue(string(d.WouldDeny))
 	}
 	if c := d.Credential; c != nil {
 		fields["tenant_id"] = structpb.NewStringValue(c.TenantID)
@@ -178,6 +213,8 @@ func metadata(d authz.Decision) *structpb.Struct {
 }
 
 // grpcCode maps a denial's HTTP status to the google.rpc code Envoy logs.
+// Any non-OK code makes Envoy answer with denied_response; the
+// introspection reply (HTTP 200) is one such local reply.
 func grpcCode(status int) code.Code {
 	switch status {
 	case 401:

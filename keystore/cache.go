@@ -141,7 +141,8 @@ func (c *cache) close() {
 // credentialCost estimates the bytes a cached credential holds.
 func credentialCost(c *authz.Credential) int64 {
 	n := 200 + len(c.ID) + len(c.Name) + len(c.DisplayPrefix) + len(c.TenantID) + len(c.OrgID) +
-		len(c.UserID) + len(c.Environment) + len(c.Tier) + 2*len(c.ScopesHeader) + 16*len(c.Scopes)
+		len(c.UserID) + len(c.Environment) + len(c.Tier) + 2*len(c.ScopesHeader) + 16*len(c.Scopes) +
+		32*len(c.AllowedIPs)
 	return int64(n)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +31,9 @@ type KeySpec struct {
 	// transaction (Alloy Embedded's "Generate" button).
 	Slot             string `json:"slot,omitempty"`
 	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	// AllowedCIDRs lists the client networks (CIDRs or bare addresses) the
+	// key works from. Empty: any address.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 }
 
 // CreatedKey is a new key with its secret, which is returned this once and
@@ -149,6 +153,11 @@ func (s *Store) validSpec(spec *KeySpec) error {
 		return err
 	}
 	spec.Scopes = scopes
+	cidrs, err := validCIDRs(spec.AllowedCIDRs)
+	if err != nil {
+		return err
+	}
+	spec.AllowedCIDRs = cidrs
 	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
 		return fmt.Errorf("%w: credits_remaining must not be negative", ErrInvalid)
 	}
@@ -198,6 +207,7 @@ func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported boo
 		ExpiresAt:        spec.ExpiresAt,
 		Metadata:         spec.Metadata,
 		CreditsRemaining: spec.CreditsRemaining,
+		AllowedCIDRs:     spec.AllowedCIDRs,
 	}, Hash: h[:]}
 	err = s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
 		if _, err := getTenant(tx, spec.TenantID); err != nil {
@@ -353,6 +363,9 @@ type KeyUpdate struct {
 	// ExpiresAt sets the expiry; ClearExpiry removes it.
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 	ClearExpiry bool       `json:"clear_expiry,omitempty"`
+	// AllowedCIDRs replaces the key's IP allowlist; an empty list removes
+	// it, so the key works from any address again.
+	AllowedCIDRs *[]string `json:"allowed_cidrs,omitempty"`
 }
 
 // UpdateKey changes a key's settings. The next lookup of the key sees them.
@@ -382,6 +395,13 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 				return err
 			}
 			k.Scopes = scopes
+		}
+		if u.AllowedCIDRs != nil {
+			cidrs, err := validCIDRs(*u.AllowedCIDRs)
+			if err != nil {
+				return err
+			}
+			k.AllowedCIDRs = cidrs
 		}
 		if u.Tier != nil {
 			if err := s.validTier(*u.Tier); err != nil {
@@ -469,6 +489,9 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 		n.ID, n.DisplayPrefix, n.CreatedAt = nid, apikey.DisplayPrefix(raw), now
 		n.Imported, n.LastUsedAt, n.RevokedAt, n.RotatedTo = false, nil, nil, ""
 		n.Scopes = append([]string(nil), old.Scopes...)
+		// The successor of a key locked to some networks is locked to the
+		// same ones: rotating must not widen where a key works.
+		n.AllowedCIDRs = slices.Clone(old.AllowedCIDRs)
 		if old.ExpiresAt != nil {
 			at := now.Add(old.ExpiresAt.Sub(old.CreatedAt))
 			n.ExpiresAt = &at

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,6 +49,10 @@ type Key struct {
 	Metadata      map[string]string `json:"metadata,omitempty"`
 	// CreditsRemaining is the optional prepaid balance; nil means unmetered.
 	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	// AllowedCIDRs, when not empty, lists the only client networks the key
+	// works from, in canonical form ("10.0.0.0/8", "2001:db8::1/128"), so a
+	// leaked key is refused elsewhere. Empty: any address.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 }
 
 // State is a key's status as a client would experience it at a moment: the
@@ -105,6 +110,19 @@ func (k *Key) credential() *authz.Credential {
 	if k.RevokedAt != nil {
 		c.RevokesAt = *k.RevokedAt
 	}
+	if len(k.AllowedCIDRs) > 0 {
+		// Parsed here, once per cache fill, so the Check path only compares.
+		c.AllowedIPs = make([]netip.Prefix, len(k.AllowedCIDRs))
+		for i, s := range k.AllowedCIDRs {
+			// Entries were validated when written, so a failure means a
+			// damaged record. The zero Prefix contains no address: the key
+			// then works from nowhere, where dropping the entry could leave
+			// the list empty and the key working from everywhere.
+			if p, err := netip.ParsePrefix(s); err == nil {
+				c.AllowedIPs[i] = p
+			}
+		}
+	}
 	return c
 }
 
@@ -118,6 +136,11 @@ const (
 	maxMetadata     = 32
 	maxMetaKeyLen   = 64
 	maxMetaValueLen = 1024
+	maxAllowedCIDRs = 100
+	// maxCIDRLen is well above the longest textual prefix netip accepts
+	// ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128"); it only keeps
+	// error messages from quoting megabytes.
+	maxCIDRLen = 64
 )
 
 // validText accepts UTF-8 text without control characters, since names and
@@ -187,4 +210,66 @@ func validEnv(env string) error {
 		return fmt.Errorf("%w: environment %q: want %q or %q", ErrInvalid, env, apikey.EnvLive, apikey.EnvTest)
 	}
 	return nil
+}
+
+// validCIDRs canonicalizes an IP allowlist: each entry is a CIDR or a bare
+// address (a single host), masked to its network, IPv4-mapped IPv6 turned
+// into IPv4, and deduplicated in the order given. An empty list is nil, so
+// that the record omits it.
+func validCIDRs(entries []string) ([]string, error) {
+	if len(entries) > maxAllowedCIDRs {
+		return nil, fmt.Errorf("%w: more than %d allowed_cidrs entries", ErrInvalid, maxAllowedCIDRs)
+	}
+	var out []string
+	seen := map[netip.Prefix]bool{}
+	for _, e := range entries {
+		p, err := parseCIDR(e)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p.String())
+		}
+	}
+	return out, nil
+}
+
+func parseCIDR(e string) (netip.Prefix, error) {
+	bad := func(why string) (netip.Prefix, error) {
+		shown := e
+		if len(shown) > maxCIDRLen {
+			shown = shown[:maxCIDRLen] + "..."
+		}
+		return netip.Prefix{}, fmt.Errorf("%w: allowed_cidrs entry %q: %s", ErrInvalid, shown, why)
+	}
+	if len(e) > maxCIDRLen {
+		return bad("too long")
+	}
+	var p netip.Prefix
+	if strings.Contains(e, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(e); err != nil {
+			return bad("want a CIDR such as 10.0.0.0/8 or an address such as 192.0.2.1")
+		}
+	} else {
+		a, err := netip.ParseAddr(e)
+		if err != nil {
+			return bad("want a CIDR such as 10.0.0.0/8 or an address such as 192.0.2.1")
+		}
+		if a.Zone() != "" {
+			// A zone names an interface of this host; it says nothing
+			// about a remote client.
+			return bad("an address with a zone cannot name a client")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	p = p.Masked()
+	// Proxies report IPv4 clients of a dual-stack socket as ::ffff:a.b.c.d,
+	// so the mapped form of an IPv4 network is stored as that network. A
+	// shorter prefix reaches beyond the mapped range and stays IPv6.
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p, nil
 }

@@ -16,11 +16,12 @@ import (
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// Compile-time guards: the store is what the decision core looks keys up in
-// and tells about their use.
+// Compile-time guards: the store is what the decision core looks keys up in,
+// asks which tenant an org belongs to, and tells about key use.
 var (
-	_ authz.Lookup   = (*Store)(nil)
-	_ authz.Recorder = (*Store)(nil)
+	_ authz.Lookup       = (*Store)(nil)
+	_ authz.OrgDirectory = (*Store)(nil)
+	_ authz.Recorder     = (*Store)(nil)
 )
 
 // Sentinel errors callers branch on; each is wrapped with context.
@@ -78,6 +79,10 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
+	// ReadOnly opens an existing store for lookups only (`keygate check`):
+	// every write fails, and the file is not created or changed. It still
+	// waits for a running server's exclusive lock.
+	ReadOnly bool
 }
 
 func (o Options) withDefaults() Options {
@@ -116,6 +121,8 @@ type Store struct {
 	opts  Options
 	cache *cache
 	usage *usage
+	// orgTenants maps org id to tenant id for OrgTenant; see there.
+	orgTenants sync.Map
 
 	// testHookBeforeFill runs between a cache miss's bbolt read and its
 	// cache fill, so a test can commit a write in exactly that gap.
@@ -138,14 +145,19 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout})
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open store %s read-only: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process: %w", path, err)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := initSchema(db); err != nil {
+	if err := initSchema(db, opts.ReadOnly); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -159,7 +171,20 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func initSchema(db *bolt.DB) error {
+func initSchema(db *bolt.DB, readOnly bool) error {
+	if readOnly {
+		return db.View(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots} {
+				if tx.Bucket(b) == nil {
+					return fmt.Errorf("bucket %s missing: not a keygate store", b)
+				}
+			}
+			if v := tx.Bucket(bucketMeta).Get(metaSchemaVersion); !bytes.Equal(v, schemaVersion) {
+				return fmt.Errorf("schema version %s, this build reads %s", v, schemaVersion)
+			}
+			return nil
+		})
+	}
 	return db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

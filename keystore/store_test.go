@@ -669,3 +669,25 @@ func TestListPagination(t *testing.T) {
 }
 
 func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+func TestReadOnly(t *testing.T) {
+	f := newFixture(t, Options{})
+	ck := f.create(t, KeySpec{})
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(f.path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(ck.Secret)); err != nil || !found || c.ID != ck.ID {
+		t.Fatalf("read-only lookup = %v, %v, %v", c, found, err)
+	}
+	if _, err := ro.CreateTenant("x"); err == nil {
+		t.Fatal("a read-only store accepted a write")
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "missing.db"), Options{ReadOnly: true}); err == nil {
+		t.Fatal("read-only open created a store")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/keygate/keygate/authz"
 )
@@ -107,7 +108,7 @@ func (u *usage) stop() error {
 		<-u.stopped
 		err = u.flush()
 	})
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return nil
 	}
 	return err

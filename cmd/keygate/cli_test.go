@@ -402,6 +402,71 @@ func TestCLIAPIErrors(t *testing.T) {
 	}
 }
 
+// TestCLIAllowedIPs: --allowed-ips on create, import and update reaches the
+// store in canonical form; --clear-allowed-ips removes the list.
+func TestCLIAllowedIPs(t *testing.T) {
+	f := newCLIFixture(t)
+	tn := f.tenant()
+	stored := func(id string) []string {
+		t.Helper()
+		k, err := f.store.Key(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.AllowedCIDRs
+	}
+
+	var ck keystore.CreatedKey
+	f.json(&ck, "keys", "create", "--tenant", tn.ID, "--name", "ci", "--allowed-ips", "192.0.2.7, 10.1.2.3/8")
+	want := []string{"192.0.2.7/32", "10.0.0.0/8"}
+	if d := cmp.Diff(ck.AllowedCIDRs, want); d != "" {
+		t.Errorf("created allowed_cidrs (-got +want):\n%s", d)
+	}
+	if d := cmp.Diff(stored(ck.ID), want); d != "" {
+		t.Errorf("stored allowed_cidrs (-got +want):\n%s", d)
+	}
+
+	stdout, _, err := f.run("keys", "get", ck.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "Allowed IPs") || !strings.Contains(stdout, "192.0.2.7/32,10.0.0.0/8") {
+		t.Errorf("keys get table lacks the allowlist:\n%s", stdout)
+	}
+
+	var upd keystore.Key
+	f.json(&upd, "keys", "update", ck.ID, "--allowed-ips", "2001:db8::/32")
+	if d := cmp.Diff(stored(ck.ID), []string{"2001:db8::/32"}); d != "" {
+		t.Errorf("allowed_cidrs after update (-got +want):\n%s", d)
+	}
+	f.json(&upd, "keys", "update", ck.ID, "--clear-allowed-ips")
+	if got := stored(ck.ID); got != nil {
+		t.Errorf("allowed_cidrs after --clear-allowed-ips = %q", got)
+	}
+	stdout, _, err = f.run("keys", "get", ck.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "any") {
+		t.Errorf("keys get of an unrestricted key does not say so:\n%s", stdout)
+	}
+
+	keyStdin = strings.NewReader("sk_from_stdin_0123456789\n")
+	t.Cleanup(func() { keyStdin = os.Stdin })
+	var im keystore.Key
+	f.json(&im, "keys", "import", "--tenant", tn.ID, "--name", "piped", "--key-stdin", "--allowed-ips", "::ffff:198.51.100.9")
+	if d := cmp.Diff(stored(im.ID), []string{"198.51.100.9/32"}); d != "" {
+		t.Errorf("imported allowed_cidrs (-got +want):\n%s", d)
+	}
+
+	// The server names the entry it refuses.
+	_, _, err = f.run("keys", "update", ck.ID, "--allowed-ips", "10.0.0.0/8,example.com")
+	var ae *apiError
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "400 invalid_request") || !strings.Contains(err.Error(), "example.com") {
+		t.Errorf("bad --allowed-ips: %v, want a 400 naming example.com", err)
+	}
+}
+
 func TestCLIUsageErrors(t *testing.T) {
 	f := newCLIFixture(t)
 	tests := []struct {
@@ -424,6 +489,10 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"update nothing", []string{"keys", "update", "id"}},
 		{"update two expiries", []string{"keys", "update", "id", "--no-expiry", "--expires-in", "1h"}},
 		{"update bad expires-at", []string{"keys", "update", "id", "--expires-at", "tomorrow"}},
+		{"update empty allowed-ips", []string{"keys", "update", "id", "--allowed-ips", ""}},
+		{"update allowed-ips and clear", []string{"keys", "update", "id", "--allowed-ips", "10.0.0.1", "--clear-allowed-ips"}},
+		{"create empty allowed-ips", []string{"keys", "create", "--tenant", "t", "--name", "n", "--allowed-ips", " , "}},
+		{"import empty allowed-ips", []string{"keys", "import", "--tenant", "t", "--name", "n", "--key", "abcdefghijklmnopqr", "--allowed-ips", ""}},
 		{"import without key", []string{"keys", "import", "--tenant", "t", "--name", "n"}},
 		{"import two keys", []string{"keys", "import", "--tenant", "t", "--name", "n", "--key", "abc", "--key-sha256", "00"}},
 		{"rotate negative grace", []string{"keys", "rotate", "id", "--grace", "-1h"}},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +24,7 @@ import (
 
 // config is the YAML file of `keygate serve --config`. Every field is
 // optional; its zero value means the default in the comment, which are
-// DESIGN.md's embedded defaults.
+// DESIGN.md's embedded defaults. examples/keygate.yaml shows them all.
 type config struct {
 	Store struct {
 		Path                 string   `yaml:"path"`                   // ./keygate.db
@@ -60,11 +63,49 @@ type config struct {
 		Tier        string `yaml:"tier"`
 		Scopes      string `yaml:"scopes"`
 	} `yaml:"headers"`
+	Policy struct {
+		Unmatched         string   `yaml:"unmatched"`          // allow_with_key | deny
+		OrgHeader         string   `yaml:"org_header"`         // none
+		Environments      []string `yaml:"environments"`       // any
+		ShadowTenants     []string `yaml:"shadow_tenants"`     // none
+		IntrospectionPath string   `yaml:"introspection_path"` // off
+	} `yaml:"policy"`
+	Routes   []routeConfig `yaml:"routes"`
+	ClientIP struct {
+		Header      string `yaml:"header"`       // none: the peer address
+		TrustedHops int    `yaml:"trusted_hops"` // with header
+	} `yaml:"client_ip"`
+	Signing struct {
+		SecretFile string `yaml:"secret_file"` // none: no signature header
+		Header     string `yaml:"header"`      // x-keygate-signature
+	} `yaml:"signing"`
 	Log struct {
 		Level  string `yaml:"level"`  // info
 		Format string `yaml:"format"` // text | json
 	} `yaml:"log"`
 	ShutdownTimeout duration `yaml:"shutdown_timeout"` // 15s
+	// ReloadInterval is how often the config file is checked for changes to
+	// its routes and policy. 0: 2s; -1s: only on SIGHUP.
+	ReloadInterval duration `yaml:"reload_interval"`
+
+	file          string // where it was read from; empty for defaults
+	signingSecret []byte
+}
+
+// routeConfig is one entry of routes, in the order they are tried.
+type routeConfig struct {
+	Name         string   `yaml:"name"`
+	Methods      []string `yaml:"methods"`
+	Host         string   `yaml:"host"`
+	Path         string   `yaml:"path"`
+	PathPrefix   string   `yaml:"path_prefix"`
+	PathPattern  string   `yaml:"path_pattern"`
+	Public       bool     `yaml:"public"`
+	Scopes       []string `yaml:"scopes"`
+	Environments []string `yaml:"environments"`
+	Cost         int      `yaml:"cost"`
+	OrgParam     string   `yaml:"org_param"`
+	Shadow       bool     `yaml:"shadow"`
 }
 
 // duration reads "10s"-style YAML values.
@@ -85,34 +126,225 @@ const (
 	defaultAdminListen = "127.0.0.1:9003"
 )
 
-// loadConfig reads path (none: defaults only). Unknown fields are errors, so
-// a typo does not silently fall back to a default.
+// loadConfig reads path (none: defaults only) and checks all of it,
+// returning every problem at once, each as "file:line: field: message".
+// Unknown fields are errors, so a typo does not silently fall back to a
+// default (or drop a route requirement).
 func loadConfig(path string) (*config, error) {
-	cfg := &config{}
+	cfg := &config{file: path}
+	lines := map[string]int{}
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
+		var root yaml.Node
+		if err := yaml.Unmarshal(raw, &root); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		indexLines(&root, "", lines)
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				errs := make([]error, len(te.Errors))
+				for i, e := range te.Errors {
+					errs[i] = fmt.Errorf("%s: %s", path, e)
+				}
+				return nil, errors.Join(errs...)
+			}
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	if cfg.Store.Path == "" {
-		cfg.Store.Path = defaultStorePath
-	}
-	if cfg.Listen.GRPC == "" {
-		cfg.Listen.GRPC = defaultGRPCListen
-	}
-	if cfg.Listen.Admin == "" {
-		cfg.Listen.Admin = defaultAdminListen
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = duration(15 * time.Second)
+	cfg.applyDefaults()
+	if err := cfg.validate(lines); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// indexLines records the line of every mapping key and sequence item, by
+// its dotted path ("keys.prefix", "routes[2].scopes").
+func indexLines(n *yaml.Node, prefix string, out map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexLines(c, prefix, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			out[k] = n.Content[i].Line
+			indexLines(n.Content[i+1], k, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			k := prefix + "[" + strconv.Itoa(i) + "]"
+			out[k] = c.Line
+			indexLines(c, k, out)
+		}
+	}
+}
+
+func (c *config) applyDefaults() {
+	if c.Store.Path == "" {
+		c.Store.Path = defaultStorePath
+	}
+	if c.Listen.GRPC == "" {
+		c.Listen.GRPC = defaultGRPCListen
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = defaultAdminListen
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = duration(15 * time.Second)
+	}
+	if c.ReloadInterval == 0 {
+		c.ReloadInterval = duration(2 * time.Second)
+	}
+}
+
+// problems collects validation errors with their place in the file.
+type problems struct {
+	file  string
+	lines map[string]int
+	errs  []error
+}
+
+func (p *problems) add(field string, err error) {
+	if err == nil {
+		return
+	}
+	place := p.file
+	if place == "" {
+		place = "config"
+	}
+	// The nearest recorded ancestor gives the line of a field left at its
+	// default or named by a section.
+	for f := field; f != ""; {
+		if l, ok := p.lines[f]; ok {
+			place = fmt.Sprintf("%s:%d", place, l)
+			break
+		}
+		i := strings.LastIndexAny(f, ".[")
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	p.errs = append(p.errs, fmt.Errorf("%s: %s: %w", place, field, err))
+}
+
+// validate checks every section the way serve will use it, so that
+// `keygate config validate` and `serve` refuse the same files.
+func (c *config) validate(lines map[string]int) error {
+	p := &problems{file: c.file, lines: lines}
+	if _, err := c.format(); err != nil {
+		p.add("keys.prefix", err)
+	}
+	for _, l := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.admin", c.Listen.Admin}} {
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			p.add(l.field, err)
+		}
+	}
+	if c.Store.CacheMaxBytes < 0 {
+		p.add("store.cache_max_bytes", errors.New("must not be negative"))
+	}
+	if c.Store.LastUsedFlush < 0 {
+		p.add("store.last_used_flush", errors.New("must not be negative"))
+	}
+	if _, err := c.logger(io.Discard); err != nil {
+		p.add("log", err)
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Keys.Tiers {
+		if t == "" || seen[t] {
+			p.add(fmt.Sprintf("keys.tiers[%d]", i), fmt.Errorf("tier %q is empty or listed twice", t))
+		}
+		seen[t] = true
+	}
+	// Each authz section on its own, so an error is reported at its place.
+	base := c.authzConfig(apikey.Format{})
+	for _, s := range []struct {
+		field string
+		cfg   authz.Config
+	}{
+		{"keys.sources", authz.Config{Sources: base.Sources}},
+		{"headers", authz.Config{Sources: base.Sources, Headers: base.Headers}},
+		{"errors", authz.Config{Errors: base.Errors}},
+		{"client_ip", authz.Config{ClientIP: base.ClientIP}},
+	} {
+		if _, err := authz.New(s.cfg, noLookup{}); err != nil {
+			p.add(s.field, err)
+		}
+	}
+	if c.Signing.SecretFile != "" {
+		secret, err := os.ReadFile(c.Signing.SecretFile)
+		if err == nil {
+			secret = bytes.TrimSpace(secret)
+			c.signingSecret = secret
+			_, err = authz.New(authz.Config{Signing: authz.Signing{Secret: secret, Header: c.Signing.Header}}, noLookup{})
+		}
+		p.add("signing.secret_file", err)
+	} else if c.Signing.Header != "" {
+		p.add("signing.header", errors.New("set signing.secret_file too"))
+	}
+	pol, err := c.policy()
+	if err != nil {
+		p.add("policy.unmatched", err)
+	} else {
+		for _, e := range unjoin(authz.ValidatePolicy(pol)) {
+			var re *authz.RuleError
+			if errors.As(e, &re) {
+				p.add(fmt.Sprintf("routes[%d]", re.Index), re)
+			} else {
+				p.add("policy", e)
+			}
+		}
+	}
+	if len(p.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Error() < p.errs[j].Error() })
+	return errors.Join(p.errs...)
+}
+
+// unjoin returns the errors inside errors.Join (and wrapped joins), or err.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		if w := errors.Unwrap(e); w != nil {
+			if _, ok := w.(interface{ Unwrap() []error }); ok {
+				walk(w)
+				return
+			}
+		}
+		out = append(out, e)
+	}
+	walk(err)
+	return out
+}
+
+// noLookup lets sections of the config be checked by building an engine
+// without a store.
+type noLookup struct{}
+
+func (noLookup) LookupKey(context.Context, apikey.Hash) (*authz.Credential, bool, error) {
+	return nil, false, nil
 }
 
 // format returns the configured key format.
@@ -128,6 +360,31 @@ func (c *config) format() (apikey.Format, error) {
 	return f, nil
 }
 
+func (c *config) policy() (authz.Policy, error) {
+	p := authz.Policy{
+		OrgHeader:         c.Policy.OrgHeader,
+		Environments:      c.Policy.Environments,
+		ShadowTenants:     c.Policy.ShadowTenants,
+		IntrospectionPath: c.Policy.IntrospectionPath,
+	}
+	switch c.Policy.Unmatched {
+	case "", "allow_with_key":
+	case "deny":
+		p.DenyUnmatched = true
+	default:
+		return p, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched)
+	}
+	for _, r := range c.Routes {
+		p.Rules = append(p.Rules, authz.Rule{
+			Name: r.Name, Methods: r.Methods, Host: r.Host,
+			Path: r.Path, PathPrefix: r.PathPrefix, PathPattern: r.PathPattern,
+			Public: r.Public, Scopes: r.Scopes, Environments: r.Environments,
+			Cost: r.Cost, OrgParam: r.OrgParam, Shadow: r.Shadow,
+		})
+	}
+	return p, nil
+}
+
 func (c *config) storeOptions(f apikey.Format) keystore.Options {
 	return keystore.Options{
 		Format:               f,
@@ -139,6 +396,8 @@ func (c *config) storeOptions(f apikey.Format) keystore.Options {
 	}
 }
 
+// authzConfig is the engine's configuration; the policy is added by the
+// caller (it is reloaded on its own).
 func (c *config) authzConfig(f apikey.Format) authz.Config {
 	h := c.Headers
 	return authz.Config{
@@ -154,6 +413,8 @@ func (c *config) authzConfig(f apikey.Format) authz.Config {
 			ProblemTypeBase: c.Errors.ProblemTypeBase,
 			Realm:           c.Errors.Realm,
 		},
+		ClientIP: authz.ClientIP{Header: strings.ToLower(c.ClientIP.Header), TrustedHops: c.ClientIP.TrustedHops},
+		Signing:  authz.Signing{Secret: c.signingSecret, Header: c.Signing.Header},
 	}
 }
 

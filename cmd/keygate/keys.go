@@ -16,16 +16,17 @@ import (
 const keysUsage = `Usage:
   keygate keys create --tenant ID [--org ID] [--user ID] --name NAME [--scopes a,b]
                       [--env live|test] [--tier TIER] [--expires-in 720h] [--slot NAME]
-                      [--metadata k=v,k2=v2] [--credits N]
+                      [--metadata k=v,k2=v2] [--credits N] [--allowed-ips CIDR,IP]
   keygate keys list [--tenant ID] [--org ID] [--status S] [--limit N] [--cursor C] [--all]
   keygate keys get ID
   keygate keys update ID [--name N] [--scopes a,b] [--tier T] [--status active|inactive]
                          [--expires-in D | --expires-at RFC3339 | --no-expiry]
+                         [--allowed-ips CIDR,IP | --clear-allowed-ips]
   keygate keys revoke ID
   keygate keys rotate ID [--grace 1h]
   keygate keys delete ID
   keygate keys import --tenant ID [--org ID] --name NAME --key-stdin [--env E] [--tier T]
-                      [--scopes a,b] [--display-prefix P]
+                      [--scopes a,b] [--display-prefix P] [--allowed-ips CIDR,IP]
       (or --key-sha256 HEX for a key known only by its hash; --key RAW also
       works but leaves the secret in shell history)
 
@@ -97,6 +98,7 @@ type specFlags struct {
 	scopes, env, tier       string
 	expiresIn               time.Duration
 	metadata                metadataFlag
+	allowedIPs              string
 }
 
 func addSpecFlags(m *mgmtCommand) *specFlags {
@@ -110,7 +112,21 @@ func addSpecFlags(m *mgmtCommand) *specFlags {
 	m.fs.StringVar(&f.tier, "tier", "", "rate-limit `tier`, e.g. standard or enterprise (default: the first configured)")
 	m.fs.DurationVar(&f.expiresIn, "expires-in", 0, "lifetime, e.g. 720h (default: no expiry)")
 	m.fs.Var(f.metadata, "metadata", "free-form `key=value` pairs, comma-separated or repeated")
+	m.fs.StringVar(&f.allowedIPs, "allowed-ips", "", allowedIPsHelp)
 	return f
+}
+
+const allowedIPsHelp = "comma-separated client `networks` the key works from, CIDRs or addresses, e.g. 10.0.0.0/8,2001:db8::1 (default: any)"
+
+// parseAllowedIPs parses --allowed-ips. An empty value is refused rather than
+// taken as "no restriction": it is what an unset shell variable gives, and
+// silently opening a key to every address is the wrong way to fail.
+func parseAllowedIPs(m *mgmtCommand, value, clearHint string) ([]string, error) {
+	l := commaList(value)
+	if len(l) == 0 {
+		return nil, m.usageErr("--allowed-ips is empty%s", clearHint)
+	}
+	return l, nil
 }
 
 // body is the JSON of the spec, with only the fields given.
@@ -135,6 +151,13 @@ func (f *specFlags) body(m *mgmtCommand) (map[string]any, error) {
 	}
 	if len(f.metadata) > 0 {
 		b["metadata"] = map[string]string(f.metadata)
+	}
+	if m.isSet("allowed-ips") {
+		l, err := parseAllowedIPs(m, f.allowedIPs, " (leave it out to allow any address)")
+		if err != nil {
+			return nil, err
+		}
+		b["allowed_cidrs"] = l
 	}
 	return b, nil
 }
@@ -270,6 +293,8 @@ func keysUpdate(ctx context.Context, args []string, c *cli) error {
 	expiresIn := m.fs.Duration("expires-in", 0, "expire this long from now, e.g. 720h")
 	expiresAt := m.fs.String("expires-at", "", "expire at this RFC 3339 `time`, e.g. 2030-01-02T15:04:05Z")
 	noExpiry := m.fs.Bool("no-expiry", false, "remove the expiry")
+	ips := m.fs.String("allowed-ips", "", "comma-separated client `networks` the key works from, CIDRs or addresses (replaces the list)")
+	clearIPs := m.fs.Bool("clear-allowed-ips", false, "remove the IP allowlist: the key works from any address")
 	return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
 		b := map[string]any{}
 		n := 0
@@ -280,6 +305,9 @@ func keysUpdate(ctx context.Context, args []string, c *cli) error {
 		}
 		if n > 1 {
 			return nil, m.usageErr("give at most one of --expires-in, --expires-at and --no-expiry")
+		}
+		if m.isSet("allowed-ips") && *clearIPs {
+			return nil, m.usageErr("give --allowed-ips or --clear-allowed-ips, not both")
 		}
 		if m.isSet("name") {
 			b["name"] = *name
@@ -292,6 +320,16 @@ func keysUpdate(ctx context.Context, args []string, c *cli) error {
 		}
 		if m.isSet("status") {
 			b["status"] = *status
+		}
+		switch {
+		case m.isSet("allowed-ips"):
+			l, err := parseAllowedIPs(m, *ips, " (use --clear-allowed-ips to allow any address)")
+			if err != nil {
+				return nil, err
+			}
+			b["allowed_cidrs"] = l
+		case *clearIPs:
+			b["allowed_cidrs"] = []string{}
 		}
 		switch {
 		case m.isSet("expires-in"):

@@ -21,7 +21,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errDenied):
+		os.Exit(exitCode(err))
+	default:
 		fmt.Fprintln(os.Stderr, "keygate:", err)
 		os.Exit(exitCode(err))
 	}
@@ -38,8 +42,11 @@ type cli struct {
 var errUsage = errors.New("usage")
 
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
+	switch {
+	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errDenied):
+		return 3
 	}
 	return 1
 }
@@ -52,6 +59,8 @@ Usage:
   keygate orgs create|list|get         manage organizations
   keygate keys create|list|get|update|revoke|rotate|delete|import
                                        manage API keys
+  keygate config validate FILE         check a config file
+  keygate check [flags]                would this request be allowed? (offline)
   keygate version
 
 Management commands talk to a running server's admin API: --admin-url or
@@ -78,6 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runOrgs(ctx, rest, c)
 	case "keys":
 		return runKeys(ctx, rest, c)
+	case "config":
+		return runConfig(ctx, rest, c)
+	case "check":
+		return runCheck(ctx, rest, c)
 	case "version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil

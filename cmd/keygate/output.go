@@ -116,6 +116,13 @@ func printKey(w io.Writer, k keystore.Key, now time.Time) error {
 	row("Environment", cell(k.Environment))
 	row("Tier", cell(k.Tier))
 	row("Scopes", cell(strings.Join(k.Scopes, ",")))
+	// Shown even when empty: "any" tells an operator auditing a key that
+	// it is not locked to a network, which a missing line would not.
+	allowed := "any"
+	if len(k.AllowedCIDRs) > 0 {
+		allowed = strings.Join(k.AllowedCIDRs, ",")
+	}
+	row("Allowed IPs", cell(allowed))
 	state := string(k.StateAt(now))
 	if string(k.Status) != state {
 		state += " (stored: " + string(k.Status) + ")"

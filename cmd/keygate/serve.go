@@ -11,7 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"reflect"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -86,6 +89,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}()
 	acfg := cfg.authzConfig(format)
 	acfg.Recorder = store
+	if acfg.Policy, err = cfg.policy(); err != nil {
+		return err
+	}
 	engine, err := authz.New(acfg, store)
 	if err != nil {
 		return err
@@ -119,6 +125,10 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		"admin", adminLn.Addr().String(),
 		"store", cfg.Store.Path,
 		"version", version)
+
+	if cfg.file != "" {
+		go watchConfig(ctx, cfg, engine, log)
+	}
 
 	var serveErr error
 	select {
@@ -202,4 +212,72 @@ func checkToken(t, from string) (string, error) {
 		return "", fmt.Errorf("admin token from %s is shorter than %d characters", from, minTokenLen)
 	}
 	return t, nil
+}
+
+// watchConfig reloads the routes and policy of the config file on SIGHUP
+// and when the file changes, without dropping a request: the engine swaps
+// its route table atomically. A file that does not validate is refused and
+// the running policy stays. Other sections need a restart; a change to them
+// is reported, not applied.
+func watchConfig(ctx context.Context, running *config, engine *authz.Engine, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if every := time.Duration(running.ReloadInterval); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	last := fileStamp(running.file)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading config", "file", running.file)
+		case <-tick:
+			now := fileStamp(running.file)
+			if now == last {
+				continue
+			}
+			last = now
+			log.Info("config file changed: reloading", "file", running.file)
+		}
+		last = fileStamp(running.file)
+		next, err := loadConfig(running.file)
+		if err != nil {
+			log.Error("config reload refused; the running policy stays", "error", err)
+			continue
+		}
+		pol, err := next.policy()
+		if err == nil {
+			err = engine.SetPolicy(pol)
+		}
+		if err != nil {
+			log.Error("config reload refused; the running policy stays", "error", err)
+			continue
+		}
+		log.Info("routes and policy reloaded", "rules", len(pol.Rules))
+		if !sameOutsidePolicy(running, next) {
+			log.Warn("config changes outside routes and policy take effect on restart")
+		}
+	}
+}
+
+// fileStamp changes when a file is rewritten (or replaced, as a Kubernetes
+// ConfigMap update does).
+func fileStamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
+}
+
+func sameOutsidePolicy(a, b *config) bool {
+	x, y := *a, *b
+	x.Routes, y.Routes = nil, nil
+	x.Policy = y.Policy
+	return reflect.DeepEqual(x, y)
 }

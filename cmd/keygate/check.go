@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore"
+)
+
+// errDenied makes `keygate check` exit 3 when the request would be refused,
+// so scripts can branch on it; the decision itself is already printed.
+var errDenied = errors.New("request would be denied")
+
+// checkStdin is where --key-stdin reads; tests replace it.
+var checkStdin io.Reader = os.Stdin
+
+type headerFlag []string
+
+func (h *headerFlag) String() string     { return strings.Join(*h, "; ") }
+func (h *headerFlag) Set(v string) error { *h = append(*h, v); return nil }
+
+// runCheck answers offline whether a request would be allowed, and with
+// which headers, by running the real engine over a config and a store. The
+// store is opened read-only, so it works beside a stopped server or on a
+// copy of a live store; nothing is written (no last-used time).
+func runCheck(ctx context.Context, args []string, c *cli) error {
+	fs := flag.NewFlagSet("keygate check", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var (
+		headers  headerFlag
+		settings headerFlag
+	)
+	configFile := fs.String("config", c.getenv("KEYGATE_CONFIG"), "config `file` (env KEYGATE_CONFIG; none: defaults)")
+	storePath := fs.String("store", c.getenv("KEYGATE_STORE"), "store `path` (default: the config's, else ./keygate.db)")
+	method := fs.String("method", "GET", "request `method`")
+	path := fs.String("path", "/", "request `path`, with any query")
+	host := fs.String("host", "", "request `host`")
+	peer := fs.String("peer", "127.0.0.1", "client `address` as Envoy would report it")
+	keyStdin := fs.Bool("key-stdin", false, "read the key from standard input and send it in the first configured credential source")
+	output := fs.String("output", "table", "output `format`: table or json")
+	fs.Var(&headers, "header", "request header as `'name: value'` (repeatable)")
+	fs.Var(&settings, "setting", "Envoy context_extensions entry as `key=value` (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 || *output != "table" && *output != "json" {
+		return fmt.Errorf("%w: check takes flags only, and --output table or json", errUsage)
+	}
+	cfg, err := loadConfig(*configFile)
+	if err != nil {
+		return err
+	}
+	if *storePath != "" {
+		cfg.Store.Path = *storePath
+	}
+	req := authz.Request{Method: strings.ToUpper(*method), Path: *path, Host: *host, Peer: *peer, Headers: map[string]string{}, Settings: map[string]string{}}
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return fmt.Errorf("%w: --header %q: want 'name: value'", errUsage, h)
+		}
+		// Joined like Envoy joins a repeated header.
+		name = strings.ToLower(strings.TrimSpace(name))
+		if prev, dup := req.Headers[name]; dup {
+			value = prev + "," + strings.TrimSpace(value)
+		}
+		req.Headers[name] = strings.TrimSpace(value)
+	}
+	for _, s := range settings {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return fmt.Errorf("%w: --setting %q: want key=value", errUsage, s)
+		}
+		req.Settings[k] = v
+	}
+	format, err := cfg.format()
+	if err != nil {
+		return err
+	}
+	acfg := cfg.authzConfig(format)
+	if *keyStdin {
+		line, err := bufio.NewReader(checkStdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read key: %w", err)
+		}
+		src := authz.DefaultSources[0]
+		if len(acfg.Sources) > 0 {
+			src = acfg.Sources[0]
+		}
+		key := strings.TrimSpace(line)
+		if src == authz.SourceAuthorization {
+			key = "Bearer " + key
+		}
+		req.Headers[src] = key
+	}
+
+	opts := cfg.storeOptions(format)
+	opts.ReadOnly = true
+	store, err := keystore.Open(cfg.Store.Path, opts)
+	if err != nil {
+		return fmt.Errorf("%w (a running keygate holds its store: check against a copy, or stop it)", err)
+	}
+	defer store.Close()
+	if acfg.Policy, err = cfg.policy(); err != nil {
+		return err
+	}
+	engine, err := authz.New(acfg, store)
+	if err != nil {
+		return err
+	}
+	d, derr := engine.Decide(ctx, &req)
+	if err := printDecision(c.stdout, *output == "json", d, derr); err != nil {
+		return err
+	}
+	if !d.Allow {
+		return errDenied
+	}
+	return nil
+}
+
+// checkResult is what `keygate check --output json` prints.
+type checkResult struct {
+	Allow           bool              `json:"allow"`
+	Status          int               `json:"status"`
+	Reason          authz.Reason      `json:"reason"`
+	WouldDeny       authz.Reason      `json:"would_deny,omitempty"`
+	Route           string            `json:"route"`
+	DecisionID      string            `json:"decision_id"`
+	APIKeyID        string            `json:"api_key_id,omitempty"`
+	UpstreamSet     map[string]string `json:"upstream_set,omitempty"`
+	UpstreamRemove  []string          `json:"upstream_remove,omitempty"`
+	ResponseHeaders map[string]string `json:"response_headers,omitempty"`
+	Body            string            `json:"body,omitempty"`
+	Error           string            `json:"error,omitempty"`
+}
+
+func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error {
+	r := checkResult{
+		Allow: d.Allow, Status: d.Status, Reason: d.Reason, WouldDeny: d.WouldDeny,
+		Route: d.Route, DecisionID: authz.FormatID(d.ID), UpstreamRemove: d.Remove, Body: d.Body,
+	}
+	if d.Credential != nil {
+		r.APIKeyID = d.Credential.ID
+	}
+	if derr != nil {
+		r.Error = derr.Error()
+	}
+	toMap := func(hs []authz.Header) map[string]string {
+		if len(hs) == 0 {
+			return nil
+		}
+		m := map[string]string{}
+		for _, h := range hs {
+			m[h.Name] = h.Value
+		}
+		return m
+	}
+	r.UpstreamSet, r.ResponseHeaders = toMap(d.Set), toMap(d.ResponseHeaders)
+	if asJSON {
+		return json.NewEncoder(w).Encode(r)
+	}
+	verdict := "DENY"
+	if d.Allow {
+		verdict = "ALLOW"
+	}
+	fmt.Fprintf(w, "%s %d %s (route %s, decision %s)\n", verdict, d.Status, d.Reason, d.Route, r.DecisionID)
+	if d.WouldDeny != "" {
+		fmt.Fprintf(w, "shadow mode: would deny with %s\n", d.WouldDeny)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", r.Error)
+	}
+	for _, h := range d.Set {
+		fmt.Fprintf(w, "  set upstream     %s: %s\n", h.Name, h.Value)
+	}
+	for _, n := range d.Remove {
+		fmt.Fprintf(w, "  remove upstream  %s\n", n)
+	}
+	for _, h := range d.ResponseHeaders {
+		fmt.Fprintf(w, "  response header  %s: %s\n", h.Name, h.Value)
+	}
+	if d.Body != "" {
+		fmt.Fprintf(w, "  body             %s\n", d.Body)
+	}
+	return nil
+}
