@@ -309,3 +309,75 @@ func TestHealthAndReflection(t *testing.T) {
 		t.Fatalf("reflection lists %v, want %s among them", names, envoy.ServiceName)
 	}
 }
+
+// TestCheckDecisionIDAndIntrospection: denials carry the decision id the
+// client can quote; the introspection path is Keygate's own 200 answer,
+// which Envoy sends as a local reply; shadow decisions are visible in the
+// dynamic metadata.
+func TestCheckDecisionIDAndIntrospection(t *testing.T) {
+	h := start(t, authz.Config{Policy: authz.Policy{
+		IntrospectionPath: "/api/v2/me",
+		Rules:             []authz.Rule{{Name: "beta", PathPrefix: "/beta/", Scopes: []string{"beta"}, Shadow: true}},
+	}})
+	k := h.key(t, keystore.KeySpec{Scopes: []string{"vault:read"}})
+
+	resp := h.check(t, checkRequest(map[string]string{}))
+	den := resp.GetDeniedResponse()
+	var id string
+	for _, o := range den.GetHeaders() {
+		if o.GetHeader().GetKey() == authz.DecisionIDHeader {
+			id = o.GetHeader().GetValue()
+		}
+	}
+	if len(id) != 16 || resp.GetDynamicMetadata().AsMap()["decision_id"] != id {
+		t.Fatalf("denial decision id %q, metadata %v", id, resp.GetDynamicMetadata().AsMap())
+	}
+
+	req := checkRequest(map[string]string{"authorization": "Bearer " + k.Secret})
+	req.Attributes.Request.Http.Path = "/api/v2/me?x=1"
+	resp = h.check(t, req)
+	den = resp.GetDeniedResponse()
+	if resp.GetStatus().GetCode() == int32(code.Code_OK) || den.GetStatus().GetCode() != 200 {
+		t.Fatalf("introspection must be a local 200 reply: %v", resp)
+	}
+	var me map[string]any
+	if err := json.Unmarshal([]byte(den.GetBody()), &me); err != nil || me["api_key_id"] != k.ID || me["tenant_id"] != h.tenant {
+		t.Fatalf("introspection body %q: %v", den.GetBody(), err)
+	}
+
+	req = checkRequest(map[string]string{"x-api-key": k.Secret})
+	req.Attributes.Request.Http.Path = "/beta/feature"
+	resp = h.check(t, req)
+	if resp.GetOkResponse() == nil || resp.GetDynamicMetadata().AsMap()["would_deny"] != "insufficient_scope" {
+		t.Fatalf("shadow route: %v", resp)
+	}
+}
+
+// TestCheckContextExtensions: per-route settings arrive in the
+// CheckRequest's context_extensions and apply.
+func TestCheckContextExtensions(t *testing.T) {
+	h := start(t, authz.Config{})
+	k := h.key(t, keystore.KeySpec{Scopes: []string{"vault:read"}})
+	req := checkRequest(map[string]string{"x-api-key": k.Secret})
+	req.Attributes.ContextExtensions = map[string]string{"keygate.scopes": "vault:write"}
+	resp := h.check(t, req)
+	if resp.GetDeniedResponse().GetStatus().GetCode() != 403 || !strings.Contains(resp.GetDeniedResponse().GetBody(), "vault:write") {
+		t.Fatalf("scope from context_extensions: %v", resp)
+	}
+	req.Attributes.ContextExtensions = map[string]string{"keygate.public": "true"}
+	req.Attributes.Request.Http.Headers = map[string]string{"x-tenant-id": "evil"}
+	resp = h.check(t, req)
+	ok := resp.GetOkResponse()
+	if ok == nil || !slicesContain(ok.GetHeadersToRemove(), "x-tenant-id") {
+		t.Fatalf("public via context_extensions must strip spoofed identity: %v", resp)
+	}
+}
+
+func slicesContain(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
