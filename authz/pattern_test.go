@@ -102,3 +102,13 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+func TestHostOnly(t *testing.T) {
+	for in, want := range map[string]string{
+		"a.com": "a.com", "a.com:8443": "a.com", "[::1]:80": "::1", "[::1]": "::1", "::1": "::1", "": "",
+	} {
+		if got := hostOnly(in); got != want {
+			t.Errorf("hostOnly(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

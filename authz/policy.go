@@ -3,7 +3,6 @@ package authz
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -338,9 +337,17 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
+// hostOnly drops a port from a Host or :authority value ("a.com:8443",
+// "[::1]:80"); it does not allocate, unlike net.SplitHostPort's errors.
 func hostOnly(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		return host
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			return h[1:i]
+		}
+		return h
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h, ':') == i {
+		return h[:i]
 	}
 	return h
 }
