@@ -15,6 +15,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -32,11 +33,23 @@ type Decider interface {
 	Decide(ctx context.Context, req *authz.Request) (authz.Decision, error)
 }
 
+// Observer is told of every decision and how long it took (metrics).
+type Observer interface {
+	ObserveDecision(adapter string, d *authz.Decision, took time.Duration)
+}
+
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	decider Decider
-	log     *slog.Logger
+	decider  Decider
+	log      *slog.Logger
+	observer Observer
+}
+
+// WithObserver sets the observer of decisions; call it before serving.
+func (s *Server) WithObserver(o Observer) *Server {
+	s.observer = o
+	return s
 }
 
 // NewServer returns an Authorization server that asks d. A nil logger
@@ -52,6 +65,7 @@ func NewServer(d Decider, log *slog.Logger) *Server {
 // it cannot read at all; every decision, the fail-closed 503 included, is a
 // CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
 	r := requestOf(req)
 	d, err := s.decider.Decide(ctx, &r)
 	if err != nil {
@@ -61,7 +75,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
 	s.logDecision(ctx, &r, &d)
-	return Response(d), nil
+	resp := Response(d)
+	if s.observer != nil {
+		s.observer.ObserveDecision("grpc", &d, time.Since(start))
+	}
+	return resp, nil
 }
 
 // logDecision logs refusals and shadow-mode would-be refusals at Info, so
