@@ -267,3 +267,13 @@ func putJSON(b *bolt.Bucket, id string, v any) error {
 	}
 	return b.Put([]byte(id), raw)
 }
+
+// Ping reports whether the file can be read (readiness).
+func (s *Store) Ping() error {
+	return s.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketKeys) == nil {
+			return errors.New("keys bucket missing")
+		}
+		return nil
+	})
+}

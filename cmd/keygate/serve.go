@@ -19,6 +19,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/internal/metrics"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 )
@@ -56,6 +57,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		return err
 	}
+	// Stamped before it is read, so that a change made while serve starts
+	// is seen by the watcher.
+	stamp := fileStamp(f.config)
 	cfg, err := loadConfig(f.config)
 	if err != nil {
 		return err
@@ -96,10 +100,12 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		return err
 	}
+	m := metrics.New()
 	adminHandler, err := admin.New(store, admin.Options{
-		Token:  token,
-		Logger: log.With("listener", "admin"),
-		Ready:  func() error { _, err := store.Tenants(); return err },
+		Token:   token,
+		Logger:  log.With("listener", "admin"),
+		Ready:   store.Ping,
+		Metrics: m.Handler(),
 	})
 	if err != nil {
 		return err
@@ -114,8 +120,18 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		grpcLn.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc")))
+	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc")).WithObserver(m))
 	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
+
+	// SIGHUP is caught before the server says it is serving: its default
+	// action ends the process, so a reload asked for right after start
+	// must not find the handler missing.
+	if cfg.file != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go watchConfig(ctx, cfg, stamp, engine, hup, log)
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
@@ -125,10 +141,6 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		"admin", adminLn.Addr().String(),
 		"store", cfg.Store.Path,
 		"version", version)
-
-	if cfg.file != "" {
-		go watchConfig(ctx, cfg, engine, log)
-	}
 
 	var serveErr error
 	select {
@@ -218,18 +230,15 @@ func checkToken(t, from string) (string, error) {
 // and when the file changes, without dropping a request: the engine swaps
 // its route table atomically. A file that does not validate is refused and
 // the running policy stays. Other sections need a restart; a change to them
-// is reported, not applied.
-func watchConfig(ctx context.Context, running *config, engine *authz.Engine, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// is reported, not applied. hup delivers SIGHUP (the caller registers it);
+// last is the file's stamp from before serve read it.
+func watchConfig(ctx context.Context, running *config, last string, engine *authz.Engine, hup <-chan os.Signal, log *slog.Logger) {
 	var tick <-chan time.Time
 	if every := time.Duration(running.ReloadInterval); every > 0 {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		tick = t.C
 	}
-	last := fileStamp(running.file)
 	for {
 		select {
 		case <-ctx.Done():

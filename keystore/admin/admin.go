@@ -29,6 +29,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// Now turns expires_in into expires_at. Nil: time.Now.
 	Now func() time.Time
+	// Metrics, when set, is served at GET /metrics behind the same token
+	// (Prometheus sends it with `authorization` in its scrape config).
+	Metrics http.Handler
 }
 
 // realm is sent in the WWW-Authenticate challenge of every 401.
@@ -77,6 +80,9 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		a.now = time.Now
 	}
 	a.routes()
+	if opts.Metrics != nil {
+		a.mux.Handle("GET /metrics", opts.Metrics)
+	}
 	return a, nil
 }
 

@@ -721,3 +721,21 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsBehindToken: /metrics is served only with the admin token.
+func TestMetricsBehindToken(t *testing.T) {
+	metricsHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "keygate_up 1\n")
+	})
+	f := newFixture(t, admin.Options{Metrics: metricsHandler})
+	if r := f.doAuth("GET", "/metrics", "", ""); r.status != http.StatusUnauthorized {
+		t.Fatalf("GET /metrics without token: %d", r.status)
+	}
+	if r := f.do("GET", "/metrics", ""); r.status != http.StatusOK || string(r.body) != "keygate_up 1\n" {
+		t.Fatalf("GET /metrics: %d %q", r.status, r.body)
+	}
+	g := newFixture(t, admin.Options{})
+	if r := g.do("GET", "/metrics", ""); r.status != http.StatusNotFound {
+		t.Fatalf("GET /metrics with none configured: %d", r.status)
+	}
+}
