@@ -388,7 +388,7 @@ func TestClientIPFromForwardedFor(t *testing.T) {
 	}{
 		{"203.0.113.1, 10.1.0.5, 192.168.0.1", "192.168.0.9", true},  // 2nd from the right is the client
 		{"10.1.0.5, 203.0.113.1, 192.168.0.1", "192.168.0.9", false}, // a claim further left is ignored
-		{"192.168.0.1", "10.1.9.9", true},                           // too few hops: the peer
+		{"192.168.0.1", "10.1.9.9", true},                            // too few hops: the peer
 		{"garbage, 192.168.0.1", "10.1.9.9", false},
 	} {
 		h := key(w.ipKey)
