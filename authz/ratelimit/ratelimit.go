@@ -52,9 +52,11 @@ func (l Limit) burst() int64 {
 // interval is the time one token takes to come back.
 func (l Limit) interval() int64 { return int64(l.Window) / int64(l.Requests) }
 
-// Charge is one bucket a request is charged to.
-type Charge struct {
-	Key   string // bucket identity, e.g. "key:<id>", "org:<id>"
+// Charge is one bucket a request is charged to. K identifies buckets: any
+// comparable type, so callers key by a struct of ids or by a netip.Addr
+// without building a string per request.
+type Charge[K comparable] struct {
+	Key   K
 	Limit Limit
 }
 
@@ -84,36 +86,45 @@ var (
 const numShards = 64
 
 // Limiter holds bucket state. It is safe for concurrent use.
-type Limiter struct {
+type Limiter[K comparable] struct {
 	seed   maphash.Seed
-	shards [numShards]shard
+	shards [numShards]shard[K]
 	now    func() time.Time
 }
 
-type shard struct {
+type shard[K comparable] struct {
 	mu    sync.Mutex
-	tat   map[string]int64 // theoretical arrival time, unix ns
-	sweep int              // takes since the last sweep
+	tat   map[K]int64 // theoretical arrival time, unix ns
+	sweep int         // takes since the last sweep
 }
 
 // New returns a Limiter reading the clock now (nil: time.Now).
-func New(now func() time.Time) *Limiter {
+func New[K comparable](now func() time.Time) *Limiter[K] {
 	if now == nil {
 		now = time.Now
 	}
-	l := &Limiter{seed: maphash.MakeSeed(), now: now}
+	l := &Limiter[K]{seed: maphash.MakeSeed(), now: now}
 	for i := range l.shards {
-		l.shards[i].tat = map[string]int64{}
+		l.shards[i].tat = map[K]int64{}
 	}
 	return l
 }
 
-func (l *Limiter) shardOf(key string) int {
-	return int(maphash.String(l.seed, key) % numShards)
+func (l *Limiter[K]) shardOf(key K) int {
+	return int(maphash.Comparable(l.seed, key) % numShards)
 }
 
 // Take charges cost to every bucket in charges, or to none.
-func (l *Limiter) Take(cost int, charges ...Charge) (Result, error) {
+func (l *Limiter[K]) Take(cost int, charges ...Charge[K]) (Result, error) {
+	return l.take(cost, true, charges)
+}
+
+// Peek answers as Take would, without charging anything.
+func (l *Limiter[K]) Peek(cost int, charges ...Charge[K]) (Result, error) {
+	return l.take(cost, false, charges)
+}
+
+func (l *Limiter[K]) take(cost int, commit bool, charges []Charge[K]) (Result, error) {
 	if cost < 1 {
 		return Result{}, ErrCost
 	}
@@ -177,7 +188,7 @@ func (l *Limiter) Take(cost int, charges ...Charge) (Result, error) {
 			best = r
 		}
 	}
-	if best.Allowed {
+	if best.Allowed && commit {
 		for i, c := range charges {
 			sh := &l.shards[shards[i]]
 			sh.tat[c.Key] = tats[i]
@@ -193,7 +204,7 @@ const sweepEvery = 1024
 
 // maybeSweep forgets buckets that have refilled: their state is the same as
 // no state, so forgetting changes no answer. Callers hold the lock.
-func (s *shard) maybeSweep(now int64) {
+func (s *shard[K]) maybeSweep(now int64) {
 	if s.sweep++; s.sweep < sweepEvery {
 		return
 	}
@@ -208,7 +219,7 @@ func (s *shard) maybeSweep(now int64) {
 // Sweep forgets every refilled bucket now. Takes sweep their shard as they
 // go; a server also calls Sweep periodically so that shards that see no
 // takes do not keep what they hold.
-func (l *Limiter) Sweep() {
+func (l *Limiter[K]) Sweep() {
 	now := l.now().UnixNano()
 	for i := range l.shards {
 		s := &l.shards[i]
@@ -223,7 +234,7 @@ func (l *Limiter) Sweep() {
 }
 
 // Len is how many buckets hold state.
-func (l *Limiter) Len() int {
+func (l *Limiter[K]) Len() int {
 	n := 0
 	for i := range l.shards {
 		s := &l.shards[i]

@@ -26,9 +26,9 @@ var standard = Limit{Requests: 100, Window: time.Minute}
 
 func TestStandardTier(t *testing.T) {
 	c := newClock()
-	l := New(c.now)
+	l := New[string](c.now)
 	for i := 1; i <= 100; i++ {
-		r, err := l.Take(1, Charge{Key: "k", Limit: standard})
+		r, err := l.Take(1, Charge[string]{Key: "k", Limit: standard})
 		if err != nil || !r.Allowed {
 			t.Fatalf("request %d refused: %+v %v", i, r, err)
 		}
@@ -36,26 +36,26 @@ func TestStandardTier(t *testing.T) {
 			t.Fatalf("request %d: remaining %d limit %d", i, r.Remaining, r.Limit)
 		}
 	}
-	r, _ := l.Take(1, Charge{Key: "k", Limit: standard})
+	r, _ := l.Take(1, Charge[string]{Key: "k", Limit: standard})
 	if r.Allowed || r.Remaining != 0 || r.RetryAfter != 600*time.Millisecond || r.Reset != time.Minute {
 		t.Fatalf("101st: %+v, want refused, retry after 600ms, reset in 1m", r)
 	}
 	// Another key is not affected.
-	if r, _ := l.Take(1, Charge{Key: "other", Limit: standard}); !r.Allowed {
+	if r, _ := l.Take(1, Charge[string]{Key: "other", Limit: standard}); !r.Allowed {
 		t.Fatal("another key was limited")
 	}
 	// One token comes back every 600 ms.
 	c.add(599 * time.Millisecond)
-	if r, _ := l.Take(1, Charge{Key: "k", Limit: standard}); r.Allowed {
+	if r, _ := l.Take(1, Charge[string]{Key: "k", Limit: standard}); r.Allowed {
 		t.Fatal("admitted before the token came back")
 	}
 	c.add(time.Millisecond)
-	if r, _ := l.Take(1, Charge{Key: "k", Limit: standard}); !r.Allowed || r.Remaining != 0 {
+	if r, _ := l.Take(1, Charge[string]{Key: "k", Limit: standard}); !r.Allowed || r.Remaining != 0 {
 		t.Fatalf("after 600ms: %+v", r)
 	}
 	// Window roll-over: a minute after the last request the bucket is full.
 	c.add(time.Minute)
-	r, _ = l.Take(1, Charge{Key: "k", Limit: standard})
+	r, _ = l.Take(1, Charge[string]{Key: "k", Limit: standard})
 	if !r.Allowed || r.Remaining != 99 {
 		t.Fatalf("after a full window: %+v", r)
 	}
@@ -63,35 +63,35 @@ func TestStandardTier(t *testing.T) {
 
 func TestBurstAndCost(t *testing.T) {
 	c := newClock()
-	l := New(c.now)
+	l := New[string](c.now)
 	lim := Limit{Requests: 60, Window: time.Minute, Burst: 10}
-	r, _ := l.Take(4, Charge{Key: "k", Limit: lim})
+	r, _ := l.Take(4, Charge[string]{Key: "k", Limit: lim})
 	if !r.Allowed || r.Remaining != 6 || r.Limit != 10 {
 		t.Fatalf("cost 4 of burst 10: %+v", r)
 	}
-	r, _ = l.Take(6, Charge{Key: "k", Limit: lim})
+	r, _ = l.Take(6, Charge[string]{Key: "k", Limit: lim})
 	if !r.Allowed || r.Remaining != 0 {
 		t.Fatalf("cost 6 more: %+v", r)
 	}
-	r, _ = l.Take(3, Charge{Key: "k", Limit: lim})
+	r, _ = l.Take(3, Charge[string]{Key: "k", Limit: lim})
 	if r.Allowed || r.RetryAfter != 3*time.Second {
 		t.Fatalf("cost 3 on empty bucket: %+v, want retry after 3s (1 token/s)", r)
 	}
 	// A refused request costs nothing: 2 s later a cost-2 request fits.
 	c.add(2 * time.Second)
-	if r, _ := l.Take(2, Charge{Key: "k", Limit: lim}); !r.Allowed {
+	if r, _ := l.Take(2, Charge[string]{Key: "k", Limit: lim}); !r.Allowed {
 		t.Fatalf("refused request was charged: %+v", r)
 	}
-	if _, err := l.Take(0, Charge{Key: "k", Limit: lim}); err != ErrCost {
+	if _, err := l.Take(0, Charge[string]{Key: "k", Limit: lim}); err != ErrCost {
 		t.Fatalf("cost 0: %v", err)
 	}
 	for _, bad := range []Limit{{}, {Requests: 1 << 30, Window: time.Second}, {Requests: 1, Window: time.Second, Burst: -1}} {
-		if _, err := l.Take(1, Charge{Key: "k", Limit: bad}); err != ErrLimit {
+		if _, err := l.Take(1, Charge[string]{Key: "k", Limit: bad}); err != ErrLimit {
 			t.Fatalf("Take with %+v: %v, want ErrLimit", bad, err)
 		}
 	}
 	// A cost above the burst can never fit.
-	if r, _ := l.Take(11, Charge{Key: "fresh", Limit: lim}); r.Allowed {
+	if r, _ := l.Take(11, Charge[string]{Key: "fresh", Limit: lim}); r.Allowed {
 		t.Fatal("cost above burst admitted")
 	}
 }
@@ -101,7 +101,7 @@ func TestBurstAndCost(t *testing.T) {
 func TestExactUnderConcurrency(t *testing.T) {
 	for _, tokens := range []int{1, 7, 100} {
 		c := newClock()
-		l := New(c.now)
+		l := New[string](c.now)
 		lim := Limit{Requests: tokens, Window: time.Hour}
 		var admitted atomic.Int64
 		var wg sync.WaitGroup
@@ -112,7 +112,7 @@ func TestExactUnderConcurrency(t *testing.T) {
 				defer wg.Done()
 				<-start
 				for i := 0; i < 10; i++ {
-					if r, _ := l.Take(1, Charge{Key: "hot", Limit: lim}); r.Allowed {
+					if r, _ := l.Take(1, Charge[string]{Key: "hot", Limit: lim}); r.Allowed {
 						admitted.Add(1)
 					}
 				}
@@ -131,20 +131,20 @@ func TestExactUnderConcurrency(t *testing.T) {
 // buckets do not deadlock.
 func TestAllOrNothing(t *testing.T) {
 	c := newClock()
-	l := New(c.now)
+	l := New[string](c.now)
 	key := Limit{Requests: 10, Window: time.Hour}
 	tenant := Limit{Requests: 3, Window: time.Hour}
 	for i := 0; i < 3; i++ {
-		if r, _ := l.Take(1, Charge{"key:a", key}, Charge{"tenant:t", tenant}); !r.Allowed {
+		if r, _ := l.Take(1, Charge[string]{"key:a", key}, Charge[string]{"tenant:t", tenant}); !r.Allowed {
 			t.Fatalf("take %d refused", i)
 		}
 	}
-	r, _ := l.Take(1, Charge{"key:a", key}, Charge{"tenant:t", tenant})
+	r, _ := l.Take(1, Charge[string]{"key:a", key}, Charge[string]{"tenant:t", tenant})
 	if r.Allowed || r.Index != 1 {
 		t.Fatalf("tenant budget exhausted: %+v, want refused by charge 1", r)
 	}
 	// The key bucket was not charged for the refused request: it has 7 left.
-	if r, _ := l.Take(1, Charge{"key:a", key}); r.Remaining != 6 {
+	if r, _ := l.Take(1, Charge[string]{"key:a", key}); r.Remaining != 6 {
 		t.Fatalf("key bucket after refusal: %+v, want 6 left after this take", r)
 	}
 	var wg sync.WaitGroup
@@ -154,7 +154,7 @@ func TestAllOrNothing(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 500; i++ {
 				a, b := fmt.Sprint("k", i%7), fmt.Sprint("k", (i+g)%5)
-				l.Take(1, Charge{a, key}, Charge{b, key}, Charge{"shared", key})
+				l.Take(1, Charge[string]{a, key}, Charge[string]{b, key}, Charge[string]{"shared", key})
 			}
 		}(g)
 	}
@@ -165,10 +165,10 @@ func TestAllOrNothing(t *testing.T) {
 // state follows the keys in use, not every key ever seen.
 func TestEvictionBoundsMemory(t *testing.T) {
 	c := newClock()
-	l := New(c.now)
+	l := New[string](c.now)
 	lim := Limit{Requests: 10, Window: time.Second}
 	for i := 0; i < 20000; i++ {
-		l.Take(1, Charge{Key: fmt.Sprint("key-", i), Limit: lim})
+		l.Take(1, Charge[string]{Key: fmt.Sprint("key-", i), Limit: lim})
 	}
 	if n := l.Len(); n != 20000 {
 		t.Fatalf("%d buckets held before any refilled, want 20000", n)
@@ -177,7 +177,7 @@ func TestEvictionBoundsMemory(t *testing.T) {
 	// Takes by a few live keys sweep the shards they land in as they go.
 	live := Limit{Requests: 1 << 20, Window: time.Hour}
 	for i := 0; i < 4*numShards*sweepEvery; i++ {
-		l.Take(1, Charge{Key: fmt.Sprint("live-", i%1000), Limit: live})
+		l.Take(1, Charge[string]{Key: fmt.Sprint("live-", i%1000), Limit: live})
 	}
 	// Nearly every shard saw enough takes to sweep; a rare one with few
 	// live keys may not have yet.
@@ -202,12 +202,28 @@ func TestLimitValidate(t *testing.T) {
 }
 
 func BenchmarkTake(b *testing.B) {
-	l := New(nil)
+	l := New[string](nil)
 	lim := Limit{Requests: 1 << 29, Window: time.Second}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			l.Take(1, Charge{Key: "key:01a21098", Limit: lim})
+			l.Take(1, Charge[string]{Key: "key:01a21098", Limit: lim})
 		}
 	})
+}
+
+func TestPeekChargesNothing(t *testing.T) {
+	c := newClock()
+	l := New[string](c.now)
+	lim := Limit{Requests: 2, Window: time.Hour}
+	for i := 0; i < 5; i++ {
+		if r, _ := l.Peek(1, Charge[string]{"k", lim}); !r.Allowed || r.Remaining != 1 {
+			t.Fatalf("peek %d: %+v", i, r)
+		}
+	}
+	l.Take(1, Charge[string]{"k", lim})
+	l.Take(1, Charge[string]{"k", lim})
+	if r, _ := l.Peek(1, Charge[string]{"k", lim}); r.Allowed {
+		t.Fatalf("peek on an empty bucket: %+v", r)
+	}
 }
