@@ -4,8 +4,10 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/apikey"
 )
@@ -23,11 +25,15 @@ func benchDecide(b *testing.B, headers func(valid string) map[string]string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e, err := authz.New(authz.Config{Recorder: s}, s)
+	// A budget the benchmark cannot exhaust, so it measures the allow path
+	// (with its rate-limit charge and headers), not the 429.
+	e, err := authz.New(authz.Config{Recorder: s, RateLimits: authz.RateLimits{
+		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+	}}, s)
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := &authz.Request{Method: "GET", Path: "/v1/x", Headers: headers(k.Secret)}
+	req := &authz.Request{Method: "GET", Path: "/v1/x", Peer: "10.0.0.1", Headers: headers(k.Secret)}
 	ctx := context.Background()
 	for range 1000 { // warm the cache (ristretto applies Sets asynchronously)
 		e.Decide(ctx, req)

@@ -45,23 +45,26 @@ func (c ClientIP) addr(req *Request) netip.Addr {
 				v = ""
 			}
 			if hop == c.TrustedHops {
-				a, err := netip.ParseAddr(strings.TrimSpace(entry))
-				if err != nil {
-					return netip.Addr{}
-				}
-				return a.Unmap()
+				return parseAddr(strings.TrimSpace(entry))
 			}
 		}
 	}
-	a, err := netip.ParseAddr(req.Peer)
+	return parseAddr(req.Peer)
+}
+
+// parseAddr skips ParseAddr for the empty string, whose error allocates.
+func parseAddr(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return netip.Addr{}
 	}
 	return a.Unmap()
 }
 
-func (c ClientIP) allowed(req *Request, nets []netip.Prefix) bool {
-	a := c.addr(req)
+func allowedFrom(a netip.Addr, nets []netip.Prefix) bool {
 	if !a.IsValid() {
 		return false
 	}

@@ -48,8 +48,9 @@ type Decision struct {
 	Set    []Header
 	Remove []string
 
-	// Response headers and body sent to the client on a denial
-	// (content-type, www-authenticate, retry-after, ...).
+	// ResponseHeaders go to the client: on a denial with Body as Keygate's
+	// answer (content-type, www-authenticate, retry-after, ...); on an allow
+	// they are added to the backend's response (rate-limit headers).
 	ResponseHeaders []Header
 	Body            string
 
@@ -104,6 +105,11 @@ type Credential struct {
 	// not revoked.
 	RevokesAt time.Time
 
+	// Metered keys have a prepaid credit balance (Alloovium's credits),
+	// held by the key BalanceID names: the key itself, or, for a key in its
+	// rotation grace period, its successor, so that both spend one balance.
+	Metered   bool
+	BalanceID string
 	// ScopesHeader is Scopes joined with ",", computed once by the store so
 	// the Check path does not join on every request.
 	ScopesHeader string

@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -67,6 +69,12 @@ type Config struct {
 	// Signing, when its Secret is set, adds an HMAC signature over the
 	// identity headers to every allowed request.
 	Signing Signing
+	// RateLimits are the request budgets per key, org and tenant, and the
+	// failed-authentication throttle.
+	RateLimits RateLimits
+	// Credits, when set, is charged the route's cost for keys with a
+	// prepaid balance (Credential.Metered).
+	Credits Credits
 }
 
 // IdentityHeaders names the headers the engine sets on allowed requests.
@@ -140,6 +148,8 @@ type Engine struct {
 	remove  [][1 << numIdentity][]string
 	denials map[Reason]Decision
 	policy  atomic.Pointer[compiledPolicy]
+	limits  *limits
+	credits Credits
 	// Decision ids: a random base per process plus a counter, unique
 	// without a syscall per request.
 	idBase uint64
@@ -185,6 +195,10 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authz config: %w", err)
 	}
+	lim, err := cfg.RateLimits.compile(cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("authz: decision id seed: %w", err)
@@ -203,6 +217,8 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 		names:    hdr.names(),
 		denials:  denials,
 		idBase:   binary.LittleEndian.Uint64(seed[:]),
+		limits:   lim,
+		credits:  cfg.Credits,
 	}
 	e.remove = make([][1 << numIdentity][]string, len(e.sources)+1)
 	for src := range e.remove {
@@ -313,10 +329,21 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	}
 
 	ex := extract(e.sources, req.Headers)
+	if ex.reason == ReasonMissingKey {
+		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
+	}
+	// An address that keeps presenting invalid keys is refused before any
+	// parsing or lookup: guessing costs the guesser, not the store.
+	addr := e.clientIP.addr(req)
+	if wait, ok := e.limits.throttled(addr); ok {
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}), nil, -1), nil
+	}
 	if ex.reason != ReasonOK {
+		e.limits.failed(addr)
 		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
 	}
 	if _, perr := e.format.Parse(ex.raw); perr != nil && !e.foreign {
+		e.limits.failed(addr)
 		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -327,13 +354,14 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
 	}
 	if !found {
+		e.limits.failed(addr)
 		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
 	now := e.now()
 	if r := cred.state(now); r != ReasonOK {
 		return e.finish(cp, rt, e.denials[r], cred, ex.source), nil
 	}
-	if len(cred.AllowedIPs) > 0 && !e.clientIP.allowed(req, cred.AllowedIPs) {
+	if len(cred.AllowedIPs) > 0 && !allowedFrom(addr, cred.AllowedIPs) {
 		return e.finish(cp, rt, e.denials[ReasonIPNotAllowed], cred, ex.source), nil
 	}
 	if !cp.envs.allows(cred.Environment) || !rt.envs.allows(cred.Environment) {
@@ -359,11 +387,55 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		}
 		return e.finish(cp, rt, d, cred, ex.source), nil
 	}
+	rl, bucketName, err := e.limits.take(cred, rt.cost)
+	if err != nil {
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
+	}
+	tier := e.limits.tierOf(cred)
+	if !rl.Allowed {
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], tier, bucketName, rl), cred, ex.source), nil
+	}
+	credits := int64(-1)
+	if cred.Metered && e.credits != nil {
+		left, ok, err := e.credits.Spend(ctx, cred, rt.cost)
+		if err != nil {
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: spend credits: %w", ErrUnavailable, err)
+		}
+		if !ok {
+			return e.finish(cp, rt, e.denials[ReasonCreditsExhausted], cred, ex.source), nil
+		}
+		credits = left
+	}
 	if e.recorder != nil {
 		e.recorder.KeyUsed(cred, now)
 	}
-	return e.finish(cp, rt, e.allow(cred, ex.source, org), cred, ex.source), nil
+	d := e.allow(cred, ex.source, org)
+	if bucketName != "" {
+		d.ResponseHeaders = rateHeaders(d.ResponseHeaders, tier, bucketName, rl, now, false)
+	}
+	if credits >= 0 {
+		d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(credits, 10)})
+	}
+	return e.finish(cp, rt, d, cred, ex.source), nil
 }
+
+// rateLimited adds the rate-limit headers to a precomputed 429. The
+// failed-authentication throttle (no bucket name) says only when to retry.
+func (e *Engine) rateLimited(d Decision, t *tierLimit, name string, r ratelimit.Result) Decision {
+	hs := make([]Header, 0, len(d.ResponseHeaders)+6)
+	hs = append(hs, d.ResponseHeaders...)
+	if name == "" {
+		hs = append(hs, Header{Name: "retry-after", Value: strconv.FormatInt(max(seconds(r.RetryAfter), 1), 10)})
+	} else {
+		hs = rateHeaders(hs, t, name, r, e.now(), true)
+	}
+	d.ResponseHeaders = hs
+	return d
+}
+
+// Sweep forgets rate-limit state that no longer limits anything; a server
+// calls it now and then so that idle buckets do not hold memory.
+func (e *Engine) Sweep() { e.limits.sweep() }
 
 // resolveOrg checks the org a request names against the key: an org-level
 // key must name its own org (or none), a tenant-level key an org of its
@@ -417,7 +489,10 @@ func (e *Engine) allow(c *Credential, source int, org string) Decision {
 		values = identityValues(c)
 		values[1] = org
 	}
-	set := make([]Header, 0, numIdentity+1)
+	// One allocation holds the upstream headers and, after them, room for
+	// the client's rate-limit headers.
+	buf := make([]Header, 0, numIdentity+1+7)
+	set := buf
 	mask := 0
 	for i, v := range values {
 		if v == "" {
@@ -430,11 +505,12 @@ func (e *Engine) allow(c *Credential, source int, org string) Decision {
 		set = append(set, e.signer.sign(values, e.now()))
 	}
 	return Decision{
-		Allow:      true,
-		Reason:     ReasonOK,
-		Status:     200,
-		Set:        set,
-		Remove:     e.remove[source][mask],
-		Credential: c,
+		Allow:           true,
+		Reason:          ReasonOK,
+		Status:          200,
+		Set:             set[:len(set):len(set)],
+		ResponseHeaders: set[len(set):len(set)],
+		Remove:          e.remove[source][mask],
+		Credential:      c,
 	}
 }

@@ -351,7 +351,19 @@ func (s *Store) Key(id string) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("get key: %w", err)
 	}
+	s.overlayCredits(&k.Key)
 	return k.Key, nil
+}
+
+// overlayCredits shows the live balance, which is ahead of the record
+// between flushes.
+func (s *Store) overlayCredits(k *Key) {
+	if k.CreditsRemaining == nil {
+		return
+	}
+	if left, ok := s.ledger.live(k.ID); ok {
+		k.CreditsRemaining = &left
+	}
 }
 
 // KeyUpdate lists the fields to change; nil fields stay as they are.
@@ -471,7 +483,7 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
 	}
 	var out CreatedKey
-	err = s.modify(id, func(tx *bolt.Tx, old *storedKey) error {
+	err = s.modifyTouch(id, func(tx *bolt.Tx, touch func(apikey.Hash), old *storedKey) error {
 		if old.StateAt(now) == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
 		}
@@ -503,6 +515,9 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 			old.RevokedAt = &at
 		}
 		old.RotatedTo = n.ID
+		if err := s.moveCredits(tx, touch, old, &n); err != nil {
+			return err
+		}
 		if err := putKey(tx, &n, true); err != nil {
 			return err
 		}
@@ -555,15 +570,60 @@ func (s *Store) DeleteKey(id string) error {
 // modify runs fn on a stored key inside a write transaction, writes it back
 // and invalidates its cache entry before returning.
 func (s *Store) modify(id string, fn func(tx *bolt.Tx, k *storedKey) error) error {
+	return s.modifyTouch(id, func(tx *bolt.Tx, _ func(apikey.Hash), k *storedKey) error { return fn(tx, k) })
+}
+
+// modifyTouch is modify for changes that touch other keys too.
+func (s *Store) modifyTouch(id string, fn func(tx *bolt.Tx, touch func(apikey.Hash), k *storedKey) error) error {
 	return s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := fn(tx, &k); err != nil {
+		if err := fn(tx, touch, &k); err != nil {
 			return err
 		}
 		touch(apikey.Hash(k.Hash))
 		return putKey(tx, &k, false)
 	})
+}
+
+// moveCredits hands a rotated key's balance to its successor: the old key,
+// during its grace period, spends the successor's balance, so one balance
+// is never spent twice. Keys that spent the old key's balance (its own
+// predecessors, still in grace) follow to the successor.
+func (s *Store) moveCredits(tx *bolt.Tx, touch func(apikey.Hash), old, n *storedKey) error {
+	if old.CreditsRemaining == nil {
+		return nil
+	}
+	left := *old.CreditsRemaining
+	l := s.ledger
+	l.mu.Lock()
+	if b, ok := l.bal[old.ID]; ok {
+		left = b.left
+		delete(l.bal, old.ID)
+	}
+	l.mu.Unlock()
+	n.CreditsRemaining, n.CreditsOwner = &left, ""
+	old.CreditsRemaining, old.CreditsOwner = nil, n.ID
+	prefix := []byte(old.TenantID + "/")
+	c := tx.Bucket(bucketKeysByTenant).Cursor()
+	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		kid := string(ik[len(prefix):])
+		if kid == old.ID {
+			continue
+		}
+		k, err := getKey(tx, kid)
+		if err != nil {
+			return err
+		}
+		if k.CreditsOwner == old.ID {
+			k.CreditsOwner = n.ID
+			touch(apikey.Hash(k.Hash))
+			if err := putKey(tx, &k, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -81,6 +81,7 @@ func (s *Store) ListKeys(f ListFilter) (Page, error) {
 				page.NextCursor = page.Keys[len(page.Keys)-1].ID
 				return nil
 			}
+			s.overlayCredits(&k.Key)
 			page.Keys = append(page.Keys, k.Key)
 		}
 		return nil

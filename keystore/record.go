@@ -49,6 +49,9 @@ type Key struct {
 	Metadata      map[string]string `json:"metadata,omitempty"`
 	// CreditsRemaining is the optional prepaid balance; nil means unmetered.
 	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	// CreditsOwner, on a key rotated away from, names the key whose balance
+	// it spends during its grace period (its successor).
+	CreditsOwner string `json:"credits_owner,omitempty"`
 	// AllowedCIDRs, when not empty, lists the only client networks the key
 	// works from, in canonical form ("10.0.0.0/8", "2001:db8::1/128"), so a
 	// leaked key is refused elsewhere. Empty: any address.
@@ -109,6 +112,12 @@ func (k *Key) credential() *authz.Credential {
 	}
 	if k.RevokedAt != nil {
 		c.RevokesAt = *k.RevokedAt
+	}
+	switch {
+	case k.CreditsOwner != "":
+		c.Metered, c.BalanceID = true, k.CreditsOwner
+	case k.CreditsRemaining != nil:
+		c.Metered, c.BalanceID = true, k.ID
 	}
 	if len(k.AllowedCIDRs) > 0 {
 		// Parsed here, once per cache fill, so the Check path only compares.

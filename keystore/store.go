@@ -121,6 +121,8 @@ type Store struct {
 	opts  Options
 	cache *cache
 	usage *usage
+	// ledger holds live credit balances (see credits.go).
+	ledger *ledger
 	// orgTenants maps org id to tenant id for OrgTenant; see there.
 	orgTenants sync.Map
 
@@ -166,7 +168,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, opts: opts, cache: c}
+	s := &Store{db: db, path: path, opts: opts, cache: c, ledger: newLedger()}
 	s.usage = startUsage(s, opts.LastUsedFlush)
 	return s, nil
 }

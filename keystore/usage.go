@@ -12,9 +12,9 @@ import (
 	"github.com/keygate/keygate/authz"
 )
 
-// usage batches last-used times in memory and writes them in one bbolt
-// transaction per interval, so an allowed Check never waits on a disk write.
-// A crash loses at most one interval of last-used times, nothing else.
+// usage batches last-used times (and the ledger's credit balances) in memory
+// and writes them in one bbolt transaction per interval, so an allowed Check
+// never waits on a disk write. A crash loses at most one interval of them.
 type usage struct {
 	s *Store
 
@@ -65,10 +65,14 @@ func (u *usage) flush() error {
 	batch := u.pending
 	u.pending = make(map[string]time.Time, len(batch))
 	u.mu.Unlock()
-	if len(batch) == 0 {
+	credits := u.s.ledger.dirty()
+	if len(batch) == 0 && len(credits) == 0 {
 		return nil
 	}
 	err := u.s.db.Update(func(tx *bolt.Tx) error {
+		if err := u.s.ledger.writeBalances(tx, credits); err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketKeys)
 		for id, at := range batch {
 			var k storedKey
@@ -95,8 +99,9 @@ func (u *usage) flush() error {
 			}
 		}
 		u.mu.Unlock()
-		return fmt.Errorf("flush last-used times: %w", err)
+		return fmt.Errorf("flush last-used times and credits: %w", err)
 	}
+	u.s.ledger.written(credits)
 	return nil
 }
 

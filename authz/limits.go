@@ -1,0 +1,272 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/keygate/keygate/authz/ratelimit"
+)
+
+// RateLimits configures request budgets. The zero value limits keys by
+// DefaultTiers and throttles failed authentication at 20 per minute per
+// client address.
+type RateLimits struct {
+	// Tiers maps a key's tier to its limit. Nil: DefaultTiers.
+	Tiers map[string]ratelimit.Limit
+	// DefaultTier is the tier of a key whose tier has no limit configured
+	// (a tier removed from the config after keys were issued). Empty: the
+	// tier named "standard" if configured, else the lowest limit.
+	DefaultTier string
+	// Org and Tenant, when Requests > 0, are budgets shared by all keys of
+	// one org, or of one tenant, on top of each key's own.
+	Org, Tenant ratelimit.Limit
+	// FailedAuth throttles a client address that presents invalid keys:
+	// past this many in the window, its requests get 429 without a lookup.
+	// Zero: 20 per minute. Requests < 0: off.
+	FailedAuth ratelimit.Limit
+	// PerKeyOff turns the per-key limits off (for deployments that limit
+	// with Envoy's global rate limit service instead); org and tenant
+	// budgets and credits still apply.
+	PerKeyOff bool
+}
+
+// DefaultTiers are AlfaOne's tiers: 100 and 1000 requests per minute.
+var DefaultTiers = map[string]ratelimit.Limit{
+	"standard":   {Requests: 100, Window: time.Minute},
+	"enterprise": {Requests: 1000, Window: time.Minute},
+}
+
+// Credits is the ledger of prepaid balances (Alloovium's credits): Spend
+// takes cost from a metered key's balance, all or nothing. ok is false
+// when the balance cannot cover it.
+type Credits interface {
+	Spend(ctx context.Context, c *Credential, cost int) (remaining int64, ok bool, err error)
+}
+
+// bucket names a rate-limit bucket without building a string per request.
+type bucket struct {
+	scope uint8 // scopeKey, scopeOrg, scopeTenant
+	id    string
+}
+
+const (
+	scopeKey uint8 = iota
+	scopeOrg
+	scopeTenant
+)
+
+// tierLimit is one tier's limit and the policy header that goes with it.
+type tierLimit struct {
+	name   string
+	limit  ratelimit.Limit
+	policy string // RateLimit-Policy value, covering org and tenant budgets too
+}
+
+// limits is RateLimits prepared for the Check path.
+type limits struct {
+	tiers       map[string]*tierLimit
+	fallback    *tierLimit
+	org, tenant ratelimit.Limit
+	perKeyOff   bool
+	keys        *ratelimit.Limiter[bucket]
+	failures    *ratelimit.Limiter[netip.Addr]
+	failLimit   ratelimit.Limit
+}
+
+func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
+	if rl.Tiers == nil {
+		rl.Tiers = DefaultTiers
+	}
+	if rl.FailedAuth == (ratelimit.Limit{}) {
+		rl.FailedAuth = ratelimit.Limit{Requests: 20, Window: time.Minute}
+	}
+	l := &limits{tiers: map[string]*tierLimit{}, org: rl.Org, tenant: rl.Tenant, perKeyOff: rl.PerKeyOff}
+	for _, opt := range []struct {
+		name string
+		lim  ratelimit.Limit
+	}{{"org", rl.Org}, {"tenant", rl.Tenant}} {
+		if opt.lim != (ratelimit.Limit{}) {
+			if err := opt.lim.Validate(); err != nil {
+				return nil, fmt.Errorf("rate limit %s: %w", opt.name, err)
+			}
+		}
+	}
+	names := make([]string, 0, len(rl.Tiers))
+	for name := range rl.Tiers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		lim := rl.Tiers[name]
+		if err := lim.Validate(); err != nil {
+			return nil, fmt.Errorf("rate limit tier %q: %w", name, err)
+		}
+		t := &tierLimit{name: name, limit: lim, policy: policyItem(name, lim)}
+		if rl.Org.Requests > 0 {
+			t.policy += ", " + policyItem("org", rl.Org)
+		}
+		if rl.Tenant.Requests > 0 {
+			t.policy += ", " + policyItem("tenant", rl.Tenant)
+		}
+		l.tiers[name] = t
+		if l.fallback == nil || rate(lim) < rate(l.fallback.limit) {
+			l.fallback = t
+		}
+	}
+	switch def := rl.DefaultTier; {
+	case def != "":
+		t, ok := l.tiers[def]
+		if !ok {
+			return nil, fmt.Errorf("rate limit default tier %q is not a configured tier", def)
+		}
+		l.fallback = t
+	case l.tiers["standard"] != nil:
+		l.fallback = l.tiers["standard"]
+	}
+	if len(l.tiers) == 0 && !rl.PerKeyOff {
+		return nil, fmt.Errorf("rate limits: no tiers configured")
+	}
+	if rl.FailedAuth.Requests > 0 {
+		if err := rl.FailedAuth.Validate(); err != nil {
+			return nil, fmt.Errorf("failed-auth throttle: %w", err)
+		}
+		l.failures = ratelimit.New[netip.Addr](now)
+		l.failLimit = rl.FailedAuth
+	}
+	l.keys = ratelimit.New[bucket](now)
+	return l, nil
+}
+
+func rate(l ratelimit.Limit) float64 { return float64(l.Requests) / l.Window.Seconds() }
+
+// policyItem is one member of the IETF draft's RateLimit-Policy list:
+// "name";q=<quota>;w=<window seconds>.
+func policyItem(name string, l ratelimit.Limit) string {
+	q := l.Requests
+	if l.Burst > 0 {
+		q = l.Burst
+	}
+	return strconv.Quote(name) + ";q=" + strconv.Itoa(q) + ";w=" + strconv.FormatInt(int64(l.Window/time.Second), 10)
+}
+
+func (l *limits) tierOf(c *Credential) *tierLimit {
+	if t, ok := l.tiers[c.Tier]; ok {
+		return t
+	}
+	return l.fallback
+}
+
+// take charges one request to the key's buckets. The result names the
+// bucket whose numbers go in the headers.
+func (l *limits) take(c *Credential, cost int) (ratelimit.Result, string, error) {
+	var all [3]ratelimit.Charge[bucket]
+	var names [3]string
+	charges := all[:0]
+	t := l.tierOf(c)
+	if !l.perKeyOff && t != nil {
+		charges = append(charges, ratelimit.Charge[bucket]{Key: bucket{scopeKey, c.ID}, Limit: t.limit})
+		names[len(charges)-1] = t.name
+	}
+	if l.org.Requests > 0 && c.OrgID != "" {
+		charges = append(charges, ratelimit.Charge[bucket]{Key: bucket{scopeOrg, c.OrgID}, Limit: l.org})
+		names[len(charges)-1] = "org"
+	}
+	if l.tenant.Requests > 0 {
+		charges = append(charges, ratelimit.Charge[bucket]{Key: bucket{scopeTenant, c.TenantID}, Limit: l.tenant})
+		names[len(charges)-1] = "tenant"
+	}
+	if len(charges) == 0 {
+		return ratelimit.Result{Allowed: true, Remaining: -1}, "", nil
+	}
+	r, err := l.keys.Take(cost, charges...)
+	return r, names[r.Index], err
+}
+
+// throttled reports whether addr has used up its failed authentications.
+func (l *limits) throttled(addr netip.Addr) (time.Duration, bool) {
+	if l.failures == nil || !addr.IsValid() {
+		return 0, false
+	}
+	r, err := l.failures.Peek(1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
+	if err != nil || r.Allowed {
+		return 0, false
+	}
+	return r.RetryAfter, true
+}
+
+func (l *limits) failed(addr netip.Addr) {
+	if l.failures == nil || !addr.IsValid() {
+		return
+	}
+	l.failures.Take(1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
+}
+
+// throttleKey groups IPv6 clients by /64, the block one subscriber holds,
+// so rotating through addresses of one block gains nothing.
+func throttleKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// sweep forgets refilled buckets.
+func (l *limits) sweep() {
+	l.keys.Sweep()
+	if l.failures != nil {
+		l.failures.Sweep()
+	}
+}
+
+// seconds rounds a wait up to whole seconds, at least 1 for a wait.
+func seconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// rateHeaders renders the rate-limit headers into dst. All numbers are
+// written into one buffer, so a Check pays one allocation for them.
+func rateHeaders(dst []Header, t *tierLimit, name string, r ratelimit.Result, now time.Time, retry bool) []Header {
+	reset := seconds(r.Reset)
+	var buf [96]byte
+	b := buf[:0]
+	mark := func() int { return len(b) }
+	i0 := mark()
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, r.Remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, reset, 10)
+	i1 := mark()
+	b = strconv.AppendInt(b, r.Limit, 10)
+	i2 := mark()
+	b = strconv.AppendInt(b, r.Remaining, 10)
+	i3 := mark()
+	b = strconv.AppendInt(b, now.Unix()+reset, 10)
+	i4 := mark()
+	b = strconv.AppendInt(b, seconds(r.RetryAfter), 10)
+	i5 := mark()
+	s := string(b) // the one allocation; the values below are substrings of it
+	sub := func(a, z int) string { return s[a:z] }
+	if t != nil {
+		dst = append(dst, Header{Name: "ratelimit-policy", Value: t.policy})
+	}
+	dst = append(dst,
+		Header{Name: "ratelimit", Value: sub(i0, i1)},
+		Header{Name: "x-ratelimit-limit", Value: sub(i1, i2)},
+		Header{Name: "x-ratelimit-remaining", Value: sub(i2, i3)},
+		Header{Name: "x-ratelimit-reset", Value: sub(i3, i4)},
+	)
+	if retry {
+		dst = append(dst, Header{Name: "retry-after", Value: sub(i4, i5)})
+	}
+	return dst
+}
