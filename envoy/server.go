@@ -168,6 +168,9 @@ func Response(d authz.Decision) *authv3.CheckResponse {
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 				Headers:         overwrite(d.Set),
 				HeadersToRemove: d.Remove,
+				// The remaining budget goes back to the client on the
+				// backend's response.
+				ResponseHeadersToAdd: overwrite(d.ResponseHeaders),
 			}},
 			DynamicMetadata: metadata(d),
 		}
@@ -218,6 +221,9 @@ func metadata(d authz.Decision) *structpb.Struct {
 	if d.WouldDeny != "" {
 		fields["would_deny"] = structpb.NewStringValue(string(d.WouldDeny))
 	}
+	// Envoy's rate limit filter can build descriptors from these
+	// (metadata actions on envoy.filters.http.ext_authz), so an operator
+	// running envoyproxy/ratelimit can key global limits on them.
 	if c := d.Credential; c != nil {
 		fields["tenant_id"] = structpb.NewStringValue(c.TenantID)
 		fields["api_key_id"] = structpb.NewStringValue(c.ID)
@@ -227,6 +233,7 @@ func metadata(d authz.Decision) *structpb.Struct {
 			fields["org_id"] = structpb.NewStringValue(c.OrgID)
 		}
 	}
+	fields["cost"] = structpb.NewNumberValue(float64(max(d.Cost, 1)))
 	return &structpb.Struct{Fields: fields}
 }
 

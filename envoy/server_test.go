@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,4 +381,59 @@ func slicesContain(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestRateLimitThroughServer: with the clock held still, a standard key's
+// 101st request in a minute is refused with 429 and the rate-limit headers;
+// an enterprise key is not limited there; allowed answers carry the
+// remaining budget for the client.
+func TestRateLimitThroughServer(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	h := start(t, authz.Config{Now: func() time.Time { return now }})
+	std := h.key(t, keystore.KeySpec{Tier: "standard"})
+	ent := h.key(t, keystore.KeySpec{Tier: "enterprise"})
+	headersOf := func(opts []*corev3.HeaderValueOption) map[string]string {
+		m := map[string]string{}
+		for _, o := range opts {
+			m[o.GetHeader().GetKey()] = o.GetHeader().GetValue()
+		}
+		return m
+	}
+	for i := 1; i <= 100; i++ {
+		resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret}))
+		ok := resp.GetOkResponse()
+		if ok == nil {
+			t.Fatalf("request %d of a standard key refused: %v", i, resp)
+		}
+		if got := headersOf(ok.GetResponseHeadersToAdd())["x-ratelimit-remaining"]; got != strconv.Itoa(100-i) {
+			t.Fatalf("request %d: x-ratelimit-remaining %q", i, got)
+		}
+	}
+	resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret}))
+	den := resp.GetDeniedResponse()
+	if resp.GetStatus().GetCode() != int32(code.Code_RESOURCE_EXHAUSTED) || den.GetStatus().GetCode() != 429 {
+		t.Fatalf("101st request: %v", resp)
+	}
+	hdr := headersOf(den.GetHeaders())
+	want := map[string]string{
+		"retry-after":           "1",
+		"ratelimit-policy":      `"standard";q=100;w=60`,
+		"ratelimit":             `"standard";r=0;t=60`,
+		"x-ratelimit-limit":     "100",
+		"x-ratelimit-remaining": "0",
+		"x-ratelimit-reset":     strconv.FormatInt(now.Unix()+60, 10),
+	}
+	for k, v := range want {
+		if hdr[k] != v {
+			t.Errorf("429 header %s = %q, want %q", k, hdr[k], v)
+		}
+	}
+	if !strings.Contains(den.GetBody(), "Rate limit exceeded. Please try again later.") {
+		t.Fatalf("429 body %q", den.GetBody())
+	}
+	for i := 0; i < 101; i++ {
+		if h.check(t, checkRequest(map[string]string{"x-api-key": ent.Secret})).GetOkResponse() == nil {
+			t.Fatalf("enterprise request %d refused", i+1)
+		}
+	}
 }
