@@ -514,3 +514,24 @@ func TestCLIUsageErrors(t *testing.T) {
 		t.Errorf("keys help: %v\n%s", err, stdout)
 	}
 }
+
+func TestCLICredits(t *testing.T) {
+	f := newCLIFixture(t)
+	tn := f.tenant()
+	var k keystore.CreatedKey
+	f.json(&k, "keys", "create", "--tenant", tn.ID, "--name", "metered", "--credits", "10")
+	var got keystore.Key
+	f.json(&got, "keys", "credits", k.ID, "--add", "5")
+	if got.CreditsRemaining == nil || *got.CreditsRemaining != 15 {
+		t.Fatalf("after --add 5: %+v", got.CreditsRemaining)
+	}
+	f.json(&got, "keys", "credits", k.ID, "--set", "3")
+	if *got.CreditsRemaining != 3 {
+		t.Fatalf("after --set 3: %d", *got.CreditsRemaining)
+	}
+	for _, args := range [][]string{{"keys", "credits", k.ID}, {"keys", "credits", k.ID, "--add", "1", "--set", "2"}} {
+		if _, _, err := f.run(args...); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}

@@ -24,6 +24,7 @@ const keysUsage = `Usage:
                          [--allowed-ips CIDR,IP | --clear-allowed-ips]
   keygate keys revoke ID
   keygate keys rotate ID [--grace 1h]
+  keygate keys credits ID (--add N | --set N)
   keygate keys delete ID
   keygate keys import --tenant ID [--org ID] --name NAME --key-stdin [--env E] [--tier T]
                       [--scopes a,b] [--display-prefix P] [--allowed-ips CIDR,IP]
@@ -44,15 +45,33 @@ const maxImportKeyLen = 4096
 
 func runKeys(ctx context.Context, args []string, c *cli) error {
 	return dispatchVerb(ctx, "keys", keysUsage, map[string]verbFunc{
-		"create": keysCreate,
-		"list":   keysList,
-		"get":    keysGet,
-		"update": keysUpdate,
-		"revoke": keysRevoke,
-		"rotate": keysRotate,
-		"delete": keysDelete,
-		"import": keysImport,
+		"create":  keysCreate,
+		"list":    keysList,
+		"get":     keysGet,
+		"update":  keysUpdate,
+		"revoke":  keysRevoke,
+		"rotate":  keysRotate,
+		"delete":  keysDelete,
+		"import":  keysImport,
+		"credits": keysCredits,
 	}, args, c)
+}
+
+// keysCredits refills (--add, negative to take away) or sets a key's
+// prepaid balance.
+func keysCredits(ctx context.Context, args []string, c *cli) error {
+	m := newMgmtCommand(c, "keys credits", "keys credits ID (--add N | --set N) [flags]")
+	add := m.fs.Int64("add", 0, "credits to add (negative to remove, down to zero)")
+	set := m.fs.Int64("set", 0, "balance to set; makes an unmetered key metered")
+	return keyCommand(ctx, m, args, "POST", []string{"credits"}, func() (any, error) {
+		switch {
+		case m.isSet("add") == m.isSet("set"):
+			return nil, m.usageErr("give exactly one of --add and --set")
+		case m.isSet("add"):
+			return map[string]int64{"add": *add}, nil
+		}
+		return map[string]int64{"set": *set}, nil
+	})
 }
 
 // commaList parses "a,b" flags; an empty value is an empty list, which for

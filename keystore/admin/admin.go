@@ -199,6 +199,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case errors.Is(err, keystore.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, keystore.ErrNotMetered):
+		writeError(w, http.StatusConflict, "not_metered", err.Error())
 	case errors.Is(err, keystore.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, keystore.ErrClosed):

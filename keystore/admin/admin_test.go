@@ -739,3 +739,35 @@ func TestMetricsBehindToken(t *testing.T) {
 		t.Fatalf("GET /metrics with none configured: %d", r.status)
 	}
 }
+
+func TestCreditsEndpoint(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	tn, _ := f.store.CreateTenant("Acme")
+	k, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/keys/" + k.ID + "/credits"
+	if r := f.do("POST", path, `{"add": 5}`); r.status != http.StatusConflict || r.errBody(t).Code != "not_metered" {
+		t.Fatalf("add to an unmetered key: %d %s", r.status, r.body)
+	}
+	var got keystore.Key
+	r := f.do("POST", path, `{"set": 100}`)
+	r.decode(t, &got)
+	if r.status != http.StatusOK || got.CreditsRemaining == nil || *got.CreditsRemaining != 100 {
+		t.Fatalf("set 100: %d %s", r.status, r.body)
+	}
+	r = f.do("POST", path, `{"add": -30}`)
+	r.decode(t, &got)
+	if *got.CreditsRemaining != 70 {
+		t.Fatalf("add -30: %s", r.body)
+	}
+	for _, bad := range []string{`{}`, `{"add": 1, "set": 2}`, `{"set": -1}`, `{"add": "x"}`, `{"refill": 1}`} {
+		if r := f.do("POST", path, bad); r.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", bad, r.status, r.body)
+		}
+	}
+	if r := f.do("POST", "/v1/keys/nope/credits", `{"set": 1}`); r.status != http.StatusNotFound {
+		t.Fatalf("unknown key: %d", r.status)
+	}
+}

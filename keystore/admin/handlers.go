@@ -28,6 +28,7 @@ func (a *api) routes() {
 	a.handle("PATCH /v1/keys/{id}", a.updateKey)
 	a.handle("POST /v1/keys/{id}/revoke", a.revokeKey)
 	a.handle("POST /v1/keys/{id}/rotate", a.rotateKey)
+	a.handle("POST /v1/keys/{id}/credits", a.credits)
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
 }
 
@@ -267,6 +268,35 @@ func (a *api) revokeKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	k, err := a.store.RevokeKey(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+// credits refills ({"add": n}, n may be negative) or sets ({"set": n}) a
+// key's prepaid balance; setting one makes an unmetered key metered.
+func (a *api) credits(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Add *int64 `json:"add,omitempty"`
+		Set *int64 `json:"set,omitempty"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	var (
+		k   keystore.Key
+		err error
+	)
+	switch {
+	case (req.Add == nil) == (req.Set == nil):
+		return badRequest("give exactly one of add and set")
+	case req.Add != nil:
+		k, err = a.store.AddCredits(r.PathValue("id"), *req.Add)
+	default:
+		k, err = a.store.SetCredits(r.PathValue("id"), *req.Set)
+	}
 	if err != nil {
 		return err
 	}
