@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 
+	berrors "go.etcd.io/bbolt/errors"
+
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore"
 )
@@ -109,7 +111,12 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 	opts.ReadOnly = true
 	store, err := keystore.Open(cfg.Store.Path, opts)
 	if err != nil {
-		return fmt.Errorf("%w (a running keygate holds its store: check against a copy, or stop it)", err)
+		// The hint only where it is the cause: a missing or foreign file is
+		// not held by anyone.
+		if errors.Is(err, berrors.ErrTimeout) {
+			return fmt.Errorf("%w (a running keygate holds its store: check against a copy, or stop it)", err)
+		}
+		return err
 	}
 	defer store.Close()
 	if acfg.Policy, err = cfg.policy(); err != nil {

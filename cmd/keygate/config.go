@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,7 +116,10 @@ type duration time.Duration
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		// A *yaml.TypeError is collected with the decoder's other type
+		// errors (unknown fields, ...); any other error would stop the
+		// decoder and hide them.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 	}
 	*d = duration(v)
 	return nil
@@ -150,7 +155,7 @@ func loadConfig(path string) (*config, error) {
 			if errors.As(err, &te) {
 				errs := make([]error, len(te.Errors))
 				for i, e := range te.Errors {
-					errs[i] = fmt.Errorf("%s: %s", path, e)
+					errs[i] = yamlProblem(path, lines, e)
 				}
 				return nil, errors.Join(errs...)
 			}
@@ -162,6 +167,43 @@ func loadConfig(path string) (*config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+var (
+	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlUnknownField = regexp.MustCompile(`^field (\S+) not found in type `)
+)
+
+// yamlProblem turns one of the YAML decoder's type errors ("line 3: ...")
+// into the "file:line: field: message" form of the other problems, naming
+// the field by its dotted path instead of Go's struct type.
+func yamlProblem(path string, lines map[string]int, e string) error {
+	m := yamlLine.FindStringSubmatch(e)
+	if m == nil {
+		return fmt.Errorf("%s: %s", path, e)
+	}
+	line, msg := m[1], m[2]
+	name := ""
+	if u := yamlUnknownField.FindStringSubmatch(msg); u != nil {
+		name, msg = u[1], "unknown field"
+	}
+	// The deepest key on that line (with the unknown field's name, if any).
+	field := ""
+	for f, l := range lines {
+		if strconv.Itoa(l) != line || strings.HasSuffix(f, "]") {
+			continue
+		}
+		if name != "" && f != name && !strings.HasSuffix(f, "."+name) {
+			continue
+		}
+		if len(f) > len(field) {
+			field = f
+		}
+	}
+	if field == "" {
+		return fmt.Errorf("%s:%s: %s", path, line, msg)
+	}
+	return fmt.Errorf("%s:%s: %s: %s", path, line, field, msg)
 }
 
 // indexLines records the line of every mapping key and sequence item, by
@@ -212,7 +254,12 @@ func (c *config) applyDefaults() {
 type problems struct {
 	file  string
 	lines map[string]int
-	errs  []error
+	errs  []problem
+}
+
+type problem struct {
+	line int // 0: no place in the file
+	err  error
 }
 
 func (p *problems) add(field string, err error) {
@@ -225,9 +272,10 @@ func (p *problems) add(field string, err error) {
 	}
 	// The nearest recorded ancestor gives the line of a field left at its
 	// default or named by a section.
+	line := 0
 	for f := field; f != ""; {
 		if l, ok := p.lines[f]; ok {
-			place = fmt.Sprintf("%s:%d", place, l)
+			place, line = fmt.Sprintf("%s:%d", place, l), l
 			break
 		}
 		i := strings.LastIndexAny(f, ".[")
@@ -236,7 +284,27 @@ func (p *problems) add(field string, err error) {
 		}
 		f = f[:i]
 	}
-	p.errs = append(p.errs, fmt.Errorf("%s: %s: %w", place, field, err))
+	p.errs = append(p.errs, problem{line, fmt.Errorf("%s: %s: %w", place, field, err)})
+}
+
+// err returns every problem in the order of the file (by line number, not
+// as text, where line 11 would come before line 2).
+func (p *problems) err() error {
+	if len(p.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(p.errs, func(i, j int) bool {
+		a, b := p.errs[i], p.errs[j]
+		if a.line != b.line {
+			return a.line < b.line
+		}
+		return a.err.Error() < b.err.Error()
+	})
+	errs := make([]error, len(p.errs))
+	for i, e := range p.errs {
+		errs[i] = e.err
+	}
+	return errors.Join(errs...)
 }
 
 // validate checks every section the way serve will use it, so that
@@ -269,12 +337,16 @@ func (c *config) validate(lines map[string]int) error {
 	}
 	// Each authz section on its own, so an error is reported at its place.
 	base := c.authzConfig(apikey.Format{})
+	sources := base.Sources
+	if _, err := authz.New(authz.Config{Sources: sources}, noLookup{}); err != nil {
+		p.add("keys.sources", err)
+		sources = nil // checked with the default sources below, not reported twice
+	}
 	for _, s := range []struct {
 		field string
 		cfg   authz.Config
 	}{
-		{"keys.sources", authz.Config{Sources: base.Sources}},
-		{"headers", authz.Config{Sources: base.Sources, Headers: base.Headers}},
+		{"headers", authz.Config{Sources: sources, Headers: base.Headers}},
 		{"errors", authz.Config{Errors: base.Errors}},
 		{"client_ip", authz.Config{ClientIP: base.ClientIP}},
 	} {
@@ -293,24 +365,38 @@ func (c *config) validate(lines map[string]int) error {
 	} else if c.Signing.Header != "" {
 		p.add("signing.header", errors.New("set signing.secret_file too"))
 	}
+	// A bad policy.unmatched must not hide the problems of the routes.
 	pol, err := c.policy()
-	if err != nil {
-		p.add("policy.unmatched", err)
-	} else {
-		for _, e := range unjoin(authz.ValidatePolicy(pol)) {
-			var re *authz.RuleError
-			if errors.As(e, &re) {
-				p.add(fmt.Sprintf("routes[%d]", re.Index), re)
-			} else {
-				p.add("policy", e)
-			}
+	p.add("policy.unmatched", err)
+	// The policy-wide fields one at a time, so each is reported at its
+	// line, and through authz.New with the configured sources, since the
+	// engine (and so serve) also refuses an org header that is a credential
+	// source, which ValidatePolicy alone does not check.
+	var fieldErrs []string
+	for _, f := range []struct {
+		field string
+		pol   authz.Policy
+	}{
+		{"policy.org_header", authz.Policy{OrgHeader: pol.OrgHeader}},
+		{"policy.environments", authz.Policy{Environments: pol.Environments}},
+		{"policy.introspection_path", authz.Policy{IntrospectionPath: pol.IntrospectionPath}},
+	} {
+		if _, err := authz.New(authz.Config{Sources: sources, Policy: f.pol}, noLookup{}); err != nil {
+			p.add(f.field, err)
+			fieldErrs = append(fieldErrs, err.Error())
 		}
 	}
-	if len(p.errs) == 0 {
-		return nil
+	for _, e := range unjoin(authz.ValidatePolicy(pol)) {
+		var re *authz.RuleError
+		switch {
+		case errors.As(e, &re):
+			p.add(fmt.Sprintf("routes[%d]", re.Index), re)
+		case !slices.ContainsFunc(fieldErrs, func(f string) bool { return strings.Contains(f, e.Error()) }):
+			// A policy-wide problem no single field above explains.
+			p.add("policy", e)
+		}
 	}
-	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Error() < p.errs[j].Error() })
-	return errors.Join(p.errs...)
+	return p.err()
 }
 
 // unjoin returns the errors inside errors.Join (and wrapped joins), or err.
@@ -367,13 +453,6 @@ func (c *config) policy() (authz.Policy, error) {
 		ShadowTenants:     c.Policy.ShadowTenants,
 		IntrospectionPath: c.Policy.IntrospectionPath,
 	}
-	switch c.Policy.Unmatched {
-	case "", "allow_with_key":
-	case "deny":
-		p.DenyUnmatched = true
-	default:
-		return p, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched)
-	}
 	for _, r := range c.Routes {
 		p.Rules = append(p.Rules, authz.Rule{
 			Name: r.Name, Methods: r.Methods, Host: r.Host,
@@ -381,6 +460,15 @@ func (c *config) policy() (authz.Policy, error) {
 			Public: r.Public, Scopes: r.Scopes, Environments: r.Environments,
 			Cost: r.Cost, OrgParam: r.OrgParam, Shadow: r.Shadow,
 		})
+	}
+	// The rules are filled in even on error, so that validate can check
+	// them too.
+	switch c.Policy.Unmatched {
+	case "", "allow_with_key":
+	case "deny":
+		p.DenyUnmatched = true
+	default:
+		return p, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched)
 	}
 	return p, nil
 }

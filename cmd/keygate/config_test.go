@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// noEnv is an empty environment, so the host's KEYGATE_* variables cannot
+// change what a test sees.
+func noEnv(string) string { return "" }
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// validate runs `keygate config validate path` in-process.
+func validate(t *testing.T, path string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"config", "validate", path}, &out, &errOut, noEnv)
+	return out.String(), errOut.String(), err
+}
+
+// wantProblem is one problem a bad file must be reported with: its line,
+// the dotted field and a fragment of the message.
+type wantProblem struct {
+	line  int
+	field string
+	msg   string
+}
+
+// checkProblems requires stderr to hold exactly the wanted problems, one a
+// line, in the order of the file, each as "file:line: field: ...msg...".
+func checkProblems(t *testing.T, file, stderr string, want []wantProblem) {
+	t.Helper()
+	got := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if len(got) != len(want) {
+		t.Errorf("%d problems reported, want %d:\n%s", len(got), len(want), stderr)
+	}
+	for i, w := range want {
+		prefix := fmt.Sprintf("%s:%d: %s: ", file, w.line, w.field)
+		j := slices.IndexFunc(got, func(l string) bool { return strings.HasPrefix(l, prefix) && strings.Contains(l, w.msg) })
+		if j < 0 {
+			t.Errorf("no problem %q...%q in:\n%s", prefix, w.msg, stderr)
+			continue
+		}
+		// The order of want is the order of the file: an operator reads
+		// the report top to bottom beside the file.
+		if j != i {
+			t.Errorf("problem %q is line %d of the report, want %d:\n%s", prefix, j+1, i+1, stderr)
+		}
+	}
+}
+
+func TestConfigValidateOK(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keygate.yaml")
+	writeFile(t, path, `policy:
+  unmatched: deny
+  org_header: x-org-id
+  environments: [live]
+  introspection_path: /api/v2/me
+routes:
+  - name: health
+    path: /healthz
+    public: true
+  - name: vault
+    methods: [GET]
+    path_pattern: /api/v2/vault/**
+    scopes: [vault:read]
+    cost: 2
+  - name: orgs
+    path_pattern: /api/v2/orgs/{org}/**
+    org_param: org
+reload_interval: 500ms
+`)
+	stdout, stderr, err := validate(t, path)
+	if err != nil {
+		t.Fatalf("validate = %v\nstderr: %s", err, stderr)
+	}
+	if want := path + ": ok (3 routes)\n"; stdout != want || stderr != "" {
+		t.Fatalf("stdout %q, stderr %q; want stdout %q and no stderr", stdout, stderr, want)
+	}
+}
+
+// semanticProblems is a file that decodes but is wrong in eleven places,
+// across sections and routes; the line numbers below are the ones written
+// here. Every problem must be reported, not only the first: a bad
+// policy.unmatched in particular must not hide the routes' problems.
+const semanticProblems = `keys:
+  prefix: A_B
+errors:
+  format: xml
+policy:
+  unmatched: maybe
+  environments: [prod]
+client_ip:
+  header: x-forwarded-for
+signing:
+  secret_file: SECRET
+routes:
+  - name: dup-param
+    path_pattern: /a/{x}/{x}
+  - name: org-missing
+    path_pattern: /b/{y}/**
+    org_param: org
+  - name: both
+    path: /c
+    path_prefix: /c/
+  - name: public-scoped
+    path: /d
+    public: true
+    scopes: [admin]
+  - name: bad-env
+    path: /e
+    environments: [prod]
+`
+
+var semanticWant = []wantProblem{
+	{2, "keys.prefix", `invalid key prefix "A_B"`},
+	// errors and client_ip are checked as whole sections (their fields
+	// depend on each other), so they are reported at the section's line.
+	{3, "errors", `error format "xml"`},
+	{6, "policy.unmatched", `"maybe": want allow_with_key or deny`},
+	{7, "policy.environments", `environment "prod"`},
+	{8, "client_ip", `header "x-forwarded-for" needs trusted_hops`},
+	{11, "signing.secret_file", "signing secret is 5 bytes, want at least 32"},
+	{13, "routes[0]", "parameter {x} twice"},
+	{15, "routes[1]", `org_param "org" is not a {parameter} of path_pattern`},
+	{18, "routes[2]", "set only one of path, path_prefix and path_pattern"},
+	{21, "routes[3]", "a public route cannot require scopes"},
+	{25, "routes[4]", `environment "prod"`},
+}
+
+// writeSemanticProblems writes semanticProblems with its 5-byte secret.
+func writeSemanticProblems(t *testing.T, dir string) string {
+	t.Helper()
+	secret := filepath.Join(dir, "short.key")
+	writeFile(t, secret, "short")
+	path := filepath.Join(dir, "bad.yaml")
+	writeFile(t, path, strings.Replace(semanticProblems, "SECRET", secret, 1))
+	return path
+}
+
+func TestConfigValidateReportsEverySemanticProblem(t *testing.T) {
+	path := writeSemanticProblems(t, t.TempDir())
+	stdout, stderr, err := validate(t, path)
+	if err == nil || !strings.Contains(err.Error(), "is not valid") {
+		t.Fatalf("validate = %v, want 'is not valid'", err)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q for an invalid file", stdout)
+	}
+	checkProblems(t, path, stderr, semanticWant)
+}
+
+const typeErrors = `store:
+  pth: x.db
+  last_used_flush: soon
+routes:
+  - name: a
+    path: /a
+    scope: [admin]
+shutdown_timeout: 5 minutes
+reload_interval: 1s
+`
+
+// YAML type errors (unknown fields, values that do not decode) are found by
+// the decoder, before any semantic check, so they have a file of their own.
+// Each is reported, a bad duration does not hide an unknown field, and each
+// names its line and field like the semantic problems do.
+func TestConfigValidateReportsEveryTypeError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "typos.yaml")
+	writeFile(t, path, typeErrors)
+	_, stderr, err := validate(t, path)
+	if err == nil {
+		t.Fatal("validate accepted a file with typos")
+	}
+	checkProblems(t, path, stderr, []wantProblem{
+		{2, "store.pth", "unknown field"},
+		{3, "store.last_used_flush", `invalid duration "soon"`},
+		// A typo in a route must not quietly drop its requirement.
+		{7, "routes[0].scope", "unknown field"},
+		{8, "shutdown_timeout", `"5 minutes"`},
+	})
+}
+
+// serve loads its file with the same code: a bad file (either kind) is
+// refused with the same messages, before the store is created or a port is
+// opened.
+func TestServeRefusesBadConfigWithValidateMessages(t *testing.T) {
+	dir := t.TempDir()
+	typos := filepath.Join(dir, "typos.yaml")
+	writeFile(t, typos, typeErrors)
+	for _, path := range []string{writeSemanticProblems(t, dir), typos} {
+		_, stderr, err := validate(t, path)
+		if err == nil {
+			t.Fatalf("validate accepted %s", path)
+		}
+		store := filepath.Join(dir, "k.db")
+		env := map[string]string{"KEYGATE_ADMIN_TOKEN": "0123456789abcdef0123"}
+		err = run(context.Background(), []string{"serve", "--config", path, "--store", store, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"},
+			&bytes.Buffer{}, &bytes.Buffer{}, func(k string) string { return env[k] })
+		if err == nil {
+			t.Fatalf("serve accepted %s", path)
+		}
+		if got, want := err.Error()+"\n", stderr; got != want {
+			t.Errorf("serve refused %s with\n%s\nvalidate reported\n%s", path, got, want)
+		}
+		if _, err := os.Stat(store); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("serve created its store before refusing %s: %v", path, err)
+		}
+	}
+}
+
+// An org header that is also a credential source is refused by the engine
+// when serve builds it; validate must refuse it too, at its line, or a file
+// that validates would not start.
+func TestConfigValidateOrgHeaderClashesWithSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keygate.yaml")
+	writeFile(t, path, "keys:\n  sources: [authorization, x-api-key]\npolicy:\n  org_header: x-api-key\n")
+	_, stderr, err := validate(t, path)
+	if err == nil {
+		t.Fatal("validate accepted an org header that is a credential source")
+	}
+	checkProblems(t, path, stderr, []wantProblem{{4, "policy.org_header", `org header "x-api-key" is also a credential source`}})
+
+	// The same header is fine when it is not a source.
+	writeFile(t, path, "keys:\n  sources: [authorization]\npolicy:\n  org_header: x-api-key\n")
+	if _, stderr, err := validate(t, path); err != nil {
+		t.Fatalf("validate = %v\n%s", err, stderr)
+	}
+}
+
+const exampleConfig = "../../examples/keygate.yaml"
+
+func TestExampleConfigValidates(t *testing.T) {
+	stdout, stderr, err := validate(t, exampleConfig)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", exampleConfig, err, stderr)
+	}
+	if want := exampleConfig + ": ok (5 routes)\n"; stdout != want {
+		t.Errorf("stdout %q, want %q", stdout, want)
+	}
+}
+
+// uncommentedExample is the example with its commented-out signing section
+// turned on and its secret file created, as a user would do; the working
+// directory is changed so that the relative secret_file resolves.
+func uncommentedExample(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	on := regexp.MustCompile(`(?m)^# (signing:|  secret_file:|  header:)`).ReplaceAllString(string(raw), "$1")
+	if strings.Count(on, "\nsigning:\n") != 1 {
+		t.Fatalf("the example has no commented signing section to turn on:\n%s", raw)
+	}
+	writeFile(t, "signing.key", strings.Repeat("k", 32)+"\n")
+	path := filepath.Join(dir, "keygate.yaml")
+	writeFile(t, path, on)
+	return path
+}
+
+// The commented signing example works once uncommented.
+func TestExampleConfigSigningValidates(t *testing.T) {
+	path := uncommentedExample(t)
+	if _, stderr, err := validate(t, path); err != nil {
+		t.Fatalf("the example with signing on: %v\n%s", err, stderr)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.signingSecret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
+		t.Errorf("signing secret %d bytes, header %q", len(cfg.signingSecret), cfg.Signing.Header)
+	}
+}
+
+// The example promises every field with its default or an example: each
+// yaml field of config (and of a route) appears in it, signing once turned
+// on, so a field added to the code without a line in the example fails.
+func TestExampleConfigListsEveryField(t *testing.T) {
+	raw, err := os.ReadFile(uncommentedExample(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	indexLines(&root, "", lines) // the index loadConfig reports lines with
+	present := map[string]bool{}
+	index := regexp.MustCompile(`\[\d+\]`)
+	for f := range lines {
+		present[index.ReplaceAllString(f, "[]")] = true
+	}
+	var missing []string
+	for _, f := range yamlFields(reflect.TypeFor[config](), "") {
+		if !present[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%s lacks %v", exampleConfig, missing)
+	}
+}
+
+// yamlFields lists the dotted yaml paths of t's fields, "routes[].name" for
+// the fields of a list of structs.
+func yamlFields(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		out = append(out, name)
+		switch ft := f.Type; {
+		case ft.Kind() == reflect.Struct:
+			out = append(out, yamlFields(ft, name)...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, yamlFields(ft.Elem(), name+"[]")...)
+		}
+	}
+	return out
+}
