@@ -22,7 +22,8 @@ type RateLimits struct {
 	// tier named "standard" if configured, else the lowest limit.
 	DefaultTier string
 	// Org and Tenant, when Requests > 0, are budgets shared by all keys of
-	// one org, or of one tenant, on top of each key's own.
+	// one org, or of one tenant, on top of each key's own. Zero Requests:
+	// none.
 	Org, Tenant ratelimit.Limit
 	// FailedAuth throttles a client address that presents invalid keys:
 	// past this many in the window, its requests get 429 without a lookup.
@@ -81,15 +82,18 @@ func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
 	if rl.Tiers == nil {
 		rl.Tiers = DefaultTiers
 	}
-	if rl.FailedAuth == (ratelimit.Limit{}) {
-		rl.FailedAuth = ratelimit.Limit{Requests: 20, Window: time.Minute}
+	if rl.FailedAuth.Requests == 0 {
+		rl.FailedAuth.Requests = 20
+	}
+	if rl.FailedAuth.Window == 0 {
+		rl.FailedAuth.Window = time.Minute
 	}
 	l := &limits{tiers: map[string]*tierLimit{}, org: rl.Org, tenant: rl.Tenant, perKeyOff: rl.PerKeyOff}
 	for _, opt := range []struct {
 		name string
 		lim  ratelimit.Limit
 	}{{"org", rl.Org}, {"tenant", rl.Tenant}} {
-		if opt.lim != (ratelimit.Limit{}) {
+		if opt.lim.Requests != 0 { // zero requests: no such budget
 			if err := opt.lim.Validate(); err != nil {
 				return nil, fmt.Errorf("rate limit %s: %w", opt.name, err)
 			}

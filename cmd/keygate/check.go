@@ -130,7 +130,8 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 	if err := printDecision(c.stdout, *output == "json", d, derr); err != nil {
 		return err
 	}
-	if !d.Allow {
+	// The introspection answer is Keygate's own 200, not a refusal.
+	if !d.Allow && d.Reason != authz.ReasonIntrospection {
 		return errDenied
 	}
 	return nil

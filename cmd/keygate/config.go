@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/apikey"
 )
@@ -89,6 +90,18 @@ type config struct {
 	// ReloadInterval is how often the config file is checked for changes to
 	// its routes and policy. 0: 2s; -1s: only on SIGHUP.
 	ReloadInterval duration `yaml:"reload_interval"`
+	RateLimits     struct {
+		// Tiers maps a key tier to its limit. Empty: standard 100/min,
+		// enterprise 1000/min (AlfaOne's). keys.tiers defaults to these names.
+		Tiers       map[string]limitConfig `yaml:"tiers"`
+		DefaultTier string                 `yaml:"default_tier"` // standard
+		Org         limitConfig            `yaml:"org"`          // none
+		Tenant      limitConfig            `yaml:"tenant"`       // none
+		// FailedAuth throttles addresses presenting invalid keys. Zero:
+		// 20/min; requests: -1 turns it off.
+		FailedAuth limitConfig `yaml:"failed_auth"`
+		PerKeyOff  bool        `yaml:"per_key_off"` // false
+	} `yaml:"rate_limits"`
 
 	file          string // where it was read from; empty for defaults
 	signingSecret []byte
@@ -108,6 +121,17 @@ type routeConfig struct {
 	Cost         int      `yaml:"cost"`
 	OrgParam     string   `yaml:"org_param"`
 	Shadow       bool     `yaml:"shadow"`
+}
+
+// limitConfig is a rate: requests per window, burst at once (0: requests).
+type limitConfig struct {
+	Requests int      `yaml:"requests"`
+	Window   duration `yaml:"window"`
+	Burst    int      `yaml:"burst"`
+}
+
+func (l limitConfig) limit() ratelimit.Limit {
+	return ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Burst: l.Burst}
 }
 
 // duration reads "10s"-style YAML values.
@@ -248,6 +272,20 @@ func (c *config) applyDefaults() {
 	if c.ReloadInterval == 0 {
 		c.ReloadInterval = duration(2 * time.Second)
 	}
+	// Keys may only name tiers that have limits: with rate-limit tiers
+	// configured and keys.tiers not, the tiers are those names, the default
+	// tier first (new keys get the first).
+	if len(c.Keys.Tiers) == 0 && len(c.RateLimits.Tiers) > 0 {
+		for name := range c.RateLimits.Tiers {
+			c.Keys.Tiers = append(c.Keys.Tiers, name)
+		}
+		sort.Strings(c.Keys.Tiers)
+		def := c.RateLimits.DefaultTier
+		if def == "" {
+			def = "standard"
+		}
+		sort.SliceStable(c.Keys.Tiers, func(i, j int) bool { return c.Keys.Tiers[i] == def && c.Keys.Tiers[j] != def })
+	}
 }
 
 // problems collects validation errors with their place in the file.
@@ -334,6 +372,16 @@ func (c *config) validate(lines map[string]int) error {
 			p.add(fmt.Sprintf("keys.tiers[%d]", i), fmt.Errorf("tier %q is empty or listed twice", t))
 		}
 		seen[t] = true
+	}
+	if len(c.RateLimits.Tiers) > 0 {
+		for i, t := range c.Keys.Tiers {
+			if _, ok := c.RateLimits.Tiers[t]; !ok {
+				p.add(fmt.Sprintf("keys.tiers[%d]", i), fmt.Errorf("tier %q has no limit in rate_limits.tiers", t))
+			}
+		}
+	}
+	if _, err := authz.New(authz.Config{RateLimits: c.rateLimits()}, noLookup{}); err != nil {
+		p.add("rate_limits", err)
 	}
 	// Each authz section on its own, so an error is reported at its place.
 	base := c.authzConfig(apikey.Format{})
@@ -501,9 +549,28 @@ func (c *config) authzConfig(f apikey.Format) authz.Config {
 			ProblemTypeBase: c.Errors.ProblemTypeBase,
 			Realm:           c.Errors.Realm,
 		},
-		ClientIP: authz.ClientIP{Header: strings.ToLower(c.ClientIP.Header), TrustedHops: c.ClientIP.TrustedHops},
-		Signing:  authz.Signing{Secret: c.signingSecret, Header: c.Signing.Header},
+		ClientIP:   authz.ClientIP{Header: strings.ToLower(c.ClientIP.Header), TrustedHops: c.ClientIP.TrustedHops},
+		Signing:    authz.Signing{Secret: c.signingSecret, Header: c.Signing.Header},
+		RateLimits: c.rateLimits(),
 	}
+}
+
+func (c *config) rateLimits() authz.RateLimits {
+	rl := c.RateLimits
+	out := authz.RateLimits{
+		DefaultTier: rl.DefaultTier,
+		Org:         rl.Org.limit(),
+		Tenant:      rl.Tenant.limit(),
+		FailedAuth:  rl.FailedAuth.limit(),
+		PerKeyOff:   rl.PerKeyOff,
+	}
+	if len(rl.Tiers) > 0 {
+		out.Tiers = map[string]ratelimit.Limit{}
+		for name, l := range rl.Tiers {
+			out.Tiers[name] = l.limit()
+		}
+	}
+	return out
 }
 
 func (c *config) logger(w io.Writer) (*slog.Logger, error) {

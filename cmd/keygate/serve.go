@@ -93,6 +93,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}()
 	acfg := cfg.authzConfig(format)
 	acfg.Recorder = store
+	acfg.Credits = store
 	if acfg.Policy, err = cfg.policy(); err != nil {
 		return err
 	}
@@ -126,12 +127,24 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	// SIGHUP is caught before the server says it is serving: its default
 	// action ends the process, so a reload asked for right after start
 	// must not find the handler missing.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if cfg.file != "" {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 		go watchConfig(ctx, cfg, stamp, engine, hup, log)
+	} else {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP ignored: serving without a config file, nothing to reload")
+				}
+			}
+		}()
 	}
+	go sweepLimits(ctx, engine)
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
@@ -254,6 +267,12 @@ func watchConfig(ctx context.Context, running *config, last string, engine *auth
 			log.Info("config file changed: reloading", "file", running.file)
 		}
 		last = fileStamp(running.file)
+		if fi, err := os.Stat(running.file); err == nil && fi.Size() == 0 {
+			// An editor or a non-atomic copy can leave the file empty for a
+			// moment; an empty file would mean "no routes" and open them all.
+			log.Error("config reload refused: the file is empty; the running policy stays", "file", running.file)
+			continue
+		}
 		next, err := loadConfig(running.file)
 		if err != nil {
 			log.Error("config reload refused; the running policy stays", "error", err)
@@ -289,4 +308,19 @@ func sameOutsidePolicy(a, b *config) bool {
 	x.Routes, y.Routes = nil, nil
 	x.Policy = y.Policy
 	return reflect.DeepEqual(x, y)
+}
+
+// sweepLimits lets the engine forget rate-limit state that limits nothing,
+// so that memory follows the keys in use.
+func sweepLimits(ctx context.Context, e *authz.Engine) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.Sweep()
+		}
+	}
 }
