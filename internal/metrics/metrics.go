@@ -29,7 +29,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keygate_decisions_total",
-			Help: "Authorization decisions by result (allow, deny, would_deny in shadow mode), reason code and key tier.",
+			Help: "Authorization decisions by result (allow, deny, throttled by the failed-auth limit, would_deny in shadow mode), reason code and key tier.",
 		}, []string{"result", "reason", "tier"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keygate_check_duration_seconds",
@@ -66,6 +66,9 @@ func (m *Metrics) ObserveDecision(adapter string, d *authz.Decision, took time.D
 		result, reason = "would_deny", string(d.WouldDeny)
 	case d.Allow:
 		result = "allow"
+	case d.Reason == authz.ReasonRateLimited && d.Credential == nil:
+		// A 429 before any key was looked up: the failed-auth throttle.
+		result = "throttled"
 	}
 	tier := ""
 	if d.Credential != nil {

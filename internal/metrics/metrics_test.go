@@ -16,6 +16,8 @@ func TestDecisionsCounted(t *testing.T) {
 	m.ObserveDecision("grpc", &authz.Decision{Allow: true, Reason: authz.ReasonOK, Credential: cred}, time.Millisecond)
 	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonInvalidKey}, time.Millisecond)
 	m.ObserveDecision("grpc", &authz.Decision{Allow: true, Reason: authz.ReasonOK, WouldDeny: authz.ReasonInsufficientScope, Credential: cred}, time.Millisecond)
+	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonRateLimited, Credential: cred}, time.Millisecond)
+	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonRateLimited}, time.Millisecond)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
@@ -23,7 +25,9 @@ func TestDecisionsCounted(t *testing.T) {
 		`keygate_decisions_total{reason="ok",result="allow",tier="standard"} 1`,
 		`keygate_decisions_total{reason="invalid_api_key",result="deny",tier=""} 1`,
 		`keygate_decisions_total{reason="insufficient_scope",result="would_deny",tier="standard"} 1`,
-		`keygate_check_duration_seconds_count{adapter="grpc"} 3`,
+		`keygate_decisions_total{reason="rate_limited",result="deny",tier="standard"} 1`,
+		`keygate_decisions_total{reason="rate_limited",result="throttled",tier=""} 1`,
+		`keygate_check_duration_seconds_count{adapter="grpc"} 5`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
