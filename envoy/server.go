@@ -74,7 +74,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	s.logDecision(ctx, &r, &d)
+	logDecision(ctx, s.log, &r, &d)
 	resp := Response(d)
 	if s.observer != nil {
 		s.observer.ObserveDecision("grpc", &d, time.Since(start))
@@ -82,41 +82,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	return resp, nil
 }
 
-// logDecision logs refusals and shadow-mode would-be refusals at Info, so
-// support can find a decision by the id its client was given, and allows at
-// Debug. Never the key: the key id names it.
-func (s *Server) logDecision(ctx context.Context, r *authz.Request, d *authz.Decision) {
-	level, msg := slog.LevelDebug, "allowed"
-	switch {
-	case d.WouldDeny != "":
-		level, msg = slog.LevelInfo, "would deny (shadow mode)"
-	case !d.Allow:
-		level, msg = slog.LevelInfo, "denied"
-	}
-	if !s.log.Enabled(ctx, level) {
-		return
-	}
-	keyID := ""
-	if d.Credential != nil {
-		keyID = d.Credential.ID
-	}
-	reason := d.Reason
-	if d.WouldDeny != "" {
-		reason = d.WouldDeny
-	}
-	s.log.LogAttrs(ctx, level, msg,
-		slog.String("decision_id", authz.FormatID(d.ID)),
-		slog.String("reason", string(reason)),
-		slog.Int("status", d.Status),
-		slog.String("route", d.Route),
-		slog.String("api_key_id", keyID),
-		slog.String("peer", r.Peer),
-		slog.String("method", r.Method),
-		// The query is left out: clients do put keys there, though
-		// Keygate never reads them.
-		slog.String("path", pathOnly(r.Path)))
-}
-
+// pathOnly leaves the query out of logs.
 func pathOnly(p string) string {
 	if i := strings.IndexByte(p, '?'); i >= 0 {
 		return p[:i]

@@ -38,6 +38,7 @@ type config struct {
 	Listen struct {
 		GRPC  string `yaml:"grpc"`  // 127.0.0.1:9001
 		Admin string `yaml:"admin"` // 127.0.0.1:9003
+		HTTP  string `yaml:"http"`  // 127.0.0.1:9002
 	} `yaml:"listen"`
 	Admin struct {
 		// TokenFile holds the admin bearer token. Empty: KEYGATE_ADMIN_TOKEN,
@@ -153,6 +154,7 @@ const (
 	defaultStorePath   = "./keygate.db"
 	defaultGRPCListen  = "127.0.0.1:9001"
 	defaultAdminListen = "127.0.0.1:9003"
+	defaultHTTPListen  = "127.0.0.1:9002"
 )
 
 // loadConfig reads path (none: defaults only) and checks all of it,
@@ -266,6 +268,9 @@ func (c *config) applyDefaults() {
 	if c.Listen.Admin == "" {
 		c.Listen.Admin = defaultAdminListen
 	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = defaultHTTPListen
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = duration(15 * time.Second)
 	}
@@ -352,7 +357,7 @@ func (c *config) validate(lines map[string]int) error {
 	if _, err := c.format(); err != nil {
 		p.add("keys.prefix", err)
 	}
-	for _, l := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.admin", c.Listen.Admin}} {
+	for _, l := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.admin", c.Listen.Admin}, {"listen.http", c.Listen.HTTP}} {
 		if _, _, err := net.SplitHostPort(l.addr); err != nil {
 			p.add(l.field, err)
 		}

@@ -41,12 +41,12 @@ func TestMain(m *testing.M) {
 
 // server is a running `keygate serve` child process.
 type server struct {
-	cmd             *exec.Cmd
-	grpcAddr, admin string
-	dir             string
-	env             []string
-	logs            *syncBuffer
-	exited          chan error
+	cmd                       *exec.Cmd
+	grpcAddr, admin, httpAddr string
+	dir                       string
+	env                       []string
+	logs                      *syncBuffer
+	exited                    chan error
 }
 
 type syncBuffer struct {
@@ -66,7 +66,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingLine = regexp.MustCompile(`msg="keygate serving" grpc=(\S+) admin=(\S+)`)
+var servingLine = regexp.MustCompile(`msg="keygate serving" grpc=(\S+) admin=(\S+) http=(\S+)`)
 
 // startServer runs `keygate serve` with its store in dir, on ports chosen
 // by the kernel, and waits for the line that names them.
@@ -77,6 +77,7 @@ func startServer(t *testing.T, dir string) *server {
 		"KEYGATE_STORE="+filepath.Join(dir, "keygate.db"),
 		"KEYGATE_GRPC_LISTEN=127.0.0.1:0",
 		"KEYGATE_ADMIN_LISTEN=127.0.0.1:0",
+		"KEYGATE_HTTP_LISTEN=127.0.0.1:0",
 		"KEYGATE_ADMIN_TOKEN=",
 		"KEYGATE_ADMIN_TOKEN_FILE=",
 	)
@@ -109,7 +110,7 @@ func startServer(t *testing.T, dir string) *server {
 	}()
 	select {
 	case m := <-found:
-		s.grpcAddr, s.admin = m[1], "http://"+m[2]
+		s.grpcAddr, s.admin, s.httpAddr = m[1], "http://"+m[2], "http://"+m[3]
 	case err := <-s.exited:
 		t.Fatalf("keygate serve exited: %v\n%s", err, s.logs)
 	case <-time.After(30 * time.Second):
@@ -255,7 +256,7 @@ func readToken(t *testing.T, dir string) string {
 func TestServeRefusesExposedAdminWithoutToken(t *testing.T) {
 	dir := t.TempDir()
 	var stderr bytes.Buffer
-	err := run(context.Background(), []string{"serve", "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"},
+	err := run(context.Background(), []string{"serve", "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0"},
 		io.Discard, &stderr, func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), "not loopback") {
 		t.Fatalf("serve with an exposed admin and no token = %v", err)
@@ -278,7 +279,7 @@ func TestServeConfigErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		env := map[string]string{"KEYGATE_ADMIN_TOKEN": "0123456789abcdef0123"}
-		err := run(context.Background(), []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"},
+		err := run(context.Background(), []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
 			io.Discard, io.Discard, func(k string) string { return env[k] })
 		if err == nil {
 			t.Errorf("%s: serve accepted the config", name)

@@ -26,7 +26,7 @@ import (
 
 // serveFlags override the environment, which overrides the config file.
 type serveFlags struct {
-	config, store, grpcListen, adminListen string
+	config, store, grpcListen, adminListen, httpListen string
 }
 
 func parseServeFlags(args []string, c *cli) (serveFlags, error) {
@@ -36,6 +36,7 @@ func parseServeFlags(args []string, c *cli) (serveFlags, error) {
 	fs.StringVar(&f.config, "config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` (env KEYGATE_CONFIG; none: embedded defaults)")
 	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db)")
 	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
+	fs.StringVar(&f.httpListen, "http-listen", c.getenv("KEYGATE_HTTP_LISTEN"), "HTTP authorization `address` (Envoy http_service, nginx, Traefik, Caddy) (env KEYGATE_HTTP_LISTEN; default 127.0.0.1:9002)")
 	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -64,7 +65,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		return err
 	}
-	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen} {
+	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
 		if v != "" {
 			*dst = v
 		}
@@ -121,8 +122,21 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		grpcLn.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		grpcLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("listen http: %w", err)
+	}
 	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc")).WithObserver(m))
 	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{
+		Handler:           envoy.NewHTTPHandler(engine, log.With("listener", "http")).WithObserver(m),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Authorization requests carry no body worth reading; a large
+		// header block is refused by net/http's own limit (1 MB).
+		MaxHeaderBytes: 1 << 20,
+	}
 
 	// SIGHUP is caught before the server says it is serving: its default
 	// action ends the process, so a reload asked for right after start
@@ -146,12 +160,14 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}
 	go sweepLimits(ctx, engine)
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
 	go func() { errc <- fmt.Errorf("admin server: %w", adminSrv.Serve(adminLn)) }()
+	go func() { errc <- fmt.Errorf("http server: %w", httpSrv.Serve(httpLn)) }()
 	log.Info("keygate serving",
 		"grpc", grpcLn.Addr().String(),
 		"admin", adminLn.Addr().String(),
+		"http", httpLn.Addr().String(),
 		"store", cfg.Store.Path,
 		"version", version)
 
@@ -175,6 +191,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "error", err)
+	}
 	if err := adminSrv.Shutdown(sctx); err != nil {
 		log.Warn("admin shutdown", "error", err)
 	}

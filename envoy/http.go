@@ -1,0 +1,211 @@
+package envoy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// HTTP authorization, for proxies that ask over plain HTTP instead of the
+// gRPC ext_authz API. Three dialects share one listener, told apart by
+// path, because each proxy reads the answer differently:
+//
+//   - /envoy/<original path>: Envoy's ext_authz http_service (set
+//     path_prefix: /envoy). Envoy sends the original method and path and
+//     allows only on 200; on 200 it copies the allowed_upstream_headers to
+//     the upstream request and removes what x-envoy-auth-headers-to-remove
+//     lists; any other status goes to the client with its body (5xx count
+//     as errors, answered with status_on_error, 403 by default).
+//   - /nginx: nginx auth_request. The original URI and method come in
+//     X-Original-URI and X-Original-Method. nginx understands only 2xx, 401
+//     and 403 (anything else becomes 500) and never shows the client the
+//     subrequest's body, so a refusal is answered 401 or 403 with the real
+//     status and body in X-Keygate-Status and X-Keygate-Body, which the
+//     example's error_page maps back (429 included).
+//   - /forward: Traefik forwardAuth and Caddy forward_auth. The original URI,
+//     method and host come in X-Forwarded-Uri, X-Forwarded-Method and
+//     X-Forwarded-Host; a 2xx allows, anything else goes to the client as is.
+const (
+	PathEnvoy   = "/envoy"
+	PathNginx   = "/nginx"
+	PathForward = "/forward"
+)
+
+// Headers of the nginx dialect that carry what nginx cannot pass.
+const (
+	HeaderStatus = "x-keygate-status"
+	HeaderBody   = "x-keygate-body"
+)
+
+// HTTPHandler answers HTTP authorization requests from the decider.
+type HTTPHandler struct {
+	decider  Decider
+	log      *slog.Logger
+	observer Observer
+}
+
+// NewHTTPHandler returns the HTTP authorization handler.
+func NewHTTPHandler(d Decider, log *slog.Logger) *HTTPHandler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &HTTPHandler{decider: d, log: log}
+}
+
+// WithObserver sets the observer of decisions; call it before serving.
+func (h *HTTPHandler) WithObserver(o Observer) *HTTPHandler {
+	h.observer = o
+	return h
+}
+
+type dialect int
+
+const (
+	dialectEnvoy dialect = iota
+	dialectNginx
+	dialectForward
+)
+
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var (
+		d      dialect
+		method string
+		target string
+		host   string
+	)
+	hdr := r.Header
+	switch p := r.URL.Path; {
+	case p == PathNginx:
+		d, method, target, host = dialectNginx, hdr.Get("X-Original-Method"), hdr.Get("X-Original-URI"), r.Host
+	case p == PathForward:
+		d, method, target, host = dialectForward, hdr.Get("X-Forwarded-Method"), hdr.Get("X-Forwarded-Uri"), hdr.Get("X-Forwarded-Host")
+	case p == PathEnvoy || strings.HasPrefix(p, PathEnvoy+"/"):
+		d, method, target, host = dialectEnvoy, r.Method, strings.TrimPrefix(r.URL.RequestURI(), PathEnvoy), r.Host
+	default:
+		http.Error(w, "keygate HTTP authorization: use "+PathEnvoy+"/<path> (Envoy http_service), "+PathNginx+" (nginx auth_request) or "+PathForward+" (Traefik, Caddy)", http.StatusNotFound)
+		return
+	}
+	if target == "" {
+		target = "/"
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	req := authz.Request{
+		Method:  strings.ToUpper(method),
+		Path:    target,
+		Host:    host,
+		Headers: foldHeaders(hdr),
+		Peer:    peerHost(r.RemoteAddr),
+	}
+	dec, err := h.decider.Decide(r.Context(), &req)
+	if err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelError, "check failed closed", slog.String("error", err.Error()))
+	}
+	logDecision(r.Context(), h.log, &req, &dec)
+	writeHTTP(w, d, &dec)
+	if h.observer != nil {
+		h.observer.ObserveDecision("http", &dec, time.Since(start))
+	}
+}
+
+// foldHeaders gives the core the shape Envoy's CheckRequest has: lower-case
+// names, a repeated header joined with ",".
+func foldHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		out[strings.ToLower(k)] = strings.Join(vs, ",")
+	}
+	return out
+}
+
+func peerHost(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
+}
+
+func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
+	out := w.Header()
+	if dec.Allow || dec.Reason == authz.ReasonIntrospection && d != dialectEnvoy {
+		// Upstream headers travel as headers of the 200; the proxy's
+		// config copies them to the request. A header this decision does
+		// not set is absent, and the proxy configs drop the client's.
+		for _, s := range dec.Set {
+			out.Set(s.Name, s.Value)
+		}
+		for _, s := range dec.ResponseHeaders {
+			out.Set(s.Name, s.Value)
+		}
+		if d == dialectEnvoy && len(dec.Remove) > 0 {
+			out.Set("x-envoy-auth-headers-to-remove", strings.Join(dec.Remove, ", "))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	for _, s := range dec.ResponseHeaders {
+		out.Set(s.Name, s.Value)
+	}
+	out.Set(authz.DecisionIDHeader, authz.FormatID(dec.ID))
+	status := dec.Status
+	switch {
+	case dec.Reason == authz.ReasonIntrospection:
+		// Envoy allows only on 200 and returns any other status to the
+		// client with its body: 203 brings the principal to the client.
+		status = http.StatusNonAuthoritativeInfo
+	case d == dialectNginx:
+		out.Set(HeaderStatus, strconv.Itoa(dec.Status))
+		out.Set(HeaderBody, dec.Body)
+		if status != http.StatusUnauthorized {
+			status = http.StatusForbidden
+		}
+	}
+	w.WriteHeader(status)
+	if dec.Body != "" {
+		w.Write([]byte(dec.Body))
+	}
+}
+
+// logDecision logs refusals and shadow-mode would-be refusals at Info, so
+// support can find a decision by the id its client was given, and allows at
+// Debug. Never the key: the key id names it.
+func logDecision(ctx context.Context, log *slog.Logger, r *authz.Request, d *authz.Decision) {
+	level, msg := slog.LevelDebug, "allowed"
+	switch {
+	case d.WouldDeny != "":
+		level, msg = slog.LevelInfo, "would deny (shadow mode)"
+	case !d.Allow:
+		level, msg = slog.LevelInfo, "denied"
+	}
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	keyID := ""
+	if d.Credential != nil {
+		keyID = d.Credential.ID
+	}
+	reason := d.Reason
+	if d.WouldDeny != "" {
+		reason = d.WouldDeny
+	}
+	log.LogAttrs(ctx, level, msg,
+		slog.String("decision_id", authz.FormatID(d.ID)),
+		slog.String("reason", string(reason)),
+		slog.Int("status", d.Status),
+		slog.String("route", d.Route),
+		slog.String("api_key_id", keyID),
+		slog.String("peer", r.Peer),
+		slog.String("method", r.Method),
+		// The query is left out: clients do put keys there, though
+		// Keygate never reads them.
+		slog.String("path", pathOnly(r.Path)))
+}
