@@ -61,6 +61,7 @@ Usage:
                                        manage API keys
   keygate config validate FILE         check a config file
   keygate check [flags]                would this request be allowed? (offline)
+  keygate health [--addr HOST:PORT]     probe the local gRPC health (container HEALTHCHECK)
   keygate version
 
 Management commands talk to a running server's admin API: --admin-url or
@@ -91,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runConfig(ctx, rest, c)
 	case "check":
 		return runCheck(ctx, rest, c)
+	case "health":
+		return runHealth(ctx, rest, c)
 	case "version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil
