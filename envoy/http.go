@@ -48,6 +48,13 @@ type HTTPHandler struct {
 	decider  Decider
 	log      *slog.Logger
 	observer Observer
+	access   bool
+}
+
+// WithAccessLog logs every decision at Info, allows included.
+func (h *HTTPHandler) WithAccessLog(on bool) *HTTPHandler {
+	h.access = on
+	return h
 }
 
 // NewHTTPHandler returns the HTTP authorization handler.
@@ -109,7 +116,7 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	logDecision(r.Context(), h.log, &req, &dec)
+	logDecision(r.Context(), h.log, h.access, &req, &dec)
 	writeHTTP(w, d, &dec)
 	if h.observer != nil {
 		h.observer.ObserveDecision("http", &dec, time.Since(start))
@@ -178,8 +185,12 @@ func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 // logDecision logs refusals and shadow-mode would-be refusals at Info, so
 // support can find a decision by the id its client was given, and allows at
 // Debug. Never the key: the key id names it.
-func logDecision(ctx context.Context, log *slog.Logger, r *authz.Request, d *authz.Decision) {
+func logDecision(ctx context.Context, log *slog.Logger, access bool, r *authz.Request, d *authz.Decision) {
 	level, msg := slog.LevelDebug, "allowed"
+	if access {
+		// The access log: every decision, allows included.
+		level = slog.LevelInfo
+	}
 	switch {
 	case d.WouldDeny != "":
 		level, msg = slog.LevelInfo, "would deny (shadow mode)"

@@ -44,6 +44,13 @@ type Server struct {
 	decider  Decider
 	log      *slog.Logger
 	observer Observer
+	access   bool
+}
+
+// WithAccessLog logs every decision at Info, allows included.
+func (s *Server) WithAccessLog(on bool) *Server {
+	s.access = on
+	return s
 }
 
 // WithObserver sets the observer of decisions; call it before serving.
@@ -74,7 +81,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	logDecision(ctx, s.log, &r, &d)
+	logDecision(ctx, s.log, s.access, &r, &d)
 	resp := Response(d)
 	if s.observer != nil {
 		s.observer.ObserveDecision("grpc", &d, time.Since(start))

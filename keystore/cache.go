@@ -55,6 +55,7 @@ func newCache(maxBytes, negEntries int64) (*cache, error) {
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		ShouldUpdate:       newerEntry,
+		Metrics:            true, // sharded counters: cheap, and what /metrics shows
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create cache: %w", err)
@@ -67,6 +68,7 @@ func newCache(maxBytes, negEntries int64) (*cache, error) {
 			BufferItems:        64,
 			IgnoreInternalCost: true,
 			ShouldUpdate:       newerEntry,
+			Metrics:            true,
 		})
 		if err != nil {
 			pos.Close()
@@ -128,6 +130,27 @@ func (c *cache) invalidate(h apikey.Hash) {
 
 func (c *cache) isClosed() bool { return c.closed.Load() }
 
+// Stats are the store's counters since Open, for metrics.
+type Stats struct {
+	CacheHits    uint64 // known keys served from the cache
+	NegativeHits uint64 // unknown keys answered from the negative cache
+	CacheMisses  uint64 // lookups that read bbolt
+	LookupErrors uint64 // lookups that failed (the Check failed closed)
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	c := s.cache
+	st := Stats{CacheHits: c.pos.Metrics.Hits(), LookupErrors: s.lookupErrors.Load()}
+	if c.neg != nil {
+		st.NegativeHits = c.neg.Metrics.Hits()
+		st.CacheMisses = c.neg.Metrics.Misses()
+	} else {
+		st.CacheMisses = c.pos.Metrics.Misses()
+	}
+	return st
+}
+
 func (c *cache) close() {
 	if c.closed.Swap(true) {
 		return
@@ -160,6 +183,7 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 	gen := s.cache.generation(h)
 	cred, err := s.readCredential(h)
 	if err != nil {
+		s.lookupErrors.Add(1)
 		return nil, false, err
 	}
 	if s.testHookBeforeFill != nil {

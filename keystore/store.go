@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -123,6 +124,8 @@ type Store struct {
 	usage *usage
 	// ledger holds live credit balances (see credits.go).
 	ledger *ledger
+	// lookupErrors counts failed lookups, for metrics.
+	lookupErrors atomic.Uint64
 	// orgTenants maps org id to tenant id for OrgTenant; see there.
 	orgTenants sync.Map
 

@@ -86,6 +86,9 @@ type config struct {
 	Log struct {
 		Level  string `yaml:"level"`  // info
 		Format string `yaml:"format"` // text | json
+		// Access logs every decision (allows too) with its key id, route and
+		// reason. False: refusals only.
+		Access bool `yaml:"access"`
 	} `yaml:"log"`
 	ShutdownTimeout duration `yaml:"shutdown_timeout"` // 15s
 	// ReloadInterval is how often the config file is checked for changes to

@@ -1,13 +1,17 @@
 package metrics
 
 import (
+	"context"
 	"io"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 func TestDecisionsCounted(t *testing.T) {
@@ -36,6 +40,36 @@ func TestDecisionsCounted(t *testing.T) {
 	for _, secret := range []string{"k1", "t1"} {
 		if strings.Contains(string(body), `"`+secret+`"`) {
 			t.Errorf("metrics carry an unbounded label value %q", secret)
+		}
+	}
+}
+
+func TestStoreMetrics(t *testing.T) {
+	s, err := keystore.Open(filepath.Join(t.TempDir(), "k.db"), keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tn, _ := s.CreateTenant("Acme")
+	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "a"})
+	r, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "b"})
+	s.RevokeKey(r.ID)
+	s.LookupKey(context.Background(), apikey.HashOf(k.Secret))
+	m := New()
+	if err := m.RegisterStore(s); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`keygate_keys{state="active"} 1`,
+		`keygate_keys{state="revoked"} 1`,
+		`keygate_cache_misses_total 1`,
+		`keygate_store_errors_total 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 }

@@ -1,0 +1,69 @@
+package envoy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/keystore"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestAccessLog: with the access log on, every decision is one JSON line
+// with its id, reason and key id — and never the key.
+func TestAccessLog(t *testing.T) {
+	s, err := keystore.Open(filepath.Join(t.TempDir(), "k.db"), keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tn, _ := s.CreateTenant("Acme")
+	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	e, _ := authz.New(authz.Config{}, s)
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log).WithAccessLog(true))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go g.Serve(ln)
+	defer g.Stop()
+	conn, _ := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	for _, h := range []map[string]string{{"x-api-key": k.Secret}, {"x-api-key": k.Secret[:len(k.Secret)-1] + "x"}, {}} {
+		if _, err := client.Check(t.Context(), checkRequest(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines, want one per decision:\n%s", len(lines), logs)
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first["msg"] != "allowed" || first["api_key_id"] != k.ID || first["reason"] != "ok" || len(first["decision_id"].(string)) != 16 {
+		t.Fatalf("access log line %v", first)
+	}
+	if strings.Contains(logs.String(), k.Secret) || strings.Contains(logs.String(), k.Secret[:20]) {
+		t.Fatal("the log contains the key")
+	}
+}
