@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,14 @@ type config struct {
 		// TokenFile holds the admin bearer token. Empty: KEYGATE_ADMIN_TOKEN,
 		// else (admin on loopback only) a token generated beside the store.
 		TokenFile string `yaml:"token_file"`
+		// TLSCertFile and TLSKeyFile serve the admin API over TLS. A
+		// listener that is not on loopback needs them, or InsecurePublic:
+		// the bearer token must not cross a network in clear text.
+		TLSCertFile string `yaml:"tls_cert_file"`
+		TLSKeyFile  string `yaml:"tls_key_file"`
+		// InsecurePublic allows a non-loopback admin listener without TLS
+		// (e.g. inside a pod whose mesh sidecar does mTLS). False.
+		InsecurePublic bool `yaml:"insecure_public"`
 	} `yaml:"admin"`
 	Keys struct {
 		Prefix        string   `yaml:"prefix"`         // ak
@@ -408,6 +417,13 @@ func (c *config) validate(lines map[string]int) error {
 	} {
 		if _, err := authz.New(s.cfg, noLookup{}); err != nil {
 			p.add(s.field, err)
+		}
+	}
+	if (c.Admin.TLSCertFile == "") != (c.Admin.TLSKeyFile == "") {
+		p.add("admin.tls_cert_file", errors.New("set both tls_cert_file and tls_key_file, or neither"))
+	} else if c.Admin.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.Admin.TLSCertFile, c.Admin.TLSKeyFile); err != nil {
+			p.add("admin.tls_cert_file", err)
 		}
 	}
 	if c.Signing.SecretFile != "" {

@@ -72,6 +72,13 @@ var servingLine = regexp.MustCompile(`msg="keygate serving" grpc=(\S+) admin=(\S
 // by the kernel, and waits for the line that names them.
 func startServer(t *testing.T, dir string) *server {
 	t.Helper()
+	return startServerWith(t, dir)
+}
+
+// startServerWith is startServer with more environment; later entries
+// override the defaults.
+func startServerWith(t *testing.T, dir string, env ...string) *server {
+	t.Helper()
 	s := &server{dir: dir, logs: &syncBuffer{mu: make(chan struct{}, 1)}, exited: make(chan error, 1)}
 	s.env = append(os.Environ(),
 		"KEYGATE_STORE="+filepath.Join(dir, "keygate.db"),
@@ -81,6 +88,7 @@ func startServer(t *testing.T, dir string) *server {
 		"KEYGATE_ADMIN_TOKEN=",
 		"KEYGATE_ADMIN_TOKEN_FILE=",
 	)
+	s.env = append(s.env, env...)
 	s.cmd = exec.Command(keygateBin, "serve")
 	s.cmd.Env = s.env
 	s.cmd.Dir = dir

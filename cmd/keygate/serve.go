@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -77,6 +78,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	format, err := cfg.format()
 	if err != nil {
 		return err
+	}
+	if !isLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
+		return fmt.Errorf("admin listener %s is not loopback: serve it with TLS (admin.tls_cert_file, admin.tls_key_file), or set admin.insecure_public if the network is otherwise protected", cfg.Listen.Admin)
 	}
 	token, err := adminToken(cfg, c, log)
 	if err != nil {
@@ -165,7 +169,14 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 
 	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
-	go func() { errc <- fmt.Errorf("admin server: %w", adminSrv.Serve(adminLn)) }()
+	go func() {
+		if cfg.Admin.TLSCertFile != "" {
+			adminSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			errc <- fmt.Errorf("admin server: %w", adminSrv.ServeTLS(adminLn, cfg.Admin.TLSCertFile, cfg.Admin.TLSKeyFile))
+			return
+		}
+		errc <- fmt.Errorf("admin server: %w", adminSrv.Serve(adminLn))
+	}()
 	go func() { errc <- fmt.Errorf("http server: %w", httpSrv.Serve(httpLn)) }()
 	log.Info("keygate serving",
 		"grpc", grpcLn.Addr().String(),
