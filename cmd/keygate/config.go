@@ -174,13 +174,22 @@ const (
 // Unknown fields are errors, so a typo does not silently fall back to a
 // default (or drop a route requirement).
 func loadConfig(path string) (*config, error) {
+	if path == "" {
+		return parseConfig("", nil)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(path, raw)
+}
+
+// parseConfig is loadConfig on bytes already read (path names them in
+// messages; empty path: no file, the defaults).
+func parseConfig(path string, raw []byte) (*config, error) {
 	cfg := &config{file: path}
 	lines := map[string]int{}
 	if path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read config: %w", err)
-		}
 		var root yaml.Node
 		if err := yaml.Unmarshal(raw, &root); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
