@@ -16,9 +16,27 @@ run:
 # The whole suite: tools the tests drive, vet, race tests, short fuzzing.
 test: deps vet unit fuzz
 
-# System packages the tests need (none yet beyond Go); installs as root on a
-# fresh Debian machine and is a no-op where they are present.
+# System packages the tests drive: nginx and Caddy, which the proxy
+# end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate.
+# Installs the missing ones from Debian as root on a fresh machine, is a
+# no-op where both are on PATH, and stops `make test` when it cannot. (The
+# nginx package may start a system nginx on port 80; the tests never use
+# it: they run their own on loopback ports with their own pid and temp
+# files.)
+PROXIES := nginx caddy
+
 deps: tools
+	@missing=; for p in $(PROXIES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing from Debian packages"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: installing$$missing needs root (apt-get); install them or run make as root" >&2; exit 1; fi; \
+	  if ! command -v apt-get >/dev/null 2>&1; then echo "deps: no apt-get here: install$$missing yourself" >&2; exit 1; fi; \
+	  apt-get update || { echo "deps: apt-get update failed" >&2; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	  for p in $$missing; do command -v $$p >/dev/null 2>&1 || { echo "deps: $$p installed but not on PATH (Debian puts nginx in /usr/sbin)" >&2; exit 1; }; done; \
+	fi
+	@nginx -v
+	@echo "caddy $$(caddy version)"
 
 tools:
 	@mkdir -p $(TOOLS)
@@ -39,6 +57,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./keystore/apikey
 	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) ./authz
 	$(GO) test -run='^$$' -fuzz='^FuzzCleanPath$$' -fuzztime=$(FUZZTIME) ./authz
+	$(GO) test -run='^$$' -fuzz='^FuzzRouteMatch$$' -fuzztime=$(FUZZTIME) ./authz
 	$(GO) test -run='^$$' -fuzz='^FuzzCheckRequest$$' -fuzztime=$(FUZZTIME) ./envoy
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./cmd/keygate
 

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -111,4 +112,33 @@ func TestHostOnly(t *testing.T) {
 			t.Errorf("hostOnly(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzRouteMatch: any pattern and any path are matched without a panic; a
+// captured org is one whole, non-empty segment of the cleaned path.
+func FuzzRouteMatch(f *testing.F) {
+	f.Add("/api/v2/orgs/{org}/projects/*", "/api/v2/orgs/o1/projects/p1")
+	f.Add("/a/**", "/a/b/c/")
+	f.Add("/{org}", "//x/../y")
+	f.Add("/", "")
+	f.Fuzz(func(t *testing.T, pat, path string) {
+		p, err := compilePattern(pat)
+		if err != nil {
+			return
+		}
+		clean := cleanPath(path)
+		org, ok := p.match(clean, "org")
+		if !ok {
+			if org != "" {
+				t.Fatalf("no match but org %q", org)
+			}
+			return
+		}
+		if org != "" && !strings.Contains(clean+"/", "/"+org+"/") {
+			t.Fatalf("org %q is not a segment of %q", org, clean)
+		}
+		if org != "" && strings.Contains(org, "/") {
+			t.Fatalf("org %q spans segments", org)
+		}
+	})
 }
