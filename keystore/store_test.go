@@ -1,9 +1,11 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -689,5 +691,45 @@ func TestReadOnly(t *testing.T) {
 	}
 	if _, err := Open(filepath.Join(t.TempDir(), "missing.db"), Options{ReadOnly: true}); err == nil {
 		t.Fatal("read-only open created a store")
+	}
+}
+
+// TestRawKeyNeverStored: the file holds each key's hash and display prefix
+// and never the key, so lookups can only go by hash and the raw key is
+// never compared, byte by byte or otherwise.
+func TestRawKeyNeverStored(t *testing.T) {
+	f := newFixture(t, Options{})
+	var raws []string
+	for i := 0; i < 5; i++ {
+		raws = append(raws, f.create(t, KeySpec{}).Secret)
+	}
+	rot, err := f.s.RotateKey(f.create(t, KeySpec{}).ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raws = append(raws, rot.Secret)
+	imported := "legacy_secret_0123456789abcdef"
+	if _, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "i"}, Raw: imported}); err != nil {
+		t.Fatal(err)
+	}
+	raws = append(raws, imported)
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range raws {
+		if bytes.Contains(file, []byte(raw)) || bytes.Contains(file, []byte(raw[len(raw)-20:])) {
+			t.Fatalf("the store file contains (part of) a raw key")
+		}
+		h := apikey.HashOf(raw)
+		if !bytes.Contains(file, h[:]) {
+			t.Fatalf("the store file lacks a key's hash: lookups could not find it")
+		}
+		if !bytes.Contains(file, []byte(apikey.DisplayPrefix(raw))) {
+			t.Fatalf("the store file lacks a display prefix")
+		}
 	}
 }

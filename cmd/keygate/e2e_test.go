@@ -66,7 +66,8 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingLine = regexp.MustCompile(`msg="keygate serving" grpc=(\S+) admin=(\S+) http=(\S+)`)
+// servingLine finds the listen addresses in the text or the JSON log.
+var servingLine = regexp.MustCompile(`msg="keygate serving" grpc=(\S+) admin=(\S+) http=(\S+)|"msg":"keygate serving","grpc":"([^"]+)","admin":"([^"]+)","http":"([^"]+)"`)
 
 // startServer runs `keygate serve` with its store in dir, on ports chosen
 // by the kernel, and waits for the line that names them.
@@ -118,6 +119,9 @@ func startServerWith(t *testing.T, dir string, env ...string) *server {
 	}()
 	select {
 	case m := <-found:
+		if m[1] == "" {
+			m = m[3:]
+		}
 		s.grpcAddr, s.admin, s.httpAddr = m[1], "http://"+m[2], "http://"+m[3]
 	case err := <-s.exited:
 		t.Fatalf("keygate serve exited: %v\n%s", err, s.logs)
