@@ -475,6 +475,10 @@ func (e *Engine) finish(cp *compiledPolicy, rt route, d Decision, cred *Credenti
 		}
 		d.WouldDeny = would
 	}
+	if d.Credential == nil && cred != nil {
+		// A refusal of a known key names it in logs and metadata.
+		d.Credential = cred
+	}
 	d.ID = e.idBase + e.idSeq.Add(1)
 	d.Route = rt.name
 	d.Cost = rt.cost
