@@ -328,6 +328,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		return e.finish(cp, rt, e.allow(nil, len(e.sources), ""), nil, -1), nil
 	}
 
+	now := e.now()
 	ex := extract(e.sources, req.Headers)
 	if ex.reason == ReasonMissingKey {
 		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
@@ -335,15 +336,15 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	// An address that keeps presenting invalid keys is refused before any
 	// parsing or lookup: guessing costs the guesser, not the store.
 	addr := e.clientIP.addr(req)
-	if wait, ok := e.limits.throttled(addr); ok {
-		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}), nil, -1), nil
+	if wait, ok := e.limits.throttled(addr, now); ok {
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, now), nil, -1), nil
 	}
 	if ex.reason != ReasonOK {
-		e.limits.failed(addr)
+		e.limits.failed(addr, now)
 		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
 	}
 	if _, perr := e.format.Parse(ex.raw); perr != nil && !e.foreign {
-		e.limits.failed(addr)
+		e.limits.failed(addr, now)
 		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -354,10 +355,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
 	}
 	if !found {
-		e.limits.failed(addr)
+		e.limits.failed(addr, now)
 		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
 	}
-	now := e.now()
 	if r := cred.state(now); r != ReasonOK {
 		return e.finish(cp, rt, e.denials[r], cred, ex.source), nil
 	}
@@ -387,13 +387,13 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		}
 		return e.finish(cp, rt, d, cred, ex.source), nil
 	}
-	rl, bucketName, err := e.limits.take(cred, rt.cost)
+	rl, bucketName, err := e.limits.take(cred, rt.cost, now)
 	if err != nil {
 		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
 	}
 	tier := e.limits.tierOf(cred)
 	if !rl.Allowed {
-		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], tier, bucketName, rl), cred, ex.source), nil
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], tier, bucketName, rl, now), cred, ex.source), nil
 	}
 	credits := int64(-1)
 	if cred.Metered && e.credits != nil {
@@ -421,13 +421,13 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 
 // rateLimited adds the rate-limit headers to a precomputed 429. The
 // failed-authentication throttle (no bucket name) says only when to retry.
-func (e *Engine) rateLimited(d Decision, t *tierLimit, name string, r ratelimit.Result) Decision {
+func (e *Engine) rateLimited(d Decision, t *tierLimit, name string, r ratelimit.Result, now time.Time) Decision {
 	hs := make([]Header, 0, len(d.ResponseHeaders)+6)
 	hs = append(hs, d.ResponseHeaders...)
 	if name == "" {
 		hs = append(hs, Header{Name: "retry-after", Value: strconv.FormatInt(max(seconds(r.RetryAfter), 1), 10)})
 	} else {
-		hs = rateHeaders(hs, t, name, r, e.now(), true)
+		hs = rateHeaders(hs, t, name, r, now, true)
 	}
 	d.ResponseHeaders = hs
 	return d

@@ -166,7 +166,7 @@ func (l *limits) tierOf(c *Credential) *tierLimit {
 
 // take charges one request to the key's buckets. The result names the
 // bucket whose numbers go in the headers.
-func (l *limits) take(c *Credential, cost int) (ratelimit.Result, string, error) {
+func (l *limits) take(c *Credential, cost int, now time.Time) (ratelimit.Result, string, error) {
 	var all [3]ratelimit.Charge[bucket]
 	var names [3]string
 	charges := all[:0]
@@ -186,27 +186,28 @@ func (l *limits) take(c *Credential, cost int) (ratelimit.Result, string, error)
 	if len(charges) == 0 {
 		return ratelimit.Result{Allowed: true, Remaining: -1}, "", nil
 	}
-	r, err := l.keys.Take(cost, charges...)
+	r, err := l.keys.TakeAt(now, cost, charges...)
 	return r, names[r.Index], err
 }
 
 // throttled reports whether addr has used up its failed authentications.
-func (l *limits) throttled(addr netip.Addr) (time.Duration, bool) {
-	if l.failures == nil || !addr.IsValid() {
+func (l *limits) throttled(addr netip.Addr, now time.Time) (time.Duration, bool) {
+	// No address has failed lately: nothing to look up (the common case).
+	if l.failures == nil || !addr.IsValid() || l.failures.Empty() {
 		return 0, false
 	}
-	r, err := l.failures.Peek(1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
+	r, err := l.failures.PeekAt(now, 1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
 	if err != nil || r.Allowed {
 		return 0, false
 	}
 	return r.RetryAfter, true
 }
 
-func (l *limits) failed(addr netip.Addr) {
+func (l *limits) failed(addr netip.Addr, now time.Time) {
 	if l.failures == nil || !addr.IsValid() {
 		return
 	}
-	l.failures.Take(1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
+	l.failures.TakeAt(now, 1, ratelimit.Charge[netip.Addr]{Key: throttleKey(addr), Limit: l.failLimit})
 }
 
 // throttleKey groups IPv6 clients by /64, the block one subscriber holds,

@@ -15,6 +15,7 @@ import (
 	"hash/maphash"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -90,6 +91,7 @@ type Limiter[K comparable] struct {
 	seed   maphash.Seed
 	shards [numShards]shard[K]
 	now    func() time.Time
+	size   atomic.Int64 // buckets holding state, across shards
 }
 
 type shard[K comparable] struct {
@@ -116,15 +118,32 @@ func (l *Limiter[K]) shardOf(key K) int {
 
 // Take charges cost to every bucket in charges, or to none.
 func (l *Limiter[K]) Take(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(cost, true, charges)
+	return l.take(l.now(), cost, true, charges)
+}
+
+// TakeAt is Take at a moment the caller has already read from the clock
+// (a Check reads it once).
+func (l *Limiter[K]) TakeAt(now time.Time, cost int, charges ...Charge[K]) (Result, error) {
+	return l.take(now, cost, true, charges)
 }
 
 // Peek answers as Take would, without charging anything.
 func (l *Limiter[K]) Peek(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(cost, false, charges)
+	return l.take(l.now(), cost, false, charges)
 }
 
-func (l *Limiter[K]) take(cost int, commit bool, charges []Charge[K]) (Result, error) {
+// PeekAt is Peek at a given moment.
+func (l *Limiter[K]) PeekAt(now time.Time, cost int, charges ...Charge[K]) (Result, error) {
+	return l.take(now, cost, false, charges)
+}
+
+// Empty reports whether no bucket holds state, without taking a lock:
+// then every bucket is full, and a Peek would admit anything a burst
+// allows. A caller that only needs to know "is this key limited at all"
+// skips the lock on the common path.
+func (l *Limiter[K]) Empty() bool { return l.size.Load() == 0 }
+
+func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[K]) (Result, error) {
 	if cost < 1 {
 		return Result{}, ErrCost
 	}
@@ -136,7 +155,7 @@ func (l *Limiter[K]) take(cost int, commit bool, charges []Charge[K]) (Result, e
 			return Result{}, ErrLimit
 		}
 	}
-	now := l.now().UnixNano()
+	now := at.UnixNano()
 	// Lock every shard involved, in index order so that concurrent
 	// multi-bucket takes cannot deadlock; then decide and commit at once.
 	var idx [8]int
@@ -191,8 +210,11 @@ func (l *Limiter[K]) take(cost int, commit bool, charges []Charge[K]) (Result, e
 	if best.Allowed && commit {
 		for i, c := range charges {
 			sh := &l.shards[shards[i]]
+			if _, ok := sh.tat[c.Key]; !ok {
+				l.size.Add(1)
+			}
 			sh.tat[c.Key] = tats[i]
-			sh.maybeSweep(now)
+			l.size.Add(-int64(sh.maybeSweep(now)))
 		}
 	}
 	return best, nil
@@ -204,16 +226,22 @@ const sweepEvery = 1024
 
 // maybeSweep forgets buckets that have refilled: their state is the same as
 // no state, so forgetting changes no answer. Callers hold the lock.
-func (s *shard[K]) maybeSweep(now int64) {
+func (s *shard[K]) maybeSweep(now int64) (forgot int) {
 	if s.sweep++; s.sweep < sweepEvery {
-		return
+		return 0
 	}
 	s.sweep = 0
+	return s.forget(now)
+}
+
+func (s *shard[K]) forget(now int64) (n int) {
 	for k, tat := range s.tat {
 		if tat <= now {
 			delete(s.tat, k)
+			n++
 		}
 	}
+	return n
 }
 
 // Sweep forgets every refilled bucket now. Takes sweep their shard as they
@@ -224,11 +252,7 @@ func (l *Limiter[K]) Sweep() {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for k, tat := range s.tat {
-			if tat <= now {
-				delete(s.tat, k)
-			}
-		}
+		l.size.Add(-int64(s.forget(now)))
 		s.mu.Unlock()
 	}
 }

@@ -227,3 +227,33 @@ func TestPeekChargesNothing(t *testing.T) {
 		t.Fatalf("peek on an empty bucket: %+v", r)
 	}
 }
+
+// TestEmptyTracksState: Empty (the lock-free fast path of a Check) is true
+// exactly when no bucket holds state.
+func TestEmptyTracksState(t *testing.T) {
+	c := newClock()
+	l := New[string](c.now)
+	if !l.Empty() {
+		t.Fatal("new limiter not empty")
+	}
+	lim := Limit{Requests: 1, Window: time.Second}
+	l.Take(1, Charge[string]{"a", lim})
+	l.Take(1, Charge[string]{"a", lim}) // refused: no new state
+	l.Take(1, Charge[string]{"b", lim})
+	if l.Empty() || l.Len() != 2 {
+		t.Fatalf("after two keys: empty=%v len=%d", l.Empty(), l.Len())
+	}
+	c.add(time.Second)
+	l.Sweep()
+	if !l.Empty() || l.Len() != 0 {
+		t.Fatalf("after refill and sweep: empty=%v len=%d", l.Empty(), l.Len())
+	}
+	for i := 0; i < 3*sweepEvery; i++ { // takes that sweep as they go
+		l.Take(1, Charge[string]{fmt.Sprint(i), lim})
+		c.add(time.Second)
+	}
+	l.Sweep()
+	if !l.Empty() {
+		t.Fatalf("size drifted: len=%d, Empty=%v", l.Len(), l.Empty())
+	}
+}
