@@ -7,14 +7,14 @@ GRPCURL   := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 FUZZTIME  ?= 10s
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: run test deps tools vet unit fuzz bench build
+.PHONY: run test deps tools vet unit fuzz bench bench-smoke build
 
 # Run Keygate on its embedded defaults: ./keygate.db, loopback listeners.
 run:
 	$(GO) run ./cmd/keygate serve
 
 # The whole suite: tools the tests drive, vet, race tests, short fuzzing.
-test: deps vet unit fuzz
+test: deps vet unit fuzz bench-smoke
 
 # System packages the tests drive: nginx and Caddy, which the proxy
 # end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate.
@@ -63,3 +63,13 @@ fuzz:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o keygate ./cmd/keygate
+
+# Every benchmark a hundred times: they keep compiling and running in CI.
+# Times are not asserted; BENCHMARKS.md has measured runs.
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchtime=100x -benchmem ./...
+
+# The benchmarks as BENCHMARKS.md reports them (add KEYGATE_BENCH_LARGE=1
+# for the store of a million keys).
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./...

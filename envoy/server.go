@@ -167,21 +167,32 @@ func Response(d authz.Decision) *authv3.CheckResponse {
 // newer ones AppendAction, whose default would add a second header next to
 // a spoofed one.
 func overwrite(hs []authz.Header, extra ...authz.Header) []*corev3.HeaderValueOption {
-	if len(hs)+len(extra) == 0 {
+	n := len(hs) + len(extra)
+	if n == 0 {
 		return nil
 	}
-	out := make([]*corev3.HeaderValueOption, 0, len(hs)+len(extra))
+	// Three allocations for any number of headers: the messages live in
+	// two backing arrays (they are never copied, only pointed to).
+	opts := make([]corev3.HeaderValueOption, n)
+	vals := make([]corev3.HeaderValue, n)
+	out := make([]*corev3.HeaderValueOption, n)
+	i := 0
 	for _, list := range [2][]authz.Header{hs, extra} {
 		for _, h := range list {
-			out = append(out, &corev3.HeaderValueOption{
-				Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
-				Append:       wrapperspb.Bool(false),
-				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-			})
+			vals[i].Key, vals[i].Value = h.Name, h.Value
+			opts[i].Header = &vals[i]
+			opts[i].Append = appendFalse
+			opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			out[i] = &opts[i]
+			i++
 		}
 	}
 	return out
 }
+
+// appendFalse is shared by every header option: messages are only read
+// once built, so one value serves them all.
+var appendFalse = wrapperspb.Bool(false)
 
 // metadata is emitted by Envoy under envoy.filters.http.ext_authz, for
 // access logs and rate-limit descriptors.
