@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,7 +145,8 @@ func benchEngine(b *testing.B, l authz.Lookup) *authz.Engine {
 func BenchmarkCheck(b *testing.B) {
 	for _, n := range benchSizes() {
 		bs := newBenchStore(b, n)
-		b.Logf("%d keys: Open %v, Open + first Check %v", n, bs.opened, bs.first)
+		fi, _ := os.Stat(bs.s.Path())
+		b.Logf("%d keys: file %d MiB, Open %v, Open + first Check %v, process RSS %s", n, fi.Size()>>20, bs.opened, bs.first, rss())
 		unknown, _ := apikey.MustFormat("ak").Generate(apikey.EnvLive)
 		valid := bs.raws[0]
 		cases := []struct {
@@ -199,4 +201,20 @@ func BenchmarkCreateKey(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// rss reads the process's resident and peak memory (Linux), for the
+// record of what a store of n keys costs.
+func rss() string {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	var out []string
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return strings.Join(out, ", ")
 }
