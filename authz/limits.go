@@ -41,6 +41,15 @@ var DefaultTiers = map[string]ratelimit.Limit{
 	"enterprise": {Requests: 1000, Window: time.Minute},
 }
 
+// SharedLimiter charges requests to buckets every replica shares (Redis),
+// all or nothing, like ratelimit.Limiter does inside one process. Keys are
+// bucket names ("key:<id>", "org:<id>", "tenant:<id>"). An error means the
+// shared state could not be reached; RateLimits.SharedFailOpen decides what
+// then happens.
+type SharedLimiter interface {
+	Take(ctx context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error)
+}
+
 // Credits is the ledger of prepaid balances (Alloovium's credits): Spend
 // takes cost from a metered key's balance, all or nothing. ok is false
 // when the balance cannot cover it.
