@@ -387,7 +387,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		}
 		return e.finish(cp, rt, d, cred, ex.source), nil
 	}
-	rl, bucketName, err := e.limits.take(cred, rt.cost, now)
+	rl, bucketName, err := e.limits.take(ctx, cred, rt.cost, now)
 	if err != nil {
 		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
 	}

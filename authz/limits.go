@@ -33,6 +33,14 @@ type RateLimits struct {
 	// with Envoy's global rate limit service instead); org and tenant
 	// budgets and credits still apply.
 	PerKeyOff bool
+	// Shared, when set, holds the key, org and tenant budgets for every
+	// replica (Redis), so that N replicas do not admit N times the limit.
+	// The failed-auth throttle stays per replica.
+	Shared SharedLimiter
+	// SharedFailOpen says what happens when Shared cannot answer: false
+	// (the default) refuses with 503, fail closed; true falls back to this
+	// replica's own limiter, whose budgets then apply per replica.
+	SharedFailOpen bool
 }
 
 // DefaultTiers are AlfaOne's tiers: 100 and 1000 requests per minute.
@@ -82,6 +90,8 @@ type limits struct {
 	fallback    *tierLimit
 	org, tenant ratelimit.Limit
 	perKeyOff   bool
+	shared      SharedLimiter
+	failOpen    bool
 	keys        *ratelimit.Limiter[bucket]
 	failures    *ratelimit.Limiter[netip.Addr]
 	failLimit   ratelimit.Limit
@@ -97,7 +107,8 @@ func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
 	if rl.FailedAuth.Window == 0 {
 		rl.FailedAuth.Window = time.Minute
 	}
-	l := &limits{tiers: map[string]*tierLimit{}, org: rl.Org, tenant: rl.Tenant, perKeyOff: rl.PerKeyOff}
+	l := &limits{tiers: map[string]*tierLimit{}, org: rl.Org, tenant: rl.Tenant, perKeyOff: rl.PerKeyOff,
+		shared: rl.Shared, failOpen: rl.SharedFailOpen}
 	for _, opt := range []struct {
 		name string
 		lim  ratelimit.Limit
@@ -175,7 +186,7 @@ func (l *limits) tierOf(c *Credential) *tierLimit {
 
 // take charges one request to the key's buckets. The result names the
 // bucket whose numbers go in the headers.
-func (l *limits) take(c *Credential, cost int, now time.Time) (ratelimit.Result, string, error) {
+func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Time) (ratelimit.Result, string, error) {
 	var all [3]ratelimit.Charge[bucket]
 	var names [3]string
 	charges := all[:0]
@@ -194,6 +205,21 @@ func (l *limits) take(c *Credential, cost int, now time.Time) (ratelimit.Result,
 	}
 	if len(charges) == 0 {
 		return ratelimit.Result{Allowed: true, Remaining: -1}, "", nil
+	}
+	if l.shared != nil {
+		var sc [3]ratelimit.Charge[string]
+		shared := sc[:len(charges)]
+		for i, ch := range charges {
+			shared[i] = ratelimit.Charge[string]{Key: [...]string{"key:", "org:", "tenant:"}[ch.Key.scope] + ch.Key.id, Limit: ch.Limit}
+		}
+		r, err := l.shared.Take(ctx, cost, shared)
+		if err == nil {
+			return r, names[r.Index], nil
+		}
+		if !l.failOpen {
+			return r, "", fmt.Errorf("shared rate limit: %w", err)
+		}
+		// Fail open to this replica's own budgets.
 	}
 	r, err := l.keys.TakeAt(now, cost, charges...)
 	return r, names[r.Index], err

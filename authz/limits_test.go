@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -240,5 +241,55 @@ func TestCreditsThroughEngine(t *testing.T) {
 	}
 	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow || header(d.ResponseHeaders, "x-credits-remaining") != "" {
 		t.Fatalf("unmetered key: %s %v", d.Reason, d.ResponseHeaders)
+	}
+}
+
+// downLimiter is a shared limiter that cannot be reached.
+type downLimiter struct{ calls atomic.Int64 }
+
+func (d *downLimiter) Take(context.Context, int, []ratelimit.Charge[string]) (ratelimit.Result, error) {
+	d.calls.Add(1)
+	return ratelimit.Result{}, errors.New("connection refused")
+}
+
+// localShared is the in-process limiter behind the SharedLimiter
+// interface, standing in for Redis where only the wiring is under test.
+type localShared struct{ l *ratelimit.Limiter[string] }
+
+func (s localShared) Take(_ context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error) {
+	return s.l.Take(cost, charges...)
+}
+
+func TestSharedLimiterPolicy(t *testing.T) {
+	w := newLimitWorld(t)
+	tiers := map[string]ratelimit.Limit{"standard": {Requests: 2, Window: time.Minute}, "enterprise": {Requests: 2, Window: time.Minute}}
+	// Two engines (two replicas) sharing one limiter admit the budget once.
+	shared := localShared{ratelimit.New[string](func() time.Time { return w.now })}
+	a := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: shared}}, nil)
+	b := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: shared}}, nil)
+	admitted := 0
+	for _, e := range []*authz.Engine{a, b, a, b} {
+		if decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil).Allow {
+			admitted++
+		}
+	}
+	if admitted != 2 {
+		t.Fatalf("two replicas admitted %d of a budget of 2", admitted)
+	}
+	// Shared state down: closed refuses with 503, open falls back.
+	down := &downLimiter{}
+	closed := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: down}}, nil)
+	d, err := closed.Decide(context.Background(), &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": w.ent.Secret}})
+	if d.Allow || d.Status != 503 || !errors.Is(err, authz.ErrUnavailable) {
+		t.Fatalf("fail closed: %+v %v", d.Reason, err)
+	}
+	open := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: down, SharedFailOpen: true}}, nil)
+	for i, want := range []bool{true, true, false} {
+		if got := decideFrom(t, open, "", map[string]string{"x-api-key": w.ent.Secret}, nil).Allow; got != want {
+			t.Fatalf("fail open request %d: allow=%v, want the local budget of 2", i+1, got)
+		}
+	}
+	if down.calls.Load() < 4 {
+		t.Fatalf("the shared limiter was asked %d times", down.calls.Load())
 	}
 }
