@@ -17,16 +17,19 @@ run:
 test: deps vet unit fuzz bench-smoke
 
 # System packages the tests drive: nginx and Caddy, which the proxy
-# end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate.
-# Installs the missing ones from Debian as root on a fresh machine, is a
-# no-op where both are on PATH, and stops `make test` when it cannot. (The
-# nginx package may start a system nginx on port 80; the tests never use
-# it: they run their own on loopback ports with their own pid and temp
+# end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate,
+# and redis-server, which the shared rate limiter's tests
+# (authz/ratelimit/redislimit) run. Installs the missing ones from Debian
+# as root on a fresh machine, is a no-op where all are on PATH, and stops
+# `make test` when it cannot. (The nginx package may start a system nginx
+# on port 80, and redis-server a system Redis on 6379; the tests never use
+# them: they run their own on loopback ports with their own pid and temp
 # files.)
 PROXIES := nginx caddy
+SERVERS := redis-server
 
 deps: tools
-	@missing=; for p in $(PROXIES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=; for p in $(PROXIES) $(SERVERS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing from Debian packages"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: installing$$missing needs root (apt-get); install them or run make as root" >&2; exit 1; fi; \
@@ -37,6 +40,7 @@ deps: tools
 	fi
 	@nginx -v
 	@echo "caddy $$(caddy version)"
+	@redis-server --version
 
 tools:
 	@mkdir -p $(TOOLS)

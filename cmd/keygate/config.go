@@ -114,6 +114,16 @@ type config struct {
 		// 20/min; requests: -1 turns it off.
 		FailedAuth limitConfig `yaml:"failed_auth"`
 		PerKeyOff  bool        `yaml:"per_key_off"` // false
+		// Redis shares the key, org and tenant budgets between replicas.
+		Redis struct {
+			Addr         string `yaml:"addr"`          // host:port; empty: budgets per replica
+			PasswordFile string `yaml:"password_file"` // none
+			DB           int    `yaml:"db"`            // 0
+			// FailOpen: with Redis unreachable, fall back to each
+			// replica's own budgets. False: refuse with 503.
+			FailOpen bool   `yaml:"fail_open"`
+			Prefix   string `yaml:"prefix"` // keygate:rl:
+		} `yaml:"redis"`
 	} `yaml:"rate_limits"`
 
 	file          string // where it was read from; empty for defaults
@@ -408,6 +418,18 @@ func (c *config) validate(lines map[string]int) error {
 	}
 	if _, err := authz.New(authz.Config{RateLimits: c.rateLimits()}, noLookup{}); err != nil {
 		p.add("rate_limits", err)
+	}
+	if r := c.RateLimits.Redis; r.Addr != "" {
+		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+			p.add("rate_limits.redis.addr", err)
+		}
+		if r.PasswordFile != "" {
+			if _, err := os.ReadFile(r.PasswordFile); err != nil {
+				p.add("rate_limits.redis.password_file", err)
+			}
+		}
+	} else if r.PasswordFile != "" || r.FailOpen || r.DB != 0 || r.Prefix != "" {
+		p.add("rate_limits.redis.addr", errors.New("set addr to use Redis (the other redis settings need it)"))
 	}
 	// Each authz section on its own, so an error is reported at its place.
 	base := c.authzConfig(apikey.Format{})

@@ -99,6 +99,13 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	acfg := cfg.authzConfig(format)
 	acfg.Recorder = store
 	acfg.Credits = store
+	shared, closeShared, err := cfg.sharedLimiter()
+	if err != nil {
+		return err
+	}
+	defer closeShared()
+	acfg.RateLimits.Shared = shared
+	acfg.RateLimits.SharedFailOpen = cfg.RateLimits.Redis.FailOpen
 	if acfg.Policy, err = cfg.policy(); err != nil {
 		return err
 	}

@@ -1,0 +1,306 @@
+// Package redislimit owns Keygate's cross-replica rate limiter: the GCRA
+// buckets of package ratelimit kept in Redis, so that every replica charges
+// the same buckets. It implements authz.SharedLimiter and answers exactly
+// as ratelimit.Limiter does (same Limit, same Result, same all-or-nothing
+// charging of several buckets), except that time has microsecond
+// granularity (see below).
+//
+// # Atomicity
+//
+// One Lua script does the whole Take: it reads every bucket's theoretical
+// arrival time (TAT), decides, and only if every bucket admits the request
+// writes all of them. Redis runs a script to completion before serving any
+// other command, so the check and the charge of all buckets are one step
+// for every client of that Redis: replicas racing for the last token cannot
+// both get it, and a refused request costs nothing anywhere. The script is
+// sent by EVALSHA, falling back to EVAL when the server does not have it
+// cached yet (after a restart or SCRIPT FLUSH).
+//
+// # Clock
+//
+// The script reads Redis's clock (TIME), never the replica's: replicas with
+// skewed clocks would otherwise disagree on how full a bucket is, and a
+// replica running ahead would refill buckets early for everyone. Durations
+// in the Result are relative to that clock, so they need no agreement
+// either. TATs are stored as integer microseconds since the epoch: Lua
+// numbers are doubles, exact only below 2^53, and microseconds stay well
+// below that (as do the bounds Take enforces on burst and cost), where
+// nanoseconds would not. A limit's interval (Window/Requests) is therefore
+// truncated to a whole microsecond, and a limit finer than one request per
+// microsecond per bucket is refused with ratelimit.ErrLimit.
+//
+// # Memory
+//
+// Each write sets the key's expiry to the time until its TAT (rounded up
+// to the millisecond): once a bucket has refilled its state equals no
+// state, and Redis drops the key by itself. Memory follows the keys in use.
+//
+// # Deployment: one Redis, not a cluster
+//
+// A multi-key script needs all its keys in one hash slot on Redis Cluster
+// (otherwise CROSSSLOT), and Keygate's buckets for one request ("key:<id>",
+// "org:<id>", "tenant:<id>") hash to different slots. Keygate therefore
+// expects a single Redis, or a primary with replicas behind Sentinel
+// (redis.NewFailoverClient / UniversalClient with a master name): the
+// script writes, so it runs on the primary. On a cluster, a prefix with a
+// hash tag ("keygate:rl:{rl}:") makes every bucket share one slot, which
+// works but puts all rate-limit traffic on one shard. Asynchronous
+// replication means a failover can lose the last writes (some requests are
+// admitted twice), and the new primary's clock may differ from the old
+// one's by its skew; both are bounded and brief.
+//
+// # Failure
+//
+// Any Redis error is returned, wrapped; the caller's policy (fail closed
+// or open) decides. A Take never waits on Redis longer than
+// Options.Timeout, even on a client that ignores context deadlines for
+// socket reads (go-redis's default): such a call runs on its own goroutine
+// and Take stops waiting for it. Setting redis.Options.ContextTimeoutEnabled
+// is better: the client then bounds the read itself, frees the connection
+// of an abandoned call at once, and saves the goroutine hand-off (a third
+// of a loopback round trip in BenchmarkTake). go-redis retries failed
+// calls (Options.MaxRetries): against a dead Redis a Take then spends its
+// whole timeout redialling, and a call whose reply was lost can charge
+// twice, which errs on the side of limiting.
+package redislimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit"
+)
+
+var _ authz.SharedLimiter = (*Limiter)(nil)
+
+// Defaults for Options.
+const (
+	DefaultPrefix  = "keygate:rl:"
+	DefaultTimeout = 50 * time.Millisecond
+)
+
+// maxSpan bounds, in microseconds (2^51 µs, about 71 years), a bucket's
+// capacity and a request's increment, so that the script's sums stay below
+// 2^53: now (~2^50.6 µs in this century) + capacity + increment < 2^53.
+const maxSpan = int64(1) << 51
+
+// Options configure a Limiter.
+type Options struct {
+	// Prefix goes before every bucket name to make its Redis key.
+	// Empty: DefaultPrefix.
+	Prefix string
+	// Timeout bounds each Take's wait on Redis: a Check must not hang on
+	// a slow or unreachable Redis. Zero: DefaultTimeout. Negative: only
+	// the caller's context bounds it.
+	Timeout time.Duration
+}
+
+// Limiter charges requests to GCRA buckets held in Redis. It is safe for
+// concurrent use, and any number of Limiters (in any number of processes)
+// on the same Redis and prefix share the buckets.
+type Limiter struct {
+	client  redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	// direct: the client bounds socket reads by the context deadline, so
+	// Take need not run the call on another goroutine to stop waiting.
+	direct bool
+	script *redis.Script
+	// nowUS, in tests, replaces Redis's clock (microseconds since the
+	// epoch) so that answers can be compared with ratelimit.Limiter's.
+	nowUS func() int64
+}
+
+// The script's clock is put in front of takeLua: Redis's TIME, or in
+// tests a time passed as the last argument. redis.replicate_commands lets
+// Redis 3.2 to 4 write after reading TIME (replicating the writes, not the
+// script); from Redis 5 on it is the default and the call does nothing.
+const (
+	redisClock = `if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+`
+	argClock = `local now = tonumber(ARGV[#ARGV])
+`
+)
+
+// script is built once per clock: NewScript hashes the source.
+var (
+	redisScript = redis.NewScript(redisClock + takeLua)
+	argScript   = redis.NewScript(argClock + takeLua)
+)
+
+// New returns a Limiter on client. The client's own options (pool size,
+// retries, Sentinel) apply; see the package comment on timeouts.
+func New(client redis.UniversalClient, opts Options) *Limiter {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	l := &Limiter{client: client, prefix: opts.Prefix, timeout: opts.Timeout, script: redisScript}
+	switch c := client.(type) {
+	case *redis.Client:
+		l.direct = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		l.direct = c.Options().ContextTimeoutEnabled
+	}
+	return l
+}
+
+// bucket is one charge as the script sees it, in microseconds.
+type bucket struct {
+	interval int64 // one token
+	tau      int64 // capacity: interval × burst
+	inc      int64 // this request: interval × cost, capped just past maxSpan
+	burst    int64
+}
+
+func prepare(cost int, c ratelimit.Charge[string]) (bucket, error) {
+	lim := c.Limit
+	if lim.Requests <= 0 || lim.Window <= 0 || lim.Burst < 0 {
+		return bucket{}, ratelimit.ErrLimit
+	}
+	interval := int64(lim.Window/time.Duration(lim.Requests)) / int64(time.Microsecond)
+	if interval <= 0 {
+		return bucket{}, fmt.Errorf("%w: %d requests per %v is finer than a microsecond", ratelimit.ErrLimit, lim.Requests, lim.Window)
+	}
+	burst := int64(lim.Burst)
+	if burst == 0 {
+		burst = int64(lim.Requests)
+	}
+	if burst > maxSpan/interval {
+		return bucket{}, fmt.Errorf("%w: burst %d of %v per request is over %v", ratelimit.ErrLimit, burst, time.Duration(interval)*time.Microsecond, time.Duration(maxSpan)*time.Microsecond)
+	}
+	b := bucket{interval: interval, tau: interval * burst, burst: burst}
+	// A cost past maxSpan can never fit a bucket (tau <= maxSpan); capping
+	// it keeps the script's arithmetic exact and still refuses it. Only
+	// RetryAfter then understates the wait, which is decades anyway.
+	if int64(cost) > maxSpan/interval {
+		b.inc = maxSpan + 1
+	} else {
+		b.inc = int64(cost) * interval
+	}
+	return b, nil
+}
+
+// Take charges cost to every bucket in charges, or to none, and describes
+// the tightest bucket as ratelimit.Limiter.Take does. Bucket names are
+// prefixed to make Redis keys. An error (Redis unreachable, slow past the
+// timeout, or answering an error) comes with a zero Result: it never
+// admits.
+func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error) {
+	// Same order of checks as ratelimit.Limiter.
+	if cost < 1 {
+		return ratelimit.Result{}, ratelimit.ErrCost
+	}
+	if len(charges) == 0 {
+		return ratelimit.Result{Allowed: true, Remaining: -1}, nil
+	}
+	var bucketArr [4]bucket
+	bs := bucketArr[:0]
+	for _, c := range charges {
+		b, err := prepare(cost, c)
+		if err != nil {
+			return ratelimit.Result{}, err
+		}
+		bs = append(bs, b)
+	}
+	keys := make([]string, len(charges))
+	args := make([]any, 0, 2*len(charges)+1)
+	for i, c := range charges {
+		keys[i] = l.prefix + c.Key
+		args = append(args, bs[i].inc, bs[i].tau)
+	}
+	script := l.script
+	if l.nowUS != nil {
+		script = argScript
+		args = append(args, l.nowUS())
+	}
+
+	reply, err := l.run(ctx, script, keys, args)
+	if err != nil {
+		return ratelimit.Result{}, fmt.Errorf("redislimit: take %q: %w", keys[0], err)
+	}
+	// The reply is {allowed, now, tat_1, ..., tat_n}: each TAT already
+	// raised to now, as the script saw it before charging.
+	if len(reply) != 2+len(charges) {
+		return ratelimit.Result{}, fmt.Errorf("redislimit: script answered %d values for %d buckets", len(reply), len(charges))
+	}
+	r := result(reply[1], reply[2:], bs)
+	if r.Allowed != (reply[0] == 1) {
+		// Same numbers, same comparisons: this would be a bug here or in
+		// the script, and the caller must not trust either answer.
+		return ratelimit.Result{}, fmt.Errorf("redislimit: script and limiter disagree (script allowed=%d)", reply[0])
+	}
+	return r, nil
+}
+
+// result is ratelimit.Limiter.take's decision and Result, line for line,
+// on the script's numbers (microseconds).
+func result(now int64, tats []int64, bs []bucket) ratelimit.Result {
+	us := func(d int64) time.Duration { return time.Duration(d) * time.Microsecond }
+	best := ratelimit.Result{Allowed: true, Remaining: -1}
+	for i, b := range bs {
+		tat := tats[i]
+		next := tat + b.inc
+		r := ratelimit.Result{Index: i, Limit: b.burst, Allowed: next-now <= b.tau}
+		if r.Allowed {
+			r.Remaining = (b.tau - (next - now)) / b.interval
+			r.Reset = us(next - now)
+		} else {
+			r.Remaining = max(0, (b.tau-(tat-now))/b.interval)
+			r.Reset = us(tat - now)
+			r.RetryAfter = us(next - b.tau - now)
+		}
+		switch {
+		case !r.Allowed && (best.Allowed || r.RetryAfter > best.RetryAfter):
+			best = r
+		case best.Allowed && (best.Remaining < 0 || r.Remaining < best.Remaining):
+			best = r
+		}
+	}
+	return best
+}
+
+// run runs the script within the timeout. On a client that ignores
+// context deadlines for reads, the call runs on its own goroutine and Take
+// stops waiting when the time is up; the call then finishes or fails in
+// the background (bounded by the client's ReadTimeout) and its answer is
+// dropped.
+func (l *Limiter) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, error) {
+	if l.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
+	}
+	if l.direct {
+		return script.Run(ctx, l.client, keys, args...).Int64Slice()
+	}
+	type reply struct {
+		v   []int64
+		err error
+	}
+	done := make(chan reply, 1) // buffered: an abandoned call does not block
+	go func() {
+		v, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
+		done <- reply{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		// A reply that raced the deadline still wins: it is the truth.
+		select {
+		case r := <-done:
+			return r.v, r.err
+		default:
+		}
+		return nil, fmt.Errorf("no answer in time: %w", context.Cause(ctx))
+	}
+}

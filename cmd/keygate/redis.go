@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit/redislimit"
+)
+
+// sharedLimiter connects the Redis that rate_limits.redis names, or
+// returns nil when budgets are per replica. It does not wait for Redis: an
+// unreachable Redis is the fail_open policy's business at Check time, not
+// a reason to refuse to start.
+func (c *config) sharedLimiter() (authz.SharedLimiter, func() error, error) {
+	r := c.RateLimits.Redis
+	if r.Addr == "" {
+		return nil, func() error { return nil }, nil
+	}
+	var password string
+	if r.PasswordFile != "" {
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis password: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	client := redis.NewClient(&redis.Options{
+		Addr:         r.Addr,
+		Password:     password,
+		DB:           r.DB,
+		DialTimeout:  time.Second,
+		ReadTimeout:  200 * time.Millisecond,
+		WriteTimeout: 200 * time.Millisecond,
+		// Reads honour the Check's deadline (otherwise go-redis would not,
+		// and the limiter would need a goroutine per call to stop waiting),
+		// and a dead Redis fails fast instead of being redialled until the
+		// timeout.
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+	})
+	return redislimit.New(client, redislimit.Options{Prefix: r.Prefix}), client.Close, nil
+}
