@@ -20,10 +20,11 @@ rounds=3
 warmup=5000
 rate=0
 variant_list=valid,unknown,malformed
+floor_args=()
 
 usage() {
 	cat <<EOF
-Usage: bash bench/run.sh [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] [-q RATE] [-v VARIANTS]
+Usage: bash bench/run.sh [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] [-q RATE] [-v VARIANTS] [-s]
 
   -c  concurrent ghz workers, all on one HTTP/2 connection (default $concurrency)
   -n  Checks per measured run (default $requests)
@@ -36,10 +37,14 @@ Usage: bash bench/run.sh [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] 
   -v  comma-separated request variants for Keygate: valid (the allow path),
       unknown (well-formed key never stored: lookup miss), malformed (bad
       checksum: refused before any lookup) (default $variant_list)
+  -s  shaped floor: allowall answers with a response of the shape of
+      Keygate's allow (same headers and metadata, fixed values), so that
+      encoding and the load client's decoding cost the same on both sides
+      and the ratios measure Keygate's deciding alone
 EOF
 }
 
-while getopts ':c:n:r:w:q:v:h' opt; do
+while getopts ':c:n:r:w:q:v:sh' opt; do
 	case $opt in
 	c) concurrency=$OPTARG ;;
 	n) requests=$OPTARG ;;
@@ -47,6 +52,7 @@ while getopts ':c:n:r:w:q:v:h' opt; do
 	w) warmup=$OPTARG ;;
 	q) rate=$OPTARG ;;
 	v) variant_list=$OPTARG ;;
+	s) floor_args=(-shaped) ;;
 	h)
 		usage
 		exit 0
@@ -132,7 +138,7 @@ trap 'exit 143' TERM
 echo "# Keygate benchmark"
 cmdline=$(printf '%q ' bash "$0" "$@")
 echo "command:  ${cmdline% }"
-echo "settings: -c $concurrency -n $requests -r $rounds -w $warmup -q $rate -v $variant_list"
+echo "settings: -c $concurrency -n $requests -r $rounds -w $warmup -q $rate -v $variant_list${floor_args[*]:+ -s (shaped floor)}"
 echo "go:       $(go version)"
 echo "nproc:    $(nproc)"
 echo "cpu:      $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -251,7 +257,7 @@ mapfile -t derived < <("$bin/report" keys "$key")
 declare -A key_of=([valid]=$key [unknown]=${derived[0]} [malformed]=${derived[1]})
 
 # --- the floor ------------------------------------------------------------
-"$bin/allowall" -listen 127.0.0.1:0 >"$work/allowall.log" 2>&1 &
+"$bin/allowall" -listen 127.0.0.1:0 "${floor_args[@]}" >"$work/allowall.log" 2>&1 &
 floor_pid=$!
 pids+=("$floor_pid")
 floor_addr=

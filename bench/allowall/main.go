@@ -19,25 +19,87 @@ import (
 	"os/signal"
 	"syscall"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 type allowAll struct {
 	authv3.UnimplementedAuthorizationServer
+	shaped bool
 }
 
 // Check allows. The response is built per call, as any real server's is,
 // so that the floor is not flattered by a shared, pre-sized message.
-func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code.Code_OK)}}, nil
+//
+// With -shaped the answer has the shape of Keygate's allow (eight identity
+// headers set to overwrite, the credential and unset headers removed, five
+// rate-limit headers for the client, ten metadata fields), with fixed
+// values and no decision: the floor then pays the same encoding, wire and
+// (on the load client) decoding costs, and the difference is Keygate's
+// deciding alone. On two cores the load client's decoding of the larger
+// answer is itself a bottleneck, which the bare floor does not pay.
+func (a allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code.Code_OK)}}
+	if a.shaped {
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              options(identity),
+			HeadersToRemove:      []string{"x-api-key", "x-org-id"},
+			ResponseHeadersToAdd: options(rateHeaders),
+		}}
+		fields := map[string]*structpb.Value{"cost": structpb.NewNumberValue(1)}
+		for _, f := range metadataFields {
+			fields[f[0]] = structpb.NewStringValue(f[1])
+		}
+		resp.DynamicMetadata = &structpb.Struct{Fields: fields}
+	}
+	return resp, nil
+}
+
+var (
+	identity = [][2]string{
+		{"x-tenant-id", "01a21098-a8ed-742d-b74f-3e2d2e1fb497"},
+		{"x-user-id", "user-1"},
+		{"x-api-key-id", "01a21098-a8f8-78a4-aa5e-b25a07bc5df0"},
+		{"x-api-key-name", "bench"},
+		{"x-api-key-environment", "live"},
+		{"x-rate-limit-tier", "standard"},
+		{"x-scopes", "vault:read,chat:write"},
+	}
+	rateHeaders = [][2]string{
+		{"ratelimit-policy", `"standard";q=100000000;w=1`},
+		{"ratelimit", `"standard";r=99999999;t=1`},
+		{"x-ratelimit-limit", "100000000"},
+		{"x-ratelimit-remaining", "99999999"},
+		{"x-ratelimit-reset", "1795608601"},
+	}
+	metadataFields = [][2]string{
+		{"decision", "ok"}, {"decision_id", "9f3a2b1c4d5e6f70"}, {"route", "(unmatched)"},
+		{"tenant_id", "01a21098-a8ed-742d-b74f-3e2d2e1fb497"}, {"api_key_id", "01a21098-a8f8-78a4-aa5e-b25a07bc5df0"},
+		{"environment", "live"}, {"rate_limit_tier", "standard"},
+	}
+)
+
+func options(hs [][2]string) []*corev3.HeaderValueOption {
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h[0], Value: h[1]},
+			Append:       wrapperspb.Bool(false),
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return out
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "gRPC `address` to listen on")
+	shaped := flag.Bool("shaped", false, "answer with a response of the shape of Keygate's allow")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -46,7 +108,7 @@ func main() {
 	// The same server options as Keygate's envoy.NewGRPCServer (none), so
 	// that both pay gRPC's default costs.
 	g := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(g, allowAll{})
+	authv3.RegisterAuthorizationServer(g, allowAll{shaped: *shaped})
 	// Reflection lets ghz find the CheckRequest type the same way it does
 	// for Keygate, which registers reflection too.
 	reflection.Register(g)
