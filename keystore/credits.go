@@ -188,27 +188,26 @@ func (s *Store) SetCredits(id string, n int64) (Key, error) {
 
 func (s *Store) changeCredits(id string, next func(cur *int64) (int64, error)) (Key, error) {
 	l := s.ledger
-	var out Key
+	var (
+		out   Key
+		delta int64 // what the change adds to the live balance
+	)
 	err := s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
 		}
 		cur := k.CreditsRemaining
-		l.mu.Lock()
-		b, loaded := l.bal[id]
-		if loaded {
-			v := b.left
-			cur = &v
+		if left, ok := l.live(id); ok {
+			cur = &left
 		}
 		n, err := next(cur)
-		if err == nil && loaded {
-			b.left = n
-			b.version++
-		}
-		l.mu.Unlock()
 		if err != nil {
 			return err
+		}
+		delta = n
+		if cur != nil {
+			delta = n - *cur
 		}
 		if k.CreditsRemaining == nil {
 			// Becoming metered changes what the Check path must do.
@@ -221,5 +220,15 @@ func (s *Store) changeCredits(id string, next func(cur *int64) (int64, error)) (
 	if err != nil {
 		return Key{}, fmt.Errorf("change credits: %w", err)
 	}
+	// Only a committed change reaches the live balance, as a delta, so
+	// that spending between the read above and now is kept.
+	l.mu.Lock()
+	if b, ok := l.bal[id]; ok {
+		b.left = max(b.left+delta, 0)
+		b.version++
+		left := b.left
+		out.CreditsRemaining = &left
+	}
+	l.mu.Unlock()
 	return out, nil
 }
