@@ -282,3 +282,9 @@ func parseCIDR(e string) (netip.Prefix, error) {
 	}
 	return p, nil
 }
+
+// ValidTierName reports whether name can be a tier: the check Open applies
+// to configured tiers, exported so a config loader refuses the same names.
+func ValidTierName(name string) error {
+	return validText("tier", name, 64, true)
+}

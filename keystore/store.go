@@ -141,7 +141,7 @@ type Store struct {
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	for _, t := range opts.Tiers {
-		if err := validText("tier", t, 64, true); err != nil {
+		if err := ValidTierName(t); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
 	}

@@ -199,6 +199,7 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(path string, raw []byte) (*config, error) {
 	cfg := &config{file: path}
 	lines := map[string]int{}
+	var typeErrs []error
 	if path != "" {
 		var root yaml.Node
 		if err := yaml.Unmarshal(raw, &root); err != nil {
@@ -209,19 +210,19 @@ func parseConfig(path string, raw []byte) (*config, error) {
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 			var te *yaml.TypeError
-			if errors.As(err, &te) {
-				errs := make([]error, len(te.Errors))
-				for i, e := range te.Errors {
-					errs[i] = yamlProblem(path, lines, e)
-				}
-				return nil, errors.Join(errs...)
+			if !errors.As(err, &te) {
+				return nil, fmt.Errorf("config %s: %w", path, err)
 			}
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			// The decoder filled what it could; the checks below still run,
+			// so one pass reports type and meaning problems alike.
+			for _, e := range te.Errors {
+				typeErrs = append(typeErrs, yamlProblem(path, lines, e))
+			}
 		}
 	}
 	cfg.applyDefaults()
-	if err := cfg.validate(lines); err != nil {
-		return nil, err
+	if err := cfg.validate(lines); err != nil || len(typeErrs) > 0 {
+		return nil, errors.Join(append(typeErrs, unjoin(err)...)...)
 	}
 	return cfg, nil
 }
@@ -404,8 +405,11 @@ func (c *config) validate(lines map[string]int) error {
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Keys.Tiers {
-		if t == "" || seen[t] {
-			p.add(fmt.Sprintf("keys.tiers[%d]", i), fmt.Errorf("tier %q is empty or listed twice", t))
+		field := fmt.Sprintf("keys.tiers[%d]", i)
+		if err := keystore.ValidTierName(t); err != nil {
+			p.add(field, err)
+		} else if seen[t] {
+			p.add(field, fmt.Errorf("tier %q is listed twice", t))
 		}
 		seen[t] = true
 	}

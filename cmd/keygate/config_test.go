@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -345,4 +346,24 @@ func yamlFields(t reflect.Type, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// TestValidateReportsTypeAndMeaningTogether: one pass shows a type error
+// (unknown field) and a problem of meaning (a bad environment) at once.
+func TestValidateReportsTypeAndMeaningTogether(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mixed.yaml")
+	body := "store:\n  pth: x.db\npolicy:\n  environments: [prod]\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"config", "validate", path}, io.Discard, &stderr, func(string) string { return "" })
+	if err == nil {
+		t.Fatal("validate accepted the file")
+	}
+	for _, want := range []string{path + ":2:", "pth", path + ":4:", "prod"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("validate output lacks %q:\n%s", want, stderr.String())
+		}
+	}
 }
