@@ -45,30 +45,12 @@ const (
 
 // HTTPHandler answers HTTP authorization requests from the decider.
 type HTTPHandler struct {
-	decider  Decider
-	log      *slog.Logger
-	observer Observer
-	access   bool
-}
-
-// WithAccessLog logs every decision at Info, allows included.
-func (h *HTTPHandler) WithAccessLog(on bool) *HTTPHandler {
-	h.access = on
-	return h
+	reporting
 }
 
 // NewHTTPHandler returns the HTTP authorization handler.
-func NewHTTPHandler(d Decider, log *slog.Logger) *HTTPHandler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &HTTPHandler{decider: d, log: log}
-}
-
-// WithObserver sets the observer of decisions; call it before serving.
-func (h *HTTPHandler) WithObserver(o Observer) *HTTPHandler {
-	h.observer = o
-	return h
+func NewHTTPHandler(d Decider, log *slog.Logger, opts ...Option) *HTTPHandler {
+	return &HTTPHandler{reporting: newReporting(d, log, opts)}
 }
 
 type dialect int
@@ -116,11 +98,8 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	logDecision(r.Context(), h.log, h.access, &req, &dec)
 	writeHTTP(w, d, &dec)
-	if h.observer != nil {
-		h.observer.ObserveDecision("http", &dec, time.Since(start))
-	}
+	h.report(r.Context(), "http", &req, &dec, start)
 }
 
 // foldHeaders gives the core the shape Envoy's CheckRequest has: lower-case

@@ -44,7 +44,7 @@ func TestAccessLog(t *testing.T) {
 	e, _ := authz.New(authz.Config{}, s)
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log).WithAccessLog(true))
+	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log, envoy.WithAccessLog(true)))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go g.Serve(ln)
 	defer g.Stop()

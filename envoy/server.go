@@ -41,31 +41,50 @@ type Observer interface {
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
+	reporting
+}
+
+// reporting is what both adapters do with a decision besides answering:
+// log it and tell the observer.
+type reporting struct {
 	decider  Decider
 	log      *slog.Logger
 	observer Observer
 	access   bool
 }
 
+// Option configures an adapter.
+type Option func(*reporting)
+
+// WithObserver has every decision and its duration reported (metrics).
+func WithObserver(o Observer) Option { return func(r *reporting) { r.observer = o } }
+
 // WithAccessLog logs every decision at Info, allows included.
-func (s *Server) WithAccessLog(on bool) *Server {
-	s.access = on
-	return s
+func WithAccessLog(on bool) Option { return func(r *reporting) { r.access = on } }
+
+func newReporting(d Decider, log *slog.Logger, opts []Option) reporting {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := reporting{decider: d, log: log}
+	for _, o := range opts {
+		o(&r)
+	}
+	return r
 }
 
-// WithObserver sets the observer of decisions; call it before serving.
-func (s *Server) WithObserver(o Observer) *Server {
-	s.observer = o
-	return s
+// report logs a decision and tells the observer how long it took.
+func (r *reporting) report(ctx context.Context, adapter string, req *authz.Request, d *authz.Decision, start time.Time) {
+	logDecision(ctx, r.log, r.access, req, d)
+	if r.observer != nil {
+		r.observer.ObserveDecision(adapter, d, time.Since(start))
+	}
 }
 
 // NewServer returns an Authorization server that asks d. A nil logger
 // discards.
-func NewServer(d Decider, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Server{decider: d, log: log}
+func NewServer(d Decider, log *slog.Logger, opts ...Option) *Server {
+	return &Server{reporting: newReporting(d, log, opts)}
 }
 
 // Check answers one CheckRequest. It returns a gRPC error only for a request
@@ -81,11 +100,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	logDecision(ctx, s.log, s.access, &r, &d)
 	resp := Response(d)
-	if s.observer != nil {
-		s.observer.ObserveDecision("grpc", &d, time.Since(start))
-	}
+	s.report(ctx, "grpc", &r, &d, start)
 	return resp, nil
 }
 

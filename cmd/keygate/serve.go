@@ -142,10 +142,11 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	if err := m.RegisterStore(store); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc")).WithObserver(m).WithAccessLog(cfg.Log.Access))
+	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
+	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc"), reporting...))
 	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
 	httpSrv := &http.Server{
-		Handler:           envoy.NewHTTPHandler(engine, log.With("listener", "http")).WithObserver(m).WithAccessLog(cfg.Log.Access),
+		Handler:           envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Authorization requests carry no body worth reading; a large
 		// header block is refused by net/http's own limit (1 MB).
