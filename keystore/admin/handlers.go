@@ -164,9 +164,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", keyPath(k.ID))
-	writeJSON(w, http.StatusCreated, k)
-	return nil
+	return created(w, k.ID, k)
 }
 
 func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
@@ -186,9 +184,7 @@ func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", keyPath(k.ID))
-	writeJSON(w, http.StatusCreated, k)
-	return nil
+	return created(w, k.ID, k)
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
@@ -323,9 +319,7 @@ func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", keyPath(k.ID))
-	writeJSON(w, http.StatusCreated, k)
-	return nil
+	return created(w, k.ID, k)
 }
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
@@ -369,3 +363,11 @@ func onlyParams(r *http.Request, known ...string) error {
 }
 
 func keyPath(id string) string { return "/v1/keys/" + url.PathEscape(id) }
+
+// created answers 201 with a new key (created, imported or rotated) and
+// where to find it.
+func created(w http.ResponseWriter, id string, v any) error {
+	w.Header().Set("Location", keyPath(id))
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
