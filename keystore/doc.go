@@ -11,9 +11,10 @@
 //     commits and before it returns, so the next lookup (on this process;
 //     bbolt allows one process per file) sees the change. See cache for how
 //     a lookup racing a write cannot put the old record back.
-//   - Last-used times are batched in memory and written every
-//     Options.LastUsedFlush and on Close: a crash loses at most that much of
-//     them and nothing else. Every other write is a committed, fsynced bbolt
+//   - Last-used times and credit spending are batched in memory and written
+//     every Options.LastUsedFlush and on Close: a crash loses at most that
+//     much of them (spent credits come back) and nothing else. Every other
+//     write, refills of credits included, is a committed, fsynced bbolt
 //     transaction when the call returns.
 //   - Lookups fail with an error, never with "not found", when the file
 //     cannot be read, so the decision core fails closed.
