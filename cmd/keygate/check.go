@@ -14,6 +14,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -59,7 +60,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 	if fs.NArg() > 0 || *output != "table" && *output != "json" {
 		return fmt.Errorf("%w: check takes flags only, and --output table or json", errUsage)
 	}
-	cfg, err := loadConfig(*configFile)
+	cfg, err := config.Load(*configFile)
 	if err != nil {
 		return err
 	}
@@ -86,11 +87,11 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		}
 		req.Settings[k] = v
 	}
-	format, err := cfg.format()
+	format, err := cfg.Format()
 	if err != nil {
 		return err
 	}
-	acfg := cfg.authzConfig(format)
+	acfg := cfg.AuthzConfig(format)
 	if *keyStdin {
 		line, err := bufio.NewReader(checkStdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -107,7 +108,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		req.Headers[src] = key
 	}
 
-	opts := cfg.storeOptions(format)
+	opts := cfg.StoreOptions(format)
 	opts.ReadOnly = true
 	store, err := keystore.Open(cfg.Store.Path, opts)
 	if err != nil {
@@ -119,7 +120,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 	defer store.Close()
-	if acfg.Policy, err = cfg.policy(); err != nil {
+	if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
 		return err
 	}
 	engine, err := authz.New(acfg, store)

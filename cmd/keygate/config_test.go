@@ -8,13 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 // noEnv is an empty environment, so the host's KEYGATE_* variables cannot
@@ -285,67 +285,13 @@ func TestExampleConfigSigningValidates(t *testing.T) {
 	if _, stderr, err := validate(t, path); err != nil {
 		t.Fatalf("the example with signing on: %v\n%s", err, stderr)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.signingSecret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
-		t.Errorf("signing secret %d bytes, header %q", len(cfg.signingSecret), cfg.Signing.Header)
+	if secret := cfg.AuthzConfig(apikey.Format{}).Signing.Secret; len(secret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
+		t.Errorf("signing secret %d bytes, header %q", len(secret), cfg.Signing.Header)
 	}
-}
-
-// The example promises every field with its default or an example: each
-// yaml field of config (and of a route) appears in it, signing once turned
-// on, so a field added to the code without a line in the example fails.
-func TestExampleConfigListsEveryField(t *testing.T) {
-	raw, err := os.ReadFile(uncommentedExample(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(raw, &root); err != nil {
-		t.Fatal(err)
-	}
-	lines := map[string]int{}
-	indexLines(&root, "", lines) // the index loadConfig reports lines with
-	present := map[string]bool{}
-	index := regexp.MustCompile(`\[\d+\]`)
-	for f := range lines {
-		present[index.ReplaceAllString(f, "[]")] = true
-	}
-	var missing []string
-	for _, f := range yamlFields(reflect.TypeFor[config](), "") {
-		if !present[f] {
-			missing = append(missing, f)
-		}
-	}
-	if len(missing) > 0 {
-		t.Errorf("%s lacks %v", exampleConfig, missing)
-	}
-}
-
-// yamlFields lists the dotted yaml paths of t's fields, "routes[].name" for
-// the fields of a list of structs.
-func yamlFields(t reflect.Type, prefix string) []string {
-	var out []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		if prefix != "" {
-			name = prefix + "." + name
-		}
-		out = append(out, name)
-		switch ft := f.Type; {
-		case ft.Kind() == reflect.Struct:
-			out = append(out, yamlFields(ft, name)...)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			out = append(out, yamlFields(ft.Elem(), name+"[]")...)
-		}
-	}
-	return out
 }
 
 // TestValidateReportsTypeAndMeaningTogether: one pass shows a type error

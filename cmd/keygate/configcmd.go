@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/keygate/keygate/internal/config"
 )
 
 const configUsage = `Usage:
@@ -20,9 +22,9 @@ func runConfig(_ context.Context, args []string, c *cli) error {
 		fmt.Fprint(c.stderr, configUsage)
 		return fmt.Errorf("%w: config validate takes one FILE", errUsage)
 	}
-	cfg, err := loadConfig(args[1])
+	cfg, err := config.Load(args[1])
 	if err != nil {
-		for _, e := range unjoin(err) {
+		for _, e := range config.Unjoin(err) {
 			fmt.Fprintln(c.stderr, e)
 		}
 		return fmt.Errorf("config %s is not valid", args[1])

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keygate/keygate/internal/config"
 )
 
 // runHealth probes the local server's gRPC health service and exits 0 when
@@ -52,7 +54,7 @@ func runHealth(ctx context.Context, args []string, c *cli) error {
 // on every interface (0.0.0.0, ::, or no host) is probed on loopback.
 func probeTarget(listen string) (string, error) {
 	if listen == "" {
-		listen = defaultGRPCListen
+		listen = config.DefaultGRPCListen
 	}
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/testredis"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -70,7 +71,7 @@ func TestSharedLimitsAcrossReplicas(t *testing.T) {
 	rs := testredis.Start(t)
 	cfgFile := filepath.Join(t.TempDir(), "keygate.yaml")
 	os.WriteFile(cfgFile, []byte("rate_limits:\n  tiers: {standard: {requests: 4, window: 1m}}\n  redis: {addr: \""+rs.Addr+"\"}\n"), 0o600)
-	cfg, err := loadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +84,8 @@ func TestSharedLimitsAcrossReplicas(t *testing.T) {
 	k, _ := store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	var engines []*authz.Engine
 	for i := 0; i < 3; i++ {
-		acfg := cfg.authzConfig(apikey.MustFormat("ak"))
-		shared, closeShared, err := cfg.sharedLimiter()
+		acfg := cfg.AuthzConfig(apikey.MustFormat("ak"))
+		shared, closeShared, err := cfg.SharedLimiter()
 		if err != nil {
 			t.Fatal(err)
 		}

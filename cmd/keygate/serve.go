@@ -20,6 +20,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/metrics"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
@@ -62,7 +63,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	// Stamped before it is read, so that a change made while serve starts
 	// is seen by the watcher.
 	stamp := fileStamp(f.config)
-	cfg, err := loadConfig(f.config)
+	cfg, err := config.Load(f.config)
 	if err != nil {
 		return err
 	}
@@ -71,15 +72,15 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 			*dst = v
 		}
 	}
-	log, err := cfg.logger(c.stderr)
+	log, err := cfg.Logger(c.stderr)
 	if err != nil {
 		return err
 	}
-	format, err := cfg.format()
+	format, err := cfg.Format()
 	if err != nil {
 		return err
 	}
-	if !isLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
+	if !config.IsLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
 		return fmt.Errorf("admin listener %s is not loopback: serve it with TLS (admin.tls_cert_file, admin.tls_key_file), or set admin.insecure_public if the network is otherwise protected", cfg.Listen.Admin)
 	}
 	token, err := adminToken(cfg, c, log)
@@ -87,7 +88,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 
-	store, err := keystore.Open(cfg.Store.Path, cfg.storeOptions(format))
+	store, err := keystore.Open(cfg.Store.Path, cfg.StoreOptions(format))
 	if err != nil {
 		return err
 	}
@@ -96,17 +97,17 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 			log.Error("close store", "error", err)
 		}
 	}()
-	acfg := cfg.authzConfig(format)
+	acfg := cfg.AuthzConfig(format)
 	acfg.Recorder = store
 	acfg.Credits = store
-	shared, closeShared, err := cfg.sharedLimiter()
+	shared, closeShared, err := cfg.SharedLimiter()
 	if err != nil {
 		return err
 	}
 	defer closeShared()
 	acfg.RateLimits.Shared = shared
 	acfg.RateLimits.SharedFailOpen = cfg.RateLimits.Redis.FailOpen
-	if acfg.Policy, err = cfg.policy(); err != nil {
+	if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
 		return err
 	}
 	engine, err := authz.New(acfg, store)
@@ -159,7 +160,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if cfg.file != "" {
+	if cfg.File() != "" {
 		go watchConfig(ctx, cfg, stamp, engine, hup, log)
 	} else {
 		go func() {
@@ -229,7 +230,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 // and kept beside the store (mode 0600), where the CLI finds it; on any
 // other address Keygate refuses to start rather than expose an admin API
 // with a made-up or empty secret.
-func adminToken(cfg *config, c *cli, log *slog.Logger) (string, error) {
+func adminToken(cfg *config.Config, c *cli, log *slog.Logger) (string, error) {
 	if t := strings.TrimSpace(c.getenv("KEYGATE_ADMIN_TOKEN")); t != "" {
 		return checkToken(t, "KEYGATE_ADMIN_TOKEN")
 	}
@@ -244,10 +245,10 @@ func adminToken(cfg *config, c *cli, log *slog.Logger) (string, error) {
 		}
 		return checkToken(strings.TrimSpace(string(raw)), file)
 	}
-	if !isLoopback(cfg.Listen.Admin) {
+	if !config.IsLoopback(cfg.Listen.Admin) {
 		return "", fmt.Errorf("admin listener %s is not loopback: set KEYGATE_ADMIN_TOKEN or admin.token_file", cfg.Listen.Admin)
 	}
-	path := defaultTokenFile(cfg.Store.Path)
+	path := config.DefaultTokenFile(cfg.Store.Path)
 	if raw, err := os.ReadFile(path); err == nil {
 		return checkToken(strings.TrimSpace(string(raw)), path)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -286,7 +287,7 @@ func checkToken(t, from string) (string, error) {
 // the running policy stays. Other sections need a restart; a change to them
 // is reported, not applied. hup delivers SIGHUP (the caller registers it);
 // last is the file's stamp from before serve read it.
-func watchConfig(ctx context.Context, running *config, last string, engine *authz.Engine, hup <-chan os.Signal, log *slog.Logger) {
+func watchConfig(ctx context.Context, running *config.Config, last string, engine *authz.Engine, hup <-chan os.Signal, log *slog.Logger) {
 	var tick <-chan time.Time
 	if every := time.Duration(running.ReloadInterval); every > 0 {
 		t := time.NewTicker(every)
@@ -298,28 +299,28 @@ func watchConfig(ctx context.Context, running *config, last string, engine *auth
 		case <-ctx.Done():
 			return
 		case <-hup:
-			log.Info("SIGHUP: reloading config", "file", running.file)
+			log.Info("SIGHUP: reloading config", "file", running.File())
 		case <-tick:
-			now := fileStamp(running.file)
+			now := fileStamp(running.File())
 			if now == last {
 				continue
 			}
 			last = now
-			log.Info("config file changed: reloading", "file", running.file)
+			log.Info("config file changed: reloading", "file", running.File())
 		}
-		last = fileStamp(running.file)
-		if fi, err := os.Stat(running.file); err == nil && fi.Size() == 0 {
+		last = fileStamp(running.File())
+		if fi, err := os.Stat(running.File()); err == nil && fi.Size() == 0 {
 			// An editor or a non-atomic copy can leave the file empty for a
 			// moment; an empty file would mean "no routes" and open them all.
-			log.Error("config reload refused: the file is empty; the running policy stays", "file", running.file)
+			log.Error("config reload refused: the file is empty; the running policy stays", "file", running.File())
 			continue
 		}
-		next, err := loadConfig(running.file)
+		next, err := config.Load(running.File())
 		if err != nil {
 			log.Error("config reload refused; the running policy stays", "error", err)
 			continue
 		}
-		pol, err := next.policy()
+		pol, err := next.AuthzPolicy()
 		if err == nil {
 			err = engine.SetPolicy(pol)
 		}
@@ -344,7 +345,7 @@ func fileStamp(path string) string {
 	return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
 }
 
-func sameOutsidePolicy(a, b *config) bool {
+func sameOutsidePolicy(a, b *config.Config) bool {
 	x, y := *a, *b
 	x.Routes, y.Routes = nil, nil
 	x.Policy = y.Policy

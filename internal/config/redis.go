@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ import (
 // returns nil when budgets are per replica. It does not wait for Redis: an
 // unreachable Redis is the fail_open policy's business at Check time, not
 // a reason to refuse to start.
-func (c *config) sharedLimiter() (authz.SharedLimiter, func() error, error) {
+func (c *Config) SharedLimiter() (authz.SharedLimiter, func() error, error) {
 	r := c.RateLimits.Redis
 	if r.Addr == "" {
 		return nil, func() error { return nil }, nil

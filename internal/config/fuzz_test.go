@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"os"
@@ -23,16 +23,16 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		cfg, err := parseConfig("fuzz.yaml", raw)
+		cfg, err := Parse("fuzz.yaml", raw)
 		if err != nil {
 			return
 		}
-		format, err := cfg.format()
+		format, err := cfg.Format()
 		if err != nil {
 			t.Fatalf("accepted config has a bad format: %v", err)
 		}
-		acfg := cfg.authzConfig(format)
-		if acfg.Policy, err = cfg.policy(); err != nil {
+		acfg := cfg.AuthzConfig(format)
+		if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
 			t.Fatalf("accepted config has a bad policy: %v", err)
 		}
 		if _, err := authz.New(acfg, noLookup{}); err != nil {

@@ -1,4 +1,10 @@
-package main
+// Package config owns Keygate's configuration file: its fields and
+// defaults (DESIGN.md's embedded ones), loading it, and checking all of it
+// at once with each problem's place in the file, so that `keygate config
+// validate` and `keygate serve` accept and refuse exactly the same files.
+// It turns the file into the settings of the other packages; cmd/keygate
+// wires them.
+package config
 
 import (
 	"bytes"
@@ -26,15 +32,15 @@ import (
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// config is the YAML file of `keygate serve --config`. Every field is
+// Config is the YAML file of `keygate serve --config`. Every field is
 // optional; its zero value means the default in the comment, which are
 // DESIGN.md's embedded defaults. examples/keygate.yaml shows them all.
-type config struct {
+type Config struct {
 	Store struct {
 		Path                 string   `yaml:"path"`                   // ./keygate.db
 		CacheMaxBytes        int64    `yaml:"cache_max_bytes"`        // 64 MiB
 		NegativeCacheEntries int64    `yaml:"negative_cache_entries"` // 100000; -1 disables
-		LastUsedFlush        duration `yaml:"last_used_flush"`        // 10s
+		LastUsedFlush        Duration `yaml:"last_used_flush"`        // 10s
 	} `yaml:"store"`
 	Listen struct {
 		GRPC  string `yaml:"grpc"`  // 127.0.0.1:9001
@@ -99,10 +105,10 @@ type config struct {
 		// reason. False: refusals only.
 		Access bool `yaml:"access"`
 	} `yaml:"log"`
-	ShutdownTimeout duration `yaml:"shutdown_timeout"` // 15s
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // 15s
 	// ReloadInterval is how often the config file is checked for changes to
 	// its routes and policy. 0: 2s; -1s: only on SIGHUP.
-	ReloadInterval duration `yaml:"reload_interval"`
+	ReloadInterval Duration `yaml:"reload_interval"`
 	RateLimits     struct {
 		// Tiers maps a key tier to its limit. Empty: standard 100/min,
 		// enterprise 1000/min (AlfaOne's). keys.tiers defaults to these names.
@@ -149,7 +155,7 @@ type routeConfig struct {
 // limitConfig is a rate: requests per window, burst at once (0: requests).
 type limitConfig struct {
 	Requests int      `yaml:"requests"`
-	Window   duration `yaml:"window"`
+	Window   Duration `yaml:"window"`
 	Burst    int      `yaml:"burst"`
 }
 
@@ -157,10 +163,10 @@ func (l limitConfig) limit() ratelimit.Limit {
 	return ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Burst: l.Burst}
 }
 
-// duration reads "10s"-style YAML values.
-type duration time.Duration
+// Duration reads "10s"-style YAML values.
+type Duration time.Duration
 
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
 		// A *yaml.TypeError is collected with the decoder's other type
@@ -168,36 +174,36 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 		// decoder and hide them.
 		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 
 const (
-	defaultStorePath   = "./keygate.db"
-	defaultGRPCListen  = "127.0.0.1:9001"
-	defaultAdminListen = "127.0.0.1:9003"
-	defaultHTTPListen  = "127.0.0.1:9002"
+	DefaultStorePath   = "./keygate.db"
+	DefaultGRPCListen  = "127.0.0.1:9001"
+	DefaultAdminListen = "127.0.0.1:9003"
+	DefaultHTTPListen  = "127.0.0.1:9002"
 )
 
-// loadConfig reads path (none: defaults only) and checks all of it,
+// Load reads path (none: defaults only) and checks all of it,
 // returning every problem at once, each as "file:line: field: message".
 // Unknown fields are errors, so a typo does not silently fall back to a
 // default (or drop a route requirement).
-func loadConfig(path string) (*config, error) {
+func Load(path string) (*Config, error) {
 	if path == "" {
-		return parseConfig("", nil)
+		return Parse("", nil)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return parseConfig(path, raw)
+	return Parse(path, raw)
 }
 
-// parseConfig is loadConfig on bytes already read (path names them in
+// Parse is Load on bytes already read (path names them in
 // messages; empty path: no file, the defaults).
-func parseConfig(path string, raw []byte) (*config, error) {
-	cfg := &config{file: path}
+func Parse(path string, raw []byte) (*Config, error) {
+	cfg := &Config{file: path}
 	lines := map[string]int{}
 	var typeErrs []error
 	if path != "" {
@@ -222,7 +228,7 @@ func parseConfig(path string, raw []byte) (*config, error) {
 	}
 	cfg.applyDefaults()
 	if err := cfg.validate(lines); err != nil || len(typeErrs) > 0 {
-		return nil, errors.Join(append(typeErrs, unjoin(err)...)...)
+		return nil, errors.Join(append(typeErrs, Unjoin(err)...)...)
 	}
 	return cfg, nil
 }
@@ -290,24 +296,24 @@ func indexLines(n *yaml.Node, prefix string, out map[string]int) {
 	}
 }
 
-func (c *config) applyDefaults() {
+func (c *Config) applyDefaults() {
 	if c.Store.Path == "" {
-		c.Store.Path = defaultStorePath
+		c.Store.Path = DefaultStorePath
 	}
 	if c.Listen.GRPC == "" {
-		c.Listen.GRPC = defaultGRPCListen
+		c.Listen.GRPC = DefaultGRPCListen
 	}
 	if c.Listen.Admin == "" {
-		c.Listen.Admin = defaultAdminListen
+		c.Listen.Admin = DefaultAdminListen
 	}
 	if c.Listen.HTTP == "" {
-		c.Listen.HTTP = defaultHTTPListen
+		c.Listen.HTTP = DefaultHTTPListen
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = duration(15 * time.Second)
+		c.ShutdownTimeout = Duration(15 * time.Second)
 	}
 	if c.ReloadInterval == 0 {
-		c.ReloadInterval = duration(2 * time.Second)
+		c.ReloadInterval = Duration(2 * time.Second)
 	}
 	// Keys may only name tiers that have limits: with rate-limit tiers
 	// configured and keys.tiers not, the tiers are those names, the default
@@ -384,9 +390,9 @@ func (p *problems) err() error {
 
 // validate checks every section the way serve will use it, so that
 // `keygate config validate` and `serve` refuse the same files.
-func (c *config) validate(lines map[string]int) error {
+func (c *Config) validate(lines map[string]int) error {
 	p := &problems{file: c.file, lines: lines}
-	if _, err := c.format(); err != nil {
+	if _, err := c.Format(); err != nil {
 		p.add("keys.prefix", err)
 	}
 	for _, l := range []struct{ field, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.admin", c.Listen.Admin}, {"listen.http", c.Listen.HTTP}} {
@@ -400,7 +406,7 @@ func (c *config) validate(lines map[string]int) error {
 	if c.Store.LastUsedFlush < 0 {
 		p.add("store.last_used_flush", errors.New("must not be negative"))
 	}
-	if _, err := c.logger(io.Discard); err != nil {
+	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
 	}
 	seen := map[string]bool{}
@@ -420,7 +426,7 @@ func (c *config) validate(lines map[string]int) error {
 			}
 		}
 	}
-	if _, err := authz.New(authz.Config{RateLimits: c.rateLimits()}, noLookup{}); err != nil {
+	if _, err := authz.New(authz.Config{RateLimits: c.Limits()}, noLookup{}); err != nil {
 		p.add("rate_limits", err)
 	}
 	if r := c.RateLimits.Redis; r.Addr != "" {
@@ -436,7 +442,7 @@ func (c *config) validate(lines map[string]int) error {
 		p.add("rate_limits.redis.addr", errors.New("set addr to use Redis (the other redis settings need it)"))
 	}
 	// Each authz section on its own, so an error is reported at its place.
-	base := c.authzConfig(apikey.Format{})
+	base := c.AuthzConfig(apikey.Format{})
 	sources := base.Sources
 	if _, err := authz.New(authz.Config{Sources: sources}, noLookup{}); err != nil {
 		p.add("keys.sources", err)
@@ -473,7 +479,7 @@ func (c *config) validate(lines map[string]int) error {
 		p.add("signing.header", errors.New("set signing.secret_file too"))
 	}
 	// A bad policy.unmatched must not hide the problems of the routes.
-	pol, err := c.policy()
+	pol, err := c.AuthzPolicy()
 	p.add("policy.unmatched", err)
 	// The policy-wide fields one at a time, so each is reported at its
 	// line, and through authz.New with the configured sources, since the
@@ -493,7 +499,7 @@ func (c *config) validate(lines map[string]int) error {
 			fieldErrs = append(fieldErrs, err.Error())
 		}
 	}
-	for _, e := range unjoin(authz.ValidatePolicy(pol)) {
+	for _, e := range Unjoin(authz.ValidatePolicy(pol)) {
 		var re *authz.RuleError
 		switch {
 		case errors.As(e, &re):
@@ -506,8 +512,8 @@ func (c *config) validate(lines map[string]int) error {
 	return p.err()
 }
 
-// unjoin returns the errors inside errors.Join (and wrapped joins), or err.
-func unjoin(err error) []error {
+// Unjoin returns the errors inside errors.Join (and wrapped joins), or err.
+func Unjoin(err error) []error {
 	if err == nil {
 		return nil
 	}
@@ -540,8 +546,8 @@ func (noLookup) LookupKey(context.Context, apikey.Hash) (*authz.Credential, bool
 	return nil, false, nil
 }
 
-// format returns the configured key format.
-func (c *config) format() (apikey.Format, error) {
+// Format returns the configured key format.
+func (c *Config) Format() (apikey.Format, error) {
 	p := c.Keys.Prefix
 	if p == "" {
 		p = apikey.DefaultPrefix
@@ -553,7 +559,7 @@ func (c *config) format() (apikey.Format, error) {
 	return f, nil
 }
 
-func (c *config) policy() (authz.Policy, error) {
+func (c *Config) AuthzPolicy() (authz.Policy, error) {
 	p := authz.Policy{
 		OrgHeader:         c.Policy.OrgHeader,
 		Environments:      c.Policy.Environments,
@@ -580,7 +586,7 @@ func (c *config) policy() (authz.Policy, error) {
 	return p, nil
 }
 
-func (c *config) storeOptions(f apikey.Format) keystore.Options {
+func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 	return keystore.Options{
 		Format:               f,
 		MaxOrgKeys:           c.Keys.MaxOrgKeys,
@@ -593,7 +599,7 @@ func (c *config) storeOptions(f apikey.Format) keystore.Options {
 
 // authzConfig is the engine's configuration; the policy is added by the
 // caller (it is reloaded on its own).
-func (c *config) authzConfig(f apikey.Format) authz.Config {
+func (c *Config) AuthzConfig(f apikey.Format) authz.Config {
 	h := c.Headers
 	return authz.Config{
 		Format:            f,
@@ -610,11 +616,11 @@ func (c *config) authzConfig(f apikey.Format) authz.Config {
 		},
 		ClientIP:   authz.ClientIP{Header: strings.ToLower(c.ClientIP.Header), TrustedHops: c.ClientIP.TrustedHops},
 		Signing:    authz.Signing{Secret: c.signingSecret, Header: c.Signing.Header},
-		RateLimits: c.rateLimits(),
+		RateLimits: c.Limits(),
 	}
 }
 
-func (c *config) rateLimits() authz.RateLimits {
+func (c *Config) Limits() authz.RateLimits {
 	rl := c.RateLimits
 	out := authz.RateLimits{
 		DefaultTier: rl.DefaultTier,
@@ -632,7 +638,7 @@ func (c *config) rateLimits() authz.RateLimits {
 	return out
 }
 
-func (c *config) logger(w io.Writer) (*slog.Logger, error) {
+func (c *Config) Logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if c.Log.Level != "" {
 		if err := level.UnmarshalText([]byte(c.Log.Level)); err != nil {
@@ -649,9 +655,9 @@ func (c *config) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("config log.format %q: want text or json", c.Log.Format)
 }
 
-// isLoopback reports whether a listen address only accepts local
+// IsLoopback reports whether a listen address only accepts local
 // connections. An empty host listens on every interface.
-func isLoopback(addr string) bool {
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -663,9 +669,12 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// defaultTokenFile is where serve keeps a generated admin token and where the
+// DefaultTokenFile is where serve keeps a generated admin token and where the
 // CLI looks for one: beside the store, "./keygate.admin-token" for the
 // default store.
-func defaultTokenFile(storePath string) string {
+func DefaultTokenFile(storePath string) string {
 	return strings.TrimSuffix(storePath, filepath.Ext(storePath)) + ".admin-token"
 }
+
+// File is the path the config was read from; empty for the defaults.
+func (c *Config) File() string { return c.file }
