@@ -3,7 +3,6 @@ package envoy
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -92,7 +91,12 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Path:    target,
 		Host:    host,
 		Headers: foldHeaders(hdr),
-		Peer:    peerHost(r.RemoteAddr),
+		// The TCP peer here is the proxy, never the client: every client
+		// would share its address (one guesser throttling all of them, an
+		// allowlist matching the proxy). The client's address comes only
+		// from the header client_ip names; without one there is none, so
+		// the failed-auth throttle is off and IP allowlists refuse.
+		Peer: "",
 	}
 	dec, err := h.decider.Decide(r.Context(), &req)
 	if err != nil {
@@ -110,14 +114,6 @@ func foldHeaders(h http.Header) map[string]string {
 		out[strings.ToLower(k)] = strings.Join(vs, ",")
 	}
 	return out
-}
-
-func peerHost(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		return remote
-	}
-	return host
 }
 
 func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {

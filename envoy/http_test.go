@@ -134,12 +134,38 @@ func TestHTTPNginxDialect(t *testing.T) {
 }
 
 func TestHTTPNginx429(t *testing.T) {
-	h := startHTTP(t, authz.Config{RateLimits: authz.RateLimits{FailedAuth: rateLimit(1)}})
-	hdr := map[string]string{"X-Original-URI": "/x", "X-Api-Key": "not-a-key"}
+	h := startHTTP(t, authz.Config{
+		RateLimits: authz.RateLimits{FailedAuth: rateLimit(1)},
+		ClientIP:   authz.ClientIP{Header: "x-real-ip", TrustedHops: 1},
+	})
+	hdr := map[string]string{"X-Original-URI": "/x", "X-Api-Key": "not-a-key", "X-Real-IP": "198.51.100.9"}
 	h.do(t, "GET", "/nginx", hdr)
 	resp, _ := h.do(t, "GET", "/nginx", hdr)
 	if resp.StatusCode != 403 || resp.Header.Get(envoy.HeaderStatus) != "429" || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("throttled through nginx dialect: %d %v", resp.StatusCode, resp.Header)
+	}
+	// Another client behind the same nginx is not throttled.
+	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	if resp, _ := h.do(t, "GET", "/nginx", map[string]string{"X-Original-URI": "/x", "X-Api-Key": k.Secret, "X-Real-IP": "203.0.113.5"}); resp.StatusCode != 200 {
+		t.Fatalf("another client behind the proxy: %d", resp.StatusCode)
+	}
+}
+
+// TestHTTPPeerIsNotTheClient: over the HTTP listener the TCP peer is the
+// proxy. Without client_ip, one guesser must not throttle everyone behind
+// it, and an IP allowlist must not match the proxy's address.
+func TestHTTPPeerIsNotTheClient(t *testing.T) {
+	h := startHTTP(t, authz.Config{RateLimits: authz.RateLimits{FailedAuth: rateLimit(1)}})
+	for i := 0; i < 3; i++ {
+		h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": "guess"})
+	}
+	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": k.Secret}); resp.StatusCode != 200 {
+		t.Fatalf("a valid key behind the same proxy as a guesser: %d", resp.StatusCode)
+	}
+	local, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "l", AllowedCIDRs: []string{"127.0.0.0/8"}})
+	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": local.Secret}); resp.StatusCode != 403 {
+		t.Fatalf("an allowlist matched the proxy's loopback address: %d", resp.StatusCode)
 	}
 }
 
