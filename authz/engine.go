@@ -387,13 +387,12 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		}
 		return e.finish(cp, rt, d, cred, ex.source), nil
 	}
-	rl, bucketName, err := e.limits.take(ctx, cred, rt.cost, now)
+	rl, err := e.limits.take(ctx, cred, rt.cost, now)
 	if err != nil {
 		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
 	}
-	tier := e.limits.tierOf(cred)
 	if !rl.Allowed {
-		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], tier, bucketName, rl, now), cred, ex.source), nil
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, now), cred, ex.source), nil
 	}
 	credits := int64(-1)
 	if cred.Metered && e.credits != nil {
@@ -410,8 +409,8 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		e.recorder.KeyUsed(cred, now)
 	}
 	d := e.allow(cred, ex.source, org)
-	if bucketName != "" {
-		d.ResponseHeaders = rateHeaders(d.ResponseHeaders, tier, bucketName, rl, now, false)
+	if rl.bucket != "" {
+		d.ResponseHeaders = rateHeaders(d.ResponseHeaders, rl.tier, rl.bucket, rl.Result, now, false)
 	}
 	if credits >= 0 {
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(credits, 10)})

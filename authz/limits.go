@@ -184,9 +184,15 @@ func (l *limits) tierOf(c *Credential) *tierLimit {
 	return l.fallback
 }
 
-// take charges one request to the key's buckets. The result names the
-// bucket whose numbers go in the headers.
-func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Time) (ratelimit.Result, string, error) {
+// charged is what one request's rate-limit charge came to.
+type charged struct {
+	ratelimit.Result
+	tier   *tierLimit // the key's tier: its policy header goes to the client
+	bucket string     // the bucket the numbers describe; empty: no budget applies
+}
+
+// take charges one request to the key's buckets.
+func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Time) (charged, error) {
 	var all [3]ratelimit.Charge[bucket]
 	var names [3]string
 	charges := all[:0]
@@ -204,7 +210,7 @@ func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Tim
 		names[len(charges)-1] = "tenant"
 	}
 	if len(charges) == 0 {
-		return ratelimit.Result{Allowed: true, Remaining: -1}, "", nil
+		return charged{Result: ratelimit.Result{Allowed: true, Remaining: -1}, tier: t}, nil
 	}
 	if l.shared != nil {
 		var sc [3]ratelimit.Charge[string]
@@ -214,15 +220,15 @@ func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Tim
 		}
 		r, err := l.shared.Take(ctx, cost, shared)
 		if err == nil {
-			return r, names[r.Index], nil
+			return charged{r, t, names[r.Index]}, nil
 		}
 		if !l.failOpen {
-			return r, "", fmt.Errorf("shared rate limit: %w", err)
+			return charged{}, fmt.Errorf("shared rate limit: %w", err)
 		}
 		// Fail open to this replica's own budgets.
 	}
 	r, err := l.keys.TakeAt(now, cost, charges...)
-	return r, names[r.Index], err
+	return charged{r, t, names[r.Index]}, err
 }
 
 // throttled reports whether addr has used up its failed authentications.

@@ -218,3 +218,33 @@ func rss() string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// BenchmarkCheckParallel is the cached allow path from every core at once,
+// with last-used times recorded as serve records them: what contends.
+func BenchmarkCheckParallel(b *testing.B) {
+	bs := newBenchStore(b, 100_000)
+	e, err := authz.New(authz.Config{Recorder: bs.s, RateLimits: authz.RateLimits{
+		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+	}}, bs.s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, raw := range bs.raws[:256] { // warm the cache
+		e.Decide(ctx, &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": raw}})
+	}
+	bs.s.cache.pos.Wait()
+	reqs := make([]authz.Request, 256)
+	for i := range reqs {
+		reqs[i] = authz.Request{Path: "/x", Peer: "10.0.0.1", Headers: map[string]string{"x-api-key": bs.raws[i]}}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			e.Decide(ctx, &reqs[i%len(reqs)])
+			i++
+		}
+	})
+}

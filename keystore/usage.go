@@ -3,6 +3,7 @@ package keystore
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -18,28 +19,62 @@ import (
 type usage struct {
 	s *Store
 
-	mu      sync.Mutex
-	pending map[string]time.Time // key id -> latest use
+	// pending holds the latest use of each key id since the last flush, in
+	// shards: every allowed Check records here, and one lock for all of
+	// them was the process's most contended.
+	seed    maphash.Seed
+	pending [usageShards]usageShard
 
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
 }
 
+const usageShards = 32
+
+type usageShard struct {
+	mu   sync.Mutex
+	uses map[string]time.Time
+}
+
 func startUsage(s *Store, every time.Duration) *usage {
-	u := &usage{s: s, pending: map[string]time.Time{}, done: make(chan struct{}), stopped: make(chan struct{})}
+	u := &usage{s: s, seed: maphash.MakeSeed(), done: make(chan struct{}), stopped: make(chan struct{})}
+	for i := range u.pending {
+		u.pending[i].uses = map[string]time.Time{}
+	}
 	go u.loop(every)
 	return u
 }
 
+// record keeps the later of at and what is pending for id.
+func (u *usage) record(id string, at time.Time) {
+	sh := &u.pending[maphash.String(u.seed, id)%usageShards]
+	sh.mu.Lock()
+	if prev, ok := sh.uses[id]; !ok || at.After(prev) {
+		sh.uses[id] = at
+	}
+	sh.mu.Unlock()
+}
+
+// take empties the pending uses and returns them.
+func (u *usage) take() map[string]time.Time {
+	batch := map[string]time.Time{}
+	for i := range u.pending {
+		sh := &u.pending[i]
+		sh.mu.Lock()
+		uses := sh.uses
+		sh.uses = make(map[string]time.Time, len(uses))
+		sh.mu.Unlock()
+		for id, at := range uses {
+			batch[id] = at
+		}
+	}
+	return batch
+}
+
 // KeyUsed implements authz.Recorder.
 func (s *Store) KeyUsed(c *authz.Credential, at time.Time) {
-	u := s.usage
-	u.mu.Lock()
-	if prev, ok := u.pending[c.ID]; !ok || at.After(prev) {
-		u.pending[c.ID] = at
-	}
-	u.mu.Unlock()
+	s.usage.record(c.ID, at)
 }
 
 func (u *usage) loop(every time.Duration) {
@@ -61,10 +96,7 @@ func (u *usage) loop(every time.Duration) {
 // flush writes pending times. A key deleted meanwhile is skipped; a time
 // never moves backwards.
 func (u *usage) flush() error {
-	u.mu.Lock()
-	batch := u.pending
-	u.pending = make(map[string]time.Time, len(batch))
-	u.mu.Unlock()
+	batch := u.take()
 	credits := u.s.ledger.dirty()
 	if len(batch) == 0 && len(credits) == 0 {
 		return nil
@@ -92,13 +124,9 @@ func (u *usage) flush() error {
 		return nil
 	})
 	if err != nil {
-		u.mu.Lock()
 		for id, at := range batch {
-			if prev, ok := u.pending[id]; !ok || at.After(prev) {
-				u.pending[id] = at
-			}
+			u.record(id, at)
 		}
-		u.mu.Unlock()
 		return fmt.Errorf("flush last-used times and credits: %w", err)
 	}
 	u.s.ledger.written(credits)
