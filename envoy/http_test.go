@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,18 +23,9 @@ type httpHarness struct {
 
 func startHTTP(t *testing.T, cfg authz.Config) *httpHarness {
 	t.Helper()
-	s, err := keystore.Open(filepath.Join(t.TempDir(), "keygate.db"), keystore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	e, err := authz.New(cfg, s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, e, tn := newEngine(t, cfg)
 	srv := httptest.NewServer(envoy.NewHTTPHandler(e, nil))
 	t.Cleanup(srv.Close)
-	tn, _ := s.CreateTenant("Acme")
 	return &httpHarness{srv: srv, store: s, tenant: tn.ID}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -34,14 +33,8 @@ func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); retur
 // TestAccessLog: with the access log on, every decision is one JSON line
 // with its id, reason and key id — and never the key.
 func TestAccessLog(t *testing.T) {
-	s, err := keystore.Open(filepath.Join(t.TempDir(), "k.db"), keystore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	tn, _ := s.CreateTenant("Acme")
+	s, e, tn := newEngine(t, authz.Config{})
 	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
-	e, _ := authz.New(authz.Config{}, s)
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log, envoy.WithAccessLog(true)))

@@ -32,9 +32,9 @@ type harness struct {
 	org    string
 }
 
-// start runs the real gRPC server on a loopback port over a real store and
-// returns a client built from go-control-plane's generated types.
-func start(t *testing.T, cfg authz.Config) *harness {
+// newEngine is a real store in a temp dir with one tenant, and an engine
+// over it: what both adapters' tests stand on.
+func newEngine(t *testing.T, cfg authz.Config) (*keystore.Store, *authz.Engine, keystore.Tenant) {
 	t.Helper()
 	s, err := keystore.Open(filepath.Join(t.TempDir(), "keygate.db"), keystore.Options{})
 	if err != nil {
@@ -45,6 +45,18 @@ func start(t *testing.T, cfg authz.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tn, err := s.CreateTenant("Acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, e, tn
+}
+
+// start runs the real gRPC server on a loopback port over a real store and
+// returns a client built from go-control-plane's generated types.
+func start(t *testing.T, cfg authz.Config) *harness {
+	t.Helper()
+	s, e, tn := newEngine(t, cfg)
 	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +69,6 @@ func start(t *testing.T, cfg authz.Config) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	tn, _ := s.CreateTenant("Acme")
 	og, _ := s.CreateOrg(tn.ID, "Acme EU")
 	return &harness{store: s, conn: conn, client: authv3.NewAuthorizationClient(conn), tenant: tn.ID, org: og.ID}
 }

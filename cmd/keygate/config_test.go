@@ -8,13 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/keygate/keygate/internal/config"
-	"github.com/keygate/keygate/keystore/apikey"
 )
 
 // noEnv is an empty environment, so the host's KEYGATE_* variables cannot
@@ -255,42 +251,6 @@ func TestExampleConfigValidates(t *testing.T) {
 	}
 	if want := exampleConfig + ": ok (5 routes)\n"; stdout != want {
 		t.Errorf("stdout %q, want %q", stdout, want)
-	}
-}
-
-// uncommentedExample is the example with its commented-out signing section
-// turned on and its secret file created, as a user would do; the working
-// directory is changed so that the relative secret_file resolves.
-func uncommentedExample(t *testing.T) string {
-	t.Helper()
-	raw, err := os.ReadFile(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	t.Chdir(dir)
-	on := regexp.MustCompile(`(?m)^# (signing:|  secret_file:|  header:)`).ReplaceAllString(string(raw), "$1")
-	if strings.Count(on, "\nsigning:\n") != 1 {
-		t.Fatalf("the example has no commented signing section to turn on:\n%s", raw)
-	}
-	writeFile(t, "signing.key", strings.Repeat("k", 32)+"\n")
-	path := filepath.Join(dir, "keygate.yaml")
-	writeFile(t, path, on)
-	return path
-}
-
-// The commented signing example works once uncommented.
-func TestExampleConfigSigningValidates(t *testing.T) {
-	path := uncommentedExample(t)
-	if _, stderr, err := validate(t, path); err != nil {
-		t.Fatalf("the example with signing on: %v\n%s", err, stderr)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if secret := cfg.AuthzConfig(apikey.Format{}).Signing.Secret; len(secret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
-		t.Errorf("signing secret %d bytes, header %q", len(secret), cfg.Signing.Header)
 	}
 }
 

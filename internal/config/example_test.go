@@ -90,3 +90,14 @@ func yamlFields(t reflect.Type, prefix string) []string {
 	}
 	return out
 }
+
+// The commented signing example works once uncommented.
+func TestExampleConfigSigningValidates(t *testing.T) {
+	cfg, err := Load(uncommentedExample(t))
+	if err != nil {
+		t.Fatalf("the example with signing on: %v", err)
+	}
+	if len(cfg.signingSecret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
+		t.Errorf("signing secret %d bytes, header %q", len(cfg.signingSecret), cfg.Signing.Header)
+	}
+}
