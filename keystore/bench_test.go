@@ -70,10 +70,12 @@ func newBenchStore(b *testing.B, n int) *benchStore {
 	format := apikey.MustFormat("ak")
 	const known = 10_000
 	bs := &benchStore{}
-	s.db.NoSync = true
+	db := s.b.(*boltBackend).db
+	db.NoSync = true
 	now := time.Now().UTC()
 	for start := 0; start < n; start += 50_000 {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := db.Update(func(btx *bolt.Tx) error {
+			tx := boltTx{btx}
 			for i := start; i < min(start+50_000, n); i++ {
 				var h apikey.Hash
 				display := "ak_live_XXXX"
@@ -106,7 +108,7 @@ func newBenchStore(b *testing.B, n int) *benchStore {
 			b.Fatal(err)
 		}
 	}
-	s.db.NoSync = false
+	db.NoSync = false
 	if err := s.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func newBenchStore(b *testing.B, n int) *benchStore {
 type uncached struct{ s *Store }
 
 func (u uncached) LookupKey(_ context.Context, h apikey.Hash) (*authz.Credential, bool, error) {
-	c, err := u.s.readCredential(h)
+	c, err := u.s.readCredential(context.Background(), h)
 	return c, c != nil, err
 }
 
@@ -145,7 +147,7 @@ func benchEngine(b *testing.B, l authz.Lookup) *authz.Engine {
 func BenchmarkCheck(b *testing.B) {
 	for _, n := range benchSizes() {
 		bs := newBenchStore(b, n)
-		fi, _ := os.Stat(bs.s.Path())
+		fi, _ := os.Stat(bs.s.Backend())
 		b.Logf("%d keys: file %d MiB, Open %v, Open + first Check %v, process RSS %s", n, fi.Size()>>20, bs.opened, bs.first, rss())
 		unknown, _ := apikey.MustFormat("ak").Generate(apikey.EnvLive)
 		valid := bs.raws[0]

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -19,10 +18,10 @@ import (
 const numStripes = 4096
 
 // cache holds credentials of known hashes and a bounded memory of unknown
-// ones, in front of bbolt.
+// ones, in front of the backend.
 //
 // Staleness: a lookup that misses notes its hash's generation before it
-// reads bbolt and stores it with what it read; an entry is served only while
+// reads the backend and stores it with what it read; an entry is served only while
 // its generation is still current. A write bumps the generation after its
 // commit and before it returns. So a lookup that read the old record while a
 // revoke committed stores an entry that is already outdated, whenever
@@ -101,7 +100,7 @@ func (c *cache) get(h apikey.Hash) (*authz.Credential, bool) {
 	return nil, false
 }
 
-// generation is read before a bbolt read whose result will be filled in.
+// generation is read before a backend read whose result will be filled in.
 func (c *cache) generation(h apikey.Hash) uint64 { return c.stripe(cacheKey(h)).Load() }
 
 // fill stores a lookup result read at generation gen.
@@ -114,6 +113,19 @@ func (c *cache) fill(h apikey.Hash, gen uint64, cred *authz.Credential) {
 	}
 	if c.neg != nil {
 		c.neg.Set(k, e, 1)
+	}
+}
+
+// invalidateAll makes every cached result outdated, after writes may have
+// been missed.
+func (c *cache) invalidateAll() {
+	for i := range c.gens {
+		c.gens[i].Add(1)
+	}
+	// Outdated entries are never served; clearing only frees their memory.
+	c.pos.Clear()
+	if c.neg != nil {
+		c.neg.Clear()
 	}
 }
 
@@ -134,7 +146,7 @@ func (c *cache) isClosed() bool { return c.closed.Load() }
 type Stats struct {
 	CacheHits    uint64 // known keys served from the cache
 	NegativeHits uint64 // unknown keys answered from the negative cache
-	CacheMisses  uint64 // lookups that read bbolt
+	CacheMisses  uint64 // lookups that read the backend
 	LookupErrors uint64 // lookups that failed (the Check failed closed)
 }
 
@@ -169,19 +181,24 @@ func credentialCost(c *authz.Credential) int64 {
 	return int64(n)
 }
 
-// LookupKey implements authz.Lookup: cache first, then bbolt.
+// LookupKey implements authz.Lookup: cache first, then the backend. While
+// a shared backend's writes are not being followed, the cache is not
+// trusted and every lookup reads the backend.
 func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential, bool, error) {
 	if s.cache.isClosed() {
 		return nil, false, ErrClosed
 	}
-	if cred, ok := s.cache.get(h); ok {
-		return cred, cred != nil, nil
+	fresh := s.fresh == nil || s.fresh()
+	if fresh {
+		if cred, ok := s.cache.get(h); ok {
+			return cred, cred != nil, nil
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, false, fmt.Errorf("look up key: %w", err)
 	}
 	gen := s.cache.generation(h)
-	cred, err := s.readCredential(h)
+	cred, err := s.readCredential(ctx, h)
 	if err != nil {
 		s.lookupErrors.Add(1)
 		return nil, false, err
@@ -189,20 +206,22 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 	if s.testHookBeforeFill != nil {
 		s.testHookBeforeFill()
 	}
-	s.cache.fill(h, gen, cred)
+	if fresh {
+		s.cache.fill(h, gen, cred)
+	}
 	return cred, cred != nil, nil
 }
 
-// readCredential reads the credential for h from bbolt; nil if unknown.
-func (s *Store) readCredential(h apikey.Hash) (*authz.Credential, error) {
+// readCredential reads the credential for h; nil if unknown.
+func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Credential, error) {
 	var cred *authz.Credential
-	err := s.db.View(func(tx *bolt.Tx) error {
-		id := tx.Bucket(bucketHashes).Get(h[:])
-		if id == nil {
-			return nil
+	err := s.b.View(ctx, func(tx Tx) error {
+		id, err := tx.Get(bucketHashes, h[:])
+		if id == nil || err != nil {
+			return err
 		}
 		var k storedKey
-		found, err := getJSON(tx.Bucket(bucketKeys), string(id), &k)
+		found, err := getJSON(tx, bucketKeys, string(id), &k)
 		if err != nil {
 			return err
 		}

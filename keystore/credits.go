@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore/apikey"
 )
@@ -18,23 +16,28 @@ var _ authz.Credits = (*Store)(nil)
 var ErrNotMetered = errors.New("key has no credit balance")
 
 // ledger keeps the live credit balances of metered keys in memory, so a
-// Check spends without a disk write; balances are written with the
-// last-used batch. A crash forgets at most the spending since the last
-// flush (Options.LastUsedFlush, 10 s by default): those credits were used
-// but come back. Refills and sets are written at once and never lost.
+// Check spends without a write; spending is written with the last-used
+// batch. A crash forgets at most the spending since the last flush
+// (Options.LastUsedFlush, 10 s by default): those credits were used but
+// come back. Refills and sets are written at once and never lost.
 //
-// Lock order: a bbolt write transaction may take the ledger lock; the
-// ledger lock is never held while waiting for bbolt.
+// Spending is kept as an amount, not a balance, and written as a
+// subtraction from the record, so that replicas sharing a backend each
+// spend from one balance without overwriting each other's spending; each
+// may overspend by what the others spent since its last flush.
+//
+// Lock order: the ledger lock is never held while waiting for the backend.
 type ledger struct {
 	mu  sync.Mutex
 	bal map[string]*balance // key id -> live balance, loaded on first spend
 }
 
 type balance struct {
-	left    int64
-	version uint64 // bumped on every change
-	flushed uint64 // version known to be on disk
+	base  int64 // the balance in the record, as last read or written
+	spent int64 // spent here since, not yet written
 }
+
+func (b *balance) left() int64 { return max(b.base-b.spent, 0) }
 
 func newLedger() *ledger { return &ledger{bal: map[string]*balance{}} }
 
@@ -57,45 +60,44 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 			return 0, false, fmt.Errorf("spend credits: %w", err)
 		}
 		var err error
-		if id, b, err = s.loadBalance(id); err != nil {
+		if b, err = s.loadBalance(id); err != nil {
 			return 0, false, fmt.Errorf("spend credits: %w", err)
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b.left < int64(cost) {
-		return b.left, false, nil
+	if b.left() < int64(cost) {
+		return b.left(), false, nil
 	}
-	b.left -= int64(cost)
-	b.version++
-	return b.left, true, nil
+	b.spent += int64(cost)
+	return b.left(), true, nil
 }
 
 // loadBalance brings a key's balance into the ledger. A key rotated away
 // from (a Check that read it just before the rotation) spends its
 // successor's balance.
-func (s *Store) loadBalance(id string) (string, *balance, error) {
+func (s *Store) loadBalance(id string) (*balance, error) {
 	for hops := 0; ; hops++ {
 		k, err := s.Key(id)
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		if k.CreditsOwner != "" && hops < 8 {
 			id = k.CreditsOwner
 			continue
 		}
 		if k.CreditsRemaining == nil {
-			return "", nil, fmt.Errorf("key %s: %w", id, ErrNotMetered)
+			return nil, fmt.Errorf("key %s: %w", id, ErrNotMetered)
 		}
 		l := s.ledger
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		b, ok := l.bal[id]
 		if !ok {
-			b = &balance{left: *k.CreditsRemaining}
+			b = &balance{base: *k.CreditsRemaining}
 			l.bal[id] = b
 		}
-		return id, b, nil
+		return b, nil
 	}
 }
 
@@ -104,65 +106,163 @@ func (l *ledger) live(id string) (int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if b, ok := l.bal[id]; ok {
-		return b.left, true
+		return b.left(), true
 	}
 	return 0, false
 }
 
-type dirtyBalance struct {
-	id      string
-	left    int64
-	version uint64
-}
-
-// dirty snapshots the balances changed since they were last written.
-func (l *ledger) dirty() []dirtyBalance {
+// pending returns what was spent from id's balance and not yet written.
+func (l *ledger) pending(id string) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []dirtyBalance
+	if b, ok := l.bal[id]; ok {
+		return b.spent
+	}
+	return 0
+}
+
+// rebase takes a balance another writer stored (a replica's flush, a
+// refill through another replica's admin API); nil: the key no longer holds
+// a balance of its own.
+func (l *ledger) rebase(id string, stored *int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.bal[id]
+	switch {
+	case !ok:
+	case stored != nil:
+		b.base = *stored
+	case b.spent == 0:
+		// Spending waiting to be written is kept: the flush follows the
+		// key's credits_owner to the balance it now spends.
+		delete(l.bal, id)
+	}
+}
+
+// forget drops every balance with nothing pending, after writes may have
+// been missed; the next spend reads the record again.
+func (l *ledger) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for id, b := range l.bal {
-		if b.version != b.flushed {
-			out = append(out, dirtyBalance{id, b.left, b.version})
+		if b.spent == 0 {
+			delete(l.bal, id)
+		}
+	}
+}
+
+// spending is one balance's unwritten spending, as snapshot for a flush.
+type spending struct {
+	id    string
+	spent int64
+}
+
+// dirty snapshots the balances spent from since they were last written.
+func (l *ledger) dirty() []spending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []spending
+	for id, b := range l.bal {
+		if b.spent > 0 {
+			out = append(out, spending{id, b.spent})
 		}
 	}
 	return out
 }
 
-// written records that these versions are on disk; a balance spent from
-// since the snapshot stays dirty.
-func (l *ledger) written(done []dirtyBalance) {
+// written is the outcome of writing one spending: the record that took it
+// (owner: the key itself or the end of its credits_owner chain) and the
+// balance it holds now; gone when no record holds a balance for it.
+type written struct {
+	spending
+	owner string
+	now   int64
+	gone  bool
+}
+
+// writeSpending subtracts each spending from the balance it belongs to. It
+// changes only the transaction; apply the result with ledger.wrote.
+func writeSpending(tx Tx, todo []spending) ([]written, error) {
+	out := make([]written, 0, len(todo))
+	for _, d := range todo {
+		w := written{spending: d, owner: d.id}
+		var (
+			k     storedKey
+			found bool
+			err   error
+		)
+		for hops := 0; ; hops++ {
+			if found, err = getJSON(tx, bucketKeys, w.owner, &k); err != nil {
+				return nil, err
+			}
+			if !found || k.CreditsOwner == "" || hops == 8 {
+				break
+			}
+			w.owner = k.CreditsOwner
+		}
+		if !found || k.CreditsRemaining == nil {
+			w.gone = true
+			out = append(out, w)
+			continue
+		}
+		w.now = max(*k.CreditsRemaining-d.spent, 0)
+		k.CreditsRemaining = &w.now
+		if err := putJSON(tx, bucketKeys, w.owner, &k); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// wrote applies committed spending: it is no longer pending, and the
+// balances take what the records now hold.
+func (l *ledger) wrote(done []written) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, d := range done {
-		if b, ok := l.bal[d.id]; ok && b.flushed < d.version {
-			b.flushed = d.version
+	for _, w := range done {
+		b, ok := l.bal[w.id]
+		if !ok {
+			continue
+		}
+		b.spent = max(b.spent-w.spent, 0)
+		switch {
+		case w.gone:
+			delete(l.bal, w.id)
+		case w.owner == w.id:
+			b.base = w.now
+		case b.spent == 0:
+			delete(l.bal, w.id)
+		}
+		if o, ok := l.bal[w.owner]; ok && !w.gone {
+			o.base = w.now
 		}
 	}
 }
 
-// writeBalances puts snapshot balances into their records; keys deleted
-// meanwhile are dropped from the ledger.
-func (l *ledger) writeBalances(tx *bolt.Tx, todo []dirtyBalance) error {
-	bk := tx.Bucket(bucketKeys)
-	for _, d := range todo {
-		var k storedKey
-		found, err := getJSON(bk, d.id, &k)
-		if err != nil {
-			return err
-		}
-		if !found {
-			l.mu.Lock()
-			delete(l.bal, d.id)
-			l.mu.Unlock()
-			continue
-		}
-		left := d.left
-		k.CreditsRemaining = &left
-		if err := putJSON(bk, d.id, &k); err != nil {
-			return err
-		}
+// creditMove is a rotation's hand-over of a balance, for the ledger.
+type creditMove struct {
+	from, to string
+	spent    int64 // the old key's pending spending the move accounted for
+	left     int64 // the successor's balance as written
+}
+
+// moved applies a committed rotation: spending on the old key since the
+// move was computed becomes the successor's.
+func (l *ledger) moved(m creditMove) {
+	if m.from == "" {
+		return
 	}
-	return nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.bal[m.from]
+	if !ok {
+		return
+	}
+	delete(l.bal, m.from)
+	if extra := b.spent - m.spent; extra > 0 {
+		l.bal[m.to] = &balance{base: m.left, spent: extra}
+	}
 }
 
 // AddCredits adds n (which may be negative, down to zero) to a metered
@@ -190,24 +290,22 @@ func (s *Store) changeCredits(id string, next func(cur *int64) (int64, error)) (
 	l := s.ledger
 	var (
 		out   Key
-		delta int64 // what the change adds to the live balance
+		spent int64 // pending spending the new balance accounts for
+		n     int64
 	)
-	err := s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+	err := s.update(func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
 		}
+		spent = l.pending(id)
 		cur := k.CreditsRemaining
-		if left, ok := l.live(id); ok {
+		if cur != nil {
+			left := max(*cur-spent, 0)
 			cur = &left
 		}
-		n, err := next(cur)
-		if err != nil {
+		if n, err = next(cur); err != nil {
 			return err
-		}
-		delta = n
-		if cur != nil {
-			delta = n - *cur
 		}
 		if k.CreditsRemaining == nil {
 			// Becoming metered changes what the Check path must do.
@@ -220,13 +318,13 @@ func (s *Store) changeCredits(id string, next func(cur *int64) (int64, error)) (
 	if err != nil {
 		return Key{}, fmt.Errorf("change credits: %w", err)
 	}
-	// Only a committed change reaches the live balance, as a delta, so
-	// that spending between the read above and now is kept.
+	// Spending between the snapshot above and now stays pending, so it is
+	// taken from the new balance too.
 	l.mu.Lock()
 	if b, ok := l.bal[id]; ok {
-		b.left = max(b.left+delta, 0)
-		b.version++
-		left := b.left
+		b.spent = max(b.spent-spent, 0)
+		b.base = n
+		left := b.left()
 		out.CreditsRemaining = &left
 	}
 	l.mu.Unlock()

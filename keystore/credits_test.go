@@ -110,7 +110,7 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 	// A crash: the file is closed without the final flush.
 	f.s.cache.close()
 	f.s.usage.once.Do(func() { close(f.s.usage.done); <-f.s.usage.stopped })
-	if err := f.s.db.Close(); err != nil {
+	if err := f.s.b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	f.open(t, Options{})

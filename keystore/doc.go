@@ -1,6 +1,7 @@
 // Package keystore owns Keygate's keys at rest: tenants, orgs and key
-// records in a bbolt file, the SHA-256 hash index the Check path looks keys
-// up by, the cache in front of it, and the key lifecycle (create, import,
+// records in a Backend (a bbolt file by default, etcd for many replicas in
+// keystore/etcdstore), the SHA-256 hash index the Check path looks keys up
+// by, the cache in front of it, and the key lifecycle (create, import,
 // update, revoke, rotate, regenerate in a slot, delete).
 //
 // Contracts:
@@ -8,14 +9,19 @@
 //     store keeps its SHA-256 and a display prefix, and no error or log line
 //     carries either.
 //   - Every write invalidates the cache for the keys it touched after it
-//     commits and before it returns, so the next lookup (on this process;
-//     bbolt allows one process per file) sees the change. See cache for how
-//     a lookup racing a write cannot put the old record back.
+//     commits and before it returns, so the next lookup sees the change: on
+//     this process (bbolt allows one process per file), and with a Shared
+//     backend on every replica, which follows all writes and drops what
+//     they touch (the backend's Update returns only once they have). See
+//     cache for how a lookup racing a write cannot put the old record back.
 //   - Last-used times and credit spending are batched in memory and written
 //     every Options.LastUsedFlush and on Close: a crash loses at most that
 //     much of them (spent credits come back) and nothing else. Every other
-//     write, refills of credits included, is a committed, fsynced bbolt
+//     write, refills of credits included, is a committed, durable
 //     transaction when the call returns.
-//   - Lookups fail with an error, never with "not found", when the file
+//   - Write closures may run more than once (Backend.Update), so they change
+//     nothing but their transaction; the ledger and the cache follow after
+//     the commit.
+//   - Lookups fail with an error, never with "not found", when the backend
 //     cannot be read, so the decision core fails closed.
 package keystore

@@ -3,11 +3,10 @@ package keystore
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -209,7 +208,7 @@ func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported boo
 		CreditsRemaining: spec.CreditsRemaining,
 		AllowedCIDRs:     spec.AllowedCIDRs,
 	}, Hash: h[:]}
-	err = s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+	err = s.update(func(tx Tx, touch func(apikey.Hash)) error {
 		if _, err := getTenant(tx, spec.TenantID); err != nil {
 			return err
 		}
@@ -222,7 +221,9 @@ func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported boo
 				return fmt.Errorf("%w: org %s belongs to another tenant", ErrInvalid, spec.OrgID)
 			}
 		}
-		if tx.Bucket(bucketHashes).Get(h[:]) != nil {
+		if id, err := tx.Get(bucketHashes, h[:]); err != nil {
+			return err
+		} else if id != nil {
 			return fmt.Errorf("%w: this key is already stored", ErrConflict)
 		}
 		replaced := ""
@@ -247,10 +248,10 @@ func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported boo
 func slotKey(k *Key) []byte { return []byte(k.TenantID + "/" + k.OrgID + "/" + k.Slot) }
 
 // revokeSlot revokes the key a slot holds, if any, and returns its id.
-func revokeSlot(tx *bolt.Tx, touch func(apikey.Hash), slot []byte, now time.Time) (string, error) {
-	id := tx.Bucket(bucketSlots).Get(slot)
-	if id == nil {
-		return "", nil
+func revokeSlot(tx Tx, touch func(apikey.Hash), slot []byte, now time.Time) (string, error) {
+	id, err := tx.Get(bucketSlots, slot)
+	if id == nil || err != nil {
+		return "", err
 	}
 	old, err := getKey(tx, string(id))
 	if err != nil {
@@ -270,17 +271,14 @@ func revokeAt(k *Key, now time.Time) {
 
 // checkOrgLimit refuses a new active key in an org that already holds the
 // maximum; except is a key being replaced in the same transaction.
-func (s *Store) checkOrgLimit(tx *bolt.Tx, orgID string, now time.Time, except string) error {
+func (s *Store) checkOrgLimit(tx Tx, orgID string, now time.Time, except string) error {
 	if orgID == "" || s.opts.MaxOrgKeys < 0 {
 		return nil
 	}
 	n := 0
-	prefix := []byte(orgID + "/")
-	c := tx.Bucket(bucketKeysByOrg).Cursor()
-	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
-		id := string(ik[len(prefix):])
+	err := scanIDs(tx, bucketKeysByOrg, orgID, func(id string) error {
 		if id == except {
-			continue
+			return nil
 		}
 		k, err := getKey(tx, id)
 		if err != nil {
@@ -292,6 +290,10 @@ func (s *Store) checkOrgLimit(tx *bolt.Tx, orgID string, now time.Time, except s
 		if k.StateAt(now) == StateActive && k.RotatedTo == "" {
 			n++
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if n >= s.opts.MaxOrgKeys {
 		return fmt.Errorf("%w: org %s already has %d active keys (revoke or deactivate one first)", ErrOrgKeyLimit, orgID, n)
@@ -301,33 +303,33 @@ func (s *Store) checkOrgLimit(tx *bolt.Tx, orgID string, now time.Time, except s
 
 // putKey writes a key record; with index it also writes its index entries
 // (for a new key).
-func putKey(tx *bolt.Tx, k *storedKey, index bool) error {
-	if err := putJSON(tx.Bucket(bucketKeys), k.ID, k); err != nil {
+func putKey(tx Tx, k *storedKey, index bool) error {
+	if err := putJSON(tx, bucketKeys, k.ID, k); err != nil {
 		return err
 	}
 	if !index {
 		return nil
 	}
-	if err := tx.Bucket(bucketHashes).Put(k.Hash, []byte(k.ID)); err != nil {
+	if err := tx.Put(bucketHashes, k.Hash, []byte(k.ID)); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketKeysByTenant).Put([]byte(k.TenantID+"/"+k.ID), nil); err != nil {
+	if err := tx.Put(bucketKeysByTenant, []byte(k.TenantID+"/"+k.ID), []byte{}); err != nil {
 		return err
 	}
 	if k.OrgID != "" {
-		if err := tx.Bucket(bucketKeysByOrg).Put([]byte(k.OrgID+"/"+k.ID), nil); err != nil {
+		if err := tx.Put(bucketKeysByOrg, []byte(k.OrgID+"/"+k.ID), []byte{}); err != nil {
 			return err
 		}
 	}
 	if k.Slot != "" {
-		return tx.Bucket(bucketSlots).Put(slotKey(&k.Key), []byte(k.ID))
+		return tx.Put(bucketSlots, slotKey(&k.Key), []byte(k.ID))
 	}
 	return nil
 }
 
-func getKey(tx *bolt.Tx, id string) (storedKey, error) {
+func getKey(tx Tx, id string) (storedKey, error) {
 	var k storedKey
-	found, err := getJSON(tx.Bucket(bucketKeys), id, &k)
+	found, err := getJSON(tx, bucketKeys, id, &k)
 	if err != nil {
 		return storedKey{}, err
 	}
@@ -343,7 +345,7 @@ func getKey(tx *bolt.Tx, id string) (storedKey, error) {
 // Key returns one key.
 func (s *Store) Key(id string) (Key, error) {
 	var k storedKey
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx Tx) error {
 		var err error
 		k, err = getKey(tx, id)
 		return err
@@ -390,7 +392,7 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 		return Key{}, fmt.Errorf("update key: %w: expires_at is not in the future (deactivate or revoke the key instead)", ErrInvalid)
 	}
 	var out Key
-	err := s.modify(id, func(tx *bolt.Tx, k *storedKey) error {
+	err := s.modify(id, func(tx Tx, k *storedKey) error {
 		before := k.StateAt(now)
 		if before == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked and cannot change", ErrConflict, id)
@@ -457,7 +459,7 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 func (s *Store) RevokeKey(id string) (Key, error) {
 	now := s.now()
 	var out Key
-	err := s.modify(id, func(_ *bolt.Tx, k *storedKey) error {
+	err := s.modify(id, func(_ Tx, k *storedKey) error {
 		if k.Status != authz.StatusRevoked || k.RevokedAt == nil || k.RevokedAt.After(now) {
 			revokeAt(&k.Key, now)
 		}
@@ -482,8 +484,12 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
 	}
-	var out CreatedKey
-	err = s.modifyTouch(id, func(tx *bolt.Tx, touch func(apikey.Hash), old *storedKey) error {
+	var (
+		out  CreatedKey
+		move creditMove
+	)
+	err = s.modifyTouch(id, func(tx Tx, touch func(apikey.Hash), old *storedKey) error {
+		move = creditMove{}
 		if old.StateAt(now) == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
 		}
@@ -499,7 +505,7 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 		h := apikey.HashOf(raw)
 		n := storedKey{Key: old.Key, Hash: h[:]}
 		n.ID, n.DisplayPrefix, n.CreatedAt = nid, apikey.DisplayPrefix(raw), now
-		n.Imported, n.LastUsedAt, n.RevokedAt, n.RotatedTo = false, nil, nil, ""
+		n.Imported, n.LastUsedAt, n.RevokedAt, n.RotatedTo, n.RotatedFrom = false, nil, nil, "", ""
 		n.Scopes = append([]string(nil), old.Scopes...)
 		// The successor of a key locked to some networks is locked to the
 		// same ones: rotating must not widen where a key works.
@@ -515,7 +521,8 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 			old.RevokedAt = &at
 		}
 		old.RotatedTo = n.ID
-		if err := s.moveCredits(tx, touch, old, &n); err != nil {
+		n.RotatedFrom = old.ID
+		if move, err = s.moveCredits(tx, touch, old, &n, now); err != nil {
 			return err
 		}
 		if err := putKey(tx, &n, true); err != nil {
@@ -527,36 +534,40 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
 	}
+	s.ledger.moved(move)
 	return out, nil
 }
 
 // DeleteKey removes a key and its index entries. Unlike revocation it leaves
 // no record; the key is then unknown ("Invalid API key").
 func (s *Store) DeleteKey(id string) error {
-	err := s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+	err := s.update(func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
 		}
 		touch(apikey.Hash(k.Hash))
-		if err := tx.Bucket(bucketKeys).Delete([]byte(id)); err != nil {
+		if err := tx.Delete(bucketKeys, []byte(id)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketHashes).Delete(k.Hash); err != nil {
+		if err := tx.Delete(bucketHashes, k.Hash); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketKeysByTenant).Delete([]byte(k.TenantID + "/" + id)); err != nil {
+		if err := tx.Delete(bucketKeysByTenant, []byte(k.TenantID+"/"+id)); err != nil {
 			return err
 		}
 		if k.OrgID != "" {
-			if err := tx.Bucket(bucketKeysByOrg).Delete([]byte(k.OrgID + "/" + id)); err != nil {
+			if err := tx.Delete(bucketKeysByOrg, []byte(k.OrgID+"/"+id)); err != nil {
 				return err
 			}
 		}
 		if k.Slot != "" {
-			slots := tx.Bucket(bucketSlots)
-			if bytes.Equal(slots.Get(slotKey(&k.Key)), []byte(id)) {
-				return slots.Delete(slotKey(&k.Key))
+			held, err := tx.Get(bucketSlots, slotKey(&k.Key))
+			if err != nil {
+				return err
+			}
+			if bytes.Equal(held, []byte(id)) {
+				return tx.Delete(bucketSlots, slotKey(&k.Key))
 			}
 		}
 		return nil
@@ -569,13 +580,13 @@ func (s *Store) DeleteKey(id string) error {
 
 // modify runs fn on a stored key inside a write transaction, writes it back
 // and invalidates its cache entry before returning.
-func (s *Store) modify(id string, fn func(tx *bolt.Tx, k *storedKey) error) error {
-	return s.modifyTouch(id, func(tx *bolt.Tx, _ func(apikey.Hash), k *storedKey) error { return fn(tx, k) })
+func (s *Store) modify(id string, fn func(tx Tx, k *storedKey) error) error {
+	return s.modifyTouch(id, func(tx Tx, _ func(apikey.Hash), k *storedKey) error { return fn(tx, k) })
 }
 
 // modifyTouch is modify for changes that touch other keys too.
-func (s *Store) modifyTouch(id string, fn func(tx *bolt.Tx, touch func(apikey.Hash), k *storedKey) error) error {
-	return s.update(func(tx *bolt.Tx, touch func(apikey.Hash)) error {
+func (s *Store) modifyTouch(id string, fn func(tx Tx, touch func(apikey.Hash), k *storedKey) error) error {
+	return s.update(func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
@@ -591,39 +602,40 @@ func (s *Store) modifyTouch(id string, fn func(tx *bolt.Tx, touch func(apikey.Ha
 // moveCredits hands a rotated key's balance to its successor: the old key,
 // during its grace period, spends the successor's balance, so one balance
 // is never spent twice. Keys that spent the old key's balance (its own
-// predecessors, still in grace) follow to the successor.
-func (s *Store) moveCredits(tx *bolt.Tx, touch func(apikey.Hash), old, n *storedKey) error {
+// predecessors, still in grace) follow to the successor. It changes only
+// the transaction; the ledger follows with creditMove.apply after commit.
+func (s *Store) moveCredits(tx Tx, touch func(apikey.Hash), old, n *storedKey, now time.Time) (creditMove, error) {
 	if old.CreditsRemaining == nil {
-		return nil
+		return creditMove{}, nil
 	}
-	left := *old.CreditsRemaining
-	l := s.ledger
-	l.mu.Lock()
-	if b, ok := l.bal[old.ID]; ok {
-		left = b.left
-		delete(l.bal, old.ID)
-	}
-	l.mu.Unlock()
+	spent := s.ledger.pending(old.ID)
+	left := max(*old.CreditsRemaining-spent, 0)
 	n.CreditsRemaining, n.CreditsOwner = &left, ""
 	old.CreditsRemaining, old.CreditsOwner = nil, n.ID
-	prefix := []byte(old.TenantID + "/")
-	c := tx.Bucket(bucketKeysByTenant).Cursor()
-	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
-		kid := string(ik[len(prefix):])
-		if kid == old.ID {
-			continue
+	// Walk back along the rotation chain while its keys are in grace: only
+	// those can still spend. Pointing them at the successor keeps their
+	// owner chain short; a key the walk misses (rotated before rotated_from
+	// was recorded) still reaches the balance through the old key's
+	// credits_owner, which loadBalance and the flush follow.
+	for id, hops := old.RotatedFrom, 0; id != "" && hops < 64; hops++ {
+		k, err := getKey(tx, id)
+		if errors.Is(err, ErrNotFound) {
+			break
 		}
-		k, err := getKey(tx, kid)
 		if err != nil {
-			return err
+			return creditMove{}, err
+		}
+		if k.StateAt(now) == StateRevoked {
+			break
 		}
 		if k.CreditsOwner == old.ID {
 			k.CreditsOwner = n.ID
 			touch(apikey.Hash(k.Hash))
 			if err := putKey(tx, &k, false); err != nil {
-				return err
+				return creditMove{}, err
 			}
 		}
+		id = k.RotatedFrom
 	}
-	return nil
+	return creditMove{from: old.ID, to: n.ID, spent: spent, left: left}, nil
 }

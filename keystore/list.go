@@ -3,8 +3,6 @@ package keystore
 import (
 	"bytes"
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // ListFilter selects keys to list. Zero fields select everything.
@@ -49,42 +47,36 @@ func (s *Store) ListKeys(f ListFilter) (Page, error) {
 	}
 	now := s.now()
 	page := Page{Keys: []Key{}}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx Tx) error {
 		// Walk the narrowest index: an org's keys, a tenant's, or all.
-		var (
-			c      *bolt.Cursor
-			prefix []byte
-		)
+		bucket, prefix := bucketKeys, []byte(nil)
 		switch {
 		case f.OrgID != "":
-			c, prefix = tx.Bucket(bucketKeysByOrg).Cursor(), []byte(f.OrgID+"/")
+			bucket, prefix = bucketKeysByOrg, []byte(f.OrgID+"/")
 		case f.TenantID != "":
-			c, prefix = tx.Bucket(bucketKeysByTenant).Cursor(), []byte(f.TenantID+"/")
-		default:
-			c = tx.Bucket(bucketKeys).Cursor()
+			bucket, prefix = bucketKeysByTenant, []byte(f.TenantID+"/")
 		}
 		start := append(append([]byte(nil), prefix...), f.Cursor...)
-		ik, _ := c.Seek(start)
-		if f.Cursor != "" && bytes.Equal(ik, start) {
-			ik, _ = c.Next()
-		}
-		for ; ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		return tx.Scan(bucket, prefix, start, func(ik, _ []byte) (bool, error) {
+			if f.Cursor != "" && bytes.Equal(ik, start) {
+				return true, nil
+			}
 			k, err := getKey(tx, string(ik[len(prefix):]))
 			if err != nil {
-				return err
+				return false, err
 			}
 			if f.TenantID != "" && k.TenantID != f.TenantID || f.State != "" && k.StateAt(now) != f.State {
-				continue
+				return true, nil
 			}
 			if len(page.Keys) == f.Limit {
 				page.HasMore = true
 				page.NextCursor = page.Keys[len(page.Keys)-1].ID
-				return nil
+				return false, nil
 			}
 			s.overlayCredits(&k.Key)
 			page.Keys = append(page.Keys, k.Key)
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		return Page{}, fmt.Errorf("list keys: %w", err)
@@ -96,8 +88,8 @@ func (s *Store) ListKeys(f ListFilter) (Page, error) {
 func (s *Store) CountKeys() (map[State]int, error) {
 	now := s.now()
 	out := map[State]int{StateActive: 0, StateInactive: 0, StateRevoked: 0, StateExpired: 0}
-	err := s.view(func(tx *bolt.Tx) error {
-		return forEachJSON(tx.Bucket(bucketKeys), func(k *storedKey) { out[k.StateAt(now)]++ })
+	err := s.view(func(tx Tx) error {
+		return forEachJSON(tx, bucketKeys, func(k *storedKey) { out[k.StateAt(now)]++ })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count keys: %w", err)

@@ -2,12 +2,8 @@ package keystore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // OrgTenant implements authz.OrgDirectory: it runs on the Check path of
@@ -15,10 +11,11 @@ import (
 //
 // Known orgs are remembered in memory for the life of the store. That is
 // only correct because orgs are never deleted or moved to another tenant
-// today: whatever adds either must invalidate s.orgTenants in the same write,
-// or a tenant-level key would keep reaching an org its tenant lost. Unknown
+// today: whatever adds either must invalidate s.orgTenants in the same write
+// (and a shared backend's follower drops an org that changes elsewhere), or
+// a tenant-level key would keep reaching an org its tenant lost. Unknown
 // org ids are not remembered: they come from request paths, so a client could
-// grow the map without bound, while a miss is one cheap bbolt read.
+// grow the map without bound, while a miss is one backend read.
 func (s *Store) OrgTenant(ctx context.Context, orgID string) (string, bool, error) {
 	if s.cache.isClosed() {
 		return "", false, ErrClosed
@@ -36,15 +33,11 @@ func (s *Store) OrgTenant(ctx context.Context, orgID string) (string, bool, erro
 		o     Org
 		found bool
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.b.View(ctx, func(tx Tx) error {
 		var err error
-		found, err = getJSON(tx.Bucket(bucketOrgs), orgID, &o)
+		found, err = getJSON(tx, bucketOrgs, orgID, &o)
 		return err
 	})
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		// Close won the race with the check above.
-		return "", false, ErrClosed
-	}
 	if err != nil {
 		return "", false, fmt.Errorf("look up org: %w", err)
 	}

@@ -29,24 +29,26 @@ type Org struct {
 // Key is an API key as operators see it: every stored fact except the
 // secret and its hash, which never leave the store.
 type Key struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	DisplayPrefix string            `json:"display_prefix"`
-	TenantID      string            `json:"tenant_id"`
-	OrgID         string            `json:"org_id,omitempty"` // empty: tenant-level key
-	UserID        string            `json:"user_id,omitempty"`
-	Environment   string            `json:"environment"`
-	Tier          string            `json:"tier"`
-	Scopes        []string          `json:"scopes"`
-	Status        authz.Status      `json:"status"` // as stored: active, inactive or revoked
-	Slot          string            `json:"slot,omitempty"`
-	Imported      bool              `json:"imported,omitempty"`
-	CreatedAt     time.Time         `json:"created_at"`
-	ExpiresAt     *time.Time        `json:"expires_at,omitempty"`
-	LastUsedAt    *time.Time        `json:"last_used_at,omitempty"`
-	RevokedAt     *time.Time        `json:"revoked_at,omitempty"` // may be in the future during a rotation's grace period
-	RotatedTo     string            `json:"rotated_to,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
+	ID            string       `json:"id"`
+	Name          string       `json:"name"`
+	DisplayPrefix string       `json:"display_prefix"`
+	TenantID      string       `json:"tenant_id"`
+	OrgID         string       `json:"org_id,omitempty"` // empty: tenant-level key
+	UserID        string       `json:"user_id,omitempty"`
+	Environment   string       `json:"environment"`
+	Tier          string       `json:"tier"`
+	Scopes        []string     `json:"scopes"`
+	Status        authz.Status `json:"status"` // as stored: active, inactive or revoked
+	Slot          string       `json:"slot,omitempty"`
+	Imported      bool         `json:"imported,omitempty"`
+	CreatedAt     time.Time    `json:"created_at"`
+	ExpiresAt     *time.Time   `json:"expires_at,omitempty"`
+	LastUsedAt    *time.Time   `json:"last_used_at,omitempty"`
+	RevokedAt     *time.Time   `json:"revoked_at,omitempty"` // may be in the future during a rotation's grace period
+	RotatedTo     string       `json:"rotated_to,omitempty"`
+	// RotatedFrom names the key this one replaced by rotation.
+	RotatedFrom string            `json:"rotated_from,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
 	// CreditsRemaining is the optional prepaid balance; nil means unmetered.
 	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
 	// CreditsOwner, on a key rotated away from, names the key whose balance

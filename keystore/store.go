@@ -1,17 +1,12 @@
 package keystore
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -38,23 +33,6 @@ var (
 	ErrOrgKeyLimit = errors.New("organization key limit reached")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
-)
-
-// Schema: one bucket per entity, a hash index, and index buckets whose keys
-// are "<parent id>/<key id>" so that listing by tenant or org and counting
-// an org's keys read only that parent's entries.
-var (
-	bucketMeta         = []byte("meta")
-	bucketTenants      = []byte("tenants")
-	bucketOrgs         = []byte("orgs")
-	bucketKeys         = []byte("keys")           // key id -> storedKey JSON
-	bucketHashes       = []byte("key_hashes")     // sha256 -> key id
-	bucketKeysByTenant = []byte("keys_by_tenant") // tenant id/key id -> nil
-	bucketKeysByOrg    = []byte("keys_by_org")    // org id/key id -> nil
-	bucketSlots        = []byte("slots")          // tenant id/org id/slot -> key id
-
-	metaSchemaVersion = []byte("schema_version")
-	schemaVersion     = []byte("1")
 )
 
 // Options configures a Store. The zero value of each field means its default.
@@ -114,14 +92,16 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Store is the key store: bbolt on disk, a cache in front for the Check path.
-// It is safe for concurrent use.
+// Store is the key store: a Backend, with a cache in front for the Check
+// path. It is safe for concurrent use.
 type Store struct {
-	db    *bolt.DB
-	path  string
+	b     Backend
 	opts  Options
 	cache *cache
 	usage *usage
+	// fresh, for a shared backend, reports whether the cache may be served
+	// (see Shared.Fresh); nil for bbolt, whose every write passes here.
+	fresh func() bool
 	// ledger holds live credit balances (see credits.go).
 	ledger *ledger
 	// lookupErrors counts failed lookups, for metrics.
@@ -129,96 +109,66 @@ type Store struct {
 	// orgTenants maps org id to tenant id for OrgTenant; see there.
 	orgTenants sync.Map
 
-	// testHookBeforeFill runs between a cache miss's bbolt read and its
-	// cache fill, so a test can commit a write in exactly that gap.
+	// testHookBeforeFill runs between a cache miss's read and its cache
+	// fill, so a test can commit a write in exactly that gap.
 	testHookBeforeFill func()
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Open opens (creating if needed) the store at path.
+// Open opens (creating if needed) the bbolt store at path.
 func Open(path string, opts Options) (*Store, error) {
+	b, err := OpenBolt(path, opts.ReadOnly, opts.OpenTimeout)
+	if err != nil {
+		return nil, err
+	}
+	s, err := New(b, opts)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New serves the records of backend b, which the store then owns (Close
+// closes it). For a Shared backend it follows other processes' writes from
+// here on.
+func New(b Backend, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	for _, t := range opts.Tiers {
 		if err := ValidTierName(t); err != nil {
-			return nil, fmt.Errorf("open store %s: %w", path, err)
+			return nil, fmt.Errorf("open store %s: %w", b, err)
 		}
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("open store %s: %w", path, err)
-		}
-	}
-	if opts.ReadOnly {
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("open store %s read-only: %w", path, err)
-		}
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: locked by another process: %w", path, err)
-		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	if err := initSchema(db, opts.ReadOnly); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	c, err := newCache(opts.CacheMaxBytes, opts.NegativeCacheEntries)
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, fmt.Errorf("open store %s: %w", b, err)
 	}
-	s := &Store{db: db, path: path, opts: opts, cache: c, ledger: newLedger()}
+	s := &Store{b: b, opts: opts, cache: c, ledger: newLedger()}
+	if sh, ok := b.(Shared); ok {
+		s.fresh = sh.Fresh
+		if err := sh.Follow(follower{s}); err != nil {
+			c.close()
+			return nil, fmt.Errorf("open store %s: %w", b, err)
+		}
+	}
 	s.usage = startUsage(s, opts.LastUsedFlush)
 	return s, nil
 }
 
-func initSchema(db *bolt.DB, readOnly bool) error {
-	if readOnly {
-		return db.View(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots} {
-				if tx.Bucket(b) == nil {
-					return fmt.Errorf("bucket %s missing: not a keygate store", b)
-				}
-			}
-			if v := tx.Bucket(bucketMeta).Get(metaSchemaVersion); !bytes.Equal(v, schemaVersion) {
-				return fmt.Errorf("schema version %s, this build reads %s", v, schemaVersion)
-			}
-			return nil
-		})
-	}
-	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("create bucket %s: %w", b, err)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(metaSchemaVersion); {
-		case v == nil:
-			return meta.Put(metaSchemaVersion, schemaVersion)
-		case !bytes.Equal(v, schemaVersion):
-			return fmt.Errorf("schema version %s, this build reads %s", v, schemaVersion)
-		}
-		return nil
-	})
-}
-
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
 
-// Path returns the file the store lives in.
-func (s *Store) Path() string { return s.path }
+// Backend names where the records live (a file path, etcd endpoints).
+func (s *Store) Backend() string { return s.b.String() }
 
-// Close flushes pending last-used times and closes the file. Lookups after
-// Close fail with ErrClosed, cached keys included.
+// Close flushes pending last-used times and closes the backend. Lookups
+// after Close fail with ErrClosed, cached keys included.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cache.close()
 		flushErr := s.usage.stop()
-		s.closeErr = errors.Join(flushErr, s.db.Close())
+		s.closeErr = errors.Join(flushErr, s.b.Close())
 	})
 	return s.closeErr
 }
@@ -226,15 +176,21 @@ func (s *Store) Close() error {
 // Flush writes pending last-used times now.
 func (s *Store) Flush() error { return s.usage.flush() }
 
+// opTimeout bounds one admin write or read: a shared backend that stops
+// answering must not hang the admin API.
+const opTimeout = 30 * time.Second
+
 // update runs fn in a write transaction and, once it has committed,
 // invalidates the cache for every hash fn touched, before returning: the next
 // lookup of those keys reads the committed state.
-func (s *Store) update(fn func(tx *bolt.Tx, touch func(apikey.Hash)) error) error {
+func (s *Store) update(fn func(tx Tx, touch func(apikey.Hash)) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
 	var touched []apikey.Hash
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.b.Update(ctx, func(tx Tx) error {
 		touched = touched[:0]
 		return fn(tx, func(h apikey.Hash) { touched = append(touched, h) })
 	})
@@ -247,38 +203,21 @@ func (s *Store) update(fn func(tx *bolt.Tx, touch func(apikey.Hash)) error) erro
 	return nil
 }
 
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+func (s *Store) view(fn func(tx Tx) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
-	return s.db.View(fn)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	return s.b.View(ctx, fn)
 }
 
-func getJSON(b *bolt.Bucket, id string, v any) (bool, error) {
-	raw := b.Get([]byte(id))
-	if raw == nil {
-		return false, nil
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return false, fmt.Errorf("decode record %s: %w", id, err)
-	}
-	return true, nil
-}
-
-func putJSON(b *bolt.Bucket, id string, v any) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", id, err)
-	}
-	return b.Put([]byte(id), raw)
-}
-
-// Ping reports whether the file can be read (readiness).
+// Ping reports whether the backend can be read (readiness).
 func (s *Store) Ping() error {
-	return s.view(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketKeys) == nil {
-			return errors.New("keys bucket missing")
-		}
-		return nil
-	})
+	if s.cache.isClosed() {
+		return ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.b.Ping(ctx)
 }

@@ -55,7 +55,14 @@ func newFixture(t *testing.T, opts Options) *fixture {
 func (f *fixture) open(t *testing.T, opts Options) {
 	t.Helper()
 	opts.Now = f.clock.Now
-	s, err := Open(f.path, opts)
+	b, err := OpenBolt(f.path, opts.ReadOnly, opts.OpenTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrapBackend != nil {
+		b = wrapBackend(b)
+	}
+	s, err := New(b, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

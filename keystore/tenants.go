@@ -1,11 +1,9 @@
 package keystore
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/google/uuid"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keygate/keygate/keystore/apikey"
 )
@@ -30,8 +28,8 @@ func (s *Store) CreateTenant(name string) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
 	t := Tenant{ID: id, Name: name, CreatedAt: s.now()}
-	err = s.update(func(tx *bolt.Tx, _ func(apikey.Hash)) error {
-		return putJSON(tx.Bucket(bucketTenants), t.ID, &t)
+	err = s.update(func(tx Tx, _ func(apikey.Hash)) error {
+		return putJSON(tx, bucketTenants, t.ID, &t)
 	})
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
@@ -42,7 +40,7 @@ func (s *Store) CreateTenant(name string) (Tenant, error) {
 // Tenant returns one tenant.
 func (s *Store) Tenant(id string) (Tenant, error) {
 	var t Tenant
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx Tx) error {
 		var err error
 		t, err = getTenant(tx, id)
 		return err
@@ -56,8 +54,8 @@ func (s *Store) Tenant(id string) (Tenant, error) {
 // Tenants lists every tenant in creation order.
 func (s *Store) Tenants() ([]Tenant, error) {
 	out := []Tenant{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return forEachJSON(tx.Bucket(bucketTenants), func(t *Tenant) { out = append(out, *t) })
+	err := s.view(func(tx Tx) error {
+		return forEachJSON(tx, bucketTenants, func(t *Tenant) { out = append(out, *t) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
@@ -75,11 +73,11 @@ func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
 		return Org{}, fmt.Errorf("create org: %w", err)
 	}
 	o := Org{ID: id, TenantID: tenantID, Name: name, CreatedAt: s.now()}
-	err = s.update(func(tx *bolt.Tx, _ func(apikey.Hash)) error {
+	err = s.update(func(tx Tx, _ func(apikey.Hash)) error {
 		if _, err := getTenant(tx, tenantID); err != nil {
 			return err
 		}
-		return putJSON(tx.Bucket(bucketOrgs), o.ID, &o)
+		return putJSON(tx, bucketOrgs, o.ID, &o)
 	})
 	if err != nil {
 		return Org{}, fmt.Errorf("create org: %w", err)
@@ -90,7 +88,7 @@ func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
 // Org returns one org.
 func (s *Store) Org(id string) (Org, error) {
 	var o Org
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx Tx) error {
 		var err error
 		o, err = getOrg(tx, id)
 		return err
@@ -105,8 +103,8 @@ func (s *Store) Org(id string) (Org, error) {
 // not empty.
 func (s *Store) Orgs(tenantID string) ([]Org, error) {
 	out := []Org{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return forEachJSON(tx.Bucket(bucketOrgs), func(o *Org) {
+	err := s.view(func(tx Tx) error {
+		return forEachJSON(tx, bucketOrgs, func(o *Org) {
 			if tenantID == "" || o.TenantID == tenantID {
 				out = append(out, *o)
 			}
@@ -118,9 +116,9 @@ func (s *Store) Orgs(tenantID string) ([]Org, error) {
 	return out, nil
 }
 
-func getTenant(tx *bolt.Tx, id string) (Tenant, error) {
+func getTenant(tx Tx, id string) (Tenant, error) {
 	var t Tenant
-	found, err := getJSON(tx.Bucket(bucketTenants), id, &t)
+	found, err := getJSON(tx, bucketTenants, id, &t)
 	if err != nil {
 		return Tenant{}, err
 	}
@@ -130,9 +128,9 @@ func getTenant(tx *bolt.Tx, id string) (Tenant, error) {
 	return t, nil
 }
 
-func getOrg(tx *bolt.Tx, id string) (Org, error) {
+func getOrg(tx Tx, id string) (Org, error) {
 	var o Org
-	found, err := getJSON(tx.Bucket(bucketOrgs), id, &o)
+	found, err := getJSON(tx, bucketOrgs, id, &o)
 	if err != nil {
 		return Org{}, err
 	}
@@ -140,15 +138,4 @@ func getOrg(tx *bolt.Tx, id string) (Org, error) {
 		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
 	}
 	return o, nil
-}
-
-func forEachJSON[T any](b *bolt.Bucket, fn func(*T)) error {
-	return b.ForEach(func(k, v []byte) error {
-		var x T
-		if err := json.Unmarshal(v, &x); err != nil {
-			return fmt.Errorf("decode record %s: %w", k, err)
-		}
-		fn(&x)
-		return nil
-	})
 }

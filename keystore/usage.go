@@ -1,20 +1,18 @@
 package keystore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
-
 	"github.com/keygate/keygate/authz"
 )
 
 // usage batches last-used times (and the ledger's credit balances) in memory
-// and writes them in one bbolt transaction per interval, so an allowed Check
+// and writes them in a few transactions per interval, so an allowed Check
 // never waits on a disk write. A crash loses at most one interval of them.
 type usage struct {
 	s *Store
@@ -93,44 +91,72 @@ func (u *usage) loop(every time.Duration) {
 	}
 }
 
-// flush writes pending times. A key deleted meanwhile is skipped; a time
-// never moves backwards.
+// flushChunk bounds how many records one flush transaction writes: etcd
+// refuses transactions of more than 128 operations by default.
+const flushChunk = 64
+
+// flush writes pending times and spending, in transactions of at most
+// flushChunk records. A key deleted meanwhile is skipped; a time never
+// moves backwards.
 func (u *usage) flush() error {
 	batch := u.take()
 	credits := u.s.ledger.dirty()
 	if len(batch) == 0 && len(credits) == 0 {
 		return nil
 	}
-	err := u.s.db.Update(func(tx *bolt.Tx) error {
-		if err := u.s.ledger.writeBalances(tx, credits); err != nil {
+	ids := make([]string, 0, len(batch))
+	for id := range batch {
+		ids = append(ids, id)
+	}
+	var errs []error
+	for len(ids) > 0 || len(credits) > 0 {
+		n, m := min(len(ids), flushChunk), min(len(credits), flushChunk)
+		chunkIDs, chunkCredits := ids[:n], credits[:m]
+		ids, credits = ids[n:], credits[m:]
+		done, err := u.write(batch, chunkIDs, chunkCredits)
+		if err != nil {
+			for _, id := range chunkIDs {
+				u.record(id, batch[id])
+			}
+			errs = append(errs, err)
+			continue
+		}
+		u.s.ledger.wrote(done)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("flush last-used times and credits: %w", err)
+	}
+	return nil
+}
+
+func (u *usage) write(batch map[string]time.Time, ids []string, credits []spending) ([]written, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	var done []written
+	err := u.s.b.Batch(ctx, func(tx Tx) error {
+		var err error
+		if done, err = writeSpending(tx, credits); err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketKeys)
-		for id, at := range batch {
+		for _, id := range ids {
+			at := batch[id]
 			var k storedKey
-			found, err := getJSON(b, id, &k)
+			found, err := getJSON(tx, bucketKeys, id, &k)
 			if err != nil {
 				return err
 			}
 			if !found || k.LastUsedAt != nil && !at.After(*k.LastUsedAt) {
 				continue
 			}
-			at := at.UTC()
+			at = at.UTC()
 			k.LastUsedAt = &at
-			if err := putJSON(b, id, &k); err != nil {
+			if err := putJSON(tx, bucketKeys, id, &k); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		for id, at := range batch {
-			u.record(id, at)
-		}
-		return fmt.Errorf("flush last-used times and credits: %w", err)
-	}
-	u.s.ledger.written(credits)
-	return nil
+	return done, err
 }
 
 // stop ends the loop and writes what is pending.
@@ -141,7 +167,7 @@ func (u *usage) stop() error {
 		<-u.stopped
 		err = u.flush()
 	})
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+	if errors.Is(err, ErrClosed) {
 		return nil
 	}
 	return err

@@ -1,0 +1,155 @@
+package keystore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// Backend is where the store's records live: the embedded bbolt file
+// (OpenBolt) or a store shared by many replicas (keystore/etcdstore). The
+// store sees named buckets of sorted byte keys and nothing else, so that
+// every lifecycle rule is written once, above both.
+type Backend interface {
+	// View runs fn on a consistent snapshot.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Update runs fn and commits its writes atomically. fn may run more than
+	// once (a backend with optimistic concurrency retries it on conflict),
+	// so it must not change anything outside the transaction; callers apply
+	// such effects after Update returns. When Update returns nil the write
+	// is durable and, for a shared backend, visible to every replica's next
+	// lookup.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Batch is Update for bookkeeping writes (last-used times, credit
+	// spending) that no cached credential depends on: a shared backend need
+	// not wait for other replicas to apply them.
+	Batch(ctx context.Context, fn func(Tx) error) error
+	// Ping reports whether the backend answers (readiness).
+	Ping(ctx context.Context) error
+	// String names the backend for logs and errors, without credentials.
+	String() string
+	Close() error
+}
+
+// Shared is a Backend that other processes write to as well. The store
+// follows their writes to keep its cache and in-memory views true.
+type Shared interface {
+	Backend
+	// Follow starts delivering every committed write, from any process, to
+	// f, in commit order. It is called once, before the store serves.
+	Follow(f Follower) error
+	// Fresh reports whether writes are still being followed: while it is
+	// false, lookups bypass the cache and read the backend, which fails
+	// closed if the backend cannot be reached.
+	Fresh() bool
+}
+
+// Follower receives the writes a Shared backend follows.
+type Follower interface {
+	// Changed reports that key in bucket now holds value (nil: deleted);
+	// prev is the value before, when the backend knows it.
+	Changed(bucket string, key, value, prev []byte)
+	// Reset reports that writes may have been missed (a compacted history, a
+	// lost connection): everything derived from earlier reads must go.
+	Reset()
+}
+
+// Tx is one transaction over the buckets. Slices it returns are valid
+// only until fn returns.
+type Tx interface {
+	// Get returns the value of key, nil if absent.
+	Get(bucket string, key []byte) ([]byte, error)
+	Put(bucket string, key, value []byte) error
+	Delete(bucket string, key []byte) error
+	// Scan calls fn with each key of bucket that starts with prefix, in key
+	// order, from the first key at or after start (nil: the prefix),
+	// until fn returns false or an error.
+	Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (bool, error)) error
+}
+
+// Buckets of the schema: one per entity, a hash index, and index buckets
+// whose keys are "<parent id>/<key id>" so that listing by tenant or org and
+// counting an org's keys read only that parent's entries.
+const (
+	bucketMeta         = "meta"
+	bucketTenants      = "tenants"
+	bucketOrgs         = "orgs"
+	bucketKeys         = "keys"           // key id -> storedKey JSON
+	bucketHashes       = "key_hashes"     // sha256 -> key id
+	bucketKeysByTenant = "keys_by_tenant" // tenant id/key id -> empty
+	bucketKeysByOrg    = "keys_by_org"    // org id/key id -> empty
+	bucketSlots        = "slots"          // tenant id/org id/slot -> key id
+)
+
+// Buckets lists every bucket of the schema, for backends that create them
+// and for Copy.
+var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots}
+
+var (
+	metaSchemaVersion = []byte("schema_version")
+	schemaVersion     = []byte("1")
+)
+
+// checkSchema fails unless the backend holds this build's schema; with
+// create, an empty backend is given it.
+func checkSchema(ctx context.Context, b Backend, create bool) error {
+	check := func(tx Tx) error {
+		v, err := tx.Get(bucketMeta, metaSchemaVersion)
+		switch {
+		case err != nil:
+			return err
+		case v == nil && create:
+			return tx.Put(bucketMeta, metaSchemaVersion, schemaVersion)
+		case v == nil:
+			return fmt.Errorf("no schema version: not a keygate store")
+		case string(v) != string(schemaVersion):
+			return fmt.Errorf("schema version %s, this build reads %s", v, schemaVersion)
+		}
+		return nil
+	}
+	if !create {
+		return b.View(ctx, check)
+	}
+	return b.Update(ctx, check)
+}
+
+func getJSON(tx Tx, bucket, id string, v any) (bool, error) {
+	raw, err := tx.Get(bucket, []byte(id))
+	if err != nil {
+		return false, err
+	}
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("decode record %s: %w", id, err)
+	}
+	return true, nil
+}
+
+func putJSON(tx Tx, bucket, id string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", id, err)
+	}
+	return tx.Put(bucket, []byte(id), raw)
+}
+
+// scanIDs calls fn with the key id of each index entry under parent.
+func scanIDs(tx Tx, bucket, parent string, fn func(id string) error) error {
+	prefix := []byte(parent + "/")
+	return tx.Scan(bucket, prefix, nil, func(k, _ []byte) (bool, error) {
+		return true, fn(string(k[len(prefix):]))
+	})
+}
+
+func forEachJSON[T any](tx Tx, bucket string, fn func(*T)) error {
+	return tx.Scan(bucket, nil, nil, func(k, v []byte) (bool, error) {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return false, fmt.Errorf("decode record %s: %w", k, err)
+		}
+		fn(&x)
+		return true, nil
+	})
+}

@@ -1,0 +1,67 @@
+package keystore
+
+import (
+	"encoding/json"
+	"reflect"
+
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+// follower applies writes made through a shared backend, by any replica, to
+// this store's cache and in-memory views. The writing replica's own
+// update invalidates too; both are harmless together.
+type follower struct{ s *Store }
+
+func (f follower) Changed(bucket string, key, value, prev []byte) {
+	s := f.s
+	switch bucket {
+	case bucketHashes:
+		// A new hash (a created or imported key) must not stay in the
+		// negative cache; a removed one must not stay in the positive.
+		if len(key) == len(apikey.Hash{}) {
+			s.cache.invalidate(apikey.Hash(key))
+		}
+	case bucketKeys:
+		cur, curOK := decodeKey(value)
+		old, oldOK := decodeKey(prev)
+		if curOK {
+			s.ledger.rebase(cur.ID, cur.CreditsRemaining)
+		}
+		// Last-used times and spending are written every few seconds for
+		// every busy key; they change no credential, so they leave the
+		// cache alone, which is what keeps replicas' hit rates up.
+		if curOK && oldOK && reflect.DeepEqual(cur.credential(), old.credential()) {
+			return
+		}
+		for _, k := range []*storedKey{cur, old} {
+			if k != nil && len(k.Hash) == len(apikey.Hash{}) {
+				s.cache.invalidate(apikey.Hash(k.Hash))
+			}
+		}
+		if value != nil && !curOK {
+			// A record that cannot be read names no hash to invalidate. (A
+			// delete without its previous value needs nothing here: the
+			// same transaction deletes the hash index entry.)
+			s.cache.invalidateAll()
+		}
+	case bucketOrgs:
+		s.orgTenants.Delete(string(key))
+	}
+}
+
+func (f follower) Reset() {
+	f.s.cache.invalidateAll()
+	f.s.orgTenants.Clear()
+	f.s.ledger.forget()
+}
+
+func decodeKey(raw []byte) (*storedKey, bool) {
+	if raw == nil {
+		return nil, false
+	}
+	var k storedKey
+	if json.Unmarshal(raw, &k) != nil {
+		return nil, false
+	}
+	return &k, true
+}
