@@ -141,6 +141,11 @@ func New(b Backend, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: %w", b, err)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := checkSchema(ctx, b, !opts.ReadOnly); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", b, err)
+	}
 	c, err := newCache(opts.CacheMaxBytes, opts.NegativeCacheEntries)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", b, err)

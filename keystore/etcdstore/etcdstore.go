@@ -1,0 +1,276 @@
+package etcdstore
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+var _ keystore.Shared = (*Backend)(nil)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrUnreachable: etcd did not answer within the dial timeout.
+	ErrUnreachable = errors.New("etcd unreachable")
+	// ErrConflicts: a transaction kept meeting concurrent writes.
+	ErrConflicts = errors.New("etcd transaction: too many conflicting writes")
+	// ErrUnconfirmed: a write committed, but some replica did not confirm
+	// it in time (its lease had not expired either).
+	ErrUnconfirmed = errors.New("write committed but not confirmed by every replica")
+)
+
+// Config says how to reach etcd and how replicas keep in step.
+type Config struct {
+	// Endpoints are etcd's client URLs (http://host:2379 or https://...).
+	Endpoints []string
+	// Prefix is the key prefix Keygate owns in etcd. Empty: "/keygate/".
+	Prefix string
+	// DialTimeout bounds connecting and every check at startup. Zero: 5 s.
+	DialTimeout time.Duration
+	// TLS, when set, is used for the client connections.
+	TLS *tls.Config
+	// Username and Password, when set, authenticate to etcd.
+	Username, Password string
+	// ReplicaTTL is how long a replica that can no longer reach etcd keeps
+	// answering from its cache, and so also how long a write waits for a
+	// replica that stopped answering. Zero: 10 s.
+	ReplicaTTL time.Duration
+	// ReplicaID names this replica among the others. Empty: the host name
+	// and a random suffix.
+	ReplicaID string
+	// Logger receives watch and lease trouble. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Endpoints) == 0 {
+		return c, errors.New("no etcd endpoints")
+	}
+	if c.Prefix == "" {
+		c.Prefix = "/keygate/"
+	}
+	if !strings.HasSuffix(c.Prefix, "/") {
+		c.Prefix += "/"
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.ReplicaTTL == 0 {
+		c.ReplicaTTL = 10 * time.Second
+	}
+	if c.ReplicaTTL < 2*time.Second {
+		return c, fmt.Errorf("replica TTL %v: etcd leases last at least 2s", c.ReplicaTTL)
+	}
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		if _, err := crand.Read(b[:]); err != nil {
+			return c, err
+		}
+		c.ReplicaID = host + "-" + hex.EncodeToString(b[:])
+	}
+	if strings.Contains(c.ReplicaID, "/") {
+		return c, fmt.Errorf("replica id %q contains '/'", c.ReplicaID)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// Backend is the etcd backend. Open it, then hand it to keystore.New.
+type Backend struct {
+	cfg      Config
+	cli      *clientv3.Client
+	data     string // prefix of the buckets
+	replicas string // prefix of the replicas' applied revisions
+	log      *slog.Logger
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// Following (see follow.go).
+	follower keystore.Follower
+	watchUp  atomic.Bool
+	leaseUp  atomic.Bool
+	applied  atomic.Int64 // highest revision whose writes were applied
+	lease    atomic.Int64
+	ackNow   chan struct{}
+	staleMu  sync.Mutex // orders going stale against coming back
+	timer    *time.Timer
+	timerGen uint64
+
+	// peersChanged is closed and replaced whenever a replica's entry
+	// changes, waking writers waiting for confirmations.
+	peersMu      sync.Mutex
+	peersChanged chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open connects to etcd and checks that it answers; an etcd that does not
+// answer within the dial timeout fails Open (Keygate does not start on a
+// key store it cannot read).
+func Open(cfg Config) (*Backend, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("open etcd store: %w", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		// Keygate logs through slog; the client's own zap logging would
+		// repeat every reconnection attempt.
+		Logger: zap.NewNop(),
+		// Detect a dead connection well within a replica TTL.
+		DialKeepAliveTime:    cfg.ReplicaTTL / 3,
+		DialKeepAliveTimeout: cfg.ReplicaTTL / 3,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open etcd store %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	b := &Backend{
+		cfg: cfg, cli: cli, log: cfg.Logger,
+		data: cfg.Prefix + "data/", replicas: cfg.Prefix + "replicas/",
+		ackNow: make(chan struct{}, 1), peersChanged: make(chan struct{}),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(b.ctx, cfg.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(ctx, b.data, clientv3.WithCountOnly()); err != nil {
+		b.cancel()
+		cli.Close()
+		return nil, fmt.Errorf("open store %s: %w (waited %v): %v", b, ErrUnreachable, cfg.DialTimeout, err)
+	}
+	return b, nil
+}
+
+// String names the backend: its endpoints and prefix.
+func (b *Backend) String() string {
+	return "etcd " + strings.Join(b.cfg.Endpoints, ",") + " " + b.cfg.Prefix
+}
+
+// ReplicaID is this replica's name among the others.
+func (b *Backend) ReplicaID() string { return b.cfg.ReplicaID }
+
+// maxAttempts bounds the retries of one conflicting transaction.
+const maxAttempts = 16
+
+// View runs fn on one snapshot.
+func (b *Backend) View(ctx context.Context, fn func(keystore.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn(newTx(ctx, b.cli, b.data, false))
+		if err == nil || attempt == maxAttempts || !retryable(err) {
+			return b.closedErr(err)
+		}
+	}
+}
+
+// Update commits fn's writes if nothing fn read has changed meanwhile,
+// running fn again otherwise, and returns once every live replica has
+// applied the commit.
+func (b *Backend) Update(ctx context.Context, fn func(keystore.Tx) error) error {
+	rev, err := b.commit(ctx, fn)
+	if err != nil || rev == 0 {
+		return err
+	}
+	return b.waitReplicas(ctx, rev)
+}
+
+// Batch is Update without waiting for the other replicas.
+func (b *Backend) Batch(ctx context.Context, fn func(keystore.Tx) error) error {
+	_, err := b.commit(ctx, fn)
+	return err
+}
+
+// commit returns the revision of the commit, 0 when fn wrote nothing.
+func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64, error) {
+	if b.ctx.Err() != nil {
+		return 0, keystore.ErrClosed
+	}
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		t := newTx(ctx, b.cli, b.data, true)
+		if err := fn(t); err != nil {
+			if retryable(err) {
+				continue
+			}
+			return 0, b.closedErr(err)
+		}
+		if len(t.order) == 0 {
+			return 0, nil
+		}
+		resp, err := b.cli.Txn(ctx).If(t.compares()...).Then(t.ops()...).Commit()
+		if err != nil {
+			return 0, b.closedErr(fmt.Errorf("etcd commit: %w", err))
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, nil
+		}
+		// Someone wrote what this attempt read: back off a little, so
+		// that writers contending for one record take turns.
+		select {
+		case <-time.After(time.Duration(rand.IntN(attempt*2)+1) * time.Millisecond):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return 0, ErrConflicts
+}
+
+func (b *Backend) closedErr(err error) error {
+	if err != nil && b.ctx.Err() != nil {
+		return keystore.ErrClosed
+	}
+	return err
+}
+
+// Ping reads from etcd (a linearizable read, so a member cut off from the
+// quorum fails it). A replica that is not following writes is still ready:
+// it reads etcd for every lookup instead of its cache.
+func (b *Backend) Ping(ctx context.Context) error {
+	if _, err := b.cli.Get(ctx, b.data+"meta/", clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("etcd %s: %w", strings.Join(b.cfg.Endpoints, ","), err)
+	}
+	return nil
+}
+
+// Close stops following, withdraws this replica (writers stop waiting for
+// it at once) and closes the connection.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() {
+		if id := b.lease.Load(); id != 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = b.cli.Revoke(ctx, clientv3.LeaseID(id))
+			cancel()
+		}
+		b.cancel()
+		b.wg.Wait()
+		b.staleMu.Lock()
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		b.staleMu.Unlock()
+		b.closeErr = b.cli.Close()
+	})
+	return b.closeErr
+}

@@ -1,0 +1,187 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// scanPage is how many keys one range read of a Scan fetches.
+const scanPage = 512
+
+// tx is one attempt at a transaction. Reads see one snapshot (the revision
+// of the first read) plus the transaction's own buffered writes; at commit
+// every read is compared, so the commit fails if anything read changed.
+type tx struct {
+	ctx    context.Context
+	kv     clientv3.KV
+	data   string // key prefix of the buckets
+	track  bool   // record reads for compares (an Update, not a View)
+	rev    int64  // snapshot revision, 0 until the first read
+	reads  map[string]int64
+	ranges [][2]string
+	writes map[string]*string // nil: deleted
+	order  []string
+}
+
+func newTx(ctx context.Context, kv clientv3.KV, data string, track bool) *tx {
+	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, writes: map[string]*string{}}
+}
+
+func (t *tx) key(bucket string, key []byte) string { return t.data + bucket + "/" + string(key) }
+
+func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if t.rev != 0 {
+		opts = append(opts, clientv3.WithRev(t.rev))
+	}
+	resp, err := t.kv.Get(t.ctx, key, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if t.rev == 0 {
+		t.rev = resp.Header.Revision
+	}
+	return resp, nil
+}
+
+func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
+	k := t.key(bucket, key)
+	if w, ok := t.writes[k]; ok {
+		if w == nil {
+			return nil, nil
+		}
+		return []byte(*w), nil
+	}
+	resp, err := t.get(k)
+	if err != nil {
+		return nil, fmt.Errorf("etcd get: %w", err)
+	}
+	var rev int64
+	var v []byte
+	if len(resp.Kvs) == 1 {
+		rev, v = resp.Kvs[0].ModRevision, resp.Kvs[0].Value
+		if v == nil {
+			v = []byte{}
+		}
+	}
+	if t.track {
+		t.reads[k] = rev
+	}
+	return v, nil
+}
+
+func (t *tx) buffer(k string, v *string) error {
+	if t.ctx.Err() != nil {
+		return t.ctx.Err()
+	}
+	if _, ok := t.writes[k]; !ok {
+		t.order = append(t.order, k)
+	}
+	t.writes[k] = v
+	return nil
+}
+
+func (t *tx) Put(bucket string, key, value []byte) error {
+	v := string(value)
+	return t.buffer(t.key(bucket, key), &v)
+}
+
+func (t *tx) Delete(bucket string, key []byte) error { return t.buffer(t.key(bucket, key), nil) }
+
+func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
+	base := t.key(bucket, nil)
+	from, end := t.key(bucket, prefix), clientv3.GetPrefixRangeEnd(t.key(bucket, prefix))
+	if s := t.key(bucket, start); start != nil && s > from {
+		from = s
+	}
+	if t.track {
+		// Any put in the range after the snapshot fails the commit. A
+		// delete cannot be seen this way; no caller's decision is made
+		// unsafe by a key vanishing from a range it scanned (it only
+		// counts or follows entries).
+		t.ranges = append(t.ranges, [2]string{from, end})
+	}
+	var buffered []string
+	for k := range t.writes {
+		if k >= from && k < end {
+			buffered = append(buffered, k)
+		}
+	}
+	sort.Strings(buffered)
+	emitBuffered := func(k string) (bool, error) {
+		w := t.writes[k]
+		if w == nil {
+			return true, nil
+		}
+		return fn([]byte(k[len(base):]), []byte(*w))
+	}
+	cursor := from
+	for {
+		resp, err := t.get(cursor, clientv3.WithRange(end), clientv3.WithLimit(scanPage))
+		if err != nil {
+			return fmt.Errorf("etcd range: %w", err)
+		}
+		for _, kv := range resp.Kvs {
+			k := string(kv.Key)
+			shadowed := false // the transaction wrote this key itself
+			for len(buffered) > 0 && buffered[0] <= k {
+				shadowed = shadowed || buffered[0] == k
+				more, err := emitBuffered(buffered[0])
+				buffered = buffered[1:]
+				if err != nil || !more {
+					return err
+				}
+			}
+			if shadowed {
+				continue
+			}
+			if more, err := fn(kv.Key[len(base):], kv.Value); err != nil || !more {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		cursor = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	for _, k := range buffered {
+		if more, err := emitBuffered(k); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) compares() []clientv3.Cmp {
+	cmps := make([]clientv3.Cmp, 0, len(t.reads)+len(t.ranges))
+	for k, rev := range t.reads {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
+	}
+	for _, r := range t.ranges {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r[0]).WithRange(r[1]), "<", t.rev+1))
+	}
+	return cmps
+}
+
+func (t *tx) ops() []clientv3.Op {
+	ops := make([]clientv3.Op, 0, len(t.order))
+	for _, k := range t.order {
+		if w := t.writes[k]; w == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, *w))
+		}
+	}
+	return ops
+}
+
+// retryable reports whether a failed attempt may succeed if run again from
+// a fresh snapshot.
+func retryable(err error) bool {
+	return errors.Is(err, rpctypes.ErrCompacted) || strings.Contains(err.Error(), rpctypes.ErrCompacted.Error())
+}
