@@ -198,7 +198,9 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 		return nil, false, fmt.Errorf("look up key: %w", err)
 	}
 	gen := s.cache.generation(h)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
 	cred, err := s.readCredential(ctx, h)
+	cancel()
 	if err != nil {
 		s.lookupErrors.Add(1)
 		return nil, false, err

@@ -60,7 +60,7 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 			return 0, false, fmt.Errorf("spend credits: %w", err)
 		}
 		var err error
-		if b, err = s.loadBalance(id); err != nil {
+		if b, err = s.loadBalance(ctx, id); err != nil {
 			return 0, false, fmt.Errorf("spend credits: %w", err)
 		}
 	}
@@ -76,9 +76,16 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 // loadBalance brings a key's balance into the ledger. A key rotated away
 // from (a Check that read it just before the rotation) spends its
 // successor's balance.
-func (s *Store) loadBalance(id string) (*balance, error) {
+func (s *Store) loadBalance(ctx context.Context, id string) (*balance, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
+	defer cancel()
 	for hops := 0; ; hops++ {
-		k, err := s.Key(id)
+		var k storedKey
+		err := s.b.View(ctx, func(tx Tx) error {
+			var err error
+			k, err = getKey(tx, id)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -56,6 +56,10 @@ type Options struct {
 	// OpenTimeout is how long Open waits for another process's lock on the
 	// file. Zero: 1 s.
 	OpenTimeout time.Duration
+	// LookupTimeout bounds a Check's read of the backend on a cache miss,
+	// whatever deadline the caller has (Istio's is 600 s): a shared backend
+	// out of reach then fails the Check closed quickly. Zero: 1 s.
+	LookupTimeout time.Duration
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
 	// ReadOnly opens an existing store for lookups only (`keygate check`):
@@ -85,6 +89,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = time.Second
+	}
+	if o.LookupTimeout == 0 {
+		o.LookupTimeout = time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -15,7 +16,6 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/config"
-	"github.com/keygate/keygate/keystore"
 )
 
 // errDenied makes `keygate check` exit 3 when the request would be refused,
@@ -110,7 +110,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 
 	opts := cfg.StoreOptions(format)
 	opts.ReadOnly = true
-	store, err := keystore.Open(cfg.Store.Path, opts)
+	store, err := cfg.OpenStore(opts, slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		// The hint only where it is the cause: a missing or foreign file is
 		// not held by anyone.

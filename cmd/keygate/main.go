@@ -61,6 +61,8 @@ Usage:
                                        manage API keys
   keygate config validate FILE         check a config file
   keygate check [flags]                would this request be allowed? (offline)
+  keygate store migrate --from-bbolt FILE | --to-bbolt FILE
+                                       copy keys between a bbolt file and etcd
   keygate health [--addr HOST:PORT]     probe the local gRPC health (container HEALTHCHECK)
   keygate version
 
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runConfig(ctx, rest, c)
 	case "check":
 		return runCheck(ctx, rest, c)
+	case "store":
+		return runStore(ctx, rest, c)
 	case "health":
 		return runHealth(ctx, rest, c)
 	case "version":

@@ -6,10 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/testredis"
@@ -30,21 +26,11 @@ func TestSharedLimitsThroughRedis(t *testing.T) {
 	s := startServerWith(t, dir, "KEYGATE_CONFIG="+cfg)
 	key := s.cli(t, "keys", "create", "--tenant", s.cli(t, "tenants", "create", "--name", "Acme")["id"].(string), "--name", "k")
 	raw := key["key"].(string)
-	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
-	check := func() (allowed bool, status int32) {
+	c := newChecker(t, s.grpcAddr)
+	check := func() (bool, int32) {
 		t.Helper()
-		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/x", Headers: map[string]string{"x-api-key": raw}}},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.GetOkResponse() != nil, int32(resp.GetDeniedResponse().GetStatus().GetCode())
+		ok, status, _ := c.check(raw)
+		return ok, status
 	}
 	admitted := 0
 	for i := 0; i < 5; i++ {

@@ -22,13 +22,12 @@ import (
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/metrics"
-	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 )
 
 // serveFlags override the environment, which overrides the config file.
 type serveFlags struct {
-	config, store, grpcListen, adminListen, httpListen string
+	config, store, etcd, grpcListen, adminListen, httpListen string
 }
 
 func parseServeFlags(args []string, c *cli) (serveFlags, error) {
@@ -36,7 +35,8 @@ func parseServeFlags(args []string, c *cli) (serveFlags, error) {
 	fs.SetOutput(c.stderr)
 	var f serveFlags
 	fs.StringVar(&f.config, "config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` (env KEYGATE_CONFIG; none: embedded defaults)")
-	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db)")
+	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db); with etcd it only locates a generated admin token")
+	fs.StringVar(&f.etcd, "etcd", c.getenv("KEYGATE_ETCD_ENDPOINTS"), "keep keys in etcd at these comma-separated `endpoints` instead of the file, shared by every replica (env KEYGATE_ETCD_ENDPOINTS)")
 	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
 	fs.StringVar(&f.httpListen, "http-listen", c.getenv("KEYGATE_HTTP_LISTEN"), "HTTP authorization `address` (Envoy http_service, nginx, Traefik, Caddy) (env KEYGATE_HTTP_LISTEN; default 127.0.0.1:9002)")
 	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
@@ -72,6 +72,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 			*dst = v
 		}
 	}
+	if f.etcd != "" {
+		cfg.Store.Etcd.Endpoints = strings.Split(f.etcd, ",")
+	}
 	log, err := cfg.Logger(c.stderr)
 	if err != nil {
 		return err
@@ -88,7 +91,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 
-	store, err := keystore.Open(cfg.Store.Path, cfg.StoreOptions(format))
+	store, err := cfg.OpenStore(cfg.StoreOptions(format), log.With("component", "store"))
 	if err != nil {
 		return err
 	}
@@ -191,7 +194,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		"grpc", grpcLn.Addr().String(),
 		"admin", adminLn.Addr().String(),
 		"http", httpLn.Addr().String(),
-		"store", cfg.Store.Path,
+		"store", cfg.StoreName(),
 		"version", version)
 
 	var serveErr error

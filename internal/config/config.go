@@ -41,6 +41,9 @@ type Config struct {
 		CacheMaxBytes        int64    `yaml:"cache_max_bytes"`        // 64 MiB
 		NegativeCacheEntries int64    `yaml:"negative_cache_entries"` // 100000; -1 disables
 		LastUsedFlush        Duration `yaml:"last_used_flush"`        // 10s
+		// Etcd, with endpoints, keeps the keys in etcd for many replicas
+		// instead of in the file at path.
+		Etcd etcdConfig `yaml:"etcd"`
 	} `yaml:"store"`
 	Listen struct {
 		GRPC  string `yaml:"grpc"`  // 127.0.0.1:9001
@@ -406,6 +409,7 @@ func (c *Config) validate(lines map[string]int) error {
 	if c.Store.LastUsedFlush < 0 {
 		p.add("store.last_used_flush", errors.New("must not be negative"))
 	}
+	c.validateStore(p)
 	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
 	}

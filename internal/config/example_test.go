@@ -14,7 +14,7 @@ import (
 const exampleConfig = "../../examples/keygate.yaml"
 
 // uncommentedExample is the example config with its commented signing
-// section turned on (and a secret for it), in a temp dir.
+// (and a secret for it) and etcd sections turned on, in a temp dir.
 func uncommentedExample(t *testing.T) string {
 	t.Helper()
 	raw, err := os.ReadFile(exampleConfig)
@@ -26,6 +26,10 @@ func uncommentedExample(t *testing.T) string {
 	on := regexp.MustCompile(`(?m)^# (signing:|  secret_file:|  header:)`).ReplaceAllString(string(raw), "$1")
 	if strings.Count(on, "\nsigning:\n") != 1 {
 		t.Fatalf("the example has no commented signing section to turn on:\n%s", raw)
+	}
+	on = regexp.MustCompile(`(?m)^  #(etcd:|  \w+:)`).ReplaceAllString(on, "  $1")
+	if strings.Count(on, "\n  etcd:\n") != 1 {
+		t.Fatalf("the example has no commented store.etcd section to turn on:\n%s", raw)
 	}
 	if err := os.WriteFile("signing.key", []byte(strings.Repeat("k", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -91,11 +95,14 @@ func yamlFields(t reflect.Type, prefix string) []string {
 	return out
 }
 
-// The commented signing example works once uncommented.
+// The commented signing and etcd examples work once uncommented.
 func TestExampleConfigSigningValidates(t *testing.T) {
 	cfg, err := Load(uncommentedExample(t))
 	if err != nil {
-		t.Fatalf("the example with signing on: %v", err)
+		t.Fatalf("the example with signing and etcd on: %v", err)
+	}
+	if !cfg.UsesEtcd() || cfg.Store.Etcd.Prefix != "/keygate/" {
+		t.Errorf("etcd section: %+v", cfg.Store.Etcd)
 	}
 	if len(cfg.signingSecret) != 32 || cfg.Signing.Header != "x-keygate-signature" {
 		t.Errorf("signing secret %d bytes, header %q", len(cfg.signingSecret), cfg.Signing.Header)

@@ -1,0 +1,109 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+)
+
+// copyChunk is how many records one write of Copy carries (etcd refuses
+// transactions of more than 128 operations by default).
+const copyChunk = 100
+
+// CopyStats counts what Copy wrote.
+type CopyStats struct {
+	Tenants int `json:"tenants"`
+	Orgs    int `json:"orgs"`
+	Keys    int `json:"keys"`
+	// Records counts every entry written, indexes included.
+	Records int `json:"records"`
+}
+
+// Copy writes every record of src into dst, which must hold no tenants,
+// orgs or keys: it moves a store from one backend to another (bbolt to
+// etcd and back) with ids, hashes, balances and last-used times as they
+// are. src is read in one snapshot. Credit spending and last-used times
+// that a running server holds in memory are not in src until it flushes
+// them; copy from a stopped server's store, or accept losing up to one
+// flush interval of them.
+func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
+	var st CopyStats
+	if err := checkSchema(ctx, src, false); err != nil {
+		return st, fmt.Errorf("copy from %s: %w", src, err)
+	}
+	if err := checkSchema(ctx, dst, true); err != nil {
+		return st, fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	err := dst.View(ctx, func(tx Tx) error {
+		for _, b := range []string{bucketTenants, bucketOrgs, bucketKeys} {
+			found := false
+			err := tx.Scan(b, nil, nil, func(_, _ []byte) (bool, error) { found = true; return false, nil })
+			if err != nil {
+				return err
+			}
+			if found {
+				return fmt.Errorf("%w: %s already holds %s; copy only into an empty store", ErrConflict, dst, b)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	type kv struct{ k, v []byte }
+	var batch []kv
+	bucket := ""
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := dst.Update(ctx, func(tx Tx) error {
+			for _, e := range batch {
+				if err := tx.Put(bucket, e.k, e.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("copy to %s: %w", dst, err)
+		}
+		st.Records += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	err = src.View(ctx, func(tx Tx) error {
+		st = CopyStats{}
+		for _, bucket = range Buckets {
+			if bucket == bucketMeta {
+				continue // the schema version, written above
+			}
+			err := tx.Scan(bucket, nil, nil, func(k, v []byte) (bool, error) {
+				// Slices are valid only inside the transaction.
+				batch = append(batch, kv{append([]byte(nil), k...), append([]byte{}, v...)})
+				switch bucket {
+				case bucketTenants:
+					st.Tenants++
+				case bucketOrgs:
+					st.Orgs++
+				case bucketKeys:
+					st.Keys++
+				}
+				if len(batch) == copyChunk {
+					return true, flush()
+				}
+				return true, nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("copy from %s: %w", src, err)
+	}
+	return st, nil
+}
