@@ -148,12 +148,21 @@ type Stats struct {
 	NegativeHits uint64 // unknown keys answered from the negative cache
 	CacheMisses  uint64 // lookups that read the backend
 	LookupErrors uint64 // lookups that failed (the Check failed closed)
+	// Following: the cache may serve (always, with bbolt; with a shared
+	// backend, while this replica follows every write).
+	Following bool
+	// CacheResets counts whole-cache drops after writes may have been
+	// missed (a shared backend's replica cut off, or compacted history).
+	CacheResets uint64
 }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	c := s.cache
-	st := Stats{CacheHits: c.pos.Metrics.Hits(), LookupErrors: s.lookupErrors.Load()}
+	st := Stats{
+		CacheHits: c.pos.Metrics.Hits(), LookupErrors: s.lookupErrors.Load(),
+		Following: s.fresh == nil || s.fresh(), CacheResets: s.resets.Load(),
+	}
 	if c.neg != nil {
 		st.NegativeHits = c.neg.Metrics.Hits()
 		st.CacheMisses = c.neg.Metrics.Misses()

@@ -50,6 +50,7 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 }
 
 func (f follower) Reset() {
+	f.s.resets.Add(1)
 	f.s.cache.invalidateAll()
 	f.s.orgTenants.Clear()
 	f.s.ledger.forget()

@@ -113,6 +113,8 @@ type Store struct {
 	ledger *ledger
 	// lookupErrors counts failed lookups, for metrics.
 	lookupErrors atomic.Uint64
+	// resets counts whole-cache drops a shared backend asked for.
+	resets atomic.Uint64
 	// orgTenants maps org id to tenant id for OrgTenant; see there.
 	orgTenants sync.Map
 

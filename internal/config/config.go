@@ -41,6 +41,9 @@ type Config struct {
 		CacheMaxBytes        int64    `yaml:"cache_max_bytes"`        // 64 MiB
 		NegativeCacheEntries int64    `yaml:"negative_cache_entries"` // 100000; -1 disables
 		LastUsedFlush        Duration `yaml:"last_used_flush"`        // 10s
+		// LookupTimeout bounds a Check's read of the store on a cache miss
+		// (an etcd out of reach fails the Check with 503 this quickly).
+		LookupTimeout Duration `yaml:"lookup_timeout"` // 1s
 		// Etcd, with endpoints, keeps the keys in etcd for many replicas
 		// instead of in the file at path.
 		Etcd etcdConfig `yaml:"etcd"`
@@ -409,6 +412,9 @@ func (c *Config) validate(lines map[string]int) error {
 	if c.Store.LastUsedFlush < 0 {
 		p.add("store.last_used_flush", errors.New("must not be negative"))
 	}
+	if c.Store.LookupTimeout < 0 {
+		p.add("store.lookup_timeout", errors.New("must not be negative"))
+	}
 	c.validateStore(p)
 	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
@@ -598,6 +604,7 @@ func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 		CacheMaxBytes:        c.Store.CacheMaxBytes,
 		NegativeCacheEntries: c.Store.NegativeCacheEntries,
 		LastUsedFlush:        time.Duration(c.Store.LastUsedFlush),
+		LookupTimeout:        time.Duration(c.Store.LookupTimeout),
 	}
 }
 

@@ -67,6 +67,8 @@ func TestStoreMetrics(t *testing.T) {
 		`keygate_keys{state="revoked"} 1`,
 		`keygate_cache_misses_total 1`,
 		`keygate_store_errors_total 0`,
+		`keygate_cache_resets_total 0`,
+		`keygate_store_following 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)

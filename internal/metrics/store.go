@@ -26,6 +26,13 @@ func (m *Metrics) RegisterStore(s Store) error {
 		counter("keygate_cache_negative_hits_total", "Unknown keys answered from the negative cache.", func(st keystore.Stats) uint64 { return st.NegativeHits }),
 		counter("keygate_cache_misses_total", "Key lookups that read the store.", func(st keystore.Stats) uint64 { return st.CacheMisses }),
 		counter("keygate_store_errors_total", "Key lookups that failed; each Check failed closed.", func(st keystore.Stats) uint64 { return st.LookupErrors }),
+		counter("keygate_cache_resets_total", "Whole-cache drops after writes may have been missed (etcd: a replica cut off, compacted history).", func(st keystore.Stats) uint64 { return st.CacheResets }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_store_following", Help: "1 while the cache may answer Checks (always with bbolt; with etcd, while this replica follows every write), else 0: every Check reads the store."}, func() float64 {
+			if s.Stats().Following {
+				return 1
+			}
+			return 0
+		}),
 		&keysCollector{store: s, every: time.Minute},
 	)
 }

@@ -315,6 +315,9 @@ func TestPartitionedReplica(t *testing.T) {
 	if waited > 2*ttl {
 		t.Fatalf("revoke waited %v, more than the TTL allows", waited)
 	}
+	if st := cut.s.Stats(); st.Following || st.CacheResets == 0 {
+		t.Fatalf("cut-off replica: %+v, want not following and its cache dropped", st)
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.Endpoint()}})
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +341,9 @@ func TestPartitionedReplica(t *testing.T) {
 		t.Fatalf("after healing: %q", c.Status)
 	}
 	mustLookup(t, cut.s, ck2.Secret)
+	if st := cut.s.Stats(); !st.Following {
+		t.Fatalf("healed replica: %+v", st)
+	}
 	// And it follows again: a write through it reaches a, and back.
 	if _, err := cut.s.RevokeKey(ck2.ID); err != nil {
 		t.Fatal(err)
