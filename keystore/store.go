@@ -33,6 +33,11 @@ var (
 	ErrOrgKeyLimit = errors.New("organization key limit reached")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
+	// ErrUnavailable: a shared backend could not be reached.
+	ErrUnavailable = errors.New("key store unavailable")
+	// ErrUnconfirmed: a write committed, but some replica did not confirm
+	// it in time (a shared backend; see etcdstore).
+	ErrUnconfirmed = errors.New("write committed but not confirmed by every replica")
 )
 
 // Options configures a Store. The zero value of each field means its default.
@@ -192,7 +197,7 @@ func (s *Store) Flush() error { return s.usage.flush() }
 
 // opTimeout bounds one admin write or read: a shared backend that stops
 // answering must not hang the admin API.
-const opTimeout = 30 * time.Second
+const opTimeout = 10 * time.Second
 
 // update runs fn in a write transaction and, once it has committed,
 // invalidates the cache for every hash fn touched, before returning: the next

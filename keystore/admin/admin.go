@@ -203,6 +203,14 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "not_metered", err.Error())
 	case errors.Is(err, keystore.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, keystore.ErrUnconfirmed):
+		// Committed: retrying would apply it twice. The replica that did not
+		// confirm is named, so the operator can look at it.
+		writeError(w, http.StatusServiceUnavailable, "unconfirmed", err.Error())
+	case errors.Is(err, keystore.ErrUnavailable):
+		a.log.LogAttrs(r.Context(), slog.LevelWarn, "admin request: key store unavailable",
+			slog.String("method", r.Method), slog.String("route", r.Pattern), slog.String("error", err.Error()))
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the key store is unavailable")
 	case errors.Is(err, keystore.ErrClosed):
 		// Only seen while the server shuts down: a retry elsewhere may work,
 		// which 503 says and 500 does not.

@@ -37,6 +37,12 @@ func newFixture(t *testing.T, opts admin.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFixtureOn(t, s, opts)
+}
+
+// newFixtureOn serves the admin API over store s, which it closes.
+func newFixtureOn(t *testing.T, s *keystore.Store, opts admin.Options) *fixture {
+	t.Helper()
 	t.Cleanup(func() { s.Close() })
 	logs := &syncBuffer{}
 	if opts.Token == "" {
@@ -47,6 +53,7 @@ func newFixture(t *testing.T, opts admin.Options) *fixture {
 	}
 	h, err := admin.New(s, opts)
 	if err != nil {
+		s.Close()
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)

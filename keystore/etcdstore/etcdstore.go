@@ -31,7 +31,7 @@ var (
 	ErrConflicts = errors.New("etcd transaction: too many conflicting writes")
 	// ErrUnconfirmed: a write committed, but some replica did not confirm
 	// it in time (its lease had not expired either).
-	ErrUnconfirmed = errors.New("write committed but not confirmed by every replica")
+	ErrUnconfirmed = keystore.ErrUnconfirmed
 )
 
 // Config says how to reach etcd and how replicas keep in step.
@@ -221,7 +221,7 @@ func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64
 		}
 		resp, err := b.cli.Txn(ctx).If(t.compares()...).Then(t.ops()...).Commit()
 		if err != nil {
-			return 0, b.closedErr(fmt.Errorf("etcd commit: %w", err))
+			return 0, b.closedErr(fmt.Errorf("%w: etcd commit: %w", keystore.ErrUnavailable, err))
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
@@ -249,7 +249,7 @@ func (b *Backend) closedErr(err error) error {
 // it reads etcd for every lookup instead of its cache.
 func (b *Backend) Ping(ctx context.Context) error {
 	if _, err := b.cli.Get(ctx, b.data+"meta/", clientv3.WithCountOnly()); err != nil {
-		return fmt.Errorf("etcd %s: %w", strings.Join(b.cfg.Endpoints, ","), err)
+		return fmt.Errorf("%w: etcd %s: %w", keystore.ErrUnavailable, strings.Join(b.cfg.Endpoints, ","), err)
 	}
 	return nil
 }

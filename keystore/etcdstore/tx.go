@@ -9,6 +9,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 // scanPage is how many keys one range read of a Scan fetches.
@@ -59,7 +61,7 @@ func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 	}
 	resp, err := t.get(k)
 	if err != nil {
-		return nil, fmt.Errorf("etcd get: %w", err)
+		return nil, fmt.Errorf("%w: etcd get: %w", keystore.ErrUnavailable, err)
 	}
 	var rev int64
 	var v []byte
@@ -124,7 +126,7 @@ func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (boo
 	for {
 		resp, err := t.get(cursor, clientv3.WithRange(end), clientv3.WithLimit(scanPage))
 		if err != nil {
-			return fmt.Errorf("etcd range: %w", err)
+			return fmt.Errorf("%w: etcd range: %w", keystore.ErrUnavailable, err)
 		}
 		for _, kv := range resp.Kvs {
 			k := string(kv.Key)
