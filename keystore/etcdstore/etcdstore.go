@@ -176,14 +176,14 @@ func (b *Backend) ReplicaID() string { return b.cfg.ReplicaID }
 // maxAttempts bounds the retries of one conflicting transaction.
 const maxAttempts = 16
 
-// View runs fn on one snapshot.
+// View runs fn on one snapshot: the revision of its first read, which is
+// linearizable. It is not retried (read closures collect as they go), so a
+// scan long enough to outlive etcd's compaction of its revision fails.
 func (b *Backend) View(ctx context.Context, fn func(keystore.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := fn(newTx(ctx, b.cli, b.data, false))
-		if err == nil || attempt == maxAttempts || !retryable(err) {
-			return b.closedErr(err)
-		}
+	if b.ctx.Err() != nil {
+		return keystore.ErrClosed
 	}
+	return b.closedErr(fn(newTx(ctx, b.cli, b.data, false)))
 }
 
 // Update commits fn's writes if nothing fn read has changed meanwhile,
