@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -262,12 +263,25 @@ func adminToken(cfg *config.Config, c *cli, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	token := base64.RawURLEncoding.EncodeToString(b[:])
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Written whole under another name, then linked into place: replicas
+	// starting together on one directory either place their token or find
+	// a complete one, never an empty or half-written file.
+	fh, err := os.CreateTemp(filepath.Dir(path), ".admin-token-*")
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
+	defer os.Remove(fh.Name())
 	_, werr := fh.WriteString(token + "\n")
-	if err := errors.Join(werr, fh.Close()); err != nil {
+	if err := errors.Join(werr, fh.Sync(), fh.Chmod(0o600), fh.Close()); err != nil {
+		return "", fmt.Errorf("admin token %s: %w", path, err)
+	}
+	if err := os.Link(fh.Name(), path); errors.Is(err, os.ErrExist) {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("admin token: %w", err)
+		}
+		return checkToken(strings.TrimSpace(string(raw)), path)
+	} else if err != nil {
 		return "", fmt.Errorf("admin token %s: %w", path, err)
 	}
 	log.Info("generated an admin token (admin API on loopback, none configured)", "file", path)
