@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -33,6 +34,9 @@ type cache struct {
 	pos    *ristretto.Cache[uint64, *entry]
 	neg    *ristretto.Cache[uint64, *entry] // nil when disabled
 	closed atomic.Bool
+	// clearMu keeps Clear and Close of the ristretto caches apart: run
+	// together, both stop ristretto's worker and one waits for ever.
+	clearMu sync.Mutex
 }
 
 // entry is one cached lookup result; cred is nil for an unknown hash. The
@@ -123,6 +127,11 @@ func (c *cache) invalidateAll() {
 		c.gens[i].Add(1)
 	}
 	// Outdated entries are never served; clearing only frees their memory.
+	c.clearMu.Lock()
+	defer c.clearMu.Unlock()
+	if c.closed.Load() {
+		return
+	}
 	c.pos.Clear()
 	if c.neg != nil {
 		c.neg.Clear()
@@ -173,6 +182,8 @@ func (s *Store) Stats() Stats {
 }
 
 func (c *cache) close() {
+	c.clearMu.Lock()
+	defer c.clearMu.Unlock()
 	if c.closed.Swap(true) {
 		return
 	}

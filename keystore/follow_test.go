@@ -1,0 +1,93 @@
+package keystore
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+// TestFollowerChanged: a record changed by another replica drops the
+// cached credential; a change of only last-used time or balance keeps it
+// (and moves the live balance).
+func TestFollowerChanged(t *testing.T) {
+	f := newFixture(t, Options{})
+	ck := f.create(t, KeySpec{CreditsRemaining: new(int64(50))})
+	h := apikey.HashOf(ck.Secret)
+	c := mustLookupCred(t, f.s, ck.Secret)
+	if _, ok, err := f.s.Spend(context.Background(), c, 5); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	f.s.cache.pos.Wait()
+	rec := storedKey{Key: ck.Key, Hash: h[:]}
+	prev, _ := json.Marshal(rec)
+	// Another replica flushed its own spending and a last-used time.
+	now := f.clock.Now()
+	rec.LastUsedAt, rec.CreditsRemaining = &now, new(int64(40))
+	cur, _ := json.Marshal(rec)
+	follower{f.s}.Changed(bucketKeys, []byte(ck.ID), cur, prev)
+	if _, ok := f.s.cache.get(h); !ok {
+		t.Fatal("a last-used or balance change dropped the cached credential")
+	}
+	if left, _ := f.s.ledger.live(ck.ID); left != 35 {
+		t.Fatalf("live balance %d, want 40 stored - 5 spent here", left)
+	}
+	// Another replica revoked it.
+	prev = cur
+	rec.Status = authz.StatusRevoked
+	cur, _ = json.Marshal(rec)
+	follower{f.s}.Changed(bucketKeys, []byte(ck.ID), cur, prev)
+	if _, ok := f.s.cache.get(h); ok {
+		t.Fatal("a revoke elsewhere left the credential cached")
+	}
+	// An unknown hash cached as unknown, then stored elsewhere.
+	raw, _ := f.s.opts.Format.Generate(apikey.EnvLive)
+	if _, ok, _ := f.s.LookupKey(context.Background(), apikey.HashOf(raw)); ok {
+		t.Fatal("unknown key found")
+	}
+	f.s.cache.neg.Wait()
+	hh := apikey.HashOf(raw)
+	follower{f.s}.Changed(bucketHashes, hh[:], []byte("some-id"), nil)
+	if _, ok := f.s.cache.get(hh); ok {
+		t.Fatal("a key stored elsewhere stayed in the negative cache")
+	}
+}
+
+// TestResetRacesClose: whole-cache drops from a backend's watch, during
+// lookups and while the store closes, neither deadlock nor serve anything
+// cached before them.
+func TestResetRacesClose(t *testing.T) {
+	f := newFixture(t, Options{})
+	ck := f.create(t, KeySpec{})
+	h := apikey.HashOf(ck.Secret)
+	mustLookupCred(t, f.s, ck.Secret)
+	f.s.cache.pos.Wait()
+	follower{f.s}.Reset()
+	if _, ok := f.s.cache.get(h); ok {
+		t.Fatal("served from the cache after a reset")
+	}
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 200 {
+					follower{f.s}.Reset()
+					f.s.LookupKey(context.Background(), h)
+				}
+			})
+		}
+		wg.Go(func() { time.Sleep(5 * time.Millisecond); f.s.Close() })
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("reset and close deadlocked")
+	}
+}
