@@ -34,9 +34,11 @@ type cache struct {
 	pos    *ristretto.Cache[uint64, *entry]
 	neg    *ristretto.Cache[uint64, *entry] // nil when disabled
 	closed atomic.Bool
-	// clearMu keeps Clear and Close of the ristretto caches apart: run
-	// together, both stop ristretto's worker and one waits for ever.
-	clearMu sync.Mutex
+	// lifeMu keeps ristretto's Close apart from everything that writes to
+	// it (a Set or Del racing Close sends on a closed channel; Clear and
+	// Close together both stop its worker). Writers share it; Close and
+	// Clear hold it alone. Gets need none: they work on a closed cache.
+	lifeMu sync.RWMutex
 }
 
 // entry is one cached lookup result; cred is nil for an unknown hash. The
@@ -111,6 +113,11 @@ func (c *cache) generation(h apikey.Hash) uint64 { return c.stripe(cacheKey(h)).
 func (c *cache) fill(h apikey.Hash, gen uint64, cred *authz.Credential) {
 	k := cacheKey(h)
 	e := &entry{hash: h, gen: gen, cred: cred}
+	c.lifeMu.RLock()
+	defer c.lifeMu.RUnlock()
+	if c.closed.Load() {
+		return
+	}
 	if cred != nil {
 		c.pos.Set(k, e, credentialCost(cred))
 		return
@@ -127,8 +134,8 @@ func (c *cache) invalidateAll() {
 		c.gens[i].Add(1)
 	}
 	// Outdated entries are never served; clearing only frees their memory.
-	c.clearMu.Lock()
-	defer c.clearMu.Unlock()
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
 	if c.closed.Load() {
 		return
 	}
@@ -143,6 +150,11 @@ func (c *cache) invalidateAll() {
 func (c *cache) invalidate(h apikey.Hash) {
 	k := cacheKey(h)
 	c.stripe(k).Add(1)
+	c.lifeMu.RLock()
+	defer c.lifeMu.RUnlock()
+	if c.closed.Load() {
+		return
+	}
 	c.pos.Del(k)
 	if c.neg != nil {
 		c.neg.Del(k)
@@ -182,8 +194,8 @@ func (s *Store) Stats() Stats {
 }
 
 func (c *cache) close() {
-	c.clearMu.Lock()
-	defer c.clearMu.Unlock()
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
 	if c.closed.Swap(true) {
 		return
 	}

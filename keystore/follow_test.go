@@ -57,8 +57,8 @@ func TestFollowerChanged(t *testing.T) {
 	}
 }
 
-// TestResetRacesClose: whole-cache drops from a backend's watch, during
-// lookups and while the store closes, neither deadlock nor serve anything
+// TestResetRacesClose: whole-cache drops and invalidations from a
+// backend's watch, during lookups and while the store closes, neither deadlock nor serve anything
 // cached before them.
 func TestResetRacesClose(t *testing.T) {
 	f := newFixture(t, Options{})
@@ -77,6 +77,7 @@ func TestResetRacesClose(t *testing.T) {
 			wg.Go(func() {
 				for range 200 {
 					follower{f.s}.Reset()
+					follower{f.s}.Changed(bucketHashes, h[:], []byte(ck.ID), nil)
 					f.s.LookupKey(context.Background(), h)
 				}
 			})
