@@ -80,7 +80,8 @@ func (b *Backend) ackValue() string {
 
 // armStale makes the replica stop trusting its cache a little before its
 // lease, renewed by a request sent at began, can expire: writers stop
-// waiting for it only then.
+// waiting for it only then. The fifth of the TTL kept in hand covers a
+// timer that fires late on a busy machine and clocks that run apart.
 func (b *Backend) armStale(began time.Time) {
 	b.staleMu.Lock()
 	defer b.staleMu.Unlock()
@@ -89,7 +90,7 @@ func (b *Backend) armStale(began time.Time) {
 	if b.timer != nil {
 		b.timer.Stop()
 	}
-	b.timer = time.AfterFunc(b.cfg.ReplicaTTL*9/10-time.Since(began), func() {
+	b.timer = time.AfterFunc(b.cfg.ReplicaTTL*8/10-time.Since(began), func() {
 		b.staleMu.Lock()
 		current := gen == b.timerGen
 		b.staleMu.Unlock()
