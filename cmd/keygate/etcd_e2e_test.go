@@ -122,11 +122,19 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 			t.Fatalf("replica %d: key created on r0 refused with %d", i, status)
 		}
 	}
+	// keygate check reads the shared store while the replicas run.
+	checkEnv := []string{"KEYGATE_CONFIG=" + cfg, "KEYGATE_STORE="}
+	if out, err := runKeygate(t, checkEnv, "check", "--header", "x-api-key: "+raw, "--path", "/x"); err != nil || !strings.HasPrefix(out, "ALLOW") {
+		t.Fatalf("keygate check on etcd: %v\n%s", err, out)
+	}
 	replicas[1].cli(t, "keys", "revoke", id)
 	for i, c := range checks {
 		if ok, status, _ := c.check(raw); ok || status != 401 {
 			t.Fatalf("replica %d: key revoked on r1: allowed %v status %d", i, ok, status)
 		}
+	}
+	if out, err := runKeygate(t, checkEnv, "check", "--header", "x-api-key: "+raw, "--path", "/x"); err == nil || !strings.HasPrefix(out, "DENY 401") {
+		t.Fatalf("keygate check on etcd after the revoke: %v\n%s", err, out)
 	}
 
 	// etcd goes away. Nobody can revoke anything while it is gone, so
