@@ -81,6 +81,11 @@ const (
 	bucketSlots        = "slots"          // tenant id/org id/slot -> key id
 )
 
+// HashIndexBucket is the bucket whose keys are raw SHA-256 digests of API
+// keys (32 bytes, not text). A backend whose keys are shown to people or
+// printed in its logs (etcd) encodes them.
+const HashIndexBucket = bucketHashes
+
 // Buckets lists every bucket of the schema, for backends that create them
 // and for Copy.
 var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots}

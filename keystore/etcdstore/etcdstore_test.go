@@ -1,7 +1,9 @@
 package etcdstore_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -415,4 +417,38 @@ func (p *proxy) heal() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
+}
+
+// TestEtcdHoldsNoRawKey: what Keygate writes to etcd carries neither a
+// key nor its raw digest; the hash index is keyed by the digest in hex.
+func TestEtcdHoldsNoRawKey(t *testing.T) {
+	n := testetcd.Start(t)
+	r := open(t, n.Endpoint(), "a", keystore.Options{})
+	tn, _ := setup(t, r.s)
+	ck, err := r.s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := apikey.HashOf(ck.Secret)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.Endpoint()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/keygate/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexed := false
+	for _, kv := range resp.Kvs {
+		for _, b := range [][]byte{kv.Key, kv.Value} {
+			if bytes.Contains(b, []byte(ck.Secret)) || bytes.Contains(b, h[:]) {
+				t.Fatalf("etcd key %q holds the key or its raw digest", kv.Key)
+			}
+		}
+		indexed = indexed || string(kv.Key) == "/keygate/data/key_hashes/"+hex.EncodeToString(h[:])
+	}
+	if !indexed {
+		t.Fatal("no hex hash index entry for the key")
+	}
 }

@@ -225,7 +225,11 @@ func (b *Backend) apply(ev *clientv3.Event) {
 	if !ok {
 		return
 	}
-	bucket, key, ok := strings.Cut(rest, "/")
+	bucket, rawKey, ok := strings.Cut(rest, "/")
+	if !ok {
+		return
+	}
+	key, ok := decodeKey(bucket, rawKey)
 	if !ok {
 		return
 	}
@@ -239,7 +243,7 @@ func (b *Backend) apply(ev *clientv3.Event) {
 	if ev.PrevKv != nil {
 		prev = ev.PrevKv.Value
 	}
-	b.follower.Changed(bucket, []byte(key), value, prev)
+	b.follower.Changed(bucket, key, value, prev)
 }
 
 // keepAlive renews the lease three times per TTL. A lease that expired

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -35,7 +36,26 @@ func newTx(ctx context.Context, kv clientv3.KV, data string, track bool) *tx {
 	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, writes: map[string]*string{}}
 }
 
-func (t *tx) key(bucket string, key []byte) string { return t.data + bucket + "/" + string(key) }
+func (t *tx) key(bucket string, key []byte) string { return t.data + bucket + "/" + encodeKey(bucket, key) }
+
+// encodeKey keeps binary keys (the hash index's digests) out of etcd's
+// keys as raw bytes: in hex they are readable with etcdctl and never land
+// raw in etcd's own logs. Hex keeps both order and prefixes, so scans
+// work unchanged.
+func encodeKey(bucket string, key []byte) string {
+	if bucket == keystore.HashIndexBucket {
+		return hex.EncodeToString(key)
+	}
+	return string(key)
+}
+
+func decodeKey(bucket, key string) ([]byte, bool) {
+	if bucket == keystore.HashIndexBucket {
+		b, err := hex.DecodeString(key)
+		return b, err == nil
+	}
+	return []byte(key), true
+}
 
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	if t.rev != 0 {
@@ -120,7 +140,8 @@ func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (boo
 		if w == nil {
 			return true, nil
 		}
-		return fn([]byte(k[len(base):]), []byte(*w))
+		kb, _ := decodeKey(bucket, k[len(base):])
+		return fn(kb, []byte(*w))
 	}
 	cursor := from
 	for {
@@ -142,7 +163,11 @@ func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (boo
 			if shadowed {
 				continue
 			}
-			if more, err := fn(kv.Key[len(base):], kv.Value); err != nil || !more {
+			kb, ok := decodeKey(bucket, string(kv.Key[len(base):]))
+			if !ok {
+				return fmt.Errorf("etcd key %q in %s is not hex", kv.Key[len(base):], bucket)
+			}
+			if more, err := fn(kb, kv.Value); err != nil || !more {
 				return err
 			}
 		}
