@@ -36,7 +36,9 @@ func newTx(ctx context.Context, kv clientv3.KV, data string, track bool) *tx {
 	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, writes: map[string]*string{}}
 }
 
-func (t *tx) key(bucket string, key []byte) string { return t.data + bucket + "/" + encodeKey(bucket, key) }
+func (t *tx) key(bucket string, key []byte) string {
+	return t.data + bucket + "/" + encodeKey(bucket, key)
+}
 
 // encodeKey keeps binary keys (the hash index's digests) out of etcd's
 // keys as raw bytes: in hex they are readable with etcdctl and never land
