@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1099,32 +1100,41 @@ func checkCompose(tree any, boots map[string]any, validate func(string) error) [
 	return p
 }
 
+// extAuthzFilters yields every ext_authz filter of the bootstrap's
+// HTTP connection managers.
+func extAuthzFilters(bs *bootstrapv3.Bootstrap) iter.Seq[*extauthzv3.ExtAuthz] {
+	return func(yield func(*extauthzv3.ExtAuthz) bool) {
+		for _, l := range bs.GetStaticResources().GetListeners() {
+			for _, fc := range l.GetFilterChains() {
+				for _, f := range fc.GetFilters() {
+					var h hcmv3.HttpConnectionManager
+					if f.GetTypedConfig().UnmarshalTo(&h) != nil {
+						continue
+					}
+					for _, hf := range h.GetHttpFilters() {
+						var e extauthzv3.ExtAuthz
+						if hf.GetTypedConfig().UnmarshalTo(&e) == nil && !yield(&e) {
+							return
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // composeClusters checks that a bootstrap's endpoints are compose
 // services, and that those pointing at Keygate use the port of the
 // listener the filter speaks to (gRPC or HTTP).
 func composeClusters(svc, file string, bs *bootstrapv3.Bootstrap, cf composeFile, ports map[string]string) []string {
 	var p problems
 	want := map[string]string{} // cluster → listener env
-	for _, l := range bs.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				var h hcmv3.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&h) != nil {
-					continue
-				}
-				for _, hf := range h.GetHttpFilters() {
-					var e extauthzv3.ExtAuthz
-					if hf.GetTypedConfig().UnmarshalTo(&e) != nil {
-						continue
-					}
-					if c := e.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "" {
-						want[c] = "KEYGATE_GRPC_LISTEN"
-					}
-					if c := e.GetHttpService().GetServerUri().GetCluster(); c != "" {
-						want[c] = "KEYGATE_HTTP_LISTEN"
-					}
-				}
-			}
+	for e := range extAuthzFilters(bs) {
+		if c := e.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "" {
+			want[c] = "KEYGATE_GRPC_LISTEN"
+		}
+		if c := e.GetHttpService().GetServerUri().GetCluster(); c != "" {
+			want[c] = "KEYGATE_HTTP_LISTEN"
 		}
 	}
 	for _, cl := range bs.GetStaticResources().GetClusters() {

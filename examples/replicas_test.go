@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/keygate/keygate/internal/config"
 )
@@ -418,25 +416,11 @@ func checkReplicasCluster(tree any, kg replicasKeygateSetup) []string {
 		return []string{err.Error()}
 	}
 	names := map[string]bool{}
-	for _, l := range bs.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				var h hcmv3.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&h) != nil {
-					continue
-				}
-				for _, hf := range h.GetHttpFilters() {
-					var e extauthzv3.ExtAuthz
-					if hf.GetTypedConfig().UnmarshalTo(&e) != nil {
-						continue
-					}
-					if n := e.GetGrpcService().GetEnvoyGrpc().GetClusterName(); n != "" {
-						names[n] = true
-					} else {
-						p.add("ext_authz does not use envoy_grpc: the replicas example is the gRPC front door")
-					}
-				}
-			}
+	for e := range extAuthzFilters(bs) {
+		if n := e.GetGrpcService().GetEnvoyGrpc().GetClusterName(); n != "" {
+			names[n] = true
+		} else {
+			p.add("ext_authz does not use envoy_grpc: the replicas example is the gRPC front door")
 		}
 	}
 	if len(names) == 0 {
