@@ -1,12 +1,10 @@
 package envoy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -15,27 +13,16 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/internal/syncbuf"
 	"github.com/keygate/keygate/keystore"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestAccessLog: with the access log on, every decision is one JSON line
 // with its id, reason and key id — and never the key.
 func TestAccessLog(t *testing.T) {
 	s, e, tn := newEngine(t, authz.Config{})
 	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log, envoy.WithAccessLog(true)))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -19,8 +19,8 @@ type boltBackend struct {
 	path string
 }
 
-// OpenBolt opens (creating it and its schema unless readOnly) the bbolt file
-// at path. timeout bounds the wait for another process's lock; zero: 1 s.
+// OpenBolt opens (creating it and its buckets unless readOnly) the bbolt
+// file at path; New and Copy check the schema version it holds. timeout bounds the wait for another process's lock; zero: 1 s.
 func OpenBolt(path string, readOnly bool, timeout time.Duration) (Backend, error) {
 	if timeout == 0 {
 		timeout = time.Second
@@ -61,9 +61,6 @@ func OpenBolt(path string, readOnly bool, timeout time.Duration) (Backend, error
 			}
 			return nil
 		})
-	}
-	if err == nil {
-		err = checkSchema(context.Background(), b, !readOnly)
 	}
 	if err != nil {
 		db.Close()

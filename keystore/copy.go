@@ -72,7 +72,6 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 		return nil
 	}
 	err = src.View(ctx, func(tx Tx) error {
-		st = CopyStats{}
 		for _, bucket = range Buckets {
 			if bucket == bucketMeta {
 				continue // the schema version, written above

@@ -233,14 +233,11 @@ func (l *ledger) wrote(done []written) {
 			continue
 		}
 		b.spent = max(b.spent-w.spent, 0)
-		switch {
-		case w.gone:
-			delete(l.bal, w.id)
-		case w.owner == w.id:
-			b.base = w.now
-		case b.spent == 0:
+		if w.gone || w.owner != w.id && b.spent == 0 {
 			delete(l.bal, w.id)
 		}
+		// The record written holds the balance: the key's own, or the
+		// owner's its spending was redirected to.
 		if o, ok := l.bal[w.owner]; ok && !w.gone {
 			o.base = w.now
 		}

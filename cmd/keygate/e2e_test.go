@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/syncbuf"
 )
 
 // The end-to-end tests run the real binary as a user would: `keygate serve`
@@ -45,25 +47,8 @@ type server struct {
 	grpcAddr, admin, httpAddr string
 	dir                       string
 	env                       []string
-	logs                      *syncBuffer
+	logs                      *syncbuf.Buffer
 	exited                    chan error
-}
-
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.String()
 }
 
 // servingLine finds the listen addresses in the text or the JSON log.
@@ -80,7 +65,7 @@ func startServer(t *testing.T, dir string) *server {
 // override the defaults.
 func startServerWith(t *testing.T, dir string, env ...string) *server {
 	t.Helper()
-	s := &server{dir: dir, logs: &syncBuffer{mu: make(chan struct{}, 1)}, exited: make(chan error, 1)}
+	s := &server{dir: dir, logs: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	s.env = append(os.Environ(),
 		"KEYGATE_STORE="+filepath.Join(dir, "keygate.db"),
 		"KEYGATE_GRPC_LISTEN=127.0.0.1:0",

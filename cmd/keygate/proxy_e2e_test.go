@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/syncbuf"
 )
 
 // The proxy end-to-end tests put Keygate behind the proxies people run
@@ -176,7 +178,7 @@ func fromExample(t *testing.T, path string, oldnew ...string) string {
 // stops it by pid (SIGTERM, then a bounded wait) when the test ends.
 func startProxy(t *testing.T, name string, cmd *exec.Cmd, base string) {
 	t.Helper()
-	logs := &syncBuffer{mu: make(chan struct{}, 1)}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

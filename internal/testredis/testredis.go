@@ -5,19 +5,19 @@
 package testredis
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/keygate/internal/syncbuf"
 )
 
 // server is a redis-server of the test's own: a free loopback port, no
@@ -26,27 +26,8 @@ import (
 type Server struct {
 	Addr   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	exited chan struct{}
-}
-
-// syncBuffer collects the server's output: exec copies it from another
-// goroutine while a failing test may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start runs redis-server for the test, or fails it: a missing
@@ -74,7 +55,7 @@ func Start(tb testing.TB) *Server {
 func tryStart(tb testing.TB, bin string) (*Server, string, bool) {
 	tb.Helper()
 	port := freePort(tb)
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", port), out: &syncBuffer{}, exited: make(chan struct{})}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", port), out: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	s.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tb.TempDir())
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {

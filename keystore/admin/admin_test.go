@@ -12,12 +12,12 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/keygate/keygate/internal/syncbuf"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 )
@@ -28,7 +28,7 @@ type fixture struct {
 	t     *testing.T
 	store *keystore.Store
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *syncbuf.Buffer
 }
 
 func newFixture(t *testing.T, opts admin.Options) *fixture {
@@ -44,7 +44,7 @@ func newFixture(t *testing.T, opts admin.Options) *fixture {
 func newFixtureOn(t *testing.T, s *keystore.Store, opts admin.Options) *fixture {
 	t.Helper()
 	t.Cleanup(func() { s.Close() })
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	if opts.Token == "" {
 		opts.Token = token
 	}
@@ -59,25 +59,6 @@ func newFixtureOn(t *testing.T, s *keystore.Store, opts admin.Options) *fixture 
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, store: s, srv: srv, logs: logs}
-}
-
-// syncBuffer is read by the test while server goroutines may still write
-// to it; the network round trip is invisible to the race detector.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type response struct {

@@ -29,9 +29,6 @@ var (
 	ErrUnreachable = errors.New("etcd unreachable")
 	// ErrConflicts: a transaction kept meeting concurrent writes.
 	ErrConflicts = errors.New("etcd transaction: too many conflicting writes")
-	// ErrUnconfirmed: a write committed, but some replica did not confirm
-	// it in time (its lease had not expired either).
-	ErrUnconfirmed = keystore.ErrUnconfirmed
 )
 
 // Config says how to reach etcd and how replicas keep in step.

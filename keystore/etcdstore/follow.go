@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -103,7 +104,7 @@ func (b *Backend) armStale(began time.Time) {
 // goStale takes one of the two conditions of freshness away and, if that
 // ends freshness, forgets everything cached: writes made while this replica
 // did not follow them are then read from etcd, never served from memory.
-func (b *Backend) goStale(cond interface{ Swap(bool) bool }, why string) {
+func (b *Backend) goStale(cond *atomic.Bool, why string) {
 	b.staleMu.Lock()
 	defer b.staleMu.Unlock()
 	wasFresh := b.Fresh()
@@ -117,7 +118,7 @@ func (b *Backend) goStale(cond interface{ Swap(bool) bool }, why string) {
 	b.signalAck()
 }
 
-func (b *Backend) goFresh(cond interface{ Store(bool) }) {
+func (b *Backend) goFresh(cond *atomic.Bool) {
 	b.staleMu.Lock()
 	wasFresh := b.Fresh()
 	cond.Store(true)
@@ -327,7 +328,7 @@ func (b *Backend) wakeWriters() {
 // waitReplicas returns once every other live replica has applied revision
 // rev or serves no cache. A replica that stops answering is waited for
 // until its lease expires; one that answers but never confirms, for twice
-// the TTL, after which the write reports ErrUnconfirmed.
+// the TTL, after which the write reports keystore.ErrUnconfirmed.
 func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 	deadline := time.NewTimer(2 * b.cfg.ReplicaTTL)
 	defer deadline.Stop()
@@ -339,7 +340,7 @@ func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 		b.peersMu.Unlock()
 		resp, err := b.cli.Get(ctx, b.replicas, clientv3.WithPrefix())
 		if err != nil {
-			return fmt.Errorf("%w: list replicas: %v", ErrUnconfirmed, err)
+			return fmt.Errorf("%w: list replicas: %v", keystore.ErrUnconfirmed, err)
 		}
 		var waiting []string
 		for _, kv := range resp.Kvs {
@@ -358,9 +359,9 @@ func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 		case <-changed:
 		case <-poll.C:
 		case <-deadline.C:
-			return fmt.Errorf("%w: revision %d not applied by %s within %v", ErrUnconfirmed, rev, strings.Join(waiting, ", "), 2*b.cfg.ReplicaTTL)
+			return fmt.Errorf("%w: revision %d not applied by %s within %v", keystore.ErrUnconfirmed, rev, strings.Join(waiting, ", "), 2*b.cfg.ReplicaTTL)
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %v", ErrUnconfirmed, ctx.Err())
+			return fmt.Errorf("%w: %v", keystore.ErrUnconfirmed, ctx.Err())
 		}
 	}
 }

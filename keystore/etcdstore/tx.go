@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -212,5 +211,5 @@ func (t *tx) ops() []clientv3.Op {
 // retryable reports whether a failed attempt may succeed if run again from
 // a fresh snapshot.
 func retryable(err error) bool {
-	return errors.Is(err, rpctypes.ErrCompacted) || strings.Contains(err.Error(), rpctypes.ErrCompacted.Error())
+	return errors.Is(err, rpctypes.ErrCompacted)
 }
