@@ -15,21 +15,33 @@ func (a *api) routes() {
 
 	a.handle("POST /v1/tenants", a.createTenant)
 	a.handle("GET /v1/tenants", a.listTenants)
-	a.handle("GET /v1/tenants/{id}", a.getTenant)
+	a.handle("GET /v1/tenants/{id}", byID(a.store.Tenant))
 
 	a.handle("POST /v1/orgs", a.createOrg)
 	a.handle("GET /v1/orgs", a.listOrgs)
-	a.handle("GET /v1/orgs/{id}", a.getOrg)
+	a.handle("GET /v1/orgs/{id}", byID(a.store.Org))
 
 	a.handle("POST /v1/keys", a.createKey)
 	a.handle("POST /v1/keys/import", a.importKey)
 	a.handle("GET /v1/keys", a.listKeys)
-	a.handle("GET /v1/keys/{id}", a.getKey)
+	a.handle("GET /v1/keys/{id}", byID(a.store.Key))
 	a.handle("PATCH /v1/keys/{id}", a.updateKey)
 	a.handle("POST /v1/keys/{id}/revoke", a.revokeKey)
 	a.handle("POST /v1/keys/{id}/rotate", a.rotateKey)
 	a.handle("POST /v1/keys/{id}/credits", a.credits)
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+}
+
+// byID answers GET of one record by the {id} in the path.
+func byID[T any](get func(id string) (T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		v, err := get(r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	}
 }
 
 type status struct {
@@ -89,15 +101,6 @@ func (a *api) listTenants(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) getTenant(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.store.Tenant(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
-}
-
 func (a *api) createOrg(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		TenantID string `json:"tenant_id"`
@@ -135,15 +138,6 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, list[keystore.Org]{orgs})
-	return nil
-}
-
-func (a *api) getOrg(w http.ResponseWriter, r *http.Request) error {
-	o, err := a.store.Org(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -220,15 +214,6 @@ func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, p)
-	return nil
-}
-
-func (a *api) getKey(w http.ResponseWriter, r *http.Request) error {
-	k, err := a.store.Key(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, k)
 	return nil
 }
 
