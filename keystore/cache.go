@@ -230,9 +230,7 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 		return nil, false, fmt.Errorf("look up key: %w", err)
 	}
 	gen := s.cache.generation(h)
-	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
 	cred, err := s.readCredential(ctx, h)
-	cancel()
 	if err != nil {
 		s.lookupErrors.Add(1)
 		return nil, false, err
@@ -249,7 +247,7 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 // readCredential reads the credential for h; nil if unknown.
 func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Credential, error) {
 	var cred *authz.Credential
-	err := s.b.View(ctx, func(tx Tx) error {
+	err := s.checkView(ctx, func(tx Tx) error {
 		id, err := tx.Get(bucketHashes, h[:])
 		if id == nil || err != nil {
 			return err

@@ -77,34 +77,44 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 // from (a Check that read it just before the rotation) spends its
 // successor's balance.
 func (s *Store) loadBalance(ctx context.Context, id string) (*balance, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
-	defer cancel()
+	var (
+		k     storedKey
+		found bool
+	)
+	err := s.checkView(ctx, func(tx Tx) error {
+		var err error
+		k, id, found, err = balanceRecord(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if k.CreditsRemaining == nil {
+		return nil, fmt.Errorf("key %s: %w", id, ErrNotMetered)
+	}
+	l := s.ledger
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.bal[id]
+	if !ok {
+		b = &balance{base: *k.CreditsRemaining}
+		l.bal[id] = b
+	}
+	return b, nil
+}
+
+// balanceRecord follows id's credits_owner chain (at most 8 hops) to the
+// record holding the balance id spends: id's own, or a successor's.
+func balanceRecord(tx Tx, id string) (k storedKey, owner string, found bool, err error) {
 	for hops := 0; ; hops++ {
-		var k storedKey
-		err := s.b.View(ctx, func(tx Tx) error {
-			var err error
-			k, err = getKey(tx, id)
-			return err
-		})
-		if err != nil {
-			return nil, err
+		k = storedKey{}
+		if found, err = getJSON(tx, bucketKeys, id, &k); err != nil || !found || k.CreditsOwner == "" || hops == 8 {
+			return k, id, found, err
 		}
-		if k.CreditsOwner != "" && hops < 8 {
-			id = k.CreditsOwner
-			continue
-		}
-		if k.CreditsRemaining == nil {
-			return nil, fmt.Errorf("key %s: %w", id, ErrNotMetered)
-		}
-		l := s.ledger
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		b, ok := l.bal[id]
-		if !ok {
-			b = &balance{base: *k.CreditsRemaining}
-			l.bal[id] = b
-		}
-		return b, nil
+		id = k.CreditsOwner
 	}
 }
 
@@ -192,21 +202,12 @@ type written struct {
 func writeSpending(tx Tx, todo []spending) ([]written, error) {
 	out := make([]written, 0, len(todo))
 	for _, d := range todo {
-		w := written{spending: d, owner: d.id}
-		var (
-			k     storedKey
-			found bool
-			err   error
-		)
-		for hops := 0; ; hops++ {
-			if found, err = getJSON(tx, bucketKeys, w.owner, &k); err != nil {
-				return nil, err
-			}
-			if !found || k.CreditsOwner == "" || hops == 8 {
-				break
-			}
-			w.owner = k.CreditsOwner
+		w := written{spending: d}
+		k, owner, found, err := balanceRecord(tx, d.id)
+		if err != nil {
+			return nil, err
 		}
+		w.owner = owner
 		if !found || k.CreditsRemaining == nil {
 			w.gone = true
 			out = append(out, w)

@@ -33,9 +33,7 @@ func (s *Store) OrgTenant(ctx context.Context, orgID string) (string, bool, erro
 		o     Org
 		found bool
 	)
-	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
-	defer cancel()
-	err := s.b.View(ctx, func(tx Tx) error {
+	err := s.checkView(ctx, func(tx Tx) error {
 		var err error
 		found, err = getJSON(tx, bucketOrgs, orgID, &o)
 		return err

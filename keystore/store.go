@@ -231,6 +231,14 @@ func (s *Store) view(fn func(tx Tx) error) error {
 	return s.b.View(ctx, fn)
 }
 
+// checkView is view for the Check path: bounded by LookupTimeout whatever
+// the caller's deadline, so a backend out of reach fails the Check fast.
+func (s *Store) checkView(ctx context.Context, fn func(tx Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
+	defer cancel()
+	return s.b.View(ctx, fn)
+}
+
 // Ping reports whether the backend can be read (readiness).
 func (s *Store) Ping() error {
 	if s.cache.isClosed() {
