@@ -233,7 +233,12 @@ func (s *Store) view(fn func(tx Tx) error) error {
 
 // checkView is view for the Check path: bounded by LookupTimeout whatever
 // the caller's deadline, so a backend out of reach fails the Check fast.
+// A local file answers or fails at once, and a caller's deadline already
+// sooner needs no second one: neither pays for a timer.
 func (s *Store) checkView(ctx context.Context, fn func(tx Tx) error) error {
+	if d, ok := ctx.Deadline(); s.fresh == nil || ok && time.Until(d) <= s.opts.LookupTimeout {
+		return s.b.View(ctx, fn)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
 	defer cancel()
 	return s.b.View(ctx, fn)
