@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -244,61 +243,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-// decode reads one JSON object from the body into v, refusing unknown fields
-// (a misspelt field would otherwise be silently ignored) and trailing data.
-// With optional, an empty body leaves v as it is.
-func decode(r *http.Request, v any, optional bool) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if optional && errors.Is(err, io.EOF) {
-			return nil
-		}
-		return decodeError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return badRequest("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// decodeError describes a JSON error without quoting the body, which may
-// hold a raw key.
-func decodeError(err error) error {
-	var (
-		mbe *http.MaxBytesError
-		se  *json.SyntaxError
-		te  *json.UnmarshalTypeError
-	)
-	switch {
-	case errors.As(err, &mbe):
-		return err
-	case errors.Is(err, io.EOF):
-		return badRequest("request body is empty; want a JSON object")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return badRequest("request body ends in the middle of a JSON value")
-	case errors.As(err, &se):
-		return badRequest("malformed JSON at byte %d", se.Offset)
-	case errors.As(err, &te):
-		if te.Field == "" {
-			return badRequest("want a JSON object, not %s", te.Value)
-		}
-		return badRequest("field %q: a JSON %s is not allowed here", te.Field, te.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		// encoding/json has no typed error for this case.
-		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	}
-	var pe *time.ParseError
-	if errors.As(err, &pe) {
-		return badRequest("a time is not in RFC 3339 form (e.g. 2030-01-02T15:04:05Z)")
-	}
-	return badRequest("invalid request body")
 }
 
 // statusWriter remembers the status for the request log.

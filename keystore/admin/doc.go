@@ -13,6 +13,9 @@
 //   - Raw keys travel only in the bodies of create, rotate and import, and
 //     bodies are never logged; neither is the token. Responses carry
 //     Cache-Control: no-store because a created key is shown exactly once.
+//   - A body is one JSON object whose field names are exactly the
+//     documented ones, each at most once in any object (see decode): a body
+//     means the same to Keygate as to any proxy or audit tool that reads it.
 //   - Errors are `{"error": "...", "code": "..."}`. Store errors that name a
 //     caller mistake (invalid, not found, conflict, org key limit) are shown
 //     as they are, since the store never puts a key or hash in an error;

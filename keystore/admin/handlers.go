@@ -67,6 +67,41 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// The bodies of the routes that take one. Each is decoded by decode, which
+// accepts exactly these json names.
+type (
+	tenantRequest struct {
+		Name string `json:"name"`
+	}
+	orgRequest struct {
+		TenantID string `json:"tenant_id"`
+		Name     string `json:"name"`
+	}
+	keyRequest struct {
+		keystore.KeySpec
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	importRequest struct {
+		keystore.Import
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	updateRequest struct {
+		keystore.KeyUpdate
+		ExpiresIn string `json:"expires_in,omitempty"`
+	}
+	// revokeRequest is empty: revoke takes no options. An empty object is
+	// accepted for clients that always send one, and anything else is
+	// refused as a typo.
+	revokeRequest  struct{}
+	creditsRequest struct {
+		Add *int64 `json:"add,omitempty"`
+		Set *int64 `json:"set,omitempty"`
+	}
+	rotateRequest struct {
+		GracePeriod string `json:"grace_period,omitempty"`
+	}
+)
+
 // list is the envelope of every listing, so a field can be added beside
 // data later without breaking clients.
 type list[T any] struct {
@@ -74,9 +109,7 @@ type list[T any] struct {
 }
 
 func (a *api) createTenant(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req tenantRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -102,10 +135,7 @@ func (a *api) listTenants(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) createOrg(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		TenantID string `json:"tenant_id"`
-		Name     string `json:"name"`
-	}
+	var req orgRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -142,10 +172,7 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		keystore.KeySpec
-		ExpiresIn string `json:"expires_in,omitempty"`
-	}
+	var req keyRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -162,10 +189,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		keystore.Import
-		ExpiresIn string `json:"expires_in,omitempty"`
-	}
+	var req importRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -218,10 +242,7 @@ func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) updateKey(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		keystore.KeyUpdate
-		ExpiresIn string `json:"expires_in,omitempty"`
-	}
+	var req updateRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -242,9 +263,7 @@ func (a *api) updateKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) revokeKey(w http.ResponseWriter, r *http.Request) error {
-	// Revoke takes no options; an empty object is accepted for clients
-	// that always send one, and anything else is refused as a typo.
-	var req struct{}
+	var req revokeRequest
 	if err := decode(r, &req, true); err != nil {
 		return err
 	}
@@ -259,10 +278,7 @@ func (a *api) revokeKey(w http.ResponseWriter, r *http.Request) error {
 // credits refills ({"add": n}, n may be negative) or sets ({"set": n}) a
 // key's prepaid balance; setting one makes an unmetered key metered.
 func (a *api) credits(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Add *int64 `json:"add,omitempty"`
-		Set *int64 `json:"set,omitempty"`
-	}
+	var req creditsRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
@@ -286,9 +302,7 @@ func (a *api) credits(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		GracePeriod string `json:"grace_period,omitempty"`
-	}
+	var req rotateRequest
 	if err := decode(r, &req, true); err != nil {
 		return err
 	}
