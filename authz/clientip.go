@@ -32,9 +32,13 @@ func (c ClientIP) validate() error {
 	return nil
 }
 
-// addr returns the client's address, or an invalid Addr when it cannot be
-// told (which no allowlist admits).
-func (c ClientIP) addr(req *Request) netip.Addr {
+// addr returns the client's address for allowlists (invalid when it cannot
+// be told, which no allowlist admits) and the identity the failed-auth
+// throttle counts it under: the address, unknownClient when a source was
+// there but unreadable (every such client shares one budget: an unreadable
+// address must never turn the throttle off), or invalid when there is no
+// source at all (the HTTP listener without client_ip).
+func (c ClientIP) addr(req *Request) (addr, throttle netip.Addr) {
 	if c.Header != "" {
 		v := req.Headers[c.Header]
 		for hop := 1; v != ""; hop++ {
@@ -45,19 +49,46 @@ func (c ClientIP) addr(req *Request) netip.Addr {
 				v = ""
 			}
 			if hop == c.TrustedHops {
-				return parseAddr(strings.TrimSpace(entry))
+				return known(parseAddr(strings.TrimSpace(entry)))
 			}
 		}
+		if req.Peer == "" {
+			// Told to read a header, and it holds fewer hops than trusted.
+			return netip.Addr{}, unknownClient
+		}
 	}
-	return parseAddr(req.Peer)
+	if req.Peer == "" {
+		return netip.Addr{}, netip.Addr{}
+	}
+	return known(parseAddr(req.Peer))
 }
 
-// parseAddr skips ParseAddr for the empty string, whose error allocates.
+// unknownClient is the throttle identity of every client whose address was
+// given but could not be read; no client connects from 0.0.0.0.
+var unknownClient = netip.IPv4Unspecified()
+
+func known(a netip.Addr) (addr, throttle netip.Addr) {
+	if !a.IsValid() {
+		return a, unknownClient
+	}
+	return a, a
+}
+
+// parseAddr reads an address as proxies write it: "1.2.3.4", "2001:db8::1",
+// and with a port, "1.2.3.4:80" or "[2001:db8::1]:80" (or "[2001:db8::1]").
+// It skips ParseAddr for the empty string, whose error allocates.
 func parseAddr(s string) netip.Addr {
 	if s == "" {
 		return netip.Addr{}
 	}
 	a, err := netip.ParseAddr(s)
+	if err != nil {
+		if ap, perr := netip.ParseAddrPort(s); perr == nil {
+			a, err = ap.Addr(), nil
+		} else if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+			a, err = netip.ParseAddr(s[1 : len(s)-1])
+		}
+	}
 	if err != nil {
 		return netip.Addr{}
 	}

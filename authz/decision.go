@@ -22,6 +22,11 @@ type Request struct {
 	// Settings are per-route settings from the proxy (Envoy's
 	// context_extensions), by name.
 	Settings map[string]string
+	// Repeated names a header that says where the request goes (the
+	// original URI, method or host a proxy forwards) and that arrived more
+	// than once. The proxy and the backend could read different copies, so
+	// the request is refused. Empty: none.
+	Repeated string
 }
 
 // Header is one HTTP header name and value.

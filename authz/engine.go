@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -141,6 +142,11 @@ type Engine struct {
 	signer   *signer
 	style    ErrorStyle
 	names    [numIdentity]string
+	// twinOf are the header names whose other spellings are stripped
+	// (identity, credential and signature headers); hyphenTwins says one
+	// of them holds a '_', so a name with only '-' can be a twin too.
+	twinOf      []string
+	hyphenTwins bool
 	// remove[source][mask] is the precomputed Remove list for a key read
 	// from that source (len(sources): no credential to strip) whose empty
 	// identity values are the bits of mask, so allowing a request allocates
@@ -235,6 +241,18 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 			e.remove[src][mask] = list
 		}
 	}
+	e.twinOf = append(e.twinOf, e.names[:]...)
+	for _, s := range e.sources {
+		if s != SourceAuthorization {
+			e.twinOf = append(e.twinOf, s)
+		}
+	}
+	if sg != nil {
+		e.twinOf = append(e.twinOf, sg.header)
+	}
+	for _, n := range e.twinOf {
+		e.hyphenTwins = e.hyphenTwins || strings.IndexByte(n, '_') >= 0
+	}
 	if err := e.SetPolicy(cfg.Policy); err != nil {
 		return nil, err
 	}
@@ -303,19 +321,33 @@ func validHeaderName(n string) error {
 // the deadline or the route settings failed, and the Decision is then the
 // fail-closed 503 (or, in shadow mode, an allow that reports it).
 //
-// The order is DESIGN.md's: route (public routes end here), credential,
-// key format, lookup, key state, client address, environment, org, scopes.
+// The order is DESIGN.md's: a request that cannot be read one way only is
+// refused (400), then the route (public routes end here), credential, key
+// format, lookup, key state, client address, environment, org, scopes,
+// limits and credits. The introspection path skips org and scopes (it
+// names no resource) but pays like any request.
 func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	cp := e.policy.Load()
-	path := cleanPath(req.Path)
-	rt, org, matched := cp.match(req.Method, req.Host, path)
+	ex := extract(e.sources, req.Headers)
+	st := strip{sources: ex.present, twins: e.twins(req.Headers)}
+	if req.Repeated != "" {
+		return e.finish(cp, cp.defaultRoute, e.denials[ReasonAmbiguousRequest], nil, st), nil
+	}
+	forms, ok := normalizePath(req.Path, cp.decodeSlashes)
+	if !ok {
+		return e.finish(cp, cp.defaultRoute, e.denials[ReasonInvalidPath], nil, st), nil
+	}
+	rt, org, matched, ok := cp.route(req.Method, req.Host, forms)
+	if !ok {
+		return e.finish(cp, cp.defaultRoute, e.denials[ReasonInvalidPath], nil, st), nil
+	}
 	var err error
 	routed := matched
 	if len(req.Settings) > 0 {
 		var set bool
 		if rt, set, err = rt.withSettings(req.Settings); err != nil {
 			err = fmt.Errorf("%w: route %s: %w", ErrUnavailable, rt.name, err)
-			return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, -1), err
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, st), err
 		}
 		// A route that carries Keygate settings in Envoy is a configured
 		// route, even if no rule of the file matches it.
@@ -323,99 +355,104 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	}
 	switch {
 	case !routed && cp.denyUnmatched:
-		return e.finish(cp, rt, e.denials[ReasonRouteNotAllowed], nil, -1), nil
+		return e.finish(cp, rt, e.denials[ReasonRouteNotAllowed], nil, st), nil
 	case rt.public:
-		return e.finish(cp, rt, e.allow(nil, len(e.sources), ""), nil, -1), nil
+		return e.finish(cp, rt, e.allow(nil, st, ""), nil, st), nil
 	}
 
 	now := e.now()
-	ex := extract(e.sources, req.Headers)
 	if ex.reason == ReasonMissingKey {
-		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
+		return e.finish(cp, rt, e.denials[ex.reason], nil, st), nil
 	}
 	// An address that keeps presenting invalid keys is refused before any
 	// parsing or lookup: guessing costs the guesser, not the store.
-	addr := e.clientIP.addr(req)
-	if wait, ok := e.limits.throttled(addr, now); ok {
-		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, now), nil, -1), nil
+	addr, throttleKey := e.clientIP.addr(req)
+	if wait, ok := e.limits.throttled(throttleKey, now); ok {
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, now), nil, st), nil
 	}
 	if ex.reason != ReasonOK {
-		e.limits.failed(addr, now)
-		return e.finish(cp, rt, e.denials[ex.reason], nil, -1), nil
+		e.limits.failed(throttleKey, now)
+		return e.finish(cp, rt, e.denials[ex.reason], nil, st), nil
 	}
 	if _, perr := e.format.Parse(ex.raw); perr != nil && !e.foreign {
-		e.limits.failed(addr, now)
-		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
+		e.limits.failed(throttleKey, now)
+		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, st), nil
 	}
 	if err := ctx.Err(); err != nil {
-		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: before lookup: %w", ErrUnavailable, err)
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, st), fmt.Errorf("%w: before lookup: %w", ErrUnavailable, err)
 	}
 	cred, found, err := e.lookup.LookupKey(ctx, apikey.HashOf(ex.raw))
 	if err != nil {
-		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, ex.source), fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], nil, st), fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
 	}
 	if !found {
-		e.limits.failed(addr, now)
-		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, ex.source), nil
+		e.limits.failed(throttleKey, now)
+		return e.finish(cp, rt, e.denials[ReasonInvalidKey], nil, st), nil
 	}
 	if r := cred.state(now); r != ReasonOK {
-		return e.finish(cp, rt, e.denials[r], cred, ex.source), nil
+		return e.finish(cp, rt, e.denials[r], cred, st), nil
 	}
 	if len(cred.AllowedIPs) > 0 && !allowedFrom(addr, cred.AllowedIPs) {
-		return e.finish(cp, rt, e.denials[ReasonIPNotAllowed], cred, ex.source), nil
+		return e.finish(cp, rt, e.denials[ReasonIPNotAllowed], cred, st), nil
 	}
 	if !cp.envs.allows(cred.Environment) || !rt.envs.allows(cred.Environment) {
-		return e.finish(cp, rt, e.denials[ReasonEnvironmentNotAllowed], cred, ex.source), nil
+		return e.finish(cp, rt, e.denials[ReasonEnvironmentNotAllowed], cred, st), nil
 	}
-	if cp.introspection != "" && path == cp.introspection && (req.Method == "GET" || req.Method == "HEAD") {
-		return e.finish(cp, rt, e.introspect(cred), cred, ex.source), nil
-	}
-	if org == "" && rt.orgParam == "" && cp.orgHeader != "" {
-		org = trimOWS(req.Headers[cp.orgHeader])
-	}
-	org, ok, err := e.resolveOrg(ctx, cred, org)
-	if err != nil {
-		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), err
-	}
-	if !ok {
-		return e.finish(cp, rt, e.denials[ReasonOrgForbidden], cred, ex.source), nil
-	}
-	if missing := missingScopes(rt.scopes, cred.Scopes); len(missing) > 0 {
-		d, rerr := e.style.denial(ReasonInsufficientScope, denials[ReasonInsufficientScope].message+": "+strings.Join(missing, ", "), missing)
-		if rerr != nil {
-			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: %w", ErrUnavailable, rerr)
+	introspect := cp.introspection != "" && forms.clean == cp.introspection && (req.Method == "GET" || req.Method == "HEAD")
+	if !introspect {
+		if org == "" && rt.orgParam == "" && cp.orgHeader != "" {
+			org = trimOWS(req.Headers[cp.orgHeader])
 		}
-		return e.finish(cp, rt, d, cred, ex.source), nil
+		var ok bool
+		org, ok, err = e.resolveOrg(ctx, cred, org)
+		if err != nil {
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, st), err
+		}
+		if !ok {
+			return e.finish(cp, rt, e.denials[ReasonOrgForbidden], cred, st), nil
+		}
+		if missing := missingScopes(rt.scopes, cred.Scopes); len(missing) > 0 {
+			d, rerr := e.style.denial(ReasonInsufficientScope, denials[ReasonInsufficientScope].message+": "+strings.Join(missing, ", "), missing)
+			if rerr != nil {
+				return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, st), fmt.Errorf("%w: %w", ErrUnavailable, rerr)
+			}
+			return e.finish(cp, rt, d, cred, st), nil
+		}
 	}
 	rl, err := e.limits.take(ctx, cred, rt.cost, now)
 	if err != nil {
-		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
+		return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, st), fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err)
 	}
 	if !rl.Allowed {
-		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, now), cred, ex.source), nil
+		return e.finish(cp, rt, e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, now), cred, st), nil
 	}
 	credits := int64(-1)
 	if cred.Metered && e.credits != nil {
 		left, ok, err := e.credits.Spend(ctx, cred, rt.cost)
 		if err != nil {
-			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, ex.source), fmt.Errorf("%w: spend credits: %w", ErrUnavailable, err)
+			return e.finish(cp, rt, e.denials[ReasonUnavailable], cred, st), fmt.Errorf("%w: spend credits: %w", ErrUnavailable, err)
 		}
 		if !ok {
-			return e.finish(cp, rt, e.denials[ReasonCreditsExhausted], cred, ex.source), nil
+			return e.finish(cp, rt, e.denials[ReasonCreditsExhausted], cred, st), nil
 		}
 		credits = left
 	}
 	if e.recorder != nil {
 		e.recorder.KeyUsed(cred, now)
 	}
-	d := e.allow(cred, ex.source, org)
+	var d Decision
+	if introspect {
+		d = e.introspect(cred)
+	} else {
+		d = e.allow(cred, st, org)
+	}
 	if rl.bucket != "" {
 		d.ResponseHeaders = rateHeaders(d.ResponseHeaders, rl.tier, rl.bucket, rl.Result, now, false)
 	}
 	if credits >= 0 {
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(credits, 10)})
 	}
-	return e.finish(cp, rt, d, cred, ex.source), nil
+	return e.finish(cp, rt, d, cred, st), nil
 }
 
 // rateLimited adds the rate-limit headers to a precomputed 429. The
@@ -458,18 +495,16 @@ func (e *Engine) resolveOrg(ctx context.Context, c *Credential, org string) (str
 // finish stamps a decision with its id and route, and applies shadow mode:
 // a refusal on a shadow route or of a shadow tenant's key becomes an allow
 // that reports what would have happened. Identity headers are set only for
-// a key that authenticated; every other identity header is stripped.
-func (e *Engine) finish(cp *compiledPolicy, rt route, d Decision, cred *Credential, source int) Decision {
+// a key that authenticated; every other identity header is stripped, and
+// so is every credential the request carried.
+func (e *Engine) finish(cp *compiledPolicy, rt route, d Decision, cred *Credential, st strip) Decision {
 	if !d.Allow && d.Reason != ReasonIntrospection && (rt.shadow || cred != nil && cp.shadowTenants[cred.TenantID]) {
 		would := d.Reason
-		if source < 0 {
-			source = len(e.sources)
-		}
 		switch {
 		case cred != nil && cred.state(e.now()) == ReasonOK:
-			d = e.allow(cred, source, cred.OrgID)
+			d = e.allow(cred, st, cred.OrgID)
 		default:
-			d = e.allow(nil, source, "")
+			d = e.allow(nil, st, "")
 			d.Credential = cred
 		}
 		d.WouldDeny = would
@@ -486,7 +521,7 @@ func (e *Engine) finish(cp *compiledPolicy, rt route, d Decision, cred *Credenti
 
 // allow builds an allowing decision: identity headers of c (none when c is
 // nil), with org as the org, and the removals that go with them.
-func (e *Engine) allow(c *Credential, source int, org string) Decision {
+func (e *Engine) allow(c *Credential, st strip, org string) Decision {
 	var values [numIdentity]string
 	if c != nil {
 		values = identityValues(c)
@@ -512,8 +547,77 @@ func (e *Engine) allow(c *Credential, source int, org string) Decision {
 		Reason:          ReasonOK,
 		Status:          200,
 		Set:             set[:len(set):len(set)],
-		ResponseHeaders: set[len(set):len(set)],
-		Remove:          e.remove[source][mask],
+		ResponseHeaders: set[len(set):],
+		Remove:          e.removeList(st, mask),
 		Credential:      c,
 	}
+}
+
+// strip is what an allowed request carried that must not reach the
+// backend besides the identity headers the decision does not set: the
+// credential headers present (whether or not a key was read from them)
+// and the other spellings of identity and credential headers.
+type strip struct {
+	sources uint64   // bit i: the request carries e.sources[i]
+	twins   []string // header names that spell one of ours with '_' for '-' (or back)
+}
+
+// removeList is the Remove list of an allow. The common requests (one
+// credential header or none, no twins) get a precomputed list; anything
+// else is an attacker's or a confused client's, and pays an allocation.
+func (e *Engine) removeList(st strip, mask int) []string {
+	if st.twins == nil && bits.OnesCount64(st.sources) <= 1 {
+		src := len(e.sources)
+		if st.sources != 0 {
+			src = bits.TrailingZeros64(st.sources)
+		}
+		return e.remove[src][mask]
+	}
+	var list []string
+	for i, s := range e.sources {
+		if st.sources&(1<<i) != 0 {
+			list = append(list, s)
+		}
+	}
+	for i, n := range e.names {
+		if mask&(1<<i) != 0 {
+			list = append(list, n)
+		}
+	}
+	return append(list, st.twins...)
+}
+
+// twins finds the headers that spell an identity or credential header
+// with '_' where ours has '-' (or the reverse): "x_tenant_id" is not
+// "x-tenant-id" to Envoy or to Keygate, but CGI, WSGI and Rack backends
+// read both as HTTP_X_TENANT_ID. Only names holding a '_' can be one
+// unless a configured name holds one itself.
+func (e *Engine) twins(h map[string]string) []string {
+	var out []string
+	for k := range h {
+		if !e.hyphenTwins && strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		for _, n := range e.twinOf {
+			if k != n && sameSpelling(k, n) {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// sameSpelling reports whether a and b differ only in '-' against '_'.
+func sameSpelling(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x != y && !((x == '-' || x == '_') && (y == '-' || y == '_')) {
+			return false
+		}
+	}
+	return true
 }

@@ -17,6 +17,10 @@ type extraction struct {
 	raw    string
 	source int    // index into the engine's sources; valid when reason is ReasonOK
 	reason Reason // ReasonOK, ReasonMissingKey or ReasonInvalidKey
+	// present has bit i set when the request carries sources[i] at all
+	// (Authorization only with the Bearer scheme), empty or not: each is
+	// stripped from an allowed request, a key read from it or not.
+	present uint64
 }
 
 // extract finds the key among the configured sources. Exactly one source may
@@ -27,6 +31,7 @@ type extraction struct {
 // with "," are two values and rejected.
 func extract(sources []string, headers map[string]string) extraction {
 	found := extraction{reason: ReasonMissingKey}
+	ambiguous := false
 	for i, name := range sources {
 		v, ok := headers[name]
 		if !ok {
@@ -40,16 +45,18 @@ func extract(sources []string, headers map[string]string) extraction {
 		} else {
 			v = trimOWS(v)
 		}
+		found.present |= 1 << i
 		if v == "" {
 			continue
 		}
 		if found.reason != ReasonMissingKey {
-			return extraction{reason: ReasonInvalidKey}
+			ambiguous = true
+			continue
 		}
-		found = extraction{raw: v, source: i, reason: ReasonOK}
+		found.raw, found.source, found.reason = v, i, ReasonOK
 	}
-	if found.reason == ReasonOK && !plausible(found.raw) {
-		return extraction{reason: ReasonInvalidKey}
+	if ambiguous || found.reason == ReasonOK && !plausible(found.raw) {
+		return extraction{reason: ReasonInvalidKey, present: found.present}
 	}
 	return found
 }
@@ -76,6 +83,10 @@ func trimOWS(s string) string {
 	return strings.Trim(s, " \t")
 }
 
+// maxSources bounds the credential sources (a bit each in a mask, and a
+// precomputed removal list per source).
+const maxSources = 16
+
 // MaxKeyLen bounds a presented key; longer values are rejected before any
 // hashing or lookup.
 const MaxKeyLen = 256
@@ -99,6 +110,9 @@ func plausible(raw string) bool {
 func validateSources(sources []string) error {
 	if len(sources) == 0 {
 		return fmt.Errorf("no credential sources configured")
+	}
+	if len(sources) > maxSources {
+		return fmt.Errorf("%d credential sources: at most %d", len(sources), maxSources)
 	}
 	seen := map[string]bool{}
 	for _, s := range sources {

@@ -6,25 +6,49 @@ import (
 	"strings"
 )
 
-// cleanPath returns the path a route rule is matched against: the query
-// removed, unreserved percent-encodings decoded, "//" merged and "." and
-// ".." segments resolved, the way Envoy's normalize_path and merge_slashes
-// do. Matching the normalised form means "/a/../admin" and "/%61dmin" meet
-// the rules for "/admin" even when Envoy was not told to normalise. An
-// encoded slash (%2F) is kept encoded: it is not a segment boundary. A path
-// that is already clean is returned without allocating.
-func cleanPath(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		p = p[:i]
-	}
-	if i := strings.IndexByte(p, '#'); i >= 0 {
+// A request path as the route rules see it. Route rules must match the
+// resource the backend will serve, and backends read one path in several
+// ways: some decode %2F into a slash or treat "\" as one, some (Tomcat,
+// Spring, Jetty) drop ";params" from each segment, some fold case. The
+// normalisation below picks one canonical form, refuses what cannot be
+// read one way only, and lets the caller compare the two readings of ";"
+// (see pathForms), so that no spelling a backend reads as the same resource
+// is decided more permissively than the canonical one.
+
+// pathForms are the two readings of a request path.
+type pathForms struct {
+	// clean is the path with the query dropped, unreserved %XX escapes
+	// decoded, "//" merged and "." and ".." resolved, the way Envoy's
+	// normalize_path and merge_slashes do.
+	clean string
+	// bare is clean computed after every ";params" (also "%3B") was cut
+	// from its segment, as Tomcat reads "/a;x/../b". It equals clean when
+	// the path has no parameters; when the two route differently the
+	// request is ambiguous and refused.
+	bare string
+}
+
+// normalizePath returns the readings of p, or ok false for a path that is
+// refused whatever the rules: a backslash, or an encoded slash or
+// backslash ("%2F", "%5C", and their double encodings "%252F", "%255C"),
+// which some backends turn into a separator and others do not. With
+// decodeSlashes (for backends known to decode them) "\", "%2F" and "%5C"
+// are read as "/" instead; double encodings are refused either way.
+func normalizePath(p string, decodeSlashes bool) (_ pathForms, ok bool) {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
 	if p == "" || p[0] != '/' {
 		p = "/" + p
 	}
 	if !needsCleaning(p) {
-		return p
+		return pathForms{clean: p, bare: p}, true
+	}
+	if strings.IndexByte(p, '\\') >= 0 {
+		if !decodeSlashes {
+			return pathForms{}, false
+		}
+		p = strings.ReplaceAll(p, "\\", "/")
 	}
 	// Decoding can form a new escape ("%7%61" becomes "%7a"), so repeat
 	// until nothing changes; each pass that changes shortens the path.
@@ -35,6 +59,38 @@ func cleanPath(p string) string {
 		}
 		p = d
 	}
+	if strings.IndexByte(p, '%') >= 0 {
+		var refused bool
+		if p, refused = escapedSlashes(p, decodeSlashes); refused {
+			return pathForms{}, false
+		}
+	}
+	f := pathForms{clean: cleanDots(p)}
+	f.bare = f.clean
+	if strings.IndexByte(p, ';') >= 0 || strings.Contains(p, "%3B") || strings.Contains(p, "%3b") {
+		f.bare = cleanDots(stripParams(p))
+	}
+	return f, true
+}
+
+// cleanPath is the clean reading of p, or "" for a path normalizePath
+// refuses (for checking configured paths).
+func cleanPath(p string) string {
+	f, ok := normalizePath(p, false)
+	if !ok {
+		return ""
+	}
+	return f.clean
+}
+
+func needsCleaning(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.ContainsAny(p, "%;\\")
+}
+
+// cleanDots merges slashes and resolves "." and ".."; a trailing slash is
+// kept, since "/a/" and "/a" can be different resources.
+func cleanDots(p string) string {
 	trailing := strings.HasSuffix(p, "/") && len(p) > 1
 	p = path.Clean(p)
 	if trailing && p != "/" {
@@ -43,9 +99,72 @@ func cleanPath(p string) string {
 	return p
 }
 
-func needsCleaning(p string) bool {
-	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
-		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.IndexByte(p, '%') >= 0
+// escapedSlashes finds encoded slashes and backslashes in p (after the
+// unreserved escapes were decoded). It reports refused for a double
+// encoding, and for a single one unless decode, in which case they become
+// "/".
+func escapedSlashes(p string, decode bool) (_ string, refused bool) {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) {
+			if decode {
+				b.WriteByte(p[i])
+			}
+			continue
+		}
+		c, ok := unhex2(p[i+1], p[i+2])
+		switch {
+		case ok && c == '%' && i+4 < len(p):
+			if d, ok := unhex2(p[i+3], p[i+4]); ok && (d == '/' || d == '\\') {
+				return "", true
+			}
+		case ok && (c == '/' || c == '\\'):
+			if !decode {
+				return "", true
+			}
+			b.WriteByte('/')
+			i += 2
+			continue
+		}
+		if decode {
+			b.WriteByte(p[i])
+		}
+	}
+	if !decode {
+		return p, false
+	}
+	return b.String(), false
+}
+
+// stripParams cuts ";params" (or "%3Bparams") from every segment.
+func stripParams(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for _, seg := range strings.SplitAfter(p, "/") {
+		slash := strings.HasSuffix(seg, "/")
+		body := strings.TrimSuffix(seg, "/")
+		if i := paramStart(body); i >= 0 {
+			body = body[:i]
+		}
+		b.WriteString(body)
+		if slash {
+			b.WriteByte('/')
+		}
+	}
+	return b.String()
+}
+
+func paramStart(seg string) int {
+	i := strings.IndexByte(seg, ';')
+	for j := 0; j+2 < len(seg); j++ {
+		if seg[j] == '%' && seg[j+1] == '3' && (seg[j+2] == 'B' || seg[j+2] == 'b') {
+			if i < 0 || j < i {
+				i = j
+			}
+			break
+		}
+	}
+	return i
 }
 
 // decodeUnreserved decodes %XX only where XX is an RFC 3986 unreserved
@@ -154,8 +273,9 @@ func (p pattern) hasParam(name string) bool {
 
 // match reports whether a cleaned path matches, and returns the value of
 // the parameter named want (empty want: none) as a substring of path. A
-// single trailing slash is ignored: "/a/b/" matches "/a/*".
-func (p pattern) match(path, want string) (string, bool) {
+// single trailing slash is ignored: "/a/b/" matches "/a/*". With fold,
+// literal segments match in any case.
+func (p pattern) match(path, want string, fold bool) (string, bool) {
 	rest := strings.TrimSuffix(path[1:], "/")
 	value := ""
 	for _, s := range p.segs {
@@ -173,7 +293,7 @@ func (p pattern) match(path, want string) (string, bool) {
 			if s.param != "" && s.param == want {
 				value = seg
 			}
-		case seg != s.literal:
+		case fold && !strings.EqualFold(seg, s.literal), !fold && seg != s.literal:
 			return "", false
 		}
 	}

@@ -5,30 +5,80 @@ import (
 	"testing"
 )
 
-func TestCleanPath(t *testing.T) {
-	for _, tt := range []struct{ in, want string }{
-		{"/a/b", "/a/b"},
-		{"/a/b?x=1&key=ak_live_x", "/a/b"},
-		{"", "/"},
-		{"a", "/a"},
-		{"//admin", "/admin"},
-		{"/public/../admin", "/admin"},
-		{"/a/./b/", "/a/b/"},
-		{"/a/b/..", "/a"},
-		{"/../../etc", "/etc"},
-		{"/%61dmin", "/admin"},
-		{"/%2e%2e/admin", "/admin"},
-		{"/a%2Fb", "/a%2Fb"}, // an encoded slash is not a separator
-		{"/a%zz", "/a%zz"},
-		{"/A/B", "/A/B"}, // paths are case-sensitive, as in Envoy
-		{"/a#frag", "/a"},
+func TestNormalizePath(t *testing.T) {
+	const refused = "(refused)"
+	for _, tt := range []struct {
+		in          string
+		clean, bare string // bare "": same as clean
+		decoded     string // with DecodeEscapedSlashes; "": same as clean
+	}{
+		{in: "/a/b", clean: "/a/b"},
+		{in: "/a/b?x=1&key=ak_live_x", clean: "/a/b"},
+		{in: "", clean: "/"},
+		{in: "a", clean: "/a"},
+		{in: "//admin", clean: "/admin"},
+		{in: "/public/../admin", clean: "/admin"},
+		{in: "/a/./b/", clean: "/a/b/"},
+		{in: "/a/b/..", clean: "/a"},
+		{in: "/../../etc", clean: "/etc"},
+		{in: "/%61dmin", clean: "/admin"},
+		{in: "/%2e%2e/admin", clean: "/admin"},
+		{in: "/a%zz", clean: "/a%zz"},
+		{in: "/A/B", clean: "/A/B"}, // paths are case-sensitive, as in Envoy
+		{in: "/a#frag", clean: "/a"},
+		{in: "/a%20b", clean: "/a%20b"}, // reserved and other escapes stay as sent
+		// Encoded slashes and backslashes: refused, or read as "/".
+		{in: "/a%2Fb", clean: refused, decoded: "/a/b"},
+		{in: "/a%2fb", clean: refused, decoded: "/a/b"},
+		{in: "/.well-known/..%2Fadmin", clean: refused, decoded: "/admin"},
+		{in: "/.well-known/..%5Cadmin", clean: refused, decoded: "/admin"},
+		{in: `/.well-known/..\admin`, clean: refused, decoded: "/admin"},
+		{in: "/a%%32Fb", clean: refused, decoded: "/a/b"},  // %32 decodes to "2", forming %2F
+		{in: "/a%252Fb", clean: refused, decoded: refused}, // a double encoding: refused either way
+		{in: "/a%255cb", clean: refused, decoded: refused},
+		{in: "/a%2525", clean: "/a%2525"},
+		// ";" parameters: the bare reading drops them per segment.
+		{in: "/api/v2/vault;a/s", clean: "/api/v2/vault;a/s", bare: "/api/v2/vault/s"},
+		{in: "/public/..;/admin", clean: "/public/..;/admin", bare: "/admin"},
+		{in: "/items;jsessionid=1", clean: "/items;jsessionid=1", bare: "/items"},
+		{in: "/a%3Bx/b", clean: "/a%3Bx/b", bare: "/a/b"},
+		{in: "/a;x;y/b;z/", clean: "/a;x;y/b;z/", bare: "/a/b/"},
 	} {
-		if got := cleanPath(tt.in); got != tt.want {
-			t.Errorf("cleanPath(%q) = %q, want %q", tt.in, got, tt.want)
+		for _, decode := range []bool{false, true} {
+			want, wantBare := tt.clean, tt.bare
+			if decode && tt.decoded != "" {
+				want, wantBare = tt.decoded, ""
+			}
+			if wantBare == "" {
+				wantBare = want
+			}
+			f, ok := normalizePath(tt.in, decode)
+			got, gotBare := f.clean, f.bare
+			if !ok {
+				got, gotBare = refused, refused
+			}
+			if want == refused {
+				wantBare = refused
+			}
+			if got != want || gotBare != wantBare {
+				t.Errorf("normalizePath(%q, decode %v) = %q, %q; want %q, %q", tt.in, decode, got, gotBare, want, wantBare)
+			}
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { cleanPath("/api/v2/orgs/o1/projects?limit=10") }); n != 0 {
-		t.Errorf("cleanPath of a clean path allocates %v times", n)
+	if n := testing.AllocsPerRun(100, func() { normalizePath("/api/v2/orgs/o1/projects?limit=10", false) }); n != 0 {
+		t.Errorf("normalizePath of a clean path allocates %v times", n)
+	}
+}
+
+func TestCanonicalHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"api.example.com": "api.example.com", "api.example.com.": "api.example.com",
+		"api.example.com.:443": "api.example.com", "api.example.com..": "api.example.com",
+		"[::1]:80": "::1", "": "",
+	} {
+		if got := canonicalHost(in); got != want {
+			t.Errorf("canonicalHost(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -54,7 +104,7 @@ func TestPattern(t *testing.T) {
 		if err != nil {
 			t.Fatalf("compilePattern(%q): %v", tt.pattern, err)
 		}
-		org, ok := p.match(tt.path, "org")
+		org, ok := p.match(tt.path, "org", false)
 		if ok != tt.ok || org != tt.org {
 			t.Errorf("%q.match(%q) = %q, %v; want %q, %v", tt.pattern, tt.path, org, ok, tt.org, tt.ok)
 		}
@@ -90,16 +140,27 @@ func TestGrants(t *testing.T) {
 // without dot segments or doubled slashes, and is idempotent, so a rule
 // sees one spelling of each path.
 func FuzzCleanPath(f *testing.F) {
-	for _, s := range []string{"/a/../b", "//x", "/%2e%2e/", "/a?b", "", "%", "/%61%2F"} {
+	for _, s := range []string{"/a/../b", "//x", "/%2e%2e/", "/a?b", "", "%", "/%61%2F", "/a;b/..;/c", `/a\b`, "/%252f"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		c := cleanPath(p)
-		if c == "" || c[0] != '/' {
-			t.Fatalf("cleanPath(%q) = %q: not absolute", p, c)
-		}
-		if again := cleanPath(c); again != c {
-			t.Fatalf("cleanPath not idempotent: %q -> %q -> %q", p, c, again)
+		for _, decode := range []bool{false, true} {
+			fm, ok := normalizePath(p, decode)
+			if !ok {
+				continue
+			}
+			for _, c := range []string{fm.clean, fm.bare} {
+				if c == "" || c[0] != '/' {
+					t.Fatalf("normalizePath(%q) = %q: not absolute", p, c)
+				}
+				again, ok := normalizePath(c, decode)
+				if !ok || again.clean != c {
+					t.Fatalf("normalizePath not idempotent: %q -> %q -> %q (%v)", p, c, again.clean, ok)
+				}
+				if strings.Contains(c, "\\") || strings.Contains(strings.ToLower(c), "%2f") || strings.Contains(strings.ToLower(c), "%5c") {
+					t.Fatalf("normalizePath(%q) = %q: an encoded separator survived", p, c)
+				}
+			}
 		}
 	})
 }
@@ -127,7 +188,7 @@ func FuzzRouteMatch(f *testing.F) {
 			return
 		}
 		clean := cleanPath(path)
-		org, ok := p.match(clean, "org")
+		org, ok := p.match(clean, "org", false)
 		if !ok {
 			if org != "" {
 				t.Fatalf("no match but org %q", org)

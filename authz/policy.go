@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +33,10 @@ type Policy struct {
 	// HEAD) with the principal of the presented key as JSON, the way
 	// Alloovium's /me works, so a client can test its key without a backend.
 	IntrospectionPath string
+	// DecodeEscapedSlashes reads "%2F", "%5C" and "\\" in a path as "/",
+	// for backends known to do the same. False: such paths are refused
+	// (400 invalid_path), since backends disagree on what they mean.
+	DecodeEscapedSlashes bool
 }
 
 // Rule is one route rule. A rule matches when every matcher it sets
@@ -64,6 +69,10 @@ type Rule struct {
 	OrgParam string
 	// Shadow computes and reports the decision but never refuses.
 	Shadow bool
+	// CaseInsensitive matches Path, PathPrefix and the literal segments of
+	// PathPattern in any case, for backends that serve "/Admin" as
+	// "/admin". False: exact case.
+	CaseInsensitive bool
 }
 
 // Settings names in Envoy's per-route context_extensions. They override
@@ -121,6 +130,7 @@ type compiledPolicy struct {
 	envs          envSet
 	shadowTenants map[string]bool
 	introspection string
+	decodeSlashes bool
 	defaultRoute  route
 }
 
@@ -129,6 +139,7 @@ type compiledRule struct {
 	methods    []string // upper case; empty: any
 	host       string   // lower case, without "*." when hostSuffix
 	hostSuffix bool
+	fold       bool // case-insensitive path
 	exact      string
 	prefix     string
 	pattern    *pattern
@@ -171,6 +182,7 @@ func (p Policy) compile() (*compiledPolicy, error) {
 	cp := &compiledPolicy{
 		denyUnmatched: p.DenyUnmatched,
 		introspection: p.IntrospectionPath,
+		decodeSlashes: p.DecodeEscapedSlashes,
 		shadowTenants: map[string]bool{},
 		defaultRoute:  route{name: "(unmatched)", cost: 1},
 	}
@@ -212,7 +224,7 @@ func (p Policy) compile() (*compiledPolicy, error) {
 
 func (r Rule) compile() (compiledRule, []error) {
 	var errs []error
-	cr := compiledRule{exact: r.Path, prefix: r.PathPrefix}
+	cr := compiledRule{exact: r.Path, prefix: r.PathPrefix, fold: r.CaseInsensitive}
 	cr.name = r.Name
 	if cr.name == "" {
 		cr.name = firstNonEmpty(r.Path, r.PathPrefix, r.PathPattern, r.Host, "(any)")
@@ -224,7 +236,7 @@ func (r Rule) compile() (compiledRule, []error) {
 		}
 		cr.methods = append(cr.methods, m)
 	}
-	if h := strings.ToLower(r.Host); h != "" {
+	if h := strings.TrimRight(strings.ToLower(r.Host), "."); h != "" {
 		cr.host, cr.hostSuffix = strings.CutPrefix(h, "*.")
 		if cr.host == "" || strings.ContainsAny(cr.host, "*/: ") {
 			errs = append(errs, fmt.Errorf("host %q: want a name or *.suffix", r.Host))
@@ -295,10 +307,28 @@ func validRequiredScopes(scopes []string) error {
 	return nil
 }
 
-// match finds the route for a request: the first matching rule, or the
-// default. org is the value of the route's org parameter, if any.
-func (cp *compiledPolicy) match(method, host, path string) (rt route, org string, matched bool) {
-	host = hostOnly(host)
+// route finds the route for a request: the first matching rule, or the
+// default. org is the value of the route's org parameter, if any. ok is
+// false when the two readings of the path (with and without ";params")
+// would be decided by different rules, or name different orgs: a backend
+// could serve either, so neither can be trusted.
+func (cp *compiledPolicy) route(method, host string, f pathForms) (rt route, org string, matched, ok bool) {
+	host = canonicalHost(host)
+	i, org := cp.match(method, host, f.clean)
+	if f.bare != f.clean {
+		if j, bareOrg := cp.match(method, host, f.bare); j != i || bareOrg != org {
+			return cp.defaultRoute, "", false, false
+		}
+	}
+	if i < 0 {
+		return cp.defaultRoute, "", false, true
+	}
+	return cp.rules[i].route, org, true, true
+}
+
+// match returns the index of the first rule that matches (-1: none) and
+// the value of its org parameter.
+func (cp *compiledPolicy) match(method, host, path string) (int, string) {
 	for i := range cp.rules {
 		r := &cp.rules[i]
 		if len(r.methods) > 0 && !containsFold(r.methods, method) {
@@ -307,25 +337,44 @@ func (cp *compiledPolicy) match(method, host, path string) (rt route, org string
 		if r.host != "" && !hostMatches(host, r.host, r.hostSuffix) {
 			continue
 		}
+		org := ""
 		switch {
 		case r.exact != "":
-			if path != r.exact {
+			if !equalPath(path, r.exact, r.fold) {
 				continue
 			}
 		case r.prefix != "":
-			if !strings.HasPrefix(path, r.prefix) {
+			if len(path) < len(r.prefix) || !equalPath(path[:len(r.prefix)], r.prefix, r.fold) {
 				continue
 			}
 		case r.pattern != nil:
-			v, ok := r.pattern.match(path, r.route.orgParam)
+			v, ok := r.pattern.match(path, r.route.orgParam, r.fold)
 			if !ok {
 				continue
 			}
 			org = v
 		}
-		return r.route, org, true
+		return i, org
 	}
-	return cp.defaultRoute, "", false
+	return -1, ""
+}
+
+func equalPath(a, b string, fold bool) bool {
+	if fold {
+		return strings.EqualFold(a, b)
+	}
+	return a == b
+}
+
+// canonicalHost is the host a rule is matched against: without its port
+// and without trailing dots ("api.example.com." is the same name to DNS
+// and to most servers, so it must not skip a rule for "api.example.com").
+func canonicalHost(h string) string {
+	h = hostOnly(h)
+	for len(h) > 0 && h[len(h)-1] == '.' {
+		h = h[:len(h)-1]
+	}
+	return h
 }
 
 func containsFold(list []string, s string) bool {
@@ -338,7 +387,9 @@ func containsFold(list []string, s string) bool {
 }
 
 // hostOnly drops a port from a Host or :authority value ("a.com:8443",
-// "[::1]:80"); it does not allocate, unlike net.SplitHostPort's errors.
+// "[::1]:80"); it does not allocate, unlike net.SplitHostPort's errors. A
+// name is cut at its first colon, so that "a.com:1:2" is a.com (as lenient
+// servers read it) rather than a name no host rule matches.
 func hostOnly(h string) string {
 	if strings.HasPrefix(h, "[") {
 		if i := strings.IndexByte(h, ']'); i > 0 {
@@ -346,10 +397,16 @@ func hostOnly(h string) string {
 		}
 		return h
 	}
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h, ':') == i {
-		return h[:i]
+	i := strings.IndexByte(h, ':')
+	if i < 0 {
+		return h
 	}
-	return h
+	if strings.IndexByte(h[i+1:], ':') >= 0 {
+		if _, err := netip.ParseAddr(h); err == nil {
+			return h // a bare IPv6 address
+		}
+	}
+	return h[:i]
 }
 
 func hostMatches(host, want string, suffix bool) bool {

@@ -21,6 +21,13 @@ const (
 	ReasonRateLimited           Reason = "rate_limited"
 	ReasonCreditsExhausted      Reason = "credits_exhausted"
 	ReasonUnavailable           Reason = "unavailable"
+	// ReasonInvalidPath refuses a path backends read in different ways: an
+	// encoded slash or backslash, a backslash, or ";" parameters that
+	// would move it to another route.
+	ReasonInvalidPath Reason = "invalid_path"
+	// ReasonAmbiguousRequest refuses a request whose routing headers
+	// (original URI, method, host) arrived more than once.
+	ReasonAmbiguousRequest Reason = "ambiguous_request"
 	// ReasonIntrospection answers the introspection path: not a refusal,
 	// but Keygate replies itself (200, the principal as JSON) instead of
 	// passing the request on.
@@ -49,6 +56,8 @@ var denials = map[Reason]denial{
 	ReasonRateLimited:           {429, "Rate limit exceeded", "Rate limit exceeded. Please try again later."},
 	ReasonCreditsExhausted:      {429, "Credits exhausted", "API credits exhausted"},
 	ReasonUnavailable:           {503, "Authorization unavailable", "Authorization temporarily unavailable"},
+	ReasonInvalidPath:           {400, "Invalid path", "Request path is ambiguous: encoded slashes, backslashes and path parameters that change the route are refused"},
+	ReasonAmbiguousRequest:      {400, "Ambiguous request", "Request is ambiguous: a routing header was sent more than once"},
 }
 
 // Status is the HTTP status a denial with this reason is answered with, or

@@ -69,11 +69,14 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host   string
 	)
 	hdr := r.Header
+	var routing []string
 	switch p := r.URL.Path; {
 	case p == PathNginx:
 		d, method, target, host = dialectNginx, hdr.Get("X-Original-Method"), hdr.Get("X-Original-URI"), r.Host
+		routing = nginxRouting
 	case p == PathForward:
 		d, method, target, host = dialectForward, hdr.Get("X-Forwarded-Method"), hdr.Get("X-Forwarded-Uri"), hdr.Get("X-Forwarded-Host")
+		routing = forwardRouting
 	case p == PathEnvoy || strings.HasPrefix(p, PathEnvoy+"/"):
 		d, method, target, host = dialectEnvoy, r.Method, strings.TrimPrefix(r.URL.RequestURI(), PathEnvoy), r.Host
 	default:
@@ -96,7 +99,8 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// allowlist matching the proxy). The client's address comes only
 		// from the header client_ip names; without one there is none, so
 		// the failed-auth throttle is off and IP allowlists refuse.
-		Peer: "",
+		Peer:     "",
+		Repeated: repeated(hdr, routing),
 	}
 	dec, err := h.decider.Decide(r.Context(), &req)
 	if err != nil {
@@ -104,6 +108,26 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	writeHTTP(w, d, &dec)
 	h.report(r.Context(), "http", &req, &dec, start)
+}
+
+// The headers that tell a dialect where the request goes. A second copy
+// (a client's, passed on by a proxy that appends) could be what the
+// backend reads, so the core refuses such requests; net/http already
+// refuses a repeated Host.
+var (
+	nginxRouting   = []string{"X-Original-Uri", "X-Original-Method"}
+	forwardRouting = []string{"X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Host"}
+)
+
+// repeated returns the first of names (canonical) that h holds more than
+// once, or "".
+func repeated(h http.Header, names []string) string {
+	for _, n := range names {
+		if len(h[n]) > 1 {
+			return strings.ToLower(n)
+		}
+	}
+	return ""
 }
 
 // foldHeaders gives the core the shape Envoy's CheckRequest has: lower-case
@@ -118,7 +142,7 @@ func foldHeaders(h http.Header) map[string]string {
 
 func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 	out := w.Header()
-	if dec.Allow || dec.Reason == authz.ReasonIntrospection && d != dialectEnvoy {
+	if dec.Allow {
 		// Upstream headers travel as headers of the 200; the proxy's
 		// config copies them to the request. A header this decision does
 		// not set is absent, and the proxy configs drop the client's.
@@ -134,22 +158,35 @@ func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	// Keygate's own answer: a refusal, or the introspection reply. No
+	// dialect may read it as an allow, or the request would reach the
+	// backend without an identity.
 	for _, s := range dec.ResponseHeaders {
 		out.Set(s.Name, s.Value)
 	}
 	out.Set(authz.DecisionIDHeader, authz.FormatID(dec.ID))
 	status := dec.Status
+	reply := dec.Reason == authz.ReasonIntrospection
 	switch {
-	case dec.Reason == authz.ReasonIntrospection:
+	case d == dialectEnvoy && reply:
 		// Envoy allows only on 200 and returns any other status to the
 		// client with its body: 203 brings the principal to the client.
 		status = http.StatusNonAuthoritativeInfo
 	case d == dialectNginx:
+		// nginx knows only 401 and 403 here and drops the body: the real
+		// answer travels in headers its error_page turns back into it.
 		out.Set(HeaderStatus, strconv.Itoa(dec.Status))
 		out.Set(HeaderBody, dec.Body)
 		if status != http.StatusUnauthorized {
 			status = http.StatusForbidden
 		}
+	case d == dialectForward && reply:
+		// Traefik and Caddy allow on any 2xx and pass anything else to the
+		// client as is: the reply goes out as a 403 carrying the principal,
+		// marked so that a proxy config (the Caddy example) can turn it
+		// back into a 200.
+		out.Set(HeaderStatus, strconv.Itoa(dec.Status))
+		status = http.StatusForbidden
 	}
 	w.WriteHeader(status)
 	if dec.Body != "" {
