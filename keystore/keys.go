@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -269,11 +270,24 @@ func revokeAt(k *Key, now time.Time) {
 	k.RevokedAt = &now
 }
 
-// checkOrgLimit refuses a new active key in an org that already holds the
-// maximum; except is a key being replaced in the same transaction.
+// checkOrgLimit refuses one more usable key in an org that already holds
+// the maximum; except is a key being replaced in the same transaction.
 func (s *Store) checkOrgLimit(tx Tx, orgID string, now time.Time, except string) error {
+	full, n, err := s.orgFull(tx, orgID, now, except)
+	if err != nil || !full {
+		return err
+	}
+	return fmt.Errorf("%w: org %s already has %d usable keys (revoke or deactivate one first)", ErrOrgKeyLimit, orgID, n)
+}
+
+// orgFull reports whether org holds its maximum of usable keys, not
+// counting except, and how many it holds. A key in its rotation grace
+// period counts: it works exactly like an active key until the grace ends,
+// and leaving it out let repeated rotations with a grace period keep
+// twice the limit of working keys.
+func (s *Store) orgFull(tx Tx, orgID string, now time.Time, except string) (bool, int, error) {
 	if orgID == "" || s.opts.MaxOrgKeys < 0 {
-		return nil
+		return false, 0, nil
 	}
 	n := 0
 	err := scanIDs(tx, bucketKeysByOrg, orgID, func(id string) error {
@@ -284,21 +298,15 @@ func (s *Store) checkOrgLimit(tx Tx, orgID string, now time.Time, except string)
 		if err != nil {
 			return err
 		}
-		// A key in its rotation grace period is being replaced by a key
-		// that counts; counting both would make rotation in a full org
-		// impossible without downtime.
-		if k.StateAt(now) == StateActive && k.RotatedTo == "" {
+		if k.StateAt(now) == StateActive {
 			n++
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, 0, err
 	}
-	if n >= s.opts.MaxOrgKeys {
-		return fmt.Errorf("%w: org %s already has %d active keys (revoke or deactivate one first)", ErrOrgKeyLimit, orgID, n)
-	}
-	return nil
+	return n >= s.opts.MaxOrgKeys, n, nil
 }
 
 // putKey writes a key record; with index it also writes its index entries
@@ -479,6 +487,9 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 	if grace < 0 {
 		return CreatedKey{}, fmt.Errorf("rotate key: %w: negative grace period", ErrInvalid)
 	}
+	if limit := s.opts.MaxRotationGrace; limit >= 0 && grace > limit {
+		return CreatedKey{}, fmt.Errorf("rotate key: %w: grace period %s is longer than the maximum of %s", ErrInvalid, shortDuration(grace), shortDuration(limit))
+	}
 	now := s.now()
 	nid, err := newID()
 	if err != nil {
@@ -514,6 +525,9 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 			at := now.Add(old.ExpiresAt.Sub(old.CreatedAt))
 			n.ExpiresAt = &at
 		}
+		if err := s.checkRotationSlot(tx, old, &n, now, grace); err != nil {
+			return err
+		}
 		if grace == 0 {
 			revokeAt(&old.Key, now)
 		} else {
@@ -536,6 +550,43 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 	}
 	s.ledger.moved(move)
 	return out, nil
+}
+
+// checkRotationSlot refuses a rotation that would add a usable key to a
+// full org. Rotating a usable key without grace replaces it in place and
+// is always allowed, so a full org can still rotate a key that leaked.
+// With a grace period both keys work until it ends, so the successor needs
+// a free place, as creating it by hand would. Rotating a key that is not
+// usable (expired) yields one that is, which counts like a new key.
+func (s *Store) checkRotationSlot(tx Tx, old, n *storedKey, now time.Time, grace time.Duration) error {
+	if n.StateAt(now) != StateActive {
+		return nil // the successor of an inactive key is inactive
+	}
+	replaced := old.StateAt(now) == StateActive && grace == 0
+	if replaced {
+		return nil
+	}
+	full, count, err := s.orgFull(tx, old.OrgID, now, "")
+	if err != nil || !full {
+		return err
+	}
+	if grace > 0 && old.StateAt(now) == StateActive {
+		return fmt.Errorf("%w: org %s already has %d usable keys, and the old key would keep working beside the new one for the grace period: rotate without a grace period (the old key stops at once), or revoke or deactivate another key first", ErrOrgKeyLimit, old.OrgID, count)
+	}
+	return fmt.Errorf("%w: org %s already has %d usable keys, and key %s is not usable, so its successor would be one more (revoke or deactivate one first)", ErrOrgKeyLimit, old.OrgID, count, old.ID)
+}
+
+// shortDuration writes d without zero minutes and seconds ("168h", not
+// "168h0m0s"), as an operator would.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // DeleteKey removes a key and its index entries. Unlike revocation it leaves

@@ -29,7 +29,7 @@ var (
 	// ErrConflict: the change contradicts stored state (a key that is
 	// already imported, a revoked key that cannot change).
 	ErrConflict = errors.New("conflict")
-	// ErrOrgKeyLimit: the org already has its maximum of active keys.
+	// ErrOrgKeyLimit: the org already has its maximum of usable keys.
 	ErrOrgKeyLimit = errors.New("organization key limit reached")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
@@ -40,13 +40,27 @@ var (
 	ErrUnconfirmed = errors.New("write committed but not confirmed by every replica")
 )
 
+// DefaultMaxRotationGrace is Options.MaxRotationGrace's default.
+const DefaultMaxRotationGrace = 7 * 24 * time.Hour
+
 // Options configures a Store. The zero value of each field means its default.
 type Options struct {
 	// Format is the key format new keys are generated in. Zero: prefix "ak".
 	Format apikey.Format
-	// MaxOrgKeys is how many active keys one org may hold. Zero: 5.
+	// MaxOrgKeys is how many usable keys one org may hold: active ones,
+	// including a rotated key still in its grace period. Zero: 5.
 	// Negative: no limit.
 	MaxOrgKeys int
+	// MaxRotationGrace bounds the grace period of a rotation, during which
+	// the old key keeps working beside its successor. Zero: 7 days.
+	// Negative: no maximum.
+	//
+	// A grace period only has to outlast the roll-out of the new key to
+	// whatever holds the old one: a week covers a weekly release train with
+	// a weekend nobody deploys on. Any longer, and rotating away a key that
+	// leaked leaves it working for as long, and rotation becomes a way to
+	// keep two keys where one was given.
+	MaxRotationGrace time.Duration
 	// Tiers lists the rate-limit tiers a key may name; the first is the
 	// default for new keys. Nil: standard, enterprise.
 	Tiers []string
@@ -79,6 +93,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxOrgKeys == 0 {
 		o.MaxOrgKeys = 5
+	}
+	if o.MaxRotationGrace == 0 {
+		o.MaxRotationGrace = DefaultMaxRotationGrace
 	}
 	if o.Tiers == nil {
 		o.Tiers = []string{"standard", "enterprise"}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -448,10 +449,15 @@ func TestOrgKeyLimit(t *testing.T) {
 	if _, err := f.s.UpdateKey(keys[2].ID, KeyUpdate{ClearExpiry: true}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("un-expiring past the limit = %v, want ErrOrgKeyLimit", err)
 	}
-	// Rotation with a grace period works in a full org: the key being
-	// replaced stops counting.
-	if _, err := f.s.RotateKey(keys[3].ID, time.Hour); err != nil {
-		t.Fatalf("rotation in a full org: %v", err)
+	// In a full org a rotation with a grace period is refused: the old key
+	// keeps working beside the new one until the grace ends, so both count.
+	// Without grace the new key takes the old one's place, so a full org
+	// can still rotate away a key that leaked.
+	if _, err := f.s.RotateKey(keys[3].ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) || !strings.Contains(err.Error(), "rotate without a grace period") {
+		t.Fatalf("rotation with grace in a full org = %v, want ErrOrgKeyLimit saying to rotate without grace", err)
+	}
+	if _, err := f.s.RotateKey(keys[3].ID, 0); err != nil {
+		t.Fatalf("rotation without grace in a full org: %v", err)
 	}
 	if _, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "x"}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("org not full after rotation = %v", err)
@@ -463,6 +469,143 @@ func TestOrgKeyLimit(t *testing.T) {
 	g.create(t, KeySpec{OrgID: g.org.ID})
 	if _, err := g.s.CreateKey(KeySpec{TenantID: g.tenant.ID, OrgID: g.org.ID, Name: "third"}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("3rd key with limit 2 = %v", err)
+	}
+}
+
+// usableOrgKeys counts the keys of org that a Check would let through now,
+// by trying every secret handed out in it, and checks the store's own count
+// (keys listed as active) agrees.
+func (f *fixture) usableOrgKeys(t *testing.T, org string, secrets []string) int {
+	t.Helper()
+	now := f.clock.Now()
+	n := 0
+	for _, raw := range secrets {
+		c := f.lookup(t, raw)
+		if c == nil || c.OrgID != org || c.Status != authz.StatusActive ||
+			!c.RevokesAt.IsZero() && !now.Before(c.RevokesAt) || !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
+			continue
+		}
+		n++
+	}
+	p, err := f.s.ListKeys(ListFilter{OrgID: org, State: StateActive, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Keys) != n {
+		t.Fatalf("%d secrets work, but the store lists %d active keys", n, len(p.Keys))
+	}
+	return n
+}
+
+// TestRotationGraceKeepsOrgLimit replays the attack on the org limit:
+// rotating every key with a grace period, again and again, used to leave
+// the old keys working outside the count (10 usable keys in an org limited
+// to 5 after one round). The usable keys never exceed the limit now, and
+// the grace periods that were refused were refused as the org limit.
+func TestRotationGraceKeepsOrgLimit(t *testing.T) {
+	const limit = 5
+	f := newFixture(t, Options{MaxOrgKeys: limit})
+	var secrets, ids []string // ids: the keys not yet rotated
+	for range limit - 1 {
+		k := f.create(t, KeySpec{OrgID: f.org.ID})
+		secrets = append(secrets, k.Secret)
+		ids = append(ids, k.ID)
+	}
+	rotated, refused := 0, 0
+	for round := range 6 {
+		for i, id := range ids {
+			nk, err := f.s.RotateKey(id, 24*time.Hour)
+			switch {
+			case err == nil:
+				rotated++
+				ids[i] = nk.ID
+				secrets = append(secrets, nk.Secret)
+			case errors.Is(err, ErrOrgKeyLimit):
+				refused++
+			default:
+				t.Fatalf("round %d: rotate: %v", round, err)
+			}
+			if n := f.usableOrgKeys(t, f.org.ID, secrets); n > limit {
+				t.Fatalf("round %d: %d usable keys in an org limited to %d", round, n, limit)
+			}
+		}
+		// Creating keys and rotating without grace stay within it too.
+		if k, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "more"}); err == nil {
+			secrets = append(secrets, k.Secret)
+			ids = append(ids, k.ID)
+		} else if !errors.Is(err, ErrOrgKeyLimit) {
+			t.Fatal(err)
+		}
+		nk, err := f.s.RotateKey(ids[0], 0)
+		if err != nil {
+			t.Fatalf("round %d: rotation without grace: %v", round, err)
+		}
+		ids[0] = nk.ID
+		secrets = append(secrets, nk.Secret)
+		if n := f.usableOrgKeys(t, f.org.ID, secrets); n > limit {
+			t.Fatalf("round %d: %d usable keys in an org limited to %d", round, n, limit)
+		}
+		f.clock.Add(6 * time.Hour)
+	}
+	if rotated == 0 || refused == 0 {
+		t.Fatalf("%d rotations with grace went through and %d were refused; want some of each", rotated, refused)
+	}
+}
+
+// TestRotationCannotReviveExpiredKeys: an expired key is outside the org's
+// count, and its successor would be a usable key, so rotating it needs a
+// free place like creating a key does.
+func TestRotationCannotReviveExpiredKeys(t *testing.T) {
+	f := newFixture(t, Options{MaxOrgKeys: 2})
+	soon := f.clock.Now().Add(time.Minute)
+	expiring := f.create(t, KeySpec{OrgID: f.org.ID, ExpiresAt: &soon})
+	f.clock.Add(time.Minute)
+	f.create(t, KeySpec{OrgID: f.org.ID})
+	f.create(t, KeySpec{OrgID: f.org.ID})
+	for _, grace := range []time.Duration{0, time.Hour} {
+		if _, err := f.s.RotateKey(expiring.ID, grace); !errors.Is(err, ErrOrgKeyLimit) {
+			t.Fatalf("rotating an expired key (grace %v) in a full org = %v, want ErrOrgKeyLimit", grace, err)
+		}
+	}
+	// An inactive key's successor is inactive: no place needed.
+	g := newFixture(t, Options{MaxOrgKeys: 1})
+	paused := g.create(t, KeySpec{OrgID: g.org.ID})
+	if _, err := g.s.UpdateKey(paused.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+		t.Fatal(err)
+	}
+	g.create(t, KeySpec{OrgID: g.org.ID})
+	nk, err := g.s.RotateKey(paused.ID, time.Hour)
+	if err != nil || nk.Status != authz.StatusInactive {
+		t.Fatalf("rotating an inactive key in a full org = %+v, %v; want an inactive successor", nk.Key, err)
+	}
+}
+
+func TestMaxRotationGrace(t *testing.T) {
+	f := newFixture(t, Options{})
+	k := f.create(t, KeySpec{})
+	_, err := f.s.RotateKey(k.ID, 87600*time.Hour)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "maximum of 168h") {
+		t.Fatalf("grace of 87600h = %v, want ErrInvalid naming the maximum of 168h", err)
+	}
+	if _, err := f.s.RotateKey(k.ID, DefaultMaxRotationGrace+time.Second); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("grace a second over 7 days = %v, want ErrInvalid", err)
+	}
+	if _, err := f.s.RotateKey(k.ID, DefaultMaxRotationGrace); err != nil {
+		t.Fatalf("grace of exactly 7 days: %v", err)
+	}
+	if c := f.lookup(t, k.Secret); !c.RevokesAt.Equal(f.clock.Now().Add(DefaultMaxRotationGrace)) {
+		t.Fatalf("old key revokes at %v", c.RevokesAt)
+	}
+
+	g := newFixture(t, Options{MaxRotationGrace: 90 * time.Minute})
+	gk := g.create(t, KeySpec{})
+	if _, err := g.s.RotateKey(gk.ID, 2*time.Hour); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "maximum of 1h30m") {
+		t.Fatalf("grace of 2h with a maximum of 90m = %v", err)
+	}
+	// Negative: no maximum.
+	h := newFixture(t, Options{MaxRotationGrace: -1})
+	if _, err := h.s.RotateKey(h.create(t, KeySpec{}).ID, 87600*time.Hour); err != nil {
+		t.Fatalf("grace of 87600h without a maximum: %v", err)
 	}
 }
 
@@ -483,6 +626,11 @@ func TestRegenerateInSlot(t *testing.T) {
 	third := f.create(t, KeySpec{OrgID: other.ID, Slot: "production"})
 	if c := f.lookup(t, second.Secret); c.Status != authz.StatusActive {
 		t.Fatal("a slot in another org revoked this org's key")
+	}
+	// With the org full, rotating a slot's key needs no grace period;
+	// regenerating keeps working.
+	if _, err := f.s.RotateKey(third.ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) {
+		t.Fatalf("rotation with grace in a full org = %v, want ErrOrgKeyLimit", err)
 	}
 	// Rotation moves the slot to the new key.
 	rot, err := f.s.RotateKey(third.ID, 0)

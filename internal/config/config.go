@@ -70,8 +70,13 @@ type Config struct {
 		Prefix        string   `yaml:"prefix"`         // ak
 		Sources       []string `yaml:"sources"`        // authorization, x-api-key, x-api-token
 		AcceptForeign bool     `yaml:"accept_foreign"` // false
-		MaxOrgKeys    int      `yaml:"max_org_keys"`   // 5; -1: no limit
+		MaxOrgKeys    int      `yaml:"max_org_keys"`   // 5 usable keys (those in a rotation grace period too); -1: no limit
 		Tiers         []string `yaml:"tiers"`          // standard, enterprise
+		// MaxRotationGrace bounds a rotation's grace_period, during which
+		// the old key keeps working: a week covers a weekly release and a
+		// weekend, and a leaked key being rotated away should not keep
+		// working longer. 0: 168h (7 days); negative (-1s): no maximum.
+		MaxRotationGrace Duration `yaml:"max_rotation_grace"`
 	} `yaml:"keys"`
 	Errors struct {
 		Format          string `yaml:"format"`            // simple | problem
@@ -600,6 +605,7 @@ func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 	return keystore.Options{
 		Format:               f,
 		MaxOrgKeys:           c.Keys.MaxOrgKeys,
+		MaxRotationGrace:     time.Duration(c.Keys.MaxRotationGrace),
 		Tiers:                c.Keys.Tiers,
 		CacheMaxBytes:        c.Store.CacheMaxBytes,
 		NegativeCacheEntries: c.Store.NegativeCacheEntries,

@@ -421,6 +421,8 @@ func TestErrors(t *testing.T) {
 		{"rotate unknown key", "POST", "/v1/keys/nope/rotate", "", "", 404, "not_found"},
 		{"rotate revoked key", "POST", "/v1/keys/" + revoked.ID + "/rotate", "", "", 409, "conflict"},
 		{"rotate bad grace", "POST", "/v1/keys/" + k.ID + "/rotate", `{"grace_period":"-1h"}`, "", 400, "invalid_request"},
+		{"rotate grace over the maximum", "POST", "/v1/keys/" + k.ID + "/rotate", `{"grace_period":"87600h"}`, "", 400, "invalid_request"},
+		{"rotate with grace in a full org", "POST", "/v1/keys/" + k.ID + "/rotate", `{"grace_period":"1h"}`, "", 409, "org_key_limit"},
 		{"delete unknown key", "DELETE", "/v1/keys/nope", "", "", 404, "not_found"},
 		{"list bad limit", "GET", "/v1/keys?limit=x", "", "", 400, "invalid_request"},
 		{"list limit too big", "GET", "/v1/keys?limit=100000", "", "", 400, "invalid_request"},
@@ -679,11 +681,12 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	var imported keystore.Key
 	decode(f.do("POST", "/v1/keys/import", `{"tenant_id":"`+tn.ID+`","name":"legacy","key":"`+rawImport+`"}`), &imported)
 	secrets = append(secrets, rawImport)
+	// The revoke frees the place that a rotation with grace needs.
+	f.do("POST", "/v1/keys/"+ids[2]+"/revoke", "")
 	var rotated keystore.CreatedKey
 	decode(f.do("POST", "/v1/keys/"+ids[0]+"/rotate", `{"grace_period":"1m"}`), &rotated)
 	secrets = append(secrets, rotated.Secret)
 	f.do("PATCH", "/v1/keys/"+ids[1], `{"name":"renamed"}`)
-	f.do("POST", "/v1/keys/"+ids[2]+"/revoke", "")
 	f.do("GET", "/v1/keys?limit=2", "")
 	f.do("GET", "/v1/keys/"+ids[3], "")
 	f.do("DELETE", "/v1/keys/"+ids[4], "")
