@@ -263,6 +263,8 @@ type metaBlock struct {
 // introspection reply (HTTP 200) is one such local reply.
 func grpcCode(status int) code.Code {
 	switch status {
+	case 400:
+		return code.Code_INVALID_ARGUMENT
 	case 401:
 		return code.Code_UNAUTHENTICATED
 	case 403:
