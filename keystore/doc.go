@@ -24,4 +24,9 @@
 //     the commit.
 //   - Lookups fail with an error, never with "not found", when the backend
 //     cannot be read, so the decision core fails closed.
+//   - A bbolt file deleted, moved or replaced under the running server is
+//     not the file a restart will read: writes (flushes included) fail with
+//     ErrFileReplaced, an ErrUnavailable, rather than be acknowledged and
+//     lost, and Ping fails; lookups go on answering from the file the server
+//     holds, which has every write it acknowledged. See boltBackend.
 package keystore
