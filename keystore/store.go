@@ -230,13 +230,13 @@ func (s *Store) update(fn func(tx Tx, touch func(apikey.Hash)) error) error {
 		touched = touched[:0]
 		return fn(tx, func(h apikey.Hash) { touched = append(touched, h) })
 	})
-	if err != nil {
-		return err
-	}
+	// Even a failed write may have committed (a replica that did not
+	// confirm it, a store file replaced during the commit): dropping a
+	// cache entry is always safe, serving one a commit outdated is not.
 	for _, h := range touched {
 		s.cache.invalidate(h)
 	}
-	return nil
+	return err
 }
 
 func (s *Store) view(fn func(tx Tx) error) error {
@@ -261,12 +261,18 @@ func (s *Store) checkView(ctx context.Context, fn func(tx Tx) error) error {
 	return s.b.View(ctx, fn)
 }
 
-// Ping reports whether the backend can be read (readiness).
+// Ping reports whether the backend can be read (readiness), waiting at
+// most 5 s.
 func (s *Store) Ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.PingContext(ctx)
+}
+
+// PingContext is Ping bounded by ctx instead.
+func (s *Store) PingContext(ctx context.Context) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	return s.b.Ping(ctx)
 }

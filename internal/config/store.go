@@ -136,7 +136,7 @@ func (c *Config) etcdTLS() (*tls.Config, error) {
 // on a store it cannot read).
 func (c *Config) OpenBackend(readOnly bool, log *slog.Logger) (keystore.Backend, error) {
 	if !c.UsesEtcd() {
-		return keystore.OpenBolt(c.Store.Path, readOnly, 0)
+		return keystore.OpenBoltWith(c.Store.Path, keystore.BoltOptions{ReadOnly: readOnly, Logger: log})
 	}
 	e := c.Store.Etcd
 	t, err := c.etcdTLS()
