@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // The reload tests run the real binary with a config file, change the file
@@ -296,4 +301,298 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	p.await(t, "allow")
 	p.finish(t, "allow", scopeDenied)
 	s.stop(t)
+}
+
+// Rules of the half-written-file tests. The health rule comes first, so a
+// file cut off after it is valid YAML without the admin rule: /admin/x is
+// then unmatched, and a valid key without the admin scope gets through.
+const (
+	ruleHealth  = "  - name: health\n    path: /healthz\n    public: true\n"
+	ruleAdmin   = "  - name: admin\n    path_pattern: /admin/**\n    scopes: [admin]\n"
+	ruleReports = "  - name: reports\n    path_pattern: /reports/**\n    scopes: [reports]\n"
+)
+
+// rulesConfig logs at debug, where the watch says it saw a change it has
+// not yet seen twice.
+func rulesConfig(interval string, rules ...string) string {
+	return "log:\n  level: debug\nreload_interval: " + interval + "\nroutes:\n" + strings.Join(rules, "")
+}
+
+// sawVersion is how the log names a version of the file: by the first 6
+// bytes of its SHA-256, as the watch's lines do.
+func sawVersion(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return "sha256=" + hex.EncodeToString(sum[:6])
+}
+
+// waitLogFast is waitLog polling every 2 ms, for a test that must act
+// within a fraction of reload_interval after the watch has looked.
+func waitLogFast(t *testing.T, s *server, text string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Count(s.logs.String(), text) >= n {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("the log does not say %q %d times after 10 s:\n%s", text, n, s.logs)
+}
+
+func appendFile(t *testing.T, path, body string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadWaitsOutHalfWrittenFile writes the config non-atomically, as
+// an editor saving in place, cp or scp do (same inode, truncated and
+// written again), or as rm and a slow write do (a new inode: what a rename
+// also shows), in two steps: first a prefix cut before the admin rule, left
+// until the watch has looked at it once, then the rest. The watch must not
+// apply the prefix (a background client checking /admin/x without the
+// admin scope is never let through) and must apply the complete file.
+func TestReloadWaitsOutHalfWrittenFile(t *testing.T) {
+	const every = 200 * time.Millisecond
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keygate.yaml")
+	prefix := rulesConfig("200ms", ruleHealth)
+	withReports := rulesConfig("200ms", ruleHealth, ruleAdmin, ruleReports)
+	withoutReports := rulesConfig("200ms", ruleHealth, ruleAdmin)
+	replaceFile(t, cfg, withoutReports)
+	s := startWithConfig(t, dir, cfg)
+	key, client := keyAndClient(t, s)
+	mustAnswer(t, client, key, "/admin/x", scopeDenied)
+	mustAnswer(t, client, key, "/reports/x", "allow")
+
+	p := startProber(t, client, key)
+	p.await(t, scopeDenied)
+	const rounds = 6
+	var longest time.Duration
+	for i := range rounds {
+		full, reports := withReports, "403 insufficient_scope"
+		if i%2 == 1 {
+			full, reports = withoutReports, "allow"
+		}
+		seen := strings.Count(s.logs.String(), sawVersion(prefix))
+		start := time.Now()
+		if i%4 >= 2 {
+			// rm, then a slow write of a new file.
+			if err := os.Remove(cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeFile(t, cfg, prefix)
+		// The watch has looked at the prefix (once: it logs each version it
+		// has not seen twice) ...
+		waitLogFast(t, s, sawVersion(prefix), seen+1)
+		// ... and the rest lands before its next look.
+		appendFile(t, cfg, strings.TrimPrefix(full, prefix))
+		if d := time.Since(start); d > longest {
+			longest = d
+		}
+		waitAnswer(t, s, client, key, "/reports/x", reports)
+		waitLog(t, s, "routes and policy reloaded", i+1)
+	}
+	p.finish(t, scopeDenied)
+	if n := p.answers["allow"]; n > 0 {
+		t.Errorf("a half-written config was applied: /admin/x allowed %d times without the admin scope\n%s", n, s.logs)
+	}
+	if strings.Contains(s.logs.String(), "removed=[admin]") {
+		t.Errorf("a reload removed the admin rule:\n%s", s.logs)
+	}
+	if n := strings.Count(s.logs.String(), "routes and policy reloaded"); n != rounds {
+		t.Errorf("%d reloads logged, want %d (one per complete file):\n%s", n, rounds, s.logs)
+	}
+	// The prefix stayed up to one look plus the log poll; only the watch's
+	// second look is at least reload_interval after its first.
+	t.Logf("longest time a prefix stayed in the file: %v (reload_interval %v)", longest, every)
+	s.stop(t)
+}
+
+// TestReloadAppliesTruncatedFileOnlyOnceStable leaves a truncated file in
+// place. The watch cannot know a file is incomplete if it stays so: it is
+// applied, but only once two looks at least reload_interval apart found it
+// the same, and the reload's log line names the rule it removed, so that
+// the operator sees what happened.
+func TestReloadAppliesTruncatedFileOnlyOnceStable(t *testing.T) {
+	const every = 200 * time.Millisecond
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keygate.yaml")
+	prefix := rulesConfig("200ms", ruleHealth)
+	replaceFile(t, cfg, rulesConfig("200ms", ruleHealth, ruleAdmin))
+	s := startWithConfig(t, dir, cfg)
+	key, client := keyAndClient(t, s)
+	mustAnswer(t, client, key, "/admin/x", scopeDenied)
+
+	start := time.Now()
+	writeFile(t, cfg, prefix)
+	waitAnswer(t, s, client, key, "/admin/x", "allow")
+	if d := time.Since(start); d < every {
+		t.Fatalf("the truncated file was applied %v after it was written, less than reload_interval (%v): once looked at, not twice\n%s", d, every, s.logs)
+	}
+	logs := s.logs.String()
+	first, reload := strings.Index(logs, sawVersion(prefix)), strings.Index(logs, "routes and policy reloaded")
+	if first < 0 || reload < first {
+		t.Errorf("the reload is not preceded by the watch's first look at the file:\n%s", logs)
+	}
+	if !strings.Contains(logs, "added=[] removed=[admin] changed=[]") {
+		t.Errorf("the reload does not say it removed the admin rule:\n%s", logs)
+	}
+	s.stop(t)
+}
+
+// configMap lays out dir the way the kubelet mounts a ConfigMap: the file
+// is a symlink into ..data, itself a symlink to a timestamped directory;
+// an update writes a new directory and renames a new ..data over the old
+// one, so the file changes in one step.
+type configMap struct {
+	dir string
+	n   int
+}
+
+func (c *configMap) file() string { return filepath.Join(c.dir, "keygate.yaml") }
+
+func (c *configMap) update(t *testing.T, body string) {
+	t.Helper()
+	c.n++
+	ts := fmt.Sprintf("..2026_01_01_00_00_%02d.000000001", c.n)
+	if err := os.Mkdir(filepath.Join(c.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(c.dir, ts, "keygate.yaml"), body)
+	old, _ := os.Readlink(filepath.Join(c.dir, "..data"))
+	if err := os.Symlink(ts, filepath.Join(c.dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(c.dir, "..data_tmp"), filepath.Join(c.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old == "" {
+		if err := os.Symlink(filepath.Join("..data", "keygate.yaml"), c.file()); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.RemoveAll(filepath.Join(c.dir, old)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadConfigMapSwapAndRename updates the config the two atomic
+// ways: a ConfigMap's ..data symlink swap and a file renamed over the path.
+// Both are applied, after the same two looks as any change (a rename cannot
+// be told apart from a file removed and being written again), and each
+// reload's log line names the rules it added, removed and changed, and the
+// policy settings that differ. A swap to a new inode with the same bytes,
+// as an update of another key of the ConfigMap brings, is no reload.
+func TestReloadConfigMapSwapAndRename(t *testing.T) {
+	const every = 200 * time.Millisecond
+	dir := t.TempDir()
+	cm := &configMap{dir: filepath.Join(dir, "config")}
+	if err := os.Mkdir(cm.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cm.update(t, rulesConfig("200ms", ruleHealth, ruleAdmin))
+	s := startWithConfig(t, dir, cm.file())
+	key, client := keyAndClient(t, s)
+	mustAnswer(t, client, key, "/admin/x", scopeDenied)
+	mustAnswer(t, client, key, "/reports/x", "allow")
+	p := startProber(t, client, key)
+	p.await(t, scopeDenied)
+
+	public := strings.Replace(ruleAdmin, "scopes: [admin]", "public: true", 1)
+	swapped := rulesConfig("200ms", public, ruleReports)
+	start := time.Now()
+	cm.update(t, swapped)
+	waitAnswer(t, s, client, key, "/admin/x", "allow")
+	if d := time.Since(start); d < every {
+		t.Errorf("the ConfigMap update was applied after %v, before a second look (reload_interval %v)", d, every)
+	}
+	mustAnswer(t, client, key, "/reports/x", scopeDenied)
+	waitLog(t, s, "routes and policy reloaded", 1)
+	if want := "added=[reports] removed=[health] changed=[admin(public,scopes)]"; !strings.Contains(s.logs.String(), want) {
+		t.Errorf("the reload's log line does not say %q:\n%s", want, s.logs)
+	}
+
+	// The same bytes in a new directory: not a change. Nothing to await
+	// but time: three looks.
+	cm.update(t, swapped)
+	time.Sleep(3 * every)
+	if n := strings.Count(s.logs.String(), "routes and policy reloaded"); n != 1 {
+		t.Errorf("%d reloads logged after a swap to the same content, want 1:\n%s", n, s.logs)
+	}
+
+	// A file renamed over the symlink, with a policy-wide change too.
+	start = time.Now()
+	replaceFile(t, cm.file(), "policy:\n  unmatched: deny\n"+rulesConfig("200ms", ruleHealth, ruleAdmin))
+	waitAnswer(t, s, client, key, "/admin/x", scopeDenied)
+	if d := time.Since(start); d < every {
+		t.Errorf("the renamed file was applied after %v, before a second look (reload_interval %v)", d, every)
+	}
+	mustAnswer(t, client, key, "/reports/x", "403 route_not_allowed")
+	waitLog(t, s, "routes and policy reloaded", 2)
+	for _, want := range []string{
+		"added=[health] removed=[reports] changed=[admin(public,scopes)]",
+		`policy.unmatched="allow_with_key -> deny"`,
+	} {
+		if !strings.Contains(s.logs.String(), want) {
+			t.Errorf("the reload's log line does not say %q:\n%s", want, s.logs)
+		}
+	}
+	p.finish(t, "allow", scopeDenied)
+	s.stop(t)
+}
+
+// TestReloadDiffNamesChanges checks the reload log's account of a policy
+// change on its own: unnamed rules go by their matchers (not their place,
+// which shifts when a rule before them comes or goes), an empty list equals
+// an absent one, and a new order of the same rules is reported, since the
+// first match decides.
+func TestReloadDiffNamesChanges(t *testing.T) {
+	prev := authz.Policy{Rules: []authz.Rule{
+		{Name: "health", Path: "/healthz", Public: true},
+		{Name: "admin", PathPattern: "/admin/**", Scopes: []string{"admin"}},
+		{Methods: []string{"GET"}, PathPattern: "/a/**"},
+		{PathPrefix: "/b"},
+		{PathPrefix: "/b", Cost: 3}, // unreachable, but a rule all the same
+	}}
+	next := authz.Policy{
+		Rules: []authz.Rule{
+			{Name: "admin", PathPattern: "/admin/**", Public: true},
+			{Name: "health", Path: "/healthz", Public: true, Environments: []string{}},
+			{Methods: []string{"GET"}, PathPattern: "/a/**", Cost: 2},
+			{PathPrefix: "/b"},
+			{Name: "reports", PathPattern: "/reports/**", Scopes: []string{"reports"}},
+		},
+		DenyUnmatched: true,
+		OrgHeader:     "x-org-id",
+		Environments:  []string{"live"},
+	}
+	var out strings.Builder
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	log.Info("routes and policy reloaded", policyChanges(prev, next)...)
+	want := `level=INFO msg="routes and policy reloaded" added=[reports] removed=[unnamed(/b*)#2] ` +
+		`changed="[admin(public,scopes) unnamed(GET,/a/**)(cost)]" reordered=true ` +
+		`policy.unmatched="allow_with_key -> deny" policy.org_header="none -> x-org-id" policy.environments="none -> [live]"` + "\n"
+	if out.String() != want {
+		t.Errorf("log line\n%s\nwant\n%s", out.String(), want)
+	}
+
+	out.Reset()
+	log.Info("routes and policy reloaded", policyChanges(next, next)...)
+	if want := `level=INFO msg="routes and policy reloaded" added=[] removed=[] changed=[]` + "\n"; out.String() != want {
+		t.Errorf("no change logged as\n%s\nwant\n%s", out.String(), want)
+	}
 }
