@@ -152,6 +152,14 @@ func identityHeaders() []string {
 	return []string{h.Tenant, h.Org, h.User, h.KeyID, h.KeyName, h.Environment, h.Tier, h.Scopes}
 }
 
+// bypassStrips are the headers a route that skips ext_authz must remove
+// itself: the identity headers and the signature (a client's must not pass
+// for Keygate's), and every credential source (the key must not reach the
+// backend, though nobody checks it there).
+func bypassStrips() []string {
+	return slices.Concat(identityHeaders(), []string{authz.DefaultSignatureHeader}, authz.DefaultSources)
+}
+
 // keygateSettings are the context_extensions names Keygate reads.
 var keygateSettings = []string{authz.SettingPublic, authz.SettingScopes, authz.SettingEnvironments, authz.SettingCost, authz.SettingShadow}
 
@@ -415,12 +423,14 @@ func (c *bootstrapChecker) hcm(path string, h *hcmv3.HttpConnectionManager) {
 	if ext == nil {
 		c.add("%s: this connection manager has no ext_authz filter", path)
 	}
+	c.hardened(path, h)
 	rc := h.GetRouteConfig()
 	if rc == nil {
 		c.add("%s: route_config must be inline here, so that its routes can be checked", path)
 		return
 	}
 	identity := identityHeaders()
+	strips := bypassStrips()
 	for i, vh := range rc.GetVirtualHosts() {
 		vpath := fmt.Sprintf("%s.route_config.virtual_hosts[%d]", path, i)
 		vhExt := c.perFilter(vpath, vh.GetTypedPerFilterConfig(), names, ext)
@@ -433,10 +443,10 @@ func (c *bootstrapChecker) hcm(path string, h *hcmv3.HttpConnectionManager) {
 			removed := slices.Concat(r.GetRequestHeadersToRemove(), vh.GetRequestHeadersToRemove(), rc.GetRequestHeadersToRemove())
 			if rExt.GetDisabled() {
 				// Keygate never sees this request, so it cannot remove
-				// identity headers a client made up.
-				for _, id := range identity {
-					if !slices.Contains(removed, id) {
-						c.add("%s: ext_authz is disabled, so request_headers_to_remove must strip %s, or a client can send it to the backend as if Keygate had set it", rpath, id)
+				// identity headers a client made up, nor the key.
+				for _, h := range strips {
+					if !slices.Contains(removed, h) {
+						c.add("%s: ext_authz is disabled, so request_headers_to_remove must strip %s, or a client can send it to the backend (a made-up identity, or its key)", rpath, h)
 					}
 				}
 				continue
@@ -450,6 +460,30 @@ func (c *bootstrapChecker) hcm(path string, h *hcmv3.HttpConnectionManager) {
 			}
 		}
 	}
+}
+
+// hardened checks that a connection manager refuses what a backend could
+// read differently from Keygate: header names with an underscore (CGI,
+// WSGI and Rack read x_tenant_id as x-tenant-id) and escaped slashes in
+// the path, and that it normalises paths as Keygate's rules assume.
+func (c *bootstrapChecker) hardened(path string, h *hcmv3.HttpConnectionManager) {
+	for _, p := range hcmHardening(h) {
+		c.add("%s: %s", path, p)
+	}
+	if !h.GetNormalizePath().GetValue() || !h.GetMergeSlashes() {
+		c.add("%s: set normalize_path and merge_slashes: the backend should get the path Keygate's rules matched", path)
+	}
+}
+
+func hcmHardening(h *hcmv3.HttpConnectionManager) []string {
+	var p []string
+	if a := h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_REJECT_REQUEST {
+		p = append(p, fmt.Sprintf("common_http_protocol_options.headers_with_underscores_action is %s, want REJECT_REQUEST: a backend reads a client's x_tenant_id as the x-tenant-id Keygate sets", a))
+	}
+	if a := h.GetPathWithEscapedSlashesAction(); a != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+		p = append(p, fmt.Sprintf("path_with_escaped_slashes_action is %s, want REJECT_REQUEST: backends disagree on where /public%%2F..%%2Fadmin goes", a))
+	}
+	return p
 }
 
 // perFilter checks a typed_per_filter_config map and returns its ext_authz
@@ -653,6 +687,17 @@ func sub(t *testing.T, m map[string]any, keys ...string) map[string]any {
 	return m
 }
 
+// dropItem removes the string item from the list m[key].
+func dropItem(t *testing.T, m map[string]any, key, item string) {
+	t.Helper()
+	l, _ := m[key].([]any)
+	out := slices.DeleteFunc(slices.Clone(l), func(e any) bool { return e == item })
+	if len(out) == len(l) {
+		t.Fatalf("no %s in %s: update this case", item, key)
+	}
+	m[key] = out
+}
+
 // dropPattern removes the matcher entries for header h from a list.
 func dropPattern(t *testing.T, l map[string]any, h string) {
 	t.Helper()
@@ -747,6 +792,36 @@ func TestBootstrapChecksCatch(t *testing.T) {
 		{"disabled route passes spoofed identity", grpcBootstrap, func(t *testing.T, tree any) {
 			delete(route(t, tree, "health"), "request_headers_to_remove")
 		}, "must strip x-tenant-id"},
+		{"disabled route passes a spoofed signature", grpcBootstrap, func(t *testing.T, tree any) {
+			dropItem(t, route(t, tree, "health"), "request_headers_to_remove", "x-keygate-signature")
+		}, "must strip x-keygate-signature"},
+		{"disabled route passes the key in x-api-key", grpcBootstrap, func(t *testing.T, tree any) {
+			dropItem(t, route(t, tree, "health"), "request_headers_to_remove", "x-api-key")
+		}, "must strip x-api-key"},
+		{"disabled route passes the key in x-api-token", httpBootstrap, func(t *testing.T, tree any) {
+			dropItem(t, route(t, tree, "health"), "request_headers_to_remove", "x-api-token")
+		}, "must strip x-api-token"},
+		{"disabled route passes Authorization", grpcBootstrap, func(t *testing.T, tree any) {
+			dropItem(t, route(t, tree, "health"), "request_headers_to_remove", "authorization")
+		}, "must strip authorization"},
+		{"underscore headers allowed", grpcBootstrap, func(t *testing.T, tree any) {
+			delete(hcm(t, tree), "common_http_protocol_options")
+		}, "headers_with_underscores_action is ALLOW, want REJECT_REQUEST"},
+		{"underscore headers dropped silently", httpBootstrap, func(t *testing.T, tree any) {
+			sub(t, hcm(t, tree), "common_http_protocol_options")["headers_with_underscores_action"] = "DROP_HEADER"
+		}, "headers_with_underscores_action is DROP_HEADER"},
+		{"escaped slashes kept", grpcBootstrap, func(t *testing.T, tree any) {
+			delete(hcm(t, tree), "path_with_escaped_slashes_action")
+		}, "path_with_escaped_slashes_action is IMPLEMENTATION_SPECIFIC_DEFAULT, want REJECT_REQUEST"},
+		{"escaped slashes unescaped", httpBootstrap, func(t *testing.T, tree any) {
+			hcm(t, tree)["path_with_escaped_slashes_action"] = "UNESCAPE_AND_FORWARD"
+		}, "path_with_escaped_slashes_action is UNESCAPE_AND_FORWARD"},
+		{"path not normalised", grpcBootstrap, func(t *testing.T, tree any) {
+			delete(hcm(t, tree), "normalize_path")
+		}, "set normalize_path and merge_slashes"},
+		{"slashes not merged", httpBootstrap, func(t *testing.T, tree any) {
+			hcm(t, tree)["merge_slashes"] = false
+		}, "set normalize_path and merge_slashes"},
 		{"removal of a header Keygate sets", grpcBootstrap, func(t *testing.T, tree any) {
 			route(t, tree, "api")["request_headers_to_remove"] = []any{"x-scopes"}
 		}, "would remove x-scopes after Keygate set it"},
@@ -1424,7 +1499,7 @@ func checkMesh(docs []meshDoc, validate func(string) error) []string {
 	c := &meshChecker{validate: validate, keyed: map[string]keyed{}, pvcs: map[string]bool{}}
 	namespaces := map[string]bool{}
 	var providers map[string]grpcProvider
-	var policies []meshDoc
+	var policies, filters []meshDoc
 	for _, d := range docs {
 		ns := namespaceOf(d.obj)
 		switch d.obj.Kind {
@@ -1454,6 +1529,8 @@ func checkMesh(docs []meshDoc, validate func(string) error) []string {
 			providers = c.extensionProviders(d)
 		case "AuthorizationPolicy":
 			policies = append(policies, d)
+		case "EnvoyFilter":
+			filters = append(filters, d)
 		}
 	}
 	if len(providers) == 0 {
@@ -1471,10 +1548,12 @@ func checkMesh(docs []meshDoc, validate func(string) error) []string {
 	for _, name := range slices.Sorted(mapKeys(providers)) {
 		c.provider(name, providers[name])
 	}
+	hardening := c.envoyFilters(filters)
 	custom := 0
 	for _, d := range policies {
 		if c.policy(d, providers) {
 			custom++
+			c.hardenedBy(d, hardening)
 		}
 	}
 	if custom == 0 {
@@ -1811,6 +1890,143 @@ func (c *meshChecker) policy(d meshDoc, providers map[string]grpcProvider) bool 
 	return true
 }
 
+// envoyFilterSpec is networking.istio.io/v1alpha3 EnvoyFilter's spec, all
+// fields down to the patch's value (an Envoy message, checked as one),
+// decoded strictly.
+type envoyFilterSpec struct {
+	WorkloadSelector *struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"workloadSelector"`
+	TargetRefs    []any `json:"targetRefs"`
+	Priority      int   `json:"priority"`
+	ConfigPatches []struct {
+		ApplyTo string `json:"applyTo"`
+		Match   *struct {
+			Context  string         `json:"context"`
+			Proxy    map[string]any `json:"proxy"`
+			Listener *struct {
+				Name        string `json:"name"`
+				PortNumber  int    `json:"portNumber"`
+				FilterChain *struct {
+					Name                 string `json:"name"`
+					Sni                  string `json:"sni"`
+					TransportProtocol    string `json:"transportProtocol"`
+					ApplicationProtocols string `json:"applicationProtocols"`
+					DestinationPort      int    `json:"destinationPort"`
+					Filter               *struct {
+						Name      string         `json:"name"`
+						SubFilter map[string]any `json:"subFilter"`
+					} `json:"filter"`
+				} `json:"filterChain"`
+				ListenerFilter string `json:"listenerFilter"`
+			} `json:"listener"`
+			RouteConfiguration map[string]any `json:"routeConfiguration"`
+			Cluster            map[string]any `json:"cluster"`
+		} `json:"match"`
+		Patch *struct {
+			Operation   string         `json:"operation"`
+			Value       map[string]any `json:"value"`
+			FilterClass string         `json:"filterClass"`
+		} `json:"patch"`
+	} `json:"configPatches"`
+}
+
+// hardeningFilter is an EnvoyFilter that makes the inbound connection
+// manager of the sidecars it selects refuse underscore header names and
+// escaped slashes.
+type hardeningFilter struct {
+	namespace string
+	labels    map[string]string // nil: every workload of the namespace
+}
+
+// envoyFilters checks the EnvoyFilters and returns those that harden the
+// sidecars Keygate guards (the settings of hcmHardening, merged into the
+// SIDECAR_INBOUND http_connection_manager).
+func (c *meshChecker) envoyFilters(docs []meshDoc) []hardeningFilter {
+	var out []hardeningFilter
+	for _, d := range docs {
+		where := fmt.Sprintf("%s: EnvoyFilter %s", d.file, d.obj.Metadata.Name)
+		var spec envoyFilterSpec
+		raw, _ := d.tree.(map[string]any)["spec"]
+		if err := strictJSON(raw, &spec); err != nil {
+			c.add("%s: %v", where, err)
+			continue
+		}
+		hardens := false
+		for i, cp := range spec.ConfigPatches {
+			m, p := cp.Match, cp.Patch
+			if cp.ApplyTo != "NETWORK_FILTER" || m == nil || m.Listener == nil || m.Listener.FilterChain == nil || m.Listener.FilterChain.Filter == nil ||
+				m.Listener.FilterChain.Filter.Name != "envoy.filters.network.http_connection_manager" {
+				continue
+			}
+			at := fmt.Sprintf("%s: configPatches[%d]", where, i)
+			if m.Context != "SIDECAR_INBOUND" && m.Context != "ANY" {
+				c.add("%s: context %q: the CUSTOM policy runs in the workload's sidecar, on SIDECAR_INBOUND", at, m.Context)
+				continue
+			}
+			if p == nil || p.Operation != "MERGE" {
+				c.add("%s: patch the connection manager Istio generates with operation MERGE", at)
+				continue
+			}
+			tc, ok := p.Value["typed_config"]
+			if !ok {
+				c.add("%s: patch.value has no typed_config", at)
+				continue
+			}
+			js, err := json.Marshal(tc)
+			if err != nil {
+				c.add("%s: %v", at, err)
+				continue
+			}
+			var a anypb.Any
+			if err := protojson.Unmarshal(js, &a); err != nil {
+				c.add("%s: typed_config is not a valid Envoy message: %v", at, err)
+				continue
+			}
+			var h hcmv3.HttpConnectionManager
+			if err := a.UnmarshalTo(&h); err != nil {
+				c.add("%s: typed_config is a %s, not an HttpConnectionManager", at, a.MessageName())
+				continue
+			}
+			problems := hcmHardening(&h)
+			for _, pr := range problems {
+				c.add("%s: %s", at, pr)
+			}
+			hardens = hardens || len(problems) == 0
+		}
+		if !hardens {
+			continue
+		}
+		f := hardeningFilter{namespace: namespaceOf(d.obj)}
+		if spec.WorkloadSelector != nil {
+			f.labels = spec.WorkloadSelector.Labels
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// hardenedBy reports a CUSTOM policy whose workloads no EnvoyFilter
+// hardens: every pod the policy selects must be selected by one, in the
+// policy's namespace or the root namespace.
+func (c *meshChecker) hardenedBy(d meshDoc, filters []hardeningFilter) {
+	var spec authorizationPolicySpec
+	if asJSON(d.tree.(map[string]any)["spec"], &spec) != nil || spec.TargetRef != nil || len(spec.TargetRefs) > 0 {
+		return
+	}
+	var want map[string]string
+	if spec.Selector != nil {
+		want = spec.Selector.MatchLabels
+	}
+	ns := namespaceOf(d.obj)
+	for _, f := range filters {
+		if (f.namespace == ns || f.namespace == "istio-system" && f.labels == nil) && selects(f.labels, want) {
+			return
+		}
+	}
+	c.add("AuthorizationPolicy %s: no EnvoyFilter makes the sidecars it selects (namespace %s, labels %v) refuse underscore header names and escaped slashes (headers_with_underscores_action and path_with_escaped_slashes_action REJECT_REQUEST on the SIDECAR_INBOUND http_connection_manager)", d.obj.Metadata.Name, ns, want)
+}
+
 func meshDocs(t *testing.T) []meshDoc {
 	t.Helper()
 	var docs []meshDoc
@@ -1837,6 +2053,22 @@ func TestIstioManifests(t *testing.T) {
 	for _, p := range checkMesh(meshDocs(t), validateConfig(t)) {
 		t.Error(p)
 	}
+}
+
+// hardeningPatch is the single config patch of the example's EnvoyFilter.
+func hardeningPatch(t *testing.T, filter map[string]any) map[string]any {
+	t.Helper()
+	ps, _ := sub(t, filter, "spec")["configPatches"].([]any)
+	if len(ps) != 1 {
+		t.Fatalf("%d config patches: update this case", len(ps))
+	}
+	return ps[0].(map[string]any)
+}
+
+// hardeningHCM is the connection manager that patch merges.
+func hardeningHCM(t *testing.T, filter map[string]any) map[string]any {
+	t.Helper()
+	return sub(t, hardeningPatch(t, filter), "patch", "value", "typed_config")
 }
 
 func TestIstioChecksCatch(t *testing.T) {
@@ -2001,6 +2233,34 @@ func TestIstioChecksCatch(t *testing.T) {
 			c := keygate(t, docs)
 			c["env"] = slices.DeleteFunc(c["env"].([]any), func(e any) bool { return e.(map[string]any)["name"] == "KEYGATE_ADMIN_TOKEN_FILE" })
 		}, "Keygate refuses to start"},
+		{"no hardening EnvoyFilter", func(t *testing.T, docs []meshDoc) {
+			sub(t, find(t, docs, "EnvoyFilter"), "metadata")["namespace"] = "other"
+		}, "no EnvoyFilter makes the sidecars it selects"},
+		{"EnvoyFilter selects other pods", func(t *testing.T, docs []meshDoc) {
+			sub(t, find(t, docs, "EnvoyFilter"), "spec", "workloadSelector")["labels"] = map[string]any{"app": "web"}
+		}, "no EnvoyFilter makes the sidecars it selects"},
+		{"EnvoyFilter allows underscores", func(t *testing.T, docs []meshDoc) {
+			delete(hardeningHCM(t, find(t, docs, "EnvoyFilter")), "common_http_protocol_options")
+		}, "headers_with_underscores_action is ALLOW"},
+		{"EnvoyFilter keeps escaped slashes", func(t *testing.T, docs []meshDoc) {
+			hardeningHCM(t, find(t, docs, "EnvoyFilter"))["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"
+		}, "path_with_escaped_slashes_action is KEEP_UNCHANGED"},
+		{"EnvoyFilter field misspelt", func(t *testing.T, docs []meshDoc) {
+			h := hardeningHCM(t, find(t, docs, "EnvoyFilter"))
+			h["path_with_escaped_slash_action"] = h["path_with_escaped_slashes_action"]
+			delete(h, "path_with_escaped_slashes_action")
+		}, "path_with_escaped_slash_action"},
+		{"EnvoyFilter on outbound", func(t *testing.T, docs []meshDoc) {
+			hardeningPatch(t, find(t, docs, "EnvoyFilter"))["match"].(map[string]any)["context"] = "SIDECAR_OUTBOUND"
+		}, "on SIDECAR_INBOUND"},
+		{"EnvoyFilter replaces the connection manager", func(t *testing.T, docs []meshDoc) {
+			sub(t, hardeningPatch(t, find(t, docs, "EnvoyFilter")), "patch")["operation"] = "REPLACE"
+		}, "operation MERGE"},
+		{"EnvoyFilter spec field misspelt", func(t *testing.T, docs []meshDoc) {
+			s := sub(t, find(t, docs, "EnvoyFilter"), "spec")
+			s["workloadSelecter"] = s["workloadSelector"]
+			delete(s, "workloadSelector")
+		}, `unknown field "workloadSelecter"`},
 		{"namespace not created", func(t *testing.T, docs []meshDoc) {
 			sub(t, find(t, docs, "Namespace"), "metadata")["name"] = "keygate-system"
 		}, "is not created by these manifests"},
