@@ -30,27 +30,44 @@ import (
 // are checked for good, revoked, missing, out-of-scope and rate-limited
 // keys.
 
-// proxyKeygateConfig gives the tests a scoped route, a tier small enough to
-// run out of, and a public health route the readiness poll goes through.
+// proxyKeygateConfig gives the tests a scoped route, tiers small enough to
+// run out of, a public health route the readiness poll goes through,
+// another public route and a shadow one (requests Keygate lets through
+// without deciding on the key), and the introspection path.
 const proxyKeygateConfig = `
+policy:
+  introspection_path: ` + proxyIntrospectionPath + `
 rate_limits:
   tiers:
     standard: {requests: 1000, window: 1m}
     tiny: {requests: 2, window: 1m}
+    me: {requests: 3, window: 1m}
 routes:
   - name: health
     path: /healthz
     public: true
+  - name: docs
+    path_prefix: /public/
+    public: true
   - name: admin
     path_prefix: /admin/
     scopes: [admin]
+  - name: shadow-admin
+    path_prefix: /shadow/
+    scopes: [admin]
+    shadow: true
 `
+
+const proxyIntrospectionPath = "/api/v2/me"
 
 // proxyKeys are the credentials a proxy test presents, created through the
 // CLI: good is tenant-level (no org) and has no user, so Keygate sets no
 // X-Org-Id or X-User-Id and the proxy must drop a client's.
 type proxyKeys struct {
 	tenant, good, goodID, revoked, tiny string
+	// me is in the me tier (3 requests a minute), for the introspection
+	// path.
+	me, meID string
 }
 
 // keygateForProxy starts `keygate serve` on proxyKeygateConfig and creates
@@ -87,6 +104,8 @@ func keygateForProxy(t *testing.T) (*server, proxyKeys) {
 	}
 	k.revoked = revoked["key"].(string)
 	k.tiny = create("tiny", "tiny")["key"].(string)
+	me := create("me", "me")
+	k.me, k.meID = me["key"].(string), me["id"].(string)
 	return s, k
 }
 
@@ -278,6 +297,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	}
 
 	checkBehindProxy(t, base, backend, keys, true)
+	checkProxyHardening(t, base, backend, keys)
 	// The example maps auth_request's 500 to Keygate's 503 answer.
 	checkKeygateDown(t, s, base, backend, keys, http.StatusServiceUnavailable, `{"error":"Authorization temporarily unavailable"}`)
 }
@@ -314,6 +334,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 	startProxy(t, "caddy", cmd, base)
 
 	checkBehindProxy(t, base, backend, keys, false)
+	checkProxyHardening(t, base, backend, keys)
 	// forward_auth answers a failed auth request with reverse_proxy's
 	// 502 and no body.
 	checkKeygateDown(t, s, base, backend, keys, http.StatusBadGateway, "")
@@ -337,7 +358,9 @@ func proxyGet(t *testing.T, url string, header map[string]string) proxyResponse 
 		t.Fatal(err)
 	}
 	for k, v := range header {
-		req.Header.Set(k, v)
+		// As written, not canonicalized: the spelling is what some
+		// tests are about (x_tenant_id, X-Tenant_Id).
+		req.Header[k] = []string{v}
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Do(req)
@@ -518,6 +541,246 @@ func checkKeygateDown(t *testing.T, s *server, base string, backend *recordingBa
 		}
 		if n := backend.count() - before; n != 0 {
 			t.Errorf("with Keygate down the backend was called %d times", n)
+		}
+	})
+}
+
+// guardedHeaders are the identity headers Keygate sets and the credential
+// headers it reads (DESIGN.md): no other spelling of them may reach the
+// backend.
+var (
+	identityHeaderNames   = []string{"x-tenant-id", "x-org-id", "x-user-id", "x-api-key-id", "x-api-key-name", "x-api-key-environment", "x-rate-limit-tier", "x-scopes", "x-keygate-signature"}
+	credentialHeaderNames = []string{"x-api-key", "x-api-token"}
+)
+
+// twinSpellings returns every spelling of name with at least one of its
+// "-" written "_" (x_tenant_id, x-tenant_id, x_tenant-id), alternately in
+// lower and upper case. CGI, WSGI and Rack read each as name itself.
+func twinSpellings(name string) []string {
+	parts := strings.Split(name, "-")
+	var out []string
+	for mask := 1; mask < 1<<(len(parts)-1); mask++ {
+		var b strings.Builder
+		b.WriteString(parts[0])
+		for i, p := range parts[1:] {
+			if mask&(1<<i) != 0 {
+				b.WriteByte('_')
+			} else {
+				b.WriteByte('-')
+			}
+			b.WriteString(p)
+		}
+		twin := b.String()
+		if mask%2 == 0 {
+			twin = strings.ToUpper(twin)
+		}
+		out = append(out, twin)
+	}
+	return out
+}
+
+// twinHeaders are the underscore twins of every identity header (spoofed
+// values) and credential header (a valid key), as a client sends them.
+func twinHeaders(key string) map[string]string {
+	out := map[string]string{}
+	for _, name := range identityHeaderNames {
+		for _, twin := range twinSpellings(name) {
+			out[twin] = "evil"
+		}
+	}
+	for _, name := range credentialHeaderNames {
+		for _, twin := range twinSpellings(name) {
+			out[twin] = key
+		}
+	}
+	return out
+}
+
+func merged(hs ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, h := range hs {
+		for k, v := range h {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// noTwinNorSecret reports a header the backend got that is another
+// spelling of an identity or credential header, a spoofed value, or any of
+// the raw keys.
+func noTwinNorSecret(t *testing.T, seen seenRequest, k proxyKeys) {
+	t.Helper()
+	guarded := slices.Concat(identityHeaderNames, credentialHeaderNames)
+	for name, vs := range seen.header {
+		low := strings.ToLower(name)
+		if strings.Contains(low, "_") && slices.Contains(guarded, strings.ReplaceAll(low, "_", "-")) {
+			t.Errorf("the backend saw %s, which it reads as %s", name, strings.ReplaceAll(low, "_", "-"))
+			continue
+		}
+		for _, v := range vs {
+			if v == "evil" {
+				t.Errorf("the backend saw the client's spoofed %s: %s", name, v)
+			}
+			for _, key := range []string{k.good, k.revoked, k.tiny, k.me} {
+				if strings.Contains(v, key) {
+					t.Errorf("the backend saw a raw key in %s", name)
+				}
+			}
+		}
+	}
+}
+
+// checkProxyHardening runs, through the proxy at base, what an attacker
+// tried: keys passed to the backend on requests Keygate does not decide on
+// the key (public, shadow), underscore twins of identity and credential
+// headers, and the introspection path answered by the backend.
+func checkProxyHardening(t *testing.T, base string, backend *recordingBackend, k proxyKeys) {
+	const basic = "Basic dXNlcjpwYXNz" // the backend's own credential, not Keygate's
+
+	// allowed asks for path and returns what the backend got; the client
+	// must get the backend's answer.
+	allowed := func(t *testing.T, path string, header map[string]string) seenRequest {
+		t.Helper()
+		before := backend.count()
+		resp := proxyGet(t, base+path, header)
+		if resp.status != http.StatusOK || resp.body != "backend ok" {
+			t.Fatalf("client got %v, want the backend's 200", resp)
+		}
+		if n := backend.count() - before; n != 1 {
+			t.Fatalf("the backend got %d requests, want 1", n)
+		}
+		seen := backend.last()
+		if seen.uri != path {
+			t.Errorf("the backend got %q, not the client's %q", seen.uri, path)
+		}
+		return seen
+	}
+
+	t.Run("credentials never reach the backend", func(t *testing.T) {
+		for _, c := range []struct {
+			name, path string
+			header     map[string]string
+			// authorization is what the backend must see in
+			// Authorization.
+			authorization []string
+		}{
+			{"public route, key in x-api-key", "/public/docs", map[string]string{"X-Api-Key": k.good}, nil},
+			{"public route, key in x-api-token", "/public/docs", map[string]string{"X-Api-Token": k.good}, nil},
+			{"public route, bearer key", "/public/docs", map[string]string{"Authorization": "Bearer " + k.good}, nil},
+			{"public route, lower-case bearer", "/public/docs", map[string]string{"Authorization": "bearer " + k.good}, nil},
+			{"public route, key and Basic", "/public/docs", map[string]string{"X-Api-Key": k.good, "Authorization": basic}, []string{basic}},
+			{"public route, revoked key", "/public/docs", map[string]string{"X-Api-Key": k.revoked}, nil},
+			{"exact public route, bearer key", "/healthz", map[string]string{"Authorization": "Bearer " + k.good}, nil},
+			{"shadow route, key in x-api-key", "/shadow/users", map[string]string{"X-Api-Key": k.good}, nil},
+			{"shadow route, bearer key", "/shadow/users", map[string]string{"Authorization": "Bearer " + k.good}, nil},
+			{"allowed request, key and Basic", "/api/v1/things", map[string]string{"X-Api-Key": k.good, "Authorization": basic}, []string{basic}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				seen := allowed(t, c.path, withSpoofed(c.header))
+				for _, name := range []string{"X-Api-Key", "X-Api-Token"} {
+					if got := seen.header.Values(name); len(got) != 0 {
+						t.Errorf("the backend saw %s: %q, want none", name, got)
+					}
+				}
+				if got := seen.header.Values("Authorization"); !slices.Equal(got, c.authorization) {
+					t.Errorf("the backend saw Authorization %q, want %q", got, c.authorization)
+				}
+				noTwinNorSecret(t, seen, k)
+			})
+		}
+	})
+
+	t.Run("underscore twins never reach the backend", func(t *testing.T) {
+		twins := twinHeaders(k.good)
+		if len(twins) != 47 {
+			t.Fatalf("%d twin spellings, want 47 (identity and credential headers changed?)", len(twins))
+		}
+		t.Run("allowed request", func(t *testing.T) {
+			seen := allowed(t, "/api/v1/things", merged(twins, map[string]string{"X-Api-Key": k.good}))
+			noTwinNorSecret(t, seen, k)
+			// Keygate's identity is there, once, and nothing else
+			// under those names.
+			for name, want := range map[string]string{
+				"X-Tenant-Id":       k.tenant,
+				"X-Api-Key-Id":      k.goodID,
+				"X-Rate-Limit-Tier": "standard",
+				"X-Scopes":          "read,write",
+			} {
+				if got := seen.header.Values(name); len(got) != 1 || got[0] != want {
+					t.Errorf("the backend saw %s: %q, want exactly [%q]", name, got, want)
+				}
+			}
+		})
+		t.Run("public route", func(t *testing.T) {
+			seen := allowed(t, "/public/docs", twins)
+			noTwinNorSecret(t, seen, k)
+		})
+		t.Run("denied request", func(t *testing.T) {
+			// A key under a twin name is not a key: the request has
+			// none.
+			before := backend.count()
+			resp := proxyGet(t, base+"/api/v1/things", twins)
+			if resp.status != http.StatusUnauthorized || !strings.Contains(resp.body, "API key is required") {
+				t.Errorf("client got %v, want 401 API key is required", resp)
+			}
+			if n := backend.count() - before; n != 0 {
+				t.Errorf("the backend was called %d times for a refused request", n)
+			}
+		})
+	})
+
+	t.Run("introspection answered by Keygate", func(t *testing.T) {
+		before := backend.count()
+		// The me tier allows 3 requests a minute: introspection pays
+		// like any request, so the 4th is refused.
+		for i := range 3 {
+			resp := proxyGet(t, base+proxyIntrospectionPath, withSpoofed(map[string]string{"X-Api-Key": k.me}))
+			if resp.status != http.StatusOK {
+				t.Fatalf("introspection %d: client got %v, want 200 with the principal", i+1, resp)
+			}
+			var p map[string]any
+			if err := json.Unmarshal([]byte(resp.body), &p); err != nil {
+				t.Fatalf("introspection %d: body %q is not the principal JSON: %v", i+1, resp.body, err)
+			}
+			for field, want := range map[string]string{"tenant_id": k.tenant, "api_key_id": k.meID, "api_key_name": "me", "rate_limit_tier": "me"} {
+				if p[field] != want {
+					t.Errorf("introspection %d: %s is %v, want %q (body %s)", i+1, field, p[field], want, resp.body)
+				}
+			}
+			if ct := resp.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("introspection %d: Content-Type %q, want application/json", i+1, ct)
+			}
+			if cc := resp.header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" {
+				t.Errorf("introspection %d: Cache-Control %q, want exactly [no-store]", i+1, cc)
+			}
+			if strings.Contains(resp.body, k.me) {
+				t.Errorf("introspection %d: the answer carries the raw key", i+1)
+			}
+		}
+		resp := proxyGet(t, base+proxyIntrospectionPath, map[string]string{"X-Api-Key": k.me})
+		if resp.status != http.StatusTooManyRequests || !strings.Contains(resp.body, "Rate limit exceeded") {
+			t.Errorf("introspection 4 of a 3-a-minute key: client got %v, want 429", resp)
+		}
+		if n := backend.count() - before; n != 0 {
+			t.Errorf("the backend was called %d times for the introspection path", n)
+		}
+	})
+
+	t.Run("ambiguous path refused with 400", func(t *testing.T) {
+		// Public by its prefix, /admin/users to a backend that decodes
+		// the slashes.
+		before := backend.count()
+		resp := proxyGet(t, base+"/public/..%2Fadmin%2Fusers", map[string]string{"X-Api-Key": k.good})
+		if resp.status != http.StatusBadRequest {
+			t.Errorf("client got %v, want 400", resp)
+		}
+		var body map[string]any
+		if err := json.Unmarshal([]byte(resp.body), &body); err != nil || body["error"] == nil {
+			t.Errorf("client got body %q (%v), want Keygate's JSON error", resp.body, err)
+		}
+		if n := backend.count() - before; n != 0 {
+			t.Errorf("the backend was called %d times for a refused request", n)
 		}
 	})
 }
