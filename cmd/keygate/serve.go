@@ -118,10 +118,16 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 	m := metrics.New()
+	// Ready when a Check could succeed: the store answers, and so does a
+	// shared Redis unless fail_open lets Checks do without it.
+	ready := []admin.ReadyCheck{{Name: "store", Check: store.PingContext}}
+	if ping, needed := cfg.LimiterReady(shared); ping != nil {
+		ready = append(ready, admin.ReadyCheck{Name: "redis", Check: ping, Optional: !needed})
+	}
 	adminHandler, err := admin.New(store, admin.Options{
 		Token:   token,
 		Logger:  log.With("listener", "admin"),
-		Ready:   store.Ping,
+		Ready:   ready,
 		Metrics: m.Handler(),
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -44,4 +45,16 @@ func (c *Config) SharedLimiter() (authz.SharedLimiter, func() error, error) {
 		MaxRetries:            -1,
 	})
 	return redislimit.New(client, redislimit.Options{Prefix: r.Prefix}), client.Close, nil
+}
+
+// LimiterReady returns the readiness probe of a limiter SharedLimiter
+// returned (nil for budgets per replica), and whether Checks need it: with
+// fail_open they fall back to each replica's own budgets when Redis is
+// gone, so its loss degrades a replica without making it unready.
+func (c *Config) LimiterReady(l authz.SharedLimiter) (ping func(context.Context) error, needed bool) {
+	p, ok := l.(interface{ Ping(context.Context) error })
+	if !ok {
+		return nil, false
+	}
+	return p.Ping, !c.RateLimits.Redis.FailOpen
 }

@@ -22,8 +22,13 @@ type Options struct {
 	// Logger receives one Debug line per request and the causes of 500s.
 	// Nil: discard.
 	Logger *slog.Logger
-	// Ready is the readiness probe behind /readyz. Nil: always ready.
-	Ready func() error
+	// Ready lists what /readyz probes, concurrently, each within
+	// ReadyTimeout: every dependency a Check needs (the store, a shared
+	// rate limiter), so that a replica whose Checks would fail is taken out
+	// of service. Empty: always ready.
+	Ready []ReadyCheck
+	// ReadyTimeout bounds each probe of Ready. Zero: 1 s.
+	ReadyTimeout time.Duration
 	// MaxBodyBytes bounds a request body. Zero: 1 MiB.
 	MaxBodyBytes int64
 	// Now turns expires_in into expires_at. Nil: time.Now.
@@ -42,7 +47,7 @@ const defaultMaxBodyBytes = 1 << 20
 type api struct {
 	store     *keystore.Store
 	log       *slog.Logger
-	ready     func() error
+	ready     []*probe
 	maxBody   int64
 	now       func() time.Time
 	tokenHash [sha256.Size]byte
@@ -60,10 +65,14 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 	if opts.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("admin: negative MaxBodyBytes %d", opts.MaxBodyBytes)
 	}
+	ready, err := newProbes(opts.Ready, opts.ReadyTimeout)
+	if err != nil {
+		return nil, err
+	}
 	a := &api{
 		store:     s,
 		log:       opts.Logger,
-		ready:     opts.Ready,
+		ready:     ready,
 		maxBody:   opts.MaxBodyBytes,
 		now:       opts.Now,
 		tokenHash: sha256.Sum256([]byte(opts.Token)),

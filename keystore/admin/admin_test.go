@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -474,7 +475,7 @@ func TestErrors(t *testing.T) {
 func TestProbesNeedNoToken(t *testing.T) {
 	notReady := errors.New("store not open")
 	var ready error
-	f := newFixture(t, admin.Options{Ready: func() error { return ready }})
+	f := newFixture(t, admin.Options{Ready: []admin.ReadyCheck{{Name: "store", Check: func(context.Context) error { return ready }}}})
 	for _, tc := range []struct {
 		path       string
 		ready      error
@@ -483,8 +484,8 @@ func TestProbesNeedNoToken(t *testing.T) {
 	}{
 		{"/healthz", nil, 200, `{"status":"ok"}`},
 		{"/healthz", notReady, 200, `{"status":"ok"}`},
-		{"/readyz", nil, 200, `{"status":"ready"}`},
-		{"/readyz", notReady, 503, `{"status":"unavailable"}`},
+		{"/readyz", nil, 200, `{"status":"ready","checks":{"store":"ok"}}`},
+		{"/readyz", notReady, 503, `{"status":"unavailable","checks":{"store":"failed"}}`},
 	} {
 		ready = tc.ready
 		r := f.doAuth("GET", tc.path, "", "")

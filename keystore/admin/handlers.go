@@ -53,20 +53,6 @@ func (a *api) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
-func (a *api) readyz(w http.ResponseWriter, r *http.Request) error {
-	if a.ready != nil {
-		if err := a.ready(); err != nil {
-			// Probes poll every few seconds, so a failing one is logged
-			// below Info; the orchestrator already records the outcome.
-			a.log.DebugContext(r.Context(), "not ready", "error", err.Error())
-			writeJSON(w, http.StatusServiceUnavailable, status{"unavailable"})
-			return nil
-		}
-	}
-	writeJSON(w, http.StatusOK, status{"ready"})
-	return nil
-}
-
 // The bodies of the routes that take one. Each is decoded by decode, which
 // accepts exactly these json names.
 type (

@@ -153,6 +153,16 @@ func New(client redis.UniversalClient, opts Options) *Limiter {
 	return l
 }
 
+// Ping reports whether Redis answers, for readiness: with it gone every
+// Take fails. ctx bounds the wait on a client that honours context
+// deadlines (see the package comment).
+func (l *Limiter) Ping(ctx context.Context) error {
+	if err := l.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redislimit: ping: %w", err)
+	}
+	return nil
+}
+
 // bucket is one charge as the script sees it, in microseconds.
 type bucket struct {
 	interval int64 // one token
