@@ -132,6 +132,7 @@ func TestPathVariantsAreNoBypass(t *testing.T) {
 	}
 	e := w.engine(t, p)
 	decodes := w.engine(t, func() authz.Policy { q := p; q.DecodeEscapedSlashes = true; return q }())
+	exactCase := w.engine(t, func() authz.Policy { q := p; q.ExactCase = true; return q }())
 	k := key(w.tenantKey) // projects:read only
 	tests := []struct {
 		name   string
@@ -149,6 +150,10 @@ func TestPathVariantsAreNoBypass(t *testing.T) {
 		{"decoded: backslash is a slash", decodes, "", `/.well-known/..\admin`, authz.ReasonInsufficientScope, "admin"},
 		{"upper case on a case-insensitive rule", e, "", "/Admin/x", authz.ReasonInsufficientScope, "admin"},
 		{"upper case everywhere", e, "", "/ADMIN/X", authz.ReasonInsufficientScope, "admin"},
+		{"upper case on a case-sensitive rule", e, "", "/API/v2/vault/s", authz.ReasonInvalidPath, "(unmatched)"},
+		{"upper case that changes nothing", e, "", "/Projects/ABC", authz.ReasonOK, "rest"},
+		{"exact case: another resource", exactCase, "", "/API/v2/vault/s", authz.ReasonOK, "rest"},
+		{"exact case: case-insensitive rule still folds", exactCase, "", "/ADMIN/x", authz.ReasonInsufficientScope, "admin"},
 		{"path parameter in a segment", e, "", "/api/v2/vault;a/s", authz.ReasonInvalidPath, "(unmatched)"},
 		{"path parameter with dot-dot", e, "", "/.well-known/..;/admin/x", authz.ReasonInvalidPath, "(unmatched)"},
 		{"encoded path parameter", e, "", "/api/v2/vault%3Ba/s", authz.ReasonInvalidPath, "(unmatched)"},

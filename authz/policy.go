@@ -37,6 +37,12 @@ type Policy struct {
 	// for backends known to do the same. False: such paths are refused
 	// (400 invalid_path), since backends disagree on what they mean.
 	DecodeEscapedSlashes bool
+	// ExactCase matches paths in their exact case only, for backends known
+	// to be case-sensitive. False: a path that would reach another rule
+	// (or another org) were it matched ignoring case is refused (400
+	// invalid_path), since a case-insensitive backend serves "/Admin" as
+	// "/admin"; rules with CaseInsensitive match in any case either way.
+	ExactCase bool
 }
 
 // Rule is one route rule. A rule matches when every matcher it sets
@@ -131,7 +137,12 @@ type compiledPolicy struct {
 	shadowTenants map[string]bool
 	introspection string
 	decodeSlashes bool
-	defaultRoute  route
+	// foldCheck compares each path's exact and case-folded readings;
+	// upperRule says a rule spells a literal with upper case, so that even
+	// an all-lower-case path can read differently folded.
+	foldCheck    bool
+	upperRule    bool
+	defaultRoute route
 }
 
 type compiledRule struct {
@@ -183,6 +194,7 @@ func (p Policy) compile() (*compiledPolicy, error) {
 		denyUnmatched: p.DenyUnmatched,
 		introspection: p.IntrospectionPath,
 		decodeSlashes: p.DecodeEscapedSlashes,
+		foldCheck:     !p.ExactCase,
 		shadowTenants: map[string]bool{},
 		defaultRoute:  route{name: "(unmatched)", cost: 1},
 	}
@@ -215,6 +227,7 @@ func (p Policy) compile() (*compiledPolicy, error) {
 			errs = append(errs, &RuleError{Index: i, Name: r.Name, Err: e})
 		}
 		cp.rules = append(cp.rules, cr)
+		cp.upperRule = cp.upperRule || hasUpper(r.Path+r.PathPrefix+r.PathPattern)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -309,15 +322,22 @@ func validRequiredScopes(scopes []string) error {
 
 // route finds the route for a request: the first matching rule, or the
 // default. org is the value of the route's org parameter, if any. ok is
-// false when the two readings of the path (with and without ";params")
-// would be decided by different rules, or name different orgs: a backend
-// could serve either, so neither can be trusted.
+// false when readings of the path a backend could serve as one resource
+// would be decided by different rules, or name different orgs: with and
+// without ";params", and (unless ExactCase) in exact and in any case.
 func (cp *compiledPolicy) route(method, host string, f pathForms) (rt route, org string, matched, ok bool) {
 	host = canonicalHost(host)
-	i, org := cp.match(method, host, f.clean)
+	i, org := cp.match(method, host, f.clean, false)
 	if f.bare != f.clean {
-		if j, bareOrg := cp.match(method, host, f.bare); j != i || bareOrg != org {
+		if j, bareOrg := cp.match(method, host, f.bare, false); j != i || bareOrg != org {
 			return cp.defaultRoute, "", false, false
+		}
+	}
+	if cp.foldCheck && (cp.upperRule || hasUpper(f.clean) || hasUpper(f.bare)) {
+		for _, p := range [2]string{f.clean, f.bare} {
+			if j, foldOrg := cp.match(method, host, p, true); j != i || !strings.EqualFold(foldOrg, org) {
+				return cp.defaultRoute, "", false, false
+			}
 		}
 	}
 	if i < 0 {
@@ -326,9 +346,18 @@ func (cp *compiledPolicy) route(method, host string, f pathForms) (rt route, org
 	return cp.rules[i].route, org, true, true
 }
 
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
 // match returns the index of the first rule that matches (-1: none) and
-// the value of its org parameter.
-func (cp *compiledPolicy) match(method, host, path string) (int, string) {
+// the value of its org parameter; fold matches every rule in any case.
+func (cp *compiledPolicy) match(method, host, path string, fold bool) (int, string) {
 	for i := range cp.rules {
 		r := &cp.rules[i]
 		if len(r.methods) > 0 && !containsFold(r.methods, method) {
@@ -338,17 +367,18 @@ func (cp *compiledPolicy) match(method, host, path string) (int, string) {
 			continue
 		}
 		org := ""
+		fold := fold || r.fold
 		switch {
 		case r.exact != "":
-			if !equalPath(path, r.exact, r.fold) {
+			if !equalPath(path, r.exact, fold) {
 				continue
 			}
 		case r.prefix != "":
-			if len(path) < len(r.prefix) || !equalPath(path[:len(r.prefix)], r.prefix, r.fold) {
+			if len(path) < len(r.prefix) || !equalPath(path[:len(r.prefix)], r.prefix, fold) {
 				continue
 			}
 		case r.pattern != nil:
-			v, ok := r.pattern.match(path, r.route.orgParam, r.fold)
+			v, ok := r.pattern.match(path, r.route.orgParam, fold)
 			if !ok {
 				continue
 			}

@@ -23,34 +23,42 @@ type routed struct {
 	refused   bool
 }
 
-// routeOf decides a request, and also returns how its bare reading alone
-// (";params" dropped, as Tomcat reads it) would be routed.
-func routeOf(cp *compiledPolicy, host, p string) (decided, bare routed) {
+// routeOf decides a request, and also returns how each of its readings
+// alone would be routed: bare (";params" dropped, as Tomcat reads it) and
+// folded (case ignored, as a case-insensitive backend reads it), by index
+// bare*2+folded; [0] is the exact reading.
+func routeOf(cp *compiledPolicy, host, p string) (decided routed, readings [4]routed) {
 	f, ok := normalizePath(p, cp.decodeSlashes)
 	if !ok {
-		return routed{refused: true}, routed{refused: true}
+		return routed{refused: true}, [4]routed{{refused: true}, {refused: true}, {refused: true}, {refused: true}}
 	}
 	h := canonicalHost(host)
-	i, org := cp.match("GET", h, f.bare)
-	bare = routed{rule: "(unmatched)", org: org}
-	if i >= 0 {
-		bare.rule = cp.rules[i].name
+	for i, r := range [4]struct {
+		path string
+		fold bool
+	}{{f.clean, false}, {f.clean, true}, {f.bare, false}, {f.bare, true}} {
+		j, org := cp.match("GET", h, r.path, r.fold)
+		readings[i] = routed{rule: "(unmatched)", org: org}
+		if j >= 0 {
+			readings[i].rule = cp.rules[j].name
+		}
 	}
 	rt, org, _, ok := cp.route("GET", host, f)
 	if !ok {
-		return routed{refused: true}, bare
+		return routed{refused: true}, readings
 	}
-	return routed{rule: rt.name, org: org}, bare
+	return routed{rule: rt.name, org: org}, readings
 }
 
 // mutate rewrites p (and host) into a spelling a backend reads as the same
 // resource: an unreserved character percent-encoded, "/." or "/x/.."
 // inserted before a slash, a slash doubled, ";params" added to a segment
-// (Tomcat, Spring and Jetty drop them), a query added; or the host with a
-// trailing dot, in upper case or with a port. params reports ";params"
+// (Tomcat, Spring and Jetty drop them), a query added, a letter in the
+// other case (to a case-insensitive backend); or the host with a trailing
+// dot, in upper case or with a port. params reports ";params"
 // were added: that spelling is the same resource only to backends that
 // drop them, so only the bare reading is kept.
-func mutate(p, host string, op, at byte) (string, string, bool) {
+func mutate(p, host string, op, at byte) (_, _ string, params, caseChanged bool) {
 	end := len(p)
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		end = i
@@ -61,10 +69,10 @@ func mutate(p, host string, op, at byte) (string, string, bool) {
 			slashes = append(slashes, i)
 		}
 	}
-	switch op % 8 {
+	switch op % 9 {
 	case 0: // percent-encode an unreserved character
 		if end == 0 {
-			return p, host, false
+			return p, host, false, false
 		}
 		i := int(at) % end
 		if c := p[i]; isUnreserved(c) {
@@ -73,35 +81,44 @@ func mutate(p, host string, op, at byte) (string, string, bool) {
 			if at&0x80 != 0 {
 				enc = []byte(strings.ToLower(string(enc)))
 			}
-			return p[:i] + string(enc) + p[i+1:], host, false
+			return p[:i] + string(enc) + p[i+1:], host, false, false
 		}
 	case 1, 2, 3, 4:
 		if len(slashes) == 0 {
-			return p, host, false
+			return p, host, false, false
 		}
 		i := slashes[int(at)%len(slashes)]
-		ins := [...]string{"/.", "/x/..", "/", ";v=1"}[op%8-1]
+		ins := [...]string{"/.", "/x/..", "/", ";v=1"}[op%9-1]
 		if ins == ";v=1" {
 			// At the end of the segment that ends at this slash, never
 			// onto the root.
 			if i == 0 {
-				return p, host, false
+				return p, host, false, false
 			}
 		}
-		return p[:i] + ins + p[i:], host, ins == ";v=1"
+		return p[:i] + ins + p[i:], host, ins == ";v=1", false
 	case 5:
 		if end == len(p) {
-			return p + "?next=/admin/x", host, false
+			return p + "?next=/admin/x", host, false, false
 		}
 	case 6:
-		return p, host + ".", false
+		return p, host + ".", false, false
+	case 8: // a letter in the other case: the same resource to a case-insensitive backend
+		if end == 0 {
+			return p, host, false, false
+		}
+		i := int(at) % end
+		switch c := p[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			return p[:i] + string(c^0x20) + p[i+1:], host, false, true
+		}
 	case 7:
 		if at&1 == 0 {
-			return p, strings.ToUpper(host), false
+			return p, strings.ToUpper(host), false, false
 		}
-		return p, host + ":8443", false
+		return p, host + ":8443", false, false
 	}
-	return p, host, false
+	return p, host, false, false
 }
 
 // FuzzRouteVariants is the property the path and host normalisation keeps:
@@ -125,6 +142,8 @@ func FuzzRouteVariants(f *testing.F) {
 		{"/h/x", []byte{6, 0, 7, 1}},
 		{"/pub/../admin/x", []byte{1, 1, 3, 2}},
 		{"/pub/..;/api/o1/vault/x", []byte{0, 5}},
+		{"/pub/a", []byte{8, 1}},
+		{"/api/O1/vault/x", []byte{8, 5}},
 	} {
 		f.Add(s.p, s.ops)
 	}
@@ -133,24 +152,33 @@ func FuzzRouteVariants(f *testing.F) {
 			ops = ops[:16]
 		}
 		host := []string{"api.example.com", "other.example.com"}[len(p)%2]
-		want, wantBare := routeOf(cp, host, p)
-		v, vh, params := p, host, false
+		want, readings := routeOf(cp, host, p)
+		v, vh, params, folded := p, host, false, false
 		for i := 0; i+1 < len(ops); i += 2 {
-			var added bool
-			v, vh, added = mutate(v, vh, ops[i], ops[i+1])
-			params = params || added
+			var addedParams, changedCase bool
+			v, vh, addedParams, changedCase = mutate(v, vh, ops[i], ops[i+1])
+			params, folded = params || addedParams, folded || changedCase
 		}
 		got, _ := routeOf(cp, vh, v)
-		if params {
-			// Only the bare reading is the same resource.
-			want = wantBare
+		if params || folded {
+			// Only that reading is the same resource.
+			want = readings[b2i(params)*2+b2i(folded)]
 		}
 		switch {
 		case got.refused:
 		case want.refused:
 			t.Fatalf("%q on %q is refused, but its spelling %q on %q is decided by %+v", p, host, v, vh, got)
-		case got != want:
+		case got.rule != want.rule || !strings.EqualFold(got.org, want.org):
+			// An org id in another case is another org to Keygate, which
+			// then refuses it: never more permissive.
 			t.Fatalf("%q on %q is decided by %+v, but its spelling %q on %q by %+v", p, host, want, v, vh, got)
 		}
 	})
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -106,6 +106,8 @@ func TestPathAndHostVariantsE2E(t *testing.T) {
 		{"", "/api/v2/vault%3Ba/s", "400 invalid_path"},
 		{"", "/api%2Fv2/vault/s", "400 invalid_path"},
 		{"", "/api/v2/vault/s", scopeDenied},
+		{"", "/API/v2/vault/s", "400 invalid_path"},
+		{"", "/api/v2/items/ABC", "allow"},
 		{"api.example.com.", "/h/x", scopeDenied},
 		{"API.EXAMPLE.COM.:443", "/h/x", scopeDenied},
 		{"", "/api/v1/items", "allow"},
