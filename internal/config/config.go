@@ -52,6 +52,23 @@ type Config struct {
 		GRPC  string `yaml:"grpc"`  // 127.0.0.1:9001
 		Admin string `yaml:"admin"` // 127.0.0.1:9003
 		HTTP  string `yaml:"http"`  // 127.0.0.1:9002
+		// MaxConnections caps the connections each listener holds open at
+		// once; past it a new connection is closed as soon as it is
+		// accepted, so that a flood on one listener cannot take the file
+		// descriptors the others (and the store) need. 0: derived at start
+		// from the open-file limit, leaving 64 + 10% of it free: grpc and
+		// http 40% of the rest each (at most 8192), admin 20% (16 to 1024).
+		MaxConnections struct {
+			GRPC  int `yaml:"grpc"`  // 0: derived
+			HTTP  int `yaml:"http"`  // 0: derived
+			Admin int `yaml:"admin"` // 0: derived
+		} `yaml:"max_connections"`
+		// IdleTimeout closes a connection with no request in flight for
+		// this long (HTTP keep-alive; gRPC after a GOAWAY), so that idle
+		// connections do not hold their listener's slots for ever. Keep it
+		// above the proxy's own (nginx's upstream keepalive_timeout is 60s)
+		// so that the proxy, not Keygate, closes first.
+		IdleTimeout Duration `yaml:"idle_timeout"` // 2m
 	} `yaml:"listen"`
 	Admin struct {
 		// TokenFile holds the admin bearer token. Empty: KEYGATE_ADMIN_TOKEN,
@@ -99,6 +116,15 @@ type Config struct {
 		Environments      []string `yaml:"environments"`       // any
 		ShadowTenants     []string `yaml:"shadow_tenants"`     // none
 		IntrospectionPath string   `yaml:"introspection_path"` // off
+		// EscapedSlashes says what "%2F", "%5C" and "\\" in a path mean:
+		// reject (400 invalid_path), or decode them to "/" for backends
+		// known to do the same.
+		EscapedSlashes string `yaml:"escaped_slashes"` // reject | decode
+		// CaseVariants says what a path is when read in another case it
+		// would reach another rule: refused (400 invalid_path), or exact,
+		// matched in its own case only, for backends known to be
+		// case-sensitive.
+		CaseVariants string `yaml:"case_variants"` // refuse | exact
 	} `yaml:"policy"`
 	Routes   []routeConfig `yaml:"routes"`
 	ClientIP struct {
@@ -161,6 +187,9 @@ type routeConfig struct {
 	Cost         int      `yaml:"cost"`
 	OrgParam     string   `yaml:"org_param"`
 	Shadow       bool     `yaml:"shadow"`
+	// CaseInsensitive matches the path in any case, for backends that
+	// serve /Admin as /admin.
+	CaseInsensitive bool `yaml:"case_insensitive"` // false
 }
 
 // limitConfig is a rate: requests per window, burst at once (0: requests).
@@ -320,6 +349,9 @@ func (c *Config) applyDefaults() {
 	if c.Listen.HTTP == "" {
 		c.Listen.HTTP = DefaultHTTPListen
 	}
+	if c.Listen.IdleTimeout == 0 {
+		c.Listen.IdleTimeout = Duration(2 * time.Minute)
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(15 * time.Second)
 	}
@@ -411,6 +443,17 @@ func (c *Config) validate(lines map[string]int) error {
 			p.add(l.field, err)
 		}
 	}
+	for _, m := range []struct {
+		field string
+		n     int
+	}{{"listen.max_connections.grpc", c.Listen.MaxConnections.GRPC}, {"listen.max_connections.http", c.Listen.MaxConnections.HTTP}, {"listen.max_connections.admin", c.Listen.MaxConnections.Admin}} {
+		if m.n < 0 {
+			p.add(m.field, errors.New("must not be negative (0: derived from the open-file limit)"))
+		}
+	}
+	if c.Listen.IdleTimeout < 0 {
+		p.add("listen.idle_timeout", errors.New("must not be negative"))
+	}
 	if c.Store.CacheMaxBytes < 0 {
 		p.add("store.cache_max_bytes", errors.New("must not be negative"))
 	}
@@ -495,7 +538,16 @@ func (c *Config) validate(lines map[string]int) error {
 	}
 	// A bad policy.unmatched must not hide the problems of the routes.
 	pol, err := c.AuthzPolicy()
-	p.add("policy.unmatched", err)
+	for _, e := range Unjoin(err) {
+		field := "policy.unmatched"
+		switch {
+		case errors.Is(e, errEscapedSlashes):
+			field = "policy.escaped_slashes"
+		case errors.Is(e, errCaseVariants):
+			field = "policy.case_variants"
+		}
+		p.add(field, e)
+	}
 	// The policy-wide fields one at a time, so each is reported at its
 	// line, and through authz.New with the configured sources, since the
 	// engine (and so serve) also refuses an org header that is a credential
@@ -574,6 +626,11 @@ func (c *Config) Format() (apikey.Format, error) {
 	return f, nil
 }
 
+var (
+	errEscapedSlashes = errors.New("want reject or decode")
+	errCaseVariants   = errors.New("want refuse or exact")
+)
+
 func (c *Config) AuthzPolicy() (authz.Policy, error) {
 	p := authz.Policy{
 		OrgHeader:         c.Policy.OrgHeader,
@@ -587,18 +644,34 @@ func (c *Config) AuthzPolicy() (authz.Policy, error) {
 			Path: r.Path, PathPrefix: r.PathPrefix, PathPattern: r.PathPattern,
 			Public: r.Public, Scopes: r.Scopes, Environments: r.Environments,
 			Cost: r.Cost, OrgParam: r.OrgParam, Shadow: r.Shadow,
+			CaseInsensitive: r.CaseInsensitive,
 		})
 	}
 	// The rules are filled in even on error, so that validate can check
 	// them too.
+	var errs []error
 	switch c.Policy.Unmatched {
 	case "", "allow_with_key":
 	case "deny":
 		p.DenyUnmatched = true
 	default:
-		return p, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched)
+		errs = append(errs, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched))
 	}
-	return p, nil
+	switch c.Policy.EscapedSlashes {
+	case "", "reject":
+	case "decode":
+		p.DecodeEscapedSlashes = true
+	default:
+		errs = append(errs, fmt.Errorf("%q: %w", c.Policy.EscapedSlashes, errEscapedSlashes))
+	}
+	switch c.Policy.CaseVariants {
+	case "", "refuse":
+	case "exact":
+		p.ExactCase = true
+	default:
+		errs = append(errs, fmt.Errorf("%q: %w", c.Policy.CaseVariants, errCaseVariants))
+	}
+	return p, errors.Join(errs...)
 }
 
 func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
