@@ -54,7 +54,19 @@ func watchConfig(ctx context.Context, running *config.Config, last string, engin
 	// What serve applied; a reload logs its changes against it. serve
 	// refused to start had the policy not built, so the error is moot.
 	applied, _ := running.AuthzPolicy()
-	w := &watcher{path: path, running: running, applied: applied, engine: engine, log: log}
+	w := &watcher{path: path, started: running, applied: applied, engine: engine, log: log}
+	w.pending = lookAt(path)
+	// Unchanged since serve read it: what runs is this content. Else the
+	// file changed meanwhile, and it is reloaded once it is stable.
+	if w.pending.err == nil && w.pending.stamp() == last {
+		w.acted = w.pending.key()
+		// The file as read, without the flags and environment serve
+		// applied over it, which would otherwise show as a change outside
+		// the policy at every reload.
+		if c, err := config.Parse(path, w.pending.raw); err == nil {
+			w.started = c
+		}
+	}
 
 	var (
 		timer *time.Timer
@@ -68,12 +80,6 @@ func watchConfig(ctx context.Context, running *config.Config, last string, engin
 		timer = time.NewTimer(every)
 		defer timer.Stop()
 		tick = timer.C
-		w.pending = lookAt(path)
-		// Unchanged since serve read it: what runs is this content. Else the
-		// file changed meanwhile, and it is reloaded once it is stable.
-		if w.pending.err == nil && w.pending.stamp() == last {
-			w.acted = w.pending.key()
-		}
 	}
 	for {
 		select {
@@ -94,7 +100,7 @@ func watchConfig(ctx context.Context, running *config.Config, last string, engin
 // watcher is the state of watchConfig between looks.
 type watcher struct {
 	path    string
-	running *config.Config // as serve started: sections outside the policy
+	started *config.Config // as serve started: sections outside the policy
 	applied authz.Policy   // in the engine now
 	engine  *authz.Engine
 	log     *slog.Logger
@@ -112,7 +118,11 @@ func (w *watcher) tick() {
 		return
 	}
 	if !l.same(prev) {
-		w.log.Debug("config file changed: reloading once a second look finds it the same", "file", w.path, "size", l.size(), "sha256", l.short())
+		attrs := []any{"file", w.path, "size", l.size(), "sha256", l.short()}
+		if l.err != nil {
+			attrs = append(attrs, "error", l.err)
+		}
+		w.log.Debug("config file changed: reloading once a second look finds it the same", attrs...)
 		return
 	}
 	w.log.Info("config file changed: reloading", "file", w.path)
@@ -131,7 +141,7 @@ func (w *watcher) apply(l look) {
 		// An editor or a non-atomic copy can leave the file empty, or cut
 		// after its leading comments; either would mean "no routes" and
 		// open them all.
-		w.log.Error("config reload refused: the file is empty; the running policy stays", "file", w.path)
+		w.log.Error("config reload refused: the file is empty; the running policy stays", "file", w.path, "size", len(l.raw))
 		return
 	}
 	next, err := config.Parse(w.path, l.raw)
@@ -150,7 +160,7 @@ func (w *watcher) apply(l look) {
 	attrs := append([]any{"file", w.path, "rules", len(pol.Rules), "sha256", l.short()}, policyChanges(w.applied, pol)...)
 	w.applied = pol
 	w.log.Info("routes and policy reloaded", attrs...)
-	if !sameOutsidePolicy(w.running, next) {
+	if !sameOutsidePolicy(w.started, next) {
 		w.log.Warn("config changes outside routes and policy take effect on restart")
 	}
 }
@@ -236,11 +246,12 @@ func (l look) size() int64 {
 
 func (l look) stamp() string { return stampOf(l.fi) }
 
-// noYAML reports whether raw is only blank lines and comments: valid YAML
-// for a config with no routes.
+// noYAML reports whether raw holds only blank lines, comments and
+// document markers: valid YAML for a config with no routes.
 func noYAML(raw []byte) bool {
 	for line := range bytes.Lines(raw) {
-		if line = bytes.TrimSpace(line); len(line) > 0 && line[0] != '#' {
+		line = bytes.TrimSpace(line)
+		if len(line) > 0 && line[0] != '#' && string(line) != "---" && string(line) != "..." {
 			return false
 		}
 	}

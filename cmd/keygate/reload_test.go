@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,6 +301,19 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	waitLog(t, s, "SIGHUP: reloading config", 2)
 	p.await(t, "allow")
 	p.finish(t, "allow", scopeDenied)
+
+	// serve's environment overrides the store and the listeners: that is
+	// not a change of the file. A section outside the policy changed in
+	// the file is, and is said to need a restart.
+	const restart = "config changes outside routes and policy take effect on restart"
+	if strings.Contains(s.logs.String(), restart) {
+		t.Errorf("a reload of routes only warned of other changes:\n%s", s.logs)
+	}
+	replaceFile(t, cfg, "log:\n  format: json\n"+reloadConfig("-1s", adminPublic))
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, s, restart, 1)
 	s.stop(t)
 }
 
@@ -450,6 +464,47 @@ func TestReloadAppliesTruncatedFileOnlyOnceStable(t *testing.T) {
 	s.stop(t)
 }
 
+// TestReloadRefusesEmptyFile leaves the file in states that are valid YAML
+// for a config with no routes, which would open every route: cut after its
+// leading comment, empty, and gone. Each is refused once it has stayed, and
+// the running policy stays; the complete file then applies.
+func TestReloadRefusesEmptyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keygate.yaml")
+	header := "# Keygate: the routes of api.example.com.\n---\n"
+	replaceFile(t, cfg, header+rulesConfig("100ms", ruleHealth, ruleAdmin))
+	s := startWithConfig(t, dir, cfg)
+	key, client := keyAndClient(t, s)
+	p := startProber(t, client, key)
+	p.await(t, scopeDenied)
+
+	writeFile(t, cfg, header)
+	waitLog(t, s, "config reload refused: the file is empty", 1)
+	writeFile(t, cfg, "")
+	waitLog(t, s, "config reload refused: the file is empty", 2)
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, s, "config reload refused", 3)
+	if !slices.ContainsFunc(strings.Split(s.logs.String(), "\n"), func(l string) bool {
+		return strings.Contains(l, "config reload refused") && strings.Contains(l, "no such file or directory")
+	}) {
+		t.Errorf("the refusal of a missing file does not say so:\n%s", s.logs)
+	}
+	mustAnswer(t, client, key, "/admin/x", scopeDenied)
+
+	writeFile(t, cfg, header+rulesConfig("100ms", ruleAdmin, ruleReports))
+	waitAnswer(t, s, client, key, "/reports/x", "403 insufficient_scope")
+	p.finish(t, scopeDenied)
+	if n := p.answers["allow"]; n > 0 {
+		t.Errorf("/admin/x allowed %d times without the admin scope:\n%s", n, s.logs)
+	}
+	if n := strings.Count(s.logs.String(), "config reload refused"); n != 3 {
+		t.Errorf("%d refusals logged, want 3 (each state once):\n%s", n, s.logs)
+	}
+	s.stop(t)
+}
+
 // configMap lays out dir the way the kubelet mounts a ConfigMap: the file
 // is a symlink into ..data, itself a symlink to a timestamped directory;
 // an update writes a new directory and renames a new ..data over the old
@@ -547,6 +602,9 @@ func TestReloadConfigMapSwapAndRename(t *testing.T) {
 		}
 	}
 	p.finish(t, "allow", scopeDenied)
+	if strings.Contains(s.logs.String(), "take effect on restart") {
+		t.Errorf("reloads of routes and policy only warned of other changes:\n%s", s.logs)
+	}
 	s.stop(t)
 }
 
