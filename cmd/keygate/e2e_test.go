@@ -65,6 +65,13 @@ func startServer(t *testing.T, dir string) *server {
 // override the defaults.
 func startServerWith(t *testing.T, dir string, env ...string) *server {
 	t.Helper()
+	return startServerCmd(t, dir, exec.Command(keygateBin, "serve"), env...)
+}
+
+// startServerCmd is startServerWith running cmd, which must exec keygate
+// serve (under a lower open-file limit, for example).
+func startServerCmd(t *testing.T, dir string, cmd *exec.Cmd, env ...string) *server {
+	t.Helper()
 	s := &server{dir: dir, logs: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	s.env = append(os.Environ(),
 		"KEYGATE_STORE="+filepath.Join(dir, "keygate.db"),
@@ -75,7 +82,7 @@ func startServerWith(t *testing.T, dir string, env ...string) *server {
 		"KEYGATE_ADMIN_TOKEN_FILE=",
 	)
 	s.env = append(s.env, env...)
-	s.cmd = exec.Command(keygateBin, "serve")
+	s.cmd = cmd
 	s.cmd.Env = s.env
 	s.cmd.Dir = dir
 	pr, pw := io.Pipe()

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
@@ -134,16 +136,20 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 
-	grpcLn, err := net.Listen("tcp", cfg.Listen.GRPC)
+	// Each listener has its own cap, below the open-file limit, so that a
+	// flood of connections on one cannot starve the others (admin and
+	// health included) or the store of descriptors.
+	caps := connectionCaps(cfg, log)
+	grpcLn, err := listenCapped(cfg.Listen.GRPC, caps.grpc, log.With("listener", "grpc"))
 	if err != nil {
 		return fmt.Errorf("listen grpc: %w", err)
 	}
-	adminLn, err := net.Listen("tcp", cfg.Listen.Admin)
+	adminLn, err := listenCapped(cfg.Listen.Admin, caps.admin, log.With("listener", "admin"))
 	if err != nil {
 		grpcLn.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	httpLn, err := listenCapped(cfg.Listen.HTTP, caps.http, log.With("listener", "http"))
 	if err != nil {
 		grpcLn.Close()
 		adminLn.Close()
@@ -153,14 +159,62 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
-	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc"), reporting...))
-	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
+	// Every phase of a connection is bounded, so that no client holds a
+	// connection, and its slot under the listener's cap, by being slow or
+	// silent.
+	idle := time.Duration(cfg.Listen.IdleTimeout)
+	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
+		// The HTTP/2 preface and settings must arrive this soon (grpc-go
+		// waits 120 s by default); Envoy sends them as it connects.
+		grpc.ConnectionTimeout(5*time.Second),
+		// Envoy may ping idle connections (connection_keepalive), at
+		// intervals of 5 s or more; faster pings end the connection
+		// (too_many_pings) instead of costing a reply each.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: idle,
+			// A GOAWAY now and then spreads Envoy's connections over new
+			// replicas, and bounds a connection kept busy by a call that
+			// never ends; Envoy reconnects, and Checks in flight get the
+			// grace to finish.
+			MaxConnectionAge:      30 * time.Minute,
+			MaxConnectionAgeGrace: 10 * time.Second,
+			// A peer that vanished is noticed by an unanswered ping.
+			// grpc-go's other guard, TCP_USER_TIMEOUT, needs a bare
+			// *net.TCPConn, which the capped listener does not hand out.
+			Time:    time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+		// Envoy sends many Checks over one connection, and opens another
+		// when this many are in flight on it.
+		grpc.MaxConcurrentStreams(1024),
+	)
+	adminSrv := &http.Server{
+		Handler:           adminHandler,
+		ReadHeaderTimeout: 5 * time.Second, // with TLS, the handshake too
+		// Admin bodies are small JSON (the admin API refuses more than
+		// 1 MiB); responses (lists, /metrics) can be larger, and a client
+		// that stops reading them must not keep the connection.
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   time.Minute,
+		IdleTimeout:    idle,
+		MaxHeaderBytes: 32 << 10, // a bearer token and a few headers
+	}
 	httpSrv := &http.Server{
 		Handler:           envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
-		ReadHeaderTimeout: 10 * time.Second,
-		// Authorization requests carry no body worth reading; a large
-		// header block is refused by net/http's own limit (1 MB).
-		MaxHeaderBytes: 1 << 20,
+		ReadHeaderTimeout: 5 * time.Second,
+		// Authorization requests carry no body worth reading. Answers are
+		// a few hundred bytes, which the socket buffer takes whole, so a
+		// client that does not read cannot block a write (no
+		// WriteTimeout, which would also cut a decision still waiting on
+		// the store within its lookup_timeout).
+		ReadTimeout: 10 * time.Second,
+		IdleTimeout: idle,
+		// Proxies forward the client's headers, which they bound
+		// themselves (Envoy at 60 KiB, nginx at 32 KiB by default); a
+		// larger block is refused with 431, and a flood of connections
+		// cannot make each one buffer a megabyte.
+		MaxHeaderBytes: 64 << 10,
 	}
 
 	// SIGHUP is caught before the server says it is serving: its default
