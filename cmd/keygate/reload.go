@@ -89,7 +89,7 @@ func watchConfig(ctx context.Context, running *config.Config, last string, engin
 			log.Info("SIGHUP: reloading config", "file", path)
 			l := lookAt(path)
 			w.pending = l
-			w.apply(l)
+			w.apply(l, true)
 		case <-tick:
 			w.tick()
 			timer.Reset(every)
@@ -126,12 +126,13 @@ func (w *watcher) tick() {
 		return
 	}
 	w.log.Info("config file changed: reloading", "file", w.path)
-	w.apply(l)
+	w.apply(l, false)
 }
 
 // apply loads the bytes of l, and only those: the file may have changed
-// since, and what was hashed is what is applied.
-func (w *watcher) apply(l look) {
+// since, and what was hashed is what is applied. asked is true for SIGHUP:
+// the operator asked for this file, so it may drop every route.
+func (w *watcher) apply(l look, asked bool) {
 	w.acted = l.key()
 	if l.err != nil {
 		w.log.Error("config reload refused; the running policy stays", "file", w.path, "error", l.err)
@@ -150,6 +151,13 @@ func (w *watcher) apply(l look) {
 		return
 	}
 	pol, err := next.AuthzPolicy()
+	if err == nil && !asked && len(pol.Rules) == 0 && len(w.applied.Rules) > 0 {
+		// A file cut off before its routes is valid YAML with none, and
+		// would let any key through every route; the watch cannot tell it
+		// from an intended change, the operator can.
+		w.log.Error("config reload refused: the file has no routes while some run (a file cut off before its routes looks like this); send SIGHUP to apply it", "file", w.path, "running_rules", len(w.applied.Rules))
+		return
+	}
 	if err == nil {
 		err = w.engine.SetPolicy(pol)
 	}

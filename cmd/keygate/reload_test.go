@@ -654,3 +654,22 @@ func TestReloadDiffNamesChanges(t *testing.T) {
 		t.Errorf("no change logged as\n%s\nwant\n%s", out.String(), want)
 	}
 }
+
+// TestReloadRefusesDroppingEveryRoute: a file cut off before its routes is
+// valid YAML with none; the watch refuses it while rules run (any key would
+// pass every route), and SIGHUP, the operator's explicit ask, applies it.
+func TestReloadRefusesDroppingEveryRoute(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keygate.yaml")
+	replaceFile(t, cfg, reloadConfig("100ms", adminScoped))
+	s := startWithConfig(t, dir, cfg)
+	raw, client := keyAndClient(t, s)
+	mustAnswer(t, client, raw, "/admin/x", scopeDenied)
+	replaceFile(t, cfg, "reload_interval: 100ms\n")
+	waitLog(t, s, "the file has no routes while some run", 1)
+	mustAnswer(t, client, raw, "/admin/x", scopeDenied)
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(t, s, client, raw, "/admin/x", "allow")
+}
