@@ -442,3 +442,37 @@ func TestSilentGRPCFloodClosedE2E(t *testing.T) {
 	t.Logf("gRPC flood: every held connection closed by the server within %v of the flood's start (connection timeout %v)",
 		closedAfter.Round(time.Millisecond), floodHandshakeTimeout)
 }
+
+// TestIdleGRPCConnectionsClosedE2E: connections that complete the HTTP/2
+// handshake and then send nothing, which grpc-go kept open for ever by
+// default, are closed after listen.idle_timeout: a GOAWAY, then, with no
+// answer to its ping, the close (grpc-go waits 5 s for the answer, then
+// 1 s for the peer to read the last GOAWAY).
+func TestIdleGRPCConnectionsClosedE2E(t *testing.T) {
+	f := startFloodServer(t)
+	// The client preface and an empty SETTINGS frame: a complete handshake.
+	handshake := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
+	const n = 40
+	start := time.Now()
+	held, refused := floodOpen(t, f.grpcAddr, n, func(_ int, c net.Conn) bool {
+		_, err := c.Write(handshake)
+		return err == nil
+	})
+	if len(held) != n || refused != 0 {
+		t.Fatalf("%d of %d handshakes held, %d refused", len(held), n, refused)
+	}
+	during := f.openFiles(t)
+	const goAwayWait = 6 * time.Second
+	last, open := closedBy(held, start.Add(floodIdleTimeout+goAwayWait+floodSlack))
+	if open > 0 {
+		t.Errorf("%d of %d idle gRPC connections still open %v after they were made", open, n, floodIdleTimeout+goAwayWait+floodSlack)
+	}
+	if closed := last.Sub(start); closed < floodIdleTimeout {
+		t.Errorf("idle connections closed after %v, before the idle timeout (%v)", closed, floodIdleTimeout)
+	}
+	if err := f.healthz(); err != nil {
+		t.Error(err)
+	}
+	t.Logf("idle gRPC: %d handshaken, silent connections (server files open %d) all closed by the server within %v (idle_timeout %v + grpc-go's %v GOAWAY and close wait); %d open after",
+		n, during, last.Sub(start).Round(time.Millisecond), floodIdleTimeout, goAwayWait, f.openFiles(t))
+}
