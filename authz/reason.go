@@ -56,7 +56,7 @@ var denials = map[Reason]denial{
 	ReasonRateLimited:           {429, "Rate limit exceeded", "Rate limit exceeded. Please try again later."},
 	ReasonCreditsExhausted:      {429, "Credits exhausted", "API credits exhausted"},
 	ReasonUnavailable:           {503, "Authorization unavailable", "Authorization temporarily unavailable"},
-	ReasonInvalidPath:           {400, "Invalid path", "Request path is ambiguous: encoded slashes, backslashes and path parameters that change the route are refused"},
+	ReasonInvalidPath:           {400, "Invalid path", "Request path is ambiguous: encoded slashes, backslashes, and path parameters or letter case that change the route are refused"},
 	ReasonAmbiguousRequest:      {400, "Ambiguous request", "Request is ambiguous: a routing header was sent more than once"},
 }
 
