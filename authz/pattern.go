@@ -276,6 +276,9 @@ func (p pattern) hasParam(name string) bool {
 // single trailing slash is ignored: "/a/b/" matches "/a/*". With fold,
 // literal segments match in any case.
 func (p pattern) match(path, want string, fold bool) (string, bool) {
+	if path == "" {
+		return "", false
+	}
 	rest := strings.TrimSuffix(path[1:], "/")
 	value := ""
 	for _, s := range p.segs {

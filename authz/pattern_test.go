@@ -188,6 +188,9 @@ func FuzzRouteMatch(f *testing.F) {
 			return
 		}
 		clean := cleanPath(path)
+		if clean == "" {
+			return // refused before any rule is matched
+		}
 		org, ok := p.match(clean, "org", false)
 		if !ok {
 			if org != "" {
