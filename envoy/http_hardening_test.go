@@ -2,8 +2,6 @@ package envoy_test
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -12,32 +10,13 @@ import (
 	"github.com/keygate/keygate/keystore"
 )
 
-// raw sends a request whose headers may repeat.
-func (h *httpHarness) raw(t *testing.T, path string, headers [][2]string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest("GET", h.srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range headers {
-		req.Header.Add(kv[0], kv[1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
-}
-
 // TestHTTPEnvoyPublicRouteStripsCredentials: through /envoy, a public route
 // names every credential header present and every underscore twin in
 // x-envoy-auth-headers-to-remove.
 func TestHTTPEnvoyPublicRouteStripsCredentials(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "health", Path: "/healthz", Public: true}}}})
 	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
-	resp, _ := h.raw(t, "/envoy/healthz", [][2]string{
+	resp, _ := h.raw(t, "GET", "/envoy/healthz", [][2]string{
 		{"X-Api-Key", k.Secret}, {"Authorization", "Bearer " + k.Secret}, {"X_Tenant_Id", "evil"}, {"X-Api_Token", "x"},
 	})
 	if resp.StatusCode != 200 {
@@ -70,7 +49,7 @@ func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 		{"forward host", "/forward", [][2]string{{"X-Forwarded-Uri", "/x"}, {"X-Forwarded-Host", "a.example.com"}, {"X-Forwarded-Host", "b.example.com"}}, 400},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := h.raw(t, tt.path, tt.headers)
+			resp, body := h.raw(t, "GET", tt.path, tt.headers)
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.status, body)
 			}
@@ -86,7 +65,7 @@ func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 		})
 		// One copy of each is fine.
 	}
-	if resp, _ := h.raw(t, "/nginx", [][2]string{{"X-Original-URI", "/x"}, {"X-Original-Method", "GET"}}); resp.StatusCode != 200 {
+	if resp, _ := h.raw(t, "GET", "/nginx", [][2]string{{"X-Original-URI", "/x"}, {"X-Original-Method", "GET"}}); resp.StatusCode != 200 {
 		t.Fatalf("single routing headers: %d", resp.StatusCode)
 	}
 }
@@ -108,7 +87,7 @@ func TestHTTPIntrospectionIsNeverAnAllow(t *testing.T) {
 		{"forward", "/forward", [][2]string{{"X-Forwarded-Uri", "/me"}}, 403, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := h.raw(t, tt.path, append(tt.headers, [2]string{"X-Api-Key", k.Secret}))
+			resp, body := h.raw(t, "GET", tt.path, append(tt.headers, [2]string{"X-Api-Key", k.Secret}))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}

@@ -31,12 +31,22 @@ func startHTTP(t *testing.T, cfg authz.Config) *httpHarness {
 
 func (h *httpHarness) do(t *testing.T, method, path string, headers map[string]string) (*http.Response, string) {
 	t.Helper()
+	var pairs [][2]string
+	for k, v := range headers {
+		pairs = append(pairs, [2]string{k, v})
+	}
+	return h.raw(t, method, path, pairs)
+}
+
+// raw sends a request whose headers may repeat.
+func (h *httpHarness) raw(t *testing.T, method, path string, headers [][2]string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, h.srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
+	for _, kv := range headers {
+		req.Header.Add(kv[0], kv[1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -657,19 +657,22 @@ func (c *Config) AuthzPolicy() (authz.Policy, error) {
 	default:
 		errs = append(errs, fmt.Errorf("%q: want allow_with_key or deny", c.Policy.Unmatched))
 	}
-	switch c.Policy.EscapedSlashes {
-	case "", "reject":
-	case "decode":
-		p.DecodeEscapedSlashes = true
-	default:
-		errs = append(errs, fmt.Errorf("%q: %w", c.Policy.EscapedSlashes, errEscapedSlashes))
-	}
-	switch c.Policy.CaseVariants {
-	case "", "refuse":
-	case "exact":
-		p.ExactCase = true
-	default:
-		errs = append(errs, fmt.Errorf("%q: %w", c.Policy.CaseVariants, errCaseVariants))
+	// Two-valued policy words: the default and the one other value.
+	for _, w := range []struct {
+		v, def, alt string
+		set         *bool
+		err         error
+	}{
+		{c.Policy.EscapedSlashes, "reject", "decode", &p.DecodeEscapedSlashes, errEscapedSlashes},
+		{c.Policy.CaseVariants, "refuse", "exact", &p.ExactCase, errCaseVariants},
+	} {
+		switch w.v {
+		case "", w.def:
+		case w.alt:
+			*w.set = true
+		default:
+			errs = append(errs, fmt.Errorf("%q: %w", w.v, w.err))
+		}
 	}
 	return p, errors.Join(errs...)
 }
