@@ -94,7 +94,7 @@ func fileLimitText(n uint64) string {
 }
 
 // listenCapped listens on addr with at most limit connections open at once.
-func listenCapped(addr string, limit int, log *slog.Logger) (net.Listener, error) {
+func listenCapped(addr string, limit int, log *slog.Logger) (*connlimit.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err

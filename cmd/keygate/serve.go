@@ -23,6 +23,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/internal/connlimit"
 	"github.com/keygate/keygate/internal/metrics"
 	"github.com/keygate/keygate/keystore/admin"
 )
@@ -155,7 +156,14 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 		adminLn.Close()
 		return fmt.Errorf("listen http: %w", err)
 	}
-	if err := m.RegisterStore(store); err != nil {
+	err = m.RegisterStore(store)
+	for name, ln := range map[string]*connlimit.Listener{"grpc": grpcLn, "http": httpLn, "admin": adminLn} {
+		err = errors.Join(err, m.RegisterListener(name, ln))
+	}
+	if err != nil {
+		grpcLn.Close()
+		adminLn.Close()
+		httpLn.Close()
 		return fmt.Errorf("metrics: %w", err)
 	}
 	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
