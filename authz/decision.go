@@ -22,11 +22,13 @@ type Request struct {
 	// Settings are per-route settings from the proxy (Envoy's
 	// context_extensions), by name.
 	Settings map[string]string
-	// Repeated names a header that says where the request goes (the
+	// Unroutable names a header that says where the request goes (the
 	// original URI, method or host a proxy forwards) and that arrived more
-	// than once. The proxy and the backend could read different copies, so
-	// the request is refused. Empty: none.
-	Repeated string
+	// than once, or not at all: the proxy and the backend could read
+	// different copies, and a proxy that sends none leaves the rules
+	// nothing to match (deciding "GET /" instead would drop every rule's
+	// requirements). The request is refused. Empty: all there, once.
+	Unroutable string
 }
 
 // Header is one HTTP header name and value.

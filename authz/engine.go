@@ -330,7 +330,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	cp := e.policy.Load()
 	ex := extract(e.sources, req.Headers)
 	st := strip{sources: ex.present, twins: e.twins(req.Headers)}
-	if req.Repeated != "" {
+	if req.Unroutable != "" {
 		return e.finish(cp, cp.defaultRoute, e.denials[ReasonAmbiguousRequest], nil, st), nil
 	}
 	forms, ok := normalizePath(req.Path, cp.decodeSlashes)

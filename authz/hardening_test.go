@@ -184,7 +184,7 @@ func TestPathVariantsAreNoBypass(t *testing.T) {
 func TestRepeatedRoutingHeaderRefused(t *testing.T) {
 	w := newTenantWorld(t)
 	e := w.engine(t, authz.Policy{Rules: []authz.Rule{{Path: "/x", Public: true}}})
-	d, err := e.Decide(t.Context(), &authz.Request{Method: "GET", Path: "/x", Repeated: "x-original-uri", Headers: key(w.starKey)})
+	d, err := e.Decide(t.Context(), &authz.Request{Method: "GET", Path: "/x", Unroutable: "x-original-uri", Headers: key(w.starKey)})
 	if err != nil || d.Allow || d.Status != 400 || d.Reason != authz.ReasonAmbiguousRequest {
 		t.Fatalf("repeated routing header: %+v %v", d, err)
 	}

@@ -26,7 +26,7 @@ const (
 	// would move it to another route.
 	ReasonInvalidPath Reason = "invalid_path"
 	// ReasonAmbiguousRequest refuses a request whose routing headers
-	// (original URI, method, host) arrived more than once.
+	// (original URI, method, host) arrived more than once, or not at all.
 	ReasonAmbiguousRequest Reason = "ambiguous_request"
 	// ReasonIntrospection answers the introspection path: not a refusal,
 	// but Keygate replies itself (200, the principal as JSON) instead of
@@ -57,7 +57,7 @@ var denials = map[Reason]denial{
 	ReasonCreditsExhausted:      {429, "Credits exhausted", "API credits exhausted"},
 	ReasonUnavailable:           {503, "Authorization unavailable", "Authorization temporarily unavailable"},
 	ReasonInvalidPath:           {400, "Invalid path", "Request path is ambiguous: encoded slashes, backslashes, and path parameters or letter case that change the route are refused"},
-	ReasonAmbiguousRequest:      {400, "Ambiguous request", "Request is ambiguous: a routing header was sent more than once"},
+	ReasonAmbiguousRequest:      {400, "Ambiguous request", "Request is ambiguous: a routing header is missing or was sent more than once"},
 }
 
 // Status is the HTTP status a denial with this reason is answered with, or

@@ -99,8 +99,8 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// allowlist matching the proxy). The client's address comes only
 		// from the header client_ip names; without one there is none, so
 		// the failed-auth throttle is off and IP allowlists refuse.
-		Peer:     "",
-		Repeated: repeated(hdr, routing),
+		Peer:       "",
+		Unroutable: unroutable(hdr, routing),
 	}
 	dec, err := h.decider.Decide(r.Context(), &req)
 	if err != nil {
@@ -110,20 +110,22 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.report(r.Context(), "http", &req, &dec, start)
 }
 
-// The headers that tell a dialect where the request goes. A second copy
-// (a client's, passed on by a proxy that appends) could be what the
-// backend reads, so the core refuses such requests; net/http already
-// refuses a repeated Host.
+// The headers that tell a dialect where the request goes, the URI first.
+// A second copy of any (a client's, passed on by a proxy that appends)
+// could be what the backend reads, and a proxy that sends no URI would
+// have every request decided as "/": the core refuses both. A missing
+// method or host means GET and no host, as proxies that send neither
+// mean. net/http already refuses a repeated Host (the nginx dialect's).
 var (
 	nginxRouting   = []string{"X-Original-Uri", "X-Original-Method"}
 	forwardRouting = []string{"X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Host"}
 )
 
-// repeated returns the first of names (canonical) that h holds more than
-// once, or "".
-func repeated(h http.Header, names []string) string {
-	for _, n := range names {
-		if len(h[n]) > 1 {
+// unroutable returns the first of names (canonical) that h holds more than
+// once, or the first (the URI) when h lacks it; "" when all is well.
+func unroutable(h http.Header, names []string) string {
+	for i, n := range names {
+		if len(h[n]) > 1 || i == 0 && len(h[n]) == 0 {
 			return strings.ToLower(n)
 		}
 	}

@@ -34,7 +34,8 @@ func TestHTTPEnvoyPublicRouteStripsCredentials(t *testing.T) {
 }
 
 // TestHTTPRepeatedRoutingHeaders: two copies of the original URI, method or
-// host are refused (400), in the nginx dialect as a 403 carrying 400.
+// host, or no URI at all, are refused (400), in the nginx dialect as a 403
+// carrying 400.
 func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "x", Path: "/x", Public: true}}}})
 	for _, tt := range []struct {
@@ -47,6 +48,8 @@ func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 		{"forward uri", "/forward", [][2]string{{"X-Forwarded-Uri", "/x"}, {"X-Forwarded-Uri", "/admin"}}, 400},
 		{"forward method", "/forward", [][2]string{{"X-Forwarded-Uri", "/x"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "POST"}}, 400},
 		{"forward host", "/forward", [][2]string{{"X-Forwarded-Uri", "/x"}, {"X-Forwarded-Host", "a.example.com"}, {"X-Forwarded-Host", "b.example.com"}}, 400},
+		{"nginx without uri", "/nginx", [][2]string{{"X-Original-Method", "GET"}}, 403},
+		{"forward without uri", "/forward", [][2]string{{"X-Forwarded-Method", "GET"}}, 400},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, body := h.raw(t, "GET", tt.path, tt.headers)
@@ -59,7 +62,7 @@ func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 					t.Fatalf("x-keygate-status %q", resp.Header.Get(envoy.HeaderStatus))
 				}
 			}
-			if !strings.Contains(body, "routing header was sent more than once") {
+			if !strings.Contains(body, "a routing header is missing or was sent more than once") {
 				t.Fatalf("body %q", body)
 			}
 		})
