@@ -329,7 +329,7 @@ func validHeaderName(n string) error {
 func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	cp := e.policy.Load()
 	ex := extract(e.sources, req.Headers)
-	st := strip{sources: ex.present, twins: e.twins(req.Headers)}
+	st := strip{sources: ex.present, headers: req.Headers}
 	if req.Unroutable != "" {
 		return e.finish(cp, cp.defaultRoute, e.denials[ReasonAmbiguousRequest], nil, st), nil
 	}
@@ -558,15 +558,19 @@ func (e *Engine) allow(c *Credential, st strip, org string) Decision {
 // credential headers present (whether or not a key was read from them)
 // and the other spellings of identity and credential headers.
 type strip struct {
-	sources uint64   // bit i: the request carries e.sources[i]
-	twins   []string // header names that spell one of ours with '_' for '-' (or back)
+	sources uint64 // bit i: the request carries e.sources[i]
+	// headers are searched for names that spell one of ours with '_' for
+	// '-' (or back), on allows only: a refusal sends nothing upstream and
+	// so pays nothing for them.
+	headers map[string]string
 }
 
 // removeList is the Remove list of an allow. The common requests (one
 // credential header or none, no twins) get a precomputed list; anything
 // else is an attacker's or a confused client's, and pays an allocation.
 func (e *Engine) removeList(st strip, mask int) []string {
-	if st.twins == nil && bits.OnesCount64(st.sources) <= 1 {
+	twins := e.twins(st.headers)
+	if twins == nil && bits.OnesCount64(st.sources) <= 1 {
 		src := len(e.sources)
 		if st.sources != 0 {
 			src = bits.TrailingZeros64(st.sources)
@@ -584,7 +588,7 @@ func (e *Engine) removeList(st strip, mask int) []string {
 			list = append(list, n)
 		}
 	}
-	return append(list, st.twins...)
+	return append(list, twins...)
 }
 
 // twins finds the headers that spell an identity or credential header

@@ -35,7 +35,11 @@ type pathForms struct {
 // decodeSlashes (for backends known to decode them) "\", "%2F" and "%5C"
 // are read as "/" instead; double encodings are refused either way.
 func normalizePath(p string, decodeSlashes bool) (_ pathForms, ok bool) {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
+	// Two IndexByte calls: IndexAny walks a short path rune by rune.
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	if i := strings.IndexByte(p, '#'); i >= 0 {
 		p = p[:i]
 	}
 	if p == "" || p[0] != '/' {
@@ -83,9 +87,33 @@ func cleanPath(p string) string {
 	return f.clean
 }
 
+// needsCleaning reports whether p holds anything normalizePath changes or
+// refuses: an escape, a parameter, a backslash, "//", or a dot segment.
+// One pass, since it runs on every request.
 func needsCleaning(p string) bool {
-	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
-		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.ContainsAny(p, "%;\\")
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '%', ';', '\\':
+			return true
+		case '/':
+			rest := p[i+1:]
+			if rest != "" && rest[0] == '/' || dotSegment(rest) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dotSegment reports whether s starts with a "." or ".." segment.
+func dotSegment(s string) bool {
+	switch {
+	case s == "." || s == "..":
+		return true
+	case strings.HasPrefix(s, "./"):
+		return true
+	}
+	return strings.HasPrefix(s, "../")
 }
 
 // cleanDots merges slashes and resolves "." and ".."; a trailing slash is
