@@ -25,6 +25,11 @@ import (
 // store out of reach with a 503 answer this one too.
 var ErrFileReplaced = fmt.Errorf("%w: the store file was deleted or replaced under the running server", ErrUnavailable)
 
+// ErrLocked: another process holds the bbolt file (a running keygate), and
+// it stayed locked for the open's whole timeout. One file, one process: a
+// caller that only reads can be pointed at a copy instead.
+var ErrLocked = errors.New("locked by another process")
+
 // boltBackend is the embedded default: one bbolt file, one process.
 //
 // A file deleted or replaced under the running server stays readable
@@ -125,7 +130,7 @@ func OpenBoltWith(path string, o BoltOptions) (Backend, error) {
 	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: locked by another process: %w", path, err)
+			return nil, fmt.Errorf("open store %s: %w: %w", path, ErrLocked, err)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}

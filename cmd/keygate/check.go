@@ -12,10 +12,9 @@ import (
 	"os"
 	"strings"
 
-	berrors "go.etcd.io/bbolt/errors"
-
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/keystore"
 )
 
 // errDenied makes `keygate check` exit 3 when the request would be refused,
@@ -114,7 +113,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 	if err != nil {
 		// The hint only where it is the cause: a missing or foreign file is
 		// not held by anyone.
-		if errors.Is(err, berrors.ErrTimeout) {
+		if errors.Is(err, keystore.ErrLocked) {
 			return fmt.Errorf("%w (a running keygate holds its store: check against a copy, or stop it)", err)
 		}
 		return err
