@@ -14,15 +14,16 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keygate/keygate/internal/admintoken"
 )
 
 // Defaults of the management commands, shared with serve's: the admin
-// listener's default address and the token file serve generates beside the
-// default store.
+// listener's default address (the token file serve generates beside the
+// default store is admintoken.DefaultFile).
 const (
-	defaultAdminURL       = "http://127.0.0.1:9003"
-	defaultAdminTokenFile = "./keygate.admin-token"
-	adminRequestTimeout   = 30 * time.Second
+	defaultAdminURL     = "http://127.0.0.1:9003"
+	adminRequestTimeout = 30 * time.Second
 	// maxAdminResponse bounds what the CLI reads from the server: a full
 	// page of 1000 keys with metadata is well below it.
 	maxAdminResponse = 64 << 20
@@ -50,7 +51,7 @@ func newMgmtCommand(c *cli, name, synopsis string) *mgmtCommand {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&m.adminURL, "admin-url", envOr(c, "KEYGATE_ADMIN_URL", defaultAdminURL), "admin API base `URL` (env KEYGATE_ADMIN_URL)")
-	fs.StringVar(&m.tokenFile, "admin-token-file", envOr(c, "KEYGATE_ADMIN_TOKEN_FILE", defaultAdminTokenFile),
+	fs.StringVar(&m.tokenFile, "admin-token-file", envOr(c, admintoken.EnvFile, admintoken.DefaultFile),
 		"`file` holding the admin token, read when KEYGATE_ADMIN_TOKEN is not set (env KEYGATE_ADMIN_TOKEN_FILE)")
 	fs.StringVar(&m.output, "output", "table", "output `format`: table or json")
 	m.fs = fs
@@ -155,7 +156,7 @@ func (m *mgmtCommand) client() (*adminClient, error) {
 // one serve generates).
 func (m *mgmtCommand) token() (string, error) {
 	if !m.isSet("admin-token-file") {
-		if t := strings.TrimSpace(m.c.getenv("KEYGATE_ADMIN_TOKEN")); t != "" {
+		if t := strings.TrimSpace(m.c.getenv(admintoken.EnvToken)); t != "" {
 			return t, nil
 		}
 	}

@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +18,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/internal/admintoken"
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/connlimit"
 	"github.com/keygate/keygate/internal/metrics"
@@ -89,7 +86,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	if !config.IsLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
 		return fmt.Errorf("admin listener %s is not loopback: serve it with TLS (admin.tls_cert_file, admin.tls_key_file), or set admin.insecure_public if the network is otherwise protected", cfg.Listen.Admin)
 	}
-	token, err := adminToken(cfg, c, log)
+	token, err := admintoken.Resolve(cfg, c.getenv, log)
 	if err != nil {
 		return err
 	}
@@ -293,76 +290,6 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}
 	log.Info("stopped")
 	return serveErr
-}
-
-// adminToken finds the admin token: KEYGATE_ADMIN_TOKEN, else a token file
-// (KEYGATE_ADMIN_TOKEN_FILE or admin.token_file). With neither, and only
-// when the admin API listens on loopback, a random token is generated once
-// and kept beside the store (mode 0600), where the CLI finds it; on any
-// other address Keygate refuses to start rather than expose an admin API
-// with a made-up or empty secret.
-func adminToken(cfg *config.Config, c *cli, log *slog.Logger) (string, error) {
-	if t := strings.TrimSpace(c.getenv("KEYGATE_ADMIN_TOKEN")); t != "" {
-		return checkToken(t, "KEYGATE_ADMIN_TOKEN")
-	}
-	file := c.getenv("KEYGATE_ADMIN_TOKEN_FILE")
-	if file == "" {
-		file = cfg.Admin.TokenFile
-	}
-	if file != "" {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("admin token: %w", err)
-		}
-		return checkToken(strings.TrimSpace(string(raw)), file)
-	}
-	if !config.IsLoopback(cfg.Listen.Admin) {
-		return "", fmt.Errorf("admin listener %s is not loopback: set KEYGATE_ADMIN_TOKEN or admin.token_file", cfg.Listen.Admin)
-	}
-	path := config.DefaultTokenFile(cfg.Store.Path)
-	if raw, err := os.ReadFile(path); err == nil {
-		return checkToken(strings.TrimSpace(string(raw)), path)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("admin token: %w", err)
-	}
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
-	}
-	token := base64.RawURLEncoding.EncodeToString(b[:])
-	// Written whole under another name, then linked into place: replicas
-	// starting together on one directory either place their token or find
-	// a complete one, never an empty or half-written file.
-	fh, err := os.CreateTemp(filepath.Dir(path), ".admin-token-*")
-	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
-	}
-	defer os.Remove(fh.Name())
-	_, werr := fh.WriteString(token + "\n")
-	if err := errors.Join(werr, fh.Sync(), fh.Chmod(0o600), fh.Close()); err != nil {
-		return "", fmt.Errorf("admin token %s: %w", path, err)
-	}
-	if err := os.Link(fh.Name(), path); errors.Is(err, os.ErrExist) {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("admin token: %w", err)
-		}
-		return checkToken(strings.TrimSpace(string(raw)), path)
-	} else if err != nil {
-		return "", fmt.Errorf("admin token %s: %w", path, err)
-	}
-	log.Info("generated an admin token (admin API on loopback, none configured)", "file", path)
-	return token, nil
-}
-
-// minTokenLen keeps guessable admin tokens out.
-const minTokenLen = 16
-
-func checkToken(t, from string) (string, error) {
-	if len(t) < minTokenLen {
-		return "", fmt.Errorf("admin token from %s is shorter than %d characters", from, minTokenLen)
-	}
-	return t, nil
 }
 
 // sweepLimits lets the engine forget rate-limit state that limits nothing,
