@@ -20,6 +20,7 @@ import (
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/admintoken"
 	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/internal/config/reload"
 	"github.com/keygate/keygate/internal/connlimit"
 	"github.com/keygate/keygate/internal/metrics"
 	"github.com/keygate/keygate/keystore/admin"
@@ -62,7 +63,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	}
 	// Stamped before it is read, so that a change made while serve starts
 	// is seen by the watcher.
-	stamp := fileStamp(f.config)
+	stamp := reload.Stamp(f.config)
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		return err
@@ -228,20 +229,7 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if cfg.File() != "" {
-		go watchConfig(ctx, cfg, stamp, engine, hup, log)
-	} else {
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					log.Info("SIGHUP ignored: serving without a config file, nothing to reload")
-				}
-			}
-		}()
-	}
+	go reload.Watch(ctx, cfg, stamp, engine, hup, log)
 	go sweepLimits(ctx, engine)
 
 	errc := make(chan error, 3)

@@ -1,29 +1,40 @@
-package main
+// Package reload keeps a running server's routes and policy in step with
+// its config file: it watches the file (on SIGHUP, and every
+// reload_interval), applies a new version to the decision engine only once
+// it is known to be whole, refuses a file that does not validate or would
+// open every route, and logs, by rule name, what each reload changed.
+// Everything else in the file takes effect on restart; a change there is
+// reported, not applied.
+//
+// It depends on the config and on one method of the engine (PolicySetter),
+// declared here where it is used.
+package reload
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"reflect"
-	"syscall"
 	"time"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/config"
 )
 
-// watchConfig reloads the routes and policy of the config file on SIGHUP
+// PolicySetter is the engine a reload swaps the policy of, atomically, so
+// that no request is dropped or decided by half a policy.
+type PolicySetter interface {
+	SetPolicy(authz.Policy) error
+}
+
+// Watch reloads the routes and policy of the config file on SIGHUP
 // and when the file changes, without dropping a request: the engine swaps
 // its route table atomically. A file that does not validate is refused and
 // the running policy stays. Other sections need a restart; a change to them
 // is reported, not applied. hup delivers SIGHUP (the caller registers it);
-// last is the file's stamp (fileStamp) from before serve read it.
+// last is the file's stamp (Stamp) from before serve read it. Serving
+// without a config file, there is nothing to reload: SIGHUP is logged and
+// ignored. Watch returns when ctx ends.
 //
 // The watch looks at the file every reload_interval, each look at least
 // that long after the previous one ends, and applies a changed file only
@@ -49,8 +60,18 @@ import (
 // The watch cannot know a file is incomplete if it stays so: a truncated
 // file left in place is applied after two looks. That is why each reload
 // logs, by rule name, what it added, removed and changed.
-func watchConfig(ctx context.Context, running *config.Config, last string, engine *authz.Engine, hup <-chan os.Signal, log *slog.Logger) {
+func Watch(ctx context.Context, running *config.Config, last string, engine PolicySetter, hup <-chan os.Signal, log *slog.Logger) {
 	path := running.File()
+	if path == "" {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP ignored: serving without a config file, nothing to reload")
+			}
+		}
+	}
 	// What serve applied; a reload logs its changes against it. serve
 	// refused to start had the policy not built, so the error is moot.
 	applied, _ := running.AuthzPolicy()
@@ -97,12 +118,12 @@ func watchConfig(ctx context.Context, running *config.Config, last string, engin
 	}
 }
 
-// watcher is the state of watchConfig between looks.
+// watcher is the state of Watch between looks.
 type watcher struct {
 	path    string
 	started *config.Config // as serve started: sections outside the policy
 	applied authz.Policy   // in the engine now
-	engine  *authz.Engine
+	engine  PolicySetter
 	log     *slog.Logger
 	// pending is the previous look; acted is the key of the content last
 	// applied or refused, so that a file is acted on once per version.
@@ -173,116 +194,8 @@ func (w *watcher) apply(l look, asked bool) {
 	}
 }
 
-// maxConfigBytes bounds what a look reads, every reload_interval: a path
-// pointed at a huge file must not cost that much memory each time.
-const maxConfigBytes = 16 << 20
-
-// look is one reading of the config file: its bytes and what stat said of
-// the file they were read from, or why it could not be read.
-type look struct {
-	fi  os.FileInfo
-	raw []byte
-	sum [sha256.Size]byte
-	err error
-}
-
-// errChanging marks a look during which the file grew or shrank: it never
-// counts as a stable look.
-var errChanging = errors.New("the file changed while it was read")
-
-func lookAt(path string) look {
-	// O_NONBLOCK: a FIFO at the path must not block the watch (and SIGHUP)
-	// in open; it is refused below as not a regular file.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return look{err: fmt.Errorf("read config: %w", err)}
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return look{err: fmt.Errorf("read config %s: %w", path, err)}
-	}
-	// Stat after reading, from the descriptor read: the inode is the one
-	// whose bytes these are, whatever the path points at by now.
-	fi, err := f.Stat()
-	switch {
-	case err != nil:
-		return look{err: fmt.Errorf("stat config %s: %w", path, err)}
-	case !fi.Mode().IsRegular():
-		return look{err: fmt.Errorf("config %s: not a regular file (%s)", path, fi.Mode().Type())}
-	case len(raw) > maxConfigBytes:
-		return look{err: fmt.Errorf("config %s: larger than %d bytes", path, maxConfigBytes)}
-	case fi.Size() != int64(len(raw)):
-		return look{err: fmt.Errorf("config %s: %w", path, errChanging)}
-	}
-	return look{fi: fi, raw: raw, sum: sha256.Sum256(raw)}
-}
-
-// same reports whether two looks saw one unchanged file.
-func (l look) same(o look) bool {
-	if l.err != nil || o.err != nil {
-		// Two looks failing alike is a stable state, reported once; a file
-		// changing under the read is not.
-		return l.err != nil && o.err != nil && l.err.Error() == o.err.Error() && !errors.Is(l.err, errChanging)
-	}
-	return l.sum == o.sum && l.fi.Size() == o.fi.Size() && l.fi.ModTime().Equal(o.fi.ModTime()) && os.SameFile(l.fi, o.fi)
-}
-
-// key names a version of the file by its content (or by why it could not
-// be read), so that a new inode with the same bytes, as a ConfigMap update
-// of another key brings, is not a change.
-func (l look) key() string {
-	if l.err != nil {
-		return "error: " + l.err.Error()
-	}
-	return hex.EncodeToString(l.sum[:])
-}
-
-func (l look) short() string {
-	if l.err != nil {
-		return ""
-	}
-	return hex.EncodeToString(l.sum[:6])
-}
-
-func (l look) size() int64 {
-	if l.fi == nil {
-		return -1
-	}
-	return l.fi.Size()
-}
-
-func (l look) stamp() string { return stampOf(l.fi) }
-
-// noYAML reports whether raw holds only blank lines, comments and
-// document markers: valid YAML for a config with no routes.
-func noYAML(raw []byte) bool {
-	for line := range bytes.Lines(raw) {
-		line = bytes.TrimSpace(line)
-		if len(line) > 0 && line[0] != '#' && string(line) != "---" && string(line) != "..." {
-			return false
-		}
-	}
-	return true
-}
-
-// fileStamp is what serve notes before it reads the file, for the watch to
-// tell whether the file it first looks at is the one serve read.
-func fileStamp(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "missing"
-	}
-	return stampOf(fi)
-}
-
-func stampOf(fi os.FileInfo) string {
-	if fi == nil {
-		return "missing"
-	}
-	return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
-}
-
+// sameOutsidePolicy reports whether a and b differ only in what a reload
+// applies, so that a change it cannot apply is reported.
 func sameOutsidePolicy(a, b *config.Config) bool {
 	x, y := *a, *b
 	x.Routes, y.Routes = nil, nil
