@@ -41,11 +41,16 @@ type Header struct {
 // error from the core means the system could not decide, and adapters then
 // fail closed.
 type Decision struct {
-	// Allow is true when the request may go upstream.
-	Allow bool
-	// Reason is ReasonOK for an allow and the denial code otherwise.
+	// Kind says how an adapter renders the decision: pass the request
+	// upstream (KindAllow), refuse it (KindDeny), or answer it in the
+	// proxy's place (KindReply). The zero value refuses.
+	Kind Kind
+	// Reason is ReasonOK for an allow, why Keygate answers a reply
+	// (ReasonIntrospection) and the denial code otherwise: for logs and
+	// metrics, not for rendering.
 	Reason Reason
-	// Status is the HTTP status of a denial (401, 403, 429, 503); 200 on allow.
+	// Status is the HTTP status of a denial (400, 401, 403, 429, 503) or a
+	// reply (200); 200 on allow.
 	Status int
 
 	// Upstream headers, on allow only. Set overwrites whatever the client
@@ -55,9 +60,10 @@ type Decision struct {
 	Set    []Header
 	Remove []string
 
-	// ResponseHeaders go to the client: on a denial with Body as Keygate's
-	// answer (content-type, www-authenticate, retry-after, ...); on an allow
-	// they are added to the backend's response (rate-limit headers).
+	// ResponseHeaders go to the client: on a denial or a reply with Body as
+	// Keygate's answer (content-type, www-authenticate, retry-after, ...);
+	// on an allow they are added to the backend's response (rate-limit
+	// headers).
 	ResponseHeaders []Header
 	Body            string
 
@@ -78,6 +84,20 @@ type Decision struct {
 	// refused had its route or tenant not been in shadow mode.
 	WouldDeny Reason
 }
+
+// Kind is how a Decision is rendered.
+type Kind uint8
+
+// Decision kinds. The zero value is KindDeny, so a Decision left unset
+// refuses.
+const (
+	KindDeny  Kind = iota // Keygate refuses: Status, ResponseHeaders and Body are the answer
+	KindAllow             // the request goes upstream with Set and Remove applied
+	KindReply             // Keygate answers in the proxy's place (Status 200, Body); nothing goes upstream
+)
+
+// Allow reports whether the request may go upstream.
+func (d Decision) Allow() bool { return d.Kind == KindAllow }
 
 // DecisionIDHeader carries the decision id to the client on denials.
 const DecisionIDHeader = "x-keygate-decision-id"

@@ -129,10 +129,10 @@ func TestDecisionTable(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(format+"/"+tt.name, func(t *testing.T) {
 				d := decide(t, e, tt.headers)
-				if d.Reason != tt.reason || d.Status != tt.status || d.Allow != (tt.reason == authz.ReasonOK) {
-					t.Fatalf("decision = %s %d allow=%v, want %s %d", d.Reason, d.Status, d.Allow, tt.reason, tt.status)
+				if d.Reason != tt.reason || d.Status != tt.status || d.Allow() != (tt.reason == authz.ReasonOK) {
+					t.Fatalf("decision = %s %d allow=%v, want %s %d", d.Reason, d.Status, d.Allow(), tt.reason, tt.status)
 				}
-				if d.Allow {
+				if d.Allow() {
 					if d.Body != "" || header(d.ResponseHeaders, "content-type") != "" {
 						t.Fatalf("allow carries a denial body: %+v", d)
 					}
@@ -212,7 +212,7 @@ func TestAllowHeaders(t *testing.T) {
 		"x-scopes":      "admin:*",
 	}
 	d := decide(t, e, spoofed)
-	if !d.Allow {
+	if !d.Allow() {
 		t.Fatalf("denied: %s", d.Reason)
 	}
 	wantSet := []authz.Header{
@@ -316,7 +316,7 @@ func TestForeignKeys(t *testing.T) {
 		t.Fatalf("foreign key with strict format: %s", d.Reason)
 	}
 	open := w.engine(t, authz.Config{AcceptForeignKeys: true})
-	if d := decide(t, open, map[string]string{"x-api-key": legacy}); !d.Allow {
+	if d := decide(t, open, map[string]string{"x-api-key": legacy}); !d.Allow() {
 		t.Fatalf("imported foreign key denied: %s", d.Reason)
 	}
 	if d := decide(t, open, map[string]string{"x-api-key": legacy + "x"}); d.Reason != authz.ReasonInvalidKey {
@@ -332,7 +332,7 @@ func TestFailClosed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	d, err := e.Decide(ctx, &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret}})
-	if !errors.Is(err, authz.ErrUnavailable) || d.Allow || d.Status != 503 || d.Reason != authz.ReasonUnavailable {
+	if !errors.Is(err, authz.ErrUnavailable) || d.Allow() || d.Status != 503 || d.Reason != authz.ReasonUnavailable {
 		t.Fatalf("cancelled ctx: %+v, %v", d, err)
 	}
 	checkBody(t, authz.FormatSimple, d, "Authorization temporarily unavailable")
@@ -342,7 +342,7 @@ func TestFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err = e.Decide(context.Background(), &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret}})
-	if !errors.Is(err, authz.ErrUnavailable) || !errors.Is(err, keystore.ErrClosed) || d.Allow || d.Status != 503 {
+	if !errors.Is(err, authz.ErrUnavailable) || !errors.Is(err, keystore.ErrClosed) || d.Allow() || d.Status != 503 {
 		t.Fatalf("closed store: %+v, %v", d, err)
 	}
 	if strings.Contains(err.Error(), w.active.Secret) {

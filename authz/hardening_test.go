@@ -85,7 +85,7 @@ func TestEveryAllowStripsCredentials(t *testing.T) {
 				in[k] = v
 			}
 			d, err := e.Decide(t.Context(), &authz.Request{Method: "GET", Path: tt.path, Headers: in, Settings: tt.settings})
-			if err != nil || !d.Allow {
+			if err != nil || !d.Allow() {
 				t.Fatalf("not allowed: %s %v", d.Reason, err)
 			}
 			if leaks := credentialLeaks(in, d, k, other, "ak_live_nope"); len(leaks) > 0 {
@@ -185,7 +185,7 @@ func TestRepeatedRoutingHeaderRefused(t *testing.T) {
 	w := newTenantWorld(t)
 	e := w.engine(t, authz.Policy{Rules: []authz.Rule{{Path: "/x", Public: true}}})
 	d, err := e.Decide(t.Context(), &authz.Request{Method: "GET", Path: "/x", Unroutable: "x-original-uri", Headers: key(w.starKey)})
-	if err != nil || d.Allow || d.Status != 400 || d.Reason != authz.ReasonAmbiguousRequest {
+	if err != nil || d.Allow() || d.Status != 400 || d.Reason != authz.ReasonAmbiguousRequest {
 		t.Fatalf("repeated routing header: %+v %v", d, err)
 	}
 }

@@ -35,6 +35,7 @@ func (e *Engine) introspect(c *Credential) Decision {
 		return e.denials[ReasonUnavailable]
 	}
 	return Decision{
+		Kind:            KindReply,
 		Reason:          ReasonIntrospection,
 		Status:          200,
 		ResponseHeaders: []Header{{Name: "content-type", Value: "application/json"}, {Name: "cache-control", Value: "no-store"}},

@@ -169,7 +169,7 @@ func TestPolicyDecisions(t *testing.T) {
 			if d.Reason != tt.reason || d.Route != tt.route {
 				t.Fatalf("decision %s on route %q, want %s on %q (body %s)", d.Reason, d.Route, tt.reason, tt.route, d.Body)
 			}
-			if !d.Allow {
+			if !d.Allow() {
 				return
 			}
 			up := applyLikeEnvoy(c.headers, d)
@@ -282,7 +282,7 @@ func TestUnmatchedAndEnvironments(t *testing.T) {
 		t.Fatalf("unmatched with deny: %s %d", d.Reason, d.Status)
 	}
 	// A route Envoy configured for Keygate is a route, even if no rule matches.
-	if d, _ := (call{path: "/elsewhere", headers: key(w.testKey), settings: map[string]string{"keygate.scopes": "projects:read"}}).run(t, e); !d.Allow {
+	if d, _ := (call{path: "/elsewhere", headers: key(w.testKey), settings: map[string]string{"keygate.scopes": "projects:read"}}).run(t, e); !d.Allow() {
 		t.Fatalf("route configured in Envoy: %s", d.Reason)
 	}
 	if d, _ := (call{path: "/api/v2/vault/x", headers: key(w.vault)}).run(t, e); d.Reason != authz.ReasonEnvironmentNotAllowed {
@@ -330,10 +330,10 @@ func TestShadowMode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Allow != tt.allow || d.WouldDeny != tt.wouldDeny {
-				t.Fatalf("allow=%v would_deny=%q, want %v %q", d.Allow, d.WouldDeny, tt.allow, tt.wouldDeny)
+			if d.Allow() != tt.allow || d.WouldDeny != tt.wouldDeny {
+				t.Fatalf("allow=%v would_deny=%q, want %v %q", d.Allow(), d.WouldDeny, tt.allow, tt.wouldDeny)
 			}
-			if !d.Allow {
+			if !d.Allow() {
 				return
 			}
 			up := applyLikeEnvoy(tt.call.headers, d)
@@ -352,7 +352,7 @@ func TestIntrospection(t *testing.T) {
 	w := newTenantWorld(t)
 	e := w.engine(t, routes)
 	d, err := call{path: "/api/v2/me", headers: map[string]string{"authorization": "Bearer " + w.euKey.Secret}}.run(t, e)
-	if err != nil || d.Allow || d.Status != 200 || d.Reason != authz.ReasonIntrospection {
+	if err != nil || d.Allow() || d.Status != 200 || d.Reason != authz.ReasonIntrospection {
 		t.Fatalf("introspection: %+v, %v", d, err)
 	}
 	var got map[string]any
@@ -374,7 +374,7 @@ func TestIntrospection(t *testing.T) {
 	if d, _ := (call{path: "/api/v2/me", headers: key(w.euKey)}).run(t, e); d.Reason != authz.ReasonRevokedKey {
 		t.Fatalf("introspection with a revoked key: %s", d.Reason)
 	}
-	if d, _ := (call{method: "POST", path: "/api/v2/me", headers: key(w.tenantKey)}).run(t, e); !d.Allow {
+	if d, _ := (call{method: "POST", path: "/api/v2/me", headers: key(w.tenantKey)}).run(t, e); !d.Allow() {
 		t.Fatalf("POST to the introspection path is an ordinary request: %s", d.Reason)
 	}
 }
@@ -394,8 +394,8 @@ func TestClientIPFromForwardedFor(t *testing.T) {
 		h := key(w.ipKey)
 		h["x-forwarded-for"] = tt.xff
 		d, _ := call{path: "/x", peer: tt.peer, headers: h}.run(t, e)
-		if d.Allow != tt.allow {
-			t.Errorf("xff %q peer %s: allow=%v (%s), want %v", tt.xff, tt.peer, d.Allow, d.Reason, tt.allow)
+		if d.Allow() != tt.allow {
+			t.Errorf("xff %q peer %s: allow=%v (%s), want %v", tt.xff, tt.peer, d.Allow(), d.Reason, tt.allow)
 		}
 	}
 	for _, bad := range []authz.ClientIP{{Header: "x-forwarded-for"}, {TrustedHops: 1}, {Header: "X Bad", TrustedHops: 1}} {
@@ -459,7 +459,7 @@ func TestDecisionIDsAndHotSwap(t *testing.T) {
 	if err := e.SetPolicy(authz.Policy{Rules: []authz.Rule{{PathPattern: "/a/{x}/{x}"}}}); err == nil {
 		t.Fatal("SetPolicy accepted a bad pattern")
 	}
-	if d, _ := (call{path: "/healthz"}).run(t, e); !d.Allow {
+	if d, _ := (call{path: "/healthz"}).run(t, e); !d.Allow() {
 		t.Fatal("a refused SetPolicy replaced the running policy")
 	}
 	if err := e.SetPolicy(authz.Policy{}); err != nil {

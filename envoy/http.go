@@ -144,7 +144,7 @@ func foldHeaders(h http.Header) map[string]string {
 
 func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 	out := w.Header()
-	if dec.Allow {
+	if dec.Kind == authz.KindAllow {
 		// Upstream headers travel as headers of the 200; the proxy's
 		// config copies them to the request. A header this decision does
 		// not set is absent, and the proxy configs drop the client's.
@@ -160,7 +160,7 @@ func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	// Keygate's own answer: a refusal, or the introspection reply. No
+	// Keygate's own answer: a refusal, or a reply in the proxy's place. No
 	// dialect may read it as an allow, or the request would reach the
 	// backend without an identity.
 	for _, s := range dec.ResponseHeaders {
@@ -168,7 +168,7 @@ func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
 	}
 	out.Set(authz.DecisionIDHeader, authz.FormatID(dec.ID))
 	status := dec.Status
-	reply := dec.Reason == authz.ReasonIntrospection
+	reply := dec.Kind == authz.KindReply
 	switch {
 	case d == dialectEnvoy && reply:
 		// Envoy allows only on 200 and returns any other status to the
@@ -208,8 +208,10 @@ func logDecision(ctx context.Context, log *slog.Logger, access bool, r *authz.Re
 	switch {
 	case d.WouldDeny != "":
 		level, msg = slog.LevelInfo, "would deny (shadow mode)"
-	case !d.Allow:
+	case d.Kind == authz.KindDeny:
 		level, msg = slog.LevelInfo, "denied"
+	case d.Kind == authz.KindReply:
+		msg = "replied"
 	}
 	if !log.Enabled(ctx, level) {
 		return

@@ -151,7 +151,7 @@ func foldHeaderMap(m *corev3.HeaderMap) map[string]string {
 
 // Response renders a Decision as Envoy's CheckResponse.
 func Response(d authz.Decision) *authv3.CheckResponse {
-	if d.Allow {
+	if d.Kind == authz.KindAllow {
 		return &authv3.CheckResponse{
 			Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
@@ -164,8 +164,12 @@ func Response(d authz.Decision) *authv3.CheckResponse {
 			DynamicMetadata: metadata(d),
 		}
 	}
-	// Keygate's own answers (denials and the introspection reply) go to
-	// the client as Envoy's local reply, with the decision id to quote.
+	// Keygate's own answers go to the client as Envoy's local reply, with
+	// the decision id to quote: a denial, and a reply (KindReply, status
+	// 200), for which ext_authz has no other form than denied_response
+	// (a CheckResponse with an OK status always goes upstream), so Envoy's
+	// own ext_authz counters count it as denied; Keygate's logs and
+	// metrics count it as a reply.
 	headers := overwrite(d.ResponseHeaders, authz.Header{Name: authz.DecisionIDHeader, Value: authz.FormatID(d.ID)})
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: string(d.Reason)},

@@ -130,8 +130,9 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 	if err := printDecision(c.stdout, *output == "json", d, derr); err != nil {
 		return err
 	}
-	// The introspection answer is Keygate's own 200, not a refusal.
-	if !d.Allow && d.Reason != authz.ReasonIntrospection {
+	// A reply (the introspection answer) is Keygate's own 200, not a
+	// refusal.
+	if d.Kind == authz.KindDeny {
 		return errDenied
 	}
 	return nil
@@ -140,6 +141,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 // checkResult is what `keygate check --output json` prints.
 type checkResult struct {
 	Allow           bool              `json:"allow"`
+	Kind            string            `json:"kind"` // allow, deny or reply
 	Status          int               `json:"status"`
 	Reason          authz.Reason      `json:"reason"`
 	WouldDeny       authz.Reason      `json:"would_deny,omitempty"`
@@ -155,7 +157,7 @@ type checkResult struct {
 
 func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error {
 	r := checkResult{
-		Allow: d.Allow, Status: d.Status, Reason: d.Reason, WouldDeny: d.WouldDeny,
+		Allow: d.Allow(), Kind: kindName(d.Kind), Status: d.Status, Reason: d.Reason, WouldDeny: d.WouldDeny,
 		Route: d.Route, DecisionID: authz.FormatID(d.ID), UpstreamRemove: d.Remove, Body: d.Body,
 	}
 	if d.Credential != nil {
@@ -178,10 +180,7 @@ func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error
 	if asJSON {
 		return json.NewEncoder(w).Encode(r)
 	}
-	verdict := "DENY"
-	if d.Allow {
-		verdict = "ALLOW"
-	}
+	verdict := strings.ToUpper(r.Kind)
 	fmt.Fprintf(w, "%s %d %s (route %s, decision %s)\n", verdict, d.Status, d.Reason, d.Route, r.DecisionID)
 	if d.WouldDeny != "" {
 		fmt.Fprintf(w, "shadow mode: would deny with %s\n", d.WouldDeny)
@@ -202,4 +201,14 @@ func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error
 		fmt.Fprintf(w, "  body             %s\n", d.Body)
 	}
 	return nil
+}
+
+func kindName(k authz.Kind) string {
+	switch k {
+	case authz.KindAllow:
+		return "allow"
+	case authz.KindReply:
+		return "reply"
+	}
+	return "deny"
 }

@@ -89,7 +89,7 @@ func TestSharedLimitsAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Allow {
+		if d.Allow() {
 			admitted++
 		}
 	}

@@ -64,8 +64,10 @@ func (m *Metrics) ObserveDecision(adapter string, d *authz.Decision, took time.D
 	switch {
 	case d.WouldDeny != "":
 		result, reason = "would_deny", string(d.WouldDeny)
-	case d.Allow:
+	case d.Kind == authz.KindAllow:
 		result = "allow"
+	case d.Kind == authz.KindReply:
+		result = "reply"
 	case d.Reason == authz.ReasonRateLimited && d.Credential == nil:
 		// A 429 before any key was looked up: the failed-auth throttle.
 		result = "throttled"

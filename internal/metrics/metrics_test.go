@@ -17,9 +17,9 @@ import (
 func TestDecisionsCounted(t *testing.T) {
 	m := New()
 	cred := &authz.Credential{ID: "k1", TenantID: "t1", Tier: "standard"}
-	m.ObserveDecision("grpc", &authz.Decision{Allow: true, Reason: authz.ReasonOK, Credential: cred}, time.Millisecond)
+	m.ObserveDecision("grpc", &authz.Decision{Kind: authz.KindAllow, Reason: authz.ReasonOK, Credential: cred}, time.Millisecond)
 	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonInvalidKey}, time.Millisecond)
-	m.ObserveDecision("grpc", &authz.Decision{Allow: true, Reason: authz.ReasonOK, WouldDeny: authz.ReasonInsufficientScope, Credential: cred}, time.Millisecond)
+	m.ObserveDecision("grpc", &authz.Decision{Kind: authz.KindAllow, Reason: authz.ReasonOK, WouldDeny: authz.ReasonInsufficientScope, Credential: cred}, time.Millisecond)
 	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonRateLimited, Credential: cred}, time.Millisecond)
 	m.ObserveDecision("grpc", &authz.Decision{Reason: authz.ReasonRateLimited}, time.Millisecond)
 	rec := httptest.NewRecorder()
