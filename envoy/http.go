@@ -1,10 +1,8 @@
 package envoy
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -12,31 +10,22 @@ import (
 )
 
 // HTTP authorization, for proxies that ask over plain HTTP instead of the
-// gRPC ext_authz API. Three dialects share one listener, told apart by
-// path, because each proxy reads the answer differently:
+// gRPC ext_authz API. The dialects share one listener, told apart by path,
+// because each proxy asks and reads the answer its own way; each is one
+// file (dialect_*.go):
 //
-//   - /envoy/<original path>: Envoy's ext_authz http_service (set
-//     path_prefix: /envoy). Envoy sends the original method and path and
-//     allows only on 200; on 200 it copies the allowed_upstream_headers to
-//     the upstream request and removes what x-envoy-auth-headers-to-remove
-//     lists; any other status goes to the client with its body (5xx count
-//     as errors, answered with status_on_error, 403 by default).
-//   - /nginx: nginx auth_request. The original URI and method come in
-//     X-Original-URI and X-Original-Method. nginx understands only 2xx, 401
-//     and 403 (anything else becomes 500) and never shows the client the
-//     subrequest's body, so a refusal is answered 401 or 403 with the real
-//     status and body in X-Keygate-Status and X-Keygate-Body, which the
-//     example's error_page maps back (429 included).
-//   - /forward: Traefik forwardAuth and Caddy forward_auth. The original URI,
-//     method and host come in X-Forwarded-Uri, X-Forwarded-Method and
-//     X-Forwarded-Host; a 2xx allows, anything else goes to the client as is.
+//   - /envoy/<original path>: Envoy's ext_authz http_service;
+//   - /nginx: nginx auth_request;
+//   - /forward: Traefik forwardAuth and Caddy forward_auth.
 const (
 	PathEnvoy   = "/envoy"
 	PathNginx   = "/nginx"
 	PathForward = "/forward"
 )
 
-// Headers of the nginx dialect that carry what nginx cannot pass.
+// Headers of the nginx and forward dialects that carry what the proxy
+// cannot pass itself: the real status of an answer (and, for nginx, its
+// body).
 const (
 	HeaderStatus = "x-keygate-status"
 	HeaderBody   = "x-keygate-body"
@@ -52,78 +41,88 @@ func NewHTTPHandler(d Decider, log *slog.Logger, opts ...Option) *HTTPHandler {
 	return &HTTPHandler{reporting: newReporting(d, log, opts)}
 }
 
-type dialect int
+// dialect is one proxy's way of asking and of reading the answer; each
+// lives in its own file (dialect_*.go) and registers its path, so that a new
+// proxy is one new file.
+type dialect interface {
+	// request reads what the proxy says of the original request.
+	request(r *http.Request) authz.Request
+	// write answers the proxy so that it does what d says: pass the
+	// request on (KindAllow), or give the client Keygate's answer.
+	write(w http.ResponseWriter, d *authz.Decision)
+}
 
-const (
-	dialectEnvoy dialect = iota
-	dialectNginx
-	dialectForward
+// dialects by path; prefix dialects also serve every path below theirs.
+var (
+	dialects       = map[string]dialect{}
+	prefixDialects = map[string]dialect{}
 )
+
+func register(path string, d dialect, prefix bool) {
+	dialects[path] = d
+	if prefix {
+		prefixDialects[path] = d
+	}
+}
+
+func dialectOf(p string) dialect {
+	if d, ok := dialects[p]; ok {
+		return d
+	}
+	for prefix, d := range prefixDialects {
+		if strings.HasPrefix(p, prefix+"/") {
+			return d
+		}
+	}
+	return nil
+}
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	var (
-		d      dialect
-		method string
-		target string
-		host   string
-	)
-	hdr := r.Header
-	var routing []string
-	switch p := r.URL.Path; {
-	case p == PathNginx:
-		d, method, target, host = dialectNginx, hdr.Get("X-Original-Method"), hdr.Get("X-Original-URI"), r.Host
-		routing = nginxRouting
-	case p == PathForward:
-		d, method, target, host = dialectForward, hdr.Get("X-Forwarded-Method"), hdr.Get("X-Forwarded-Uri"), hdr.Get("X-Forwarded-Host")
-		routing = forwardRouting
-	case p == PathEnvoy || strings.HasPrefix(p, PathEnvoy+"/"):
-		d, method, target, host = dialectEnvoy, r.Method, strings.TrimPrefix(r.URL.RequestURI(), PathEnvoy), r.Host
-	default:
+	d := dialectOf(r.URL.Path)
+	if d == nil {
 		http.Error(w, "keygate HTTP authorization: use "+PathEnvoy+"/<path> (Envoy http_service), "+PathNginx+" (nginx auth_request) or "+PathForward+" (Traefik, Caddy)", http.StatusNotFound)
 		return
 	}
+	req := d.request(r)
+	dec, err := h.decider.Decide(r.Context(), &req)
+	if err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelError, "check failed closed", slog.String("error", err.Error()))
+	}
+	d.write(w, &dec)
+	h.report(r.Context(), "http", &req, &dec, start)
+}
+
+// newRequest is the core's view of a request a proxy describes: the
+// original method (GET when not said), target ("/" when empty) and host,
+// and its headers. The TCP peer is the proxy, never the client: every
+// client would share its address (one guesser throttling all of them, an
+// allowlist matching the proxy). The client's address comes only from the
+// header client_ip names; without one there is none, so the failed-auth
+// throttle is off and IP allowlists refuse.
+func newRequest(r *http.Request, method, target, host string) authz.Request {
 	if target == "" {
 		target = "/"
 	}
 	if method == "" {
 		method = http.MethodGet
 	}
-	req := authz.Request{
+	return authz.Request{
 		Method:  strings.ToUpper(method),
 		Path:    target,
 		Host:    host,
-		Headers: foldHeaders(hdr),
-		// The TCP peer here is the proxy, never the client: every client
-		// would share its address (one guesser throttling all of them, an
-		// allowlist matching the proxy). The client's address comes only
-		// from the header client_ip names; without one there is none, so
-		// the failed-auth throttle is off and IP allowlists refuse.
-		Peer:       "",
-		Unroutable: unroutable(hdr, routing),
+		Headers: foldHeaders(r.Header),
 	}
-	dec, err := h.decider.Decide(r.Context(), &req)
-	if err != nil {
-		h.log.LogAttrs(r.Context(), slog.LevelError, "check failed closed", slog.String("error", err.Error()))
-	}
-	writeHTTP(w, d, &dec)
-	h.report(r.Context(), "http", &req, &dec, start)
 }
 
-// The headers that tell a dialect where the request goes, the URI first.
-// A second copy of any (a client's, passed on by a proxy that appends)
-// could be what the backend reads, and a proxy that sends no URI would
-// have every request decided as "/": the core refuses both. A missing
-// method or host means GET and no host, as proxies that send neither
-// mean. net/http already refuses a repeated Host (the nginx dialect's).
-var (
-	nginxRouting   = []string{"X-Original-Uri", "X-Original-Method"}
-	forwardRouting = []string{"X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Host"}
-)
-
 // unroutable returns the first of names (canonical) that h holds more than
-// once, or the first (the URI) when h lacks it; "" when all is well.
-func unroutable(h http.Header, names []string) string {
+// once, or the first (the URI) when h lacks it; "" when all is well. A
+// second copy of a routing header (a client's, passed on by a proxy that
+// appends) could be what the backend reads, and a proxy that sends no URI
+// would have every request decided as "/": the core refuses both. A
+// missing method or host means GET and no host, as proxies that send
+// neither mean.
+func unroutable(h http.Header, names ...string) string {
 	for i, n := range names {
 		if len(h[n]) > 1 || i == 0 && len(h[n]) == 0 {
 			return strings.ToLower(n)
@@ -142,97 +141,35 @@ func foldHeaders(h http.Header) map[string]string {
 	return out
 }
 
-func writeHTTP(w http.ResponseWriter, d dialect, dec *authz.Decision) {
+// writeAllow answers 200 with the upstream headers as headers of the
+// answer; the proxy's config copies them to the request. A header this
+// decision does not set is absent, and the proxy configs drop the
+// client's. more adds a dialect's own headers.
+func writeAllow(w http.ResponseWriter, d *authz.Decision, more func(http.Header)) {
 	out := w.Header()
-	if dec.Kind == authz.KindAllow {
-		// Upstream headers travel as headers of the 200; the proxy's
-		// config copies them to the request. A header this decision does
-		// not set is absent, and the proxy configs drop the client's.
-		for _, s := range dec.Set {
-			out.Set(s.Name, s.Value)
-		}
-		for _, s := range dec.ResponseHeaders {
-			out.Set(s.Name, s.Value)
-		}
-		if d == dialectEnvoy && len(dec.Remove) > 0 {
-			out.Set("x-envoy-auth-headers-to-remove", strings.Join(dec.Remove, ", "))
-		}
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	// Keygate's own answer: a refusal, or a reply in the proxy's place. No
-	// dialect may read it as an allow, or the request would reach the
-	// backend without an identity.
-	for _, s := range dec.ResponseHeaders {
+	for _, s := range d.Set {
 		out.Set(s.Name, s.Value)
 	}
-	out.Set(authz.DecisionIDHeader, authz.FormatID(dec.ID))
-	status := dec.Status
-	reply := dec.Kind == authz.KindReply
-	switch {
-	case d == dialectEnvoy && reply:
-		// Envoy allows only on 200 and returns any other status to the
-		// client with its body: 203 brings the principal to the client.
-		status = http.StatusNonAuthoritativeInfo
-	case d == dialectNginx:
-		// nginx knows only 401 and 403 here and drops the body: the real
-		// answer travels in headers its error_page turns back into it.
-		out.Set(HeaderStatus, strconv.Itoa(dec.Status))
-		out.Set(HeaderBody, dec.Body)
-		if status != http.StatusUnauthorized {
-			status = http.StatusForbidden
-		}
-	case d == dialectForward && reply:
-		// Traefik and Caddy allow on any 2xx and pass anything else to the
-		// client as is: the reply goes out as a 403 carrying the principal,
-		// marked so that a proxy config (the Caddy example) can turn it
-		// back into a 200.
-		out.Set(HeaderStatus, strconv.Itoa(dec.Status))
-		status = http.StatusForbidden
+	for _, s := range d.ResponseHeaders {
+		out.Set(s.Name, s.Value)
 	}
-	w.WriteHeader(status)
-	if dec.Body != "" {
-		w.Write([]byte(dec.Body))
+	if more != nil {
+		more(out)
 	}
+	w.WriteHeader(http.StatusOK)
 }
 
-// logDecision logs refusals and shadow-mode would-be refusals at Info, so
-// support can find a decision by the id its client was given, and allows at
-// Debug. Never the key: the key id names it.
-func logDecision(ctx context.Context, log *slog.Logger, access bool, r *authz.Request, d *authz.Decision) {
-	level, msg := slog.LevelDebug, "allowed"
-	if access {
-		// The access log: every decision, allows included.
-		level = slog.LevelInfo
+// writeAnswer sends Keygate's own answer (a refusal, or a reply in the
+// proxy's place) with status, which no dialect may read as an allow, or
+// the request would reach the backend without an identity.
+func writeAnswer(w http.ResponseWriter, d *authz.Decision, status int) {
+	out := w.Header()
+	for _, s := range d.ResponseHeaders {
+		out.Set(s.Name, s.Value)
 	}
-	switch {
-	case d.WouldDeny != "":
-		level, msg = slog.LevelInfo, "would deny (shadow mode)"
-	case d.Kind == authz.KindDeny:
-		level, msg = slog.LevelInfo, "denied"
-	case d.Kind == authz.KindReply:
-		msg = "replied"
+	out.Set(authz.DecisionIDHeader, authz.FormatID(d.ID))
+	w.WriteHeader(status)
+	if d.Body != "" {
+		w.Write([]byte(d.Body))
 	}
-	if !log.Enabled(ctx, level) {
-		return
-	}
-	keyID := ""
-	if d.Credential != nil {
-		keyID = d.Credential.ID
-	}
-	reason := d.Reason
-	if d.WouldDeny != "" {
-		reason = d.WouldDeny
-	}
-	log.LogAttrs(ctx, level, msg,
-		slog.String("decision_id", authz.FormatID(d.ID)),
-		slog.String("reason", string(reason)),
-		slog.Int("status", d.Status),
-		slog.String("route", d.Route),
-		slog.String("api_key_id", keyID),
-		slog.String("peer", r.Peer),
-		slog.String("method", r.Method),
-		// The query is left out: clients do put keys there, though
-		// Keygate never reads them.
-		slog.String("path", pathOnly(r.Path)))
 }

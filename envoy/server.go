@@ -28,57 +28,10 @@ import (
 	"github.com/keygate/keygate/authz"
 )
 
-// Decider is the decision core as the adapter uses it.
-type Decider interface {
-	Decide(ctx context.Context, req *authz.Request) (authz.Decision, error)
-}
-
-// Observer is told of every decision and how long it took (metrics).
-type Observer interface {
-	ObserveDecision(adapter string, d *authz.Decision, took time.Duration)
-}
-
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	reporting
-}
-
-// reporting is what both adapters do with a decision besides answering:
-// log it and tell the observer.
-type reporting struct {
-	decider  Decider
-	log      *slog.Logger
-	observer Observer
-	access   bool
-}
-
-// Option configures an adapter.
-type Option func(*reporting)
-
-// WithObserver has every decision and its duration reported (metrics).
-func WithObserver(o Observer) Option { return func(r *reporting) { r.observer = o } }
-
-// WithAccessLog logs every decision at Info, allows included.
-func WithAccessLog(on bool) Option { return func(r *reporting) { r.access = on } }
-
-func newReporting(d Decider, log *slog.Logger, opts []Option) reporting {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := reporting{decider: d, log: log}
-	for _, o := range opts {
-		o(&r)
-	}
-	return r
-}
-
-// report logs a decision and tells the observer how long it took.
-func (r *reporting) report(ctx context.Context, adapter string, req *authz.Request, d *authz.Decision, start time.Time) {
-	logDecision(ctx, r.log, r.access, req, d)
-	if r.observer != nil {
-		r.observer.ObserveDecision(adapter, d, time.Since(start))
-	}
 }
 
 // NewServer returns an Authorization server that asks d. A nil logger
@@ -103,14 +56,6 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	resp := Response(d)
 	s.report(ctx, "grpc", &r, &d, start)
 	return resp, nil
-}
-
-// pathOnly leaves the query out of logs.
-func pathOnly(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		return p[:i]
-	}
-	return p
 }
 
 // requestOf translates a CheckRequest. Envoy sends lower-case header names;
