@@ -2,6 +2,7 @@ package authz
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -15,7 +16,7 @@ type Request struct {
 	Host string
 	// Headers holds the request headers with lower-case names. A header sent
 	// more than once is one entry whose values are joined with ",", as
-	// Envoy's CheckRequest delivers them.
+	// Envoy's CheckRequest delivers them (AddHeader folds them so).
 	Headers map[string]string
 	// Peer is the address of the client as the proxy saw it (no port).
 	Peer string
@@ -29,6 +30,18 @@ type Request struct {
 	// nothing to match (deciding "GET /" instead would drop every rule's
 	// requirements). The request is refused. Empty: all there, once.
 	Unroutable string
+}
+
+// AddHeader adds one header to h in the shape Request.Headers has: the
+// name in lower case, a value joined with "," to one already there (a
+// repeated header, as Envoy folds it, so that two credentials read as one
+// invalid value rather than the proxy's first and the backend's last).
+func AddHeader(h map[string]string, name, value string) {
+	name = strings.ToLower(name)
+	if prev, ok := h[name]; ok {
+		value = prev + "," + value
+	}
+	h[name] = value
 }
 
 // Header is one HTTP header name and value.
@@ -156,15 +169,22 @@ const (
 )
 
 // state returns the reason a credential cannot be used at now, or ReasonOK.
-// Revocation wins over expiry, and expiry over an operator's pause, so the
-// client is told the most final fact.
 func (c *Credential) state(now time.Time) Reason {
+	return KeyState(c.Status, c.RevokesAt, c.ExpiresAt, now)
+}
+
+// KeyState is the one rule of a key's state at now, for the decision and
+// for the store's listings alike: ReasonOK for a usable key, else why not.
+// Revocation (at revokesAt, or now for StatusRevoked) wins over expiry, and
+// expiry over an operator's pause (any status but active), so the client is
+// told the most final fact. Zero times mean never.
+func KeyState(status Status, revokesAt, expiresAt, now time.Time) Reason {
 	switch {
-	case c.Status == StatusRevoked || !c.RevokesAt.IsZero() && !now.Before(c.RevokesAt):
+	case status == StatusRevoked || !revokesAt.IsZero() && !now.Before(revokesAt):
 		return ReasonRevokedKey
-	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
+	case !expiresAt.IsZero() && !now.Before(expiresAt):
 		return ReasonExpiredKey
-	case c.Status != StatusActive:
+	case status != StatusActive:
 		return ReasonInactiveKey
 	}
 	return ReasonOK

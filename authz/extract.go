@@ -3,6 +3,8 @@ package authz
 import (
 	"fmt"
 	"strings"
+
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 // SourceAuthorization names the `Authorization: Bearer <key>` source in
@@ -55,7 +57,7 @@ func extract(sources []string, headers map[string]string) extraction {
 		}
 		found.raw, found.source, found.reason = v, i, ReasonOK
 	}
-	if ambiguous || found.reason == ReasonOK && !plausible(found.raw) {
+	if ambiguous || found.reason == ReasonOK && !apikey.Plausible(found.raw) {
 		return extraction{reason: ReasonInvalidKey, present: found.present}
 	}
 	return found
@@ -89,22 +91,7 @@ const maxSources = 16
 
 // MaxKeyLen bounds a presented key; longer values are rejected before any
 // hashing or lookup.
-const MaxKeyLen = 256
-
-// plausible rejects values that cannot be a key of any format, imported
-// ones included: too long, or holding bytes outside visible ASCII (commas
-// from joined headers, spaces, control characters, look-alike Unicode).
-func plausible(raw string) bool {
-	if len(raw) > MaxKeyLen {
-		return false
-	}
-	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; c <= ' ' || c >= 0x7f || c == ',' {
-			return false
-		}
-	}
-	return true
-}
+const MaxKeyLen = apikey.MaxLen
 
 // validateSources checks a configured source list.
 func validateSources(sources []string) error {

@@ -3,6 +3,8 @@ package authz
 import (
 	"strings"
 	"testing"
+
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 // FuzzExtract: no header value panics the extractor, and a key it returns
@@ -37,7 +39,7 @@ func FuzzExtract(f *testing.F) {
 				t.Fatalf("%s with a key %q", ex.reason, ex.raw)
 			}
 		case ReasonOK:
-			if !plausible(ex.raw) || ex.raw == "" {
+			if !apikey.Plausible(ex.raw) || ex.raw == "" {
 				t.Fatalf("implausible key %q accepted", ex.raw)
 			}
 			src := h[DefaultSources[ex.source]]

@@ -136,7 +136,9 @@ func unroutable(h http.Header, names ...string) string {
 func foldHeaders(h http.Header) map[string]string {
 	out := make(map[string]string, len(h))
 	for k, vs := range h {
-		out[strings.ToLower(k)] = strings.Join(vs, ",")
+		for _, v := range vs {
+			authz.AddHeader(out, k, v)
+		}
 	}
 	return out
 }

@@ -14,7 +14,6 @@ package envoy
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -81,15 +80,11 @@ func requestOf(req *authv3.CheckRequest) authz.Request {
 func foldHeaderMap(m *corev3.HeaderMap) map[string]string {
 	out := make(map[string]string, len(m.GetHeaders()))
 	for _, hv := range m.GetHeaders() {
-		k := strings.ToLower(hv.GetKey())
 		v := hv.GetValue()
 		if raw := hv.GetRawValue(); len(raw) > 0 {
 			v = string(raw)
 		}
-		if prev, ok := out[k]; ok {
-			v = prev + "," + v
-		}
-		out[k] = v
+		authz.AddHeader(out, hv.GetKey(), v)
 	}
 	return out
 }

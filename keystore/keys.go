@@ -86,13 +86,11 @@ func (s *Store) ImportKey(im Import) (Key, error) {
 	case (im.Raw == "") == (im.SHA256 == ""):
 		return Key{}, fmt.Errorf("import key: %w: give exactly one of key and key_sha256", ErrInvalid)
 	case im.Raw != "":
-		if len(im.Raw) > authz.MaxKeyLen || len(im.Raw) < 16 {
-			return Key{}, fmt.Errorf("import key: %w: key must be 16 to %d bytes", ErrInvalid, authz.MaxKeyLen)
+		if len(im.Raw) > apikey.MaxLen || len(im.Raw) < 16 {
+			return Key{}, fmt.Errorf("import key: %w: key must be 16 to %d bytes", ErrInvalid, apikey.MaxLen)
 		}
-		for i := 0; i < len(im.Raw); i++ {
-			if c := im.Raw[i]; c <= ' ' || c >= 0x7f || c == ',' {
-				return Key{}, fmt.Errorf("import key: %w: key must be visible ASCII without ','", ErrInvalid)
-			}
+		if !apikey.Plausible(im.Raw) {
+			return Key{}, fmt.Errorf("import key: %w: key must be visible ASCII without ','", ErrInvalid)
 		}
 		if p, err := s.opts.Format.Parse(im.Raw); err == nil {
 			if im.Environment != "" && im.Environment != p.Env {

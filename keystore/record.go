@@ -76,12 +76,19 @@ const (
 // StateAt returns the key's state at now, with the same precedence as the
 // decision core: revoked, then expired, then inactive.
 func (k *Key) StateAt(now time.Time) State {
-	switch {
-	case k.Status == authz.StatusRevoked || k.RevokedAt != nil && !now.Before(*k.RevokedAt):
+	var revokes, expires time.Time
+	if k.RevokedAt != nil {
+		revokes = *k.RevokedAt
+	}
+	if k.ExpiresAt != nil {
+		expires = *k.ExpiresAt
+	}
+	switch authz.KeyState(k.Status, revokes, expires, now) {
+	case authz.ReasonRevokedKey:
 		return StateRevoked
-	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+	case authz.ReasonExpiredKey:
 		return StateExpired
-	case k.Status == authz.StatusInactive:
+	case authz.ReasonInactiveKey:
 		return StateInactive
 	}
 	return StateActive

@@ -73,11 +73,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 			return fmt.Errorf("%w: --header %q: want 'name: value'", errUsage, h)
 		}
 		// Joined like Envoy joins a repeated header.
-		name = strings.ToLower(strings.TrimSpace(name))
-		if prev, dup := req.Headers[name]; dup {
-			value = prev + "," + strings.TrimSpace(value)
-		}
-		req.Headers[name] = strings.TrimSpace(value)
+		authz.AddHeader(req.Headers, strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 	for _, s := range settings {
 		k, v, ok := strings.Cut(s, "=")

@@ -231,3 +231,25 @@ func isBase62(c byte) bool {
 func DisplayPrefix(raw string) string {
 	return raw[:min(DisplayLen, len(raw)*3/10)]
 }
+
+// MaxLen bounds a presented or imported key; longer values are refused
+// before any hashing or lookup.
+const MaxLen = 256
+
+// Plausible reports whether raw could be a key of any format, imported
+// ones included: at most MaxLen bytes of visible ASCII without ',' (a comma
+// is what joins a repeated header; spaces, control characters and
+// look-alike Unicode are never part of a key). The decision core refuses
+// anything else unread, and an import refuses to store what could never be
+// presented.
+func Plausible(raw string) bool {
+	if len(raw) > MaxLen {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
+}

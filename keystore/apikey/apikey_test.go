@@ -207,3 +207,22 @@ func FuzzParse(f *testing.F) {
 }
 
 func crc32IEEE(s string) uint32 { return crc32.ChecksumIEEE([]byte(s)) }
+
+func TestPlausible(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"ak_live_abc":                 true,
+		"legacy-key_123.XYZ~":         true,
+		"":                            true, // empty is "no key", told apart by the caller
+		"a,b":                         false,
+		"a b":                         false,
+		"a\tb":                        false,
+		"ak_live_\u0430bc":            false, // Cyrillic a
+		"\x7f":                        false,
+		strings.Repeat("a", MaxLen):   true,
+		strings.Repeat("a", MaxLen+1): false,
+	} {
+		if got := Plausible(raw); got != want {
+			t.Errorf("Plausible(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}
