@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -13,17 +13,15 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/admintoken"
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/config/reload"
-	"github.com/keygate/keygate/internal/connlimit"
 	"github.com/keygate/keygate/internal/metrics"
+	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 // serveFlags override the environment, which overrides the config file.
@@ -54,8 +52,8 @@ func parseServeFlags(args []string, c *cli) (serveFlags, error) {
 }
 
 // runServe runs the server until ctx ends (SIGINT/SIGTERM), then shuts down
-// in order: health turns NOT_SERVING, in-flight Checks drain, the admin API
-// stops, last-used times are flushed and the store is closed.
+// in order: health turns NOT_SERVING, in-flight Checks drain, the HTTP and
+// admin servers stop, last-used times are flushed and the store is closed.
 func runServe(ctx context.Context, args []string, c *cli) error {
 	f, err := parseServeFlags(args, c)
 	if err != nil {
@@ -64,17 +62,9 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	// Stamped before it is read, so that a change made while serve starts
 	// is seen by the watcher.
 	stamp := reload.Stamp(f.config)
-	cfg, err := config.Load(f.config)
+	cfg, err := loadServeConfig(f)
 	if err != nil {
 		return err
-	}
-	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
-		if v != "" {
-			*dst = v
-		}
-	}
-	if f.etcd != "" {
-		cfg.Store.Etcd.Endpoints = strings.Split(f.etcd, ",")
 	}
 	log, err := cfg.Logger(c.stderr)
 	if err != nil {
@@ -101,128 +91,28 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 			log.Error("close store", "error", err)
 		}
 	}()
-	acfg := cfg.AuthzConfig(format)
-	acfg.Recorder = store
-	acfg.Credits = store
 	shared, closeShared, err := cfg.SharedLimiter()
 	if err != nil {
 		return err
 	}
 	defer closeShared()
-	acfg.RateLimits.Shared = shared
-	acfg.RateLimits.SharedFailOpen = cfg.RateLimits.Redis.FailOpen
-	if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
-		return err
-	}
-	engine, err := authz.New(acfg, store)
+	engine, err := newEngine(cfg, format, store, shared)
 	if err != nil {
 		return err
 	}
 	m := metrics.New()
-	// Ready when a Check could succeed: the store answers, and so does a
-	// shared Redis unless fail_open lets Checks do without it.
-	ready := []admin.ReadyCheck{{Name: "store", Check: store.PingContext}}
-	if ping, needed := cfg.LimiterReady(shared); ping != nil {
-		ready = append(ready, admin.ReadyCheck{Name: "redis", Check: ping, Optional: !needed})
+	if err := m.RegisterStore(store); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
-	adminHandler, err := admin.New(store, admin.Options{
-		Token:   token,
-		Logger:  log.With("listener", "admin"),
-		Ready:   ready,
-		Metrics: m.Handler(),
-	})
+	adminHandler, err := newAdminHandler(cfg, store, shared, token, m, log)
 	if err != nil {
 		return err
 	}
 
-	// Each listener has its own cap, below the open-file limit, so that a
-	// flood of connections on one cannot starve the others (admin and
-	// health included) or the store of descriptors.
-	caps := connectionCaps(cfg, log)
-	grpcLn, err := listenCapped(cfg.Listen.GRPC, caps.grpc, log.With("listener", "grpc"))
-	if err != nil {
-		return fmt.Errorf("listen grpc: %w", err)
-	}
-	adminLn, err := listenCapped(cfg.Listen.Admin, caps.admin, log.With("listener", "admin"))
-	if err != nil {
-		grpcLn.Close()
-		return fmt.Errorf("listen admin: %w", err)
-	}
-	httpLn, err := listenCapped(cfg.Listen.HTTP, caps.http, log.With("listener", "http"))
-	if err != nil {
-		grpcLn.Close()
-		adminLn.Close()
-		return fmt.Errorf("listen http: %w", err)
-	}
-	err = m.RegisterStore(store)
-	for name, ln := range map[string]*connlimit.Listener{"grpc": grpcLn, "http": httpLn, "admin": adminLn} {
-		err = errors.Join(err, m.RegisterListener(name, ln))
-	}
-	if err != nil {
-		grpcLn.Close()
-		adminLn.Close()
-		httpLn.Close()
-		return fmt.Errorf("metrics: %w", err)
-	}
-	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
-	// Every phase of a connection is bounded, so that no client holds a
-	// connection, and its slot under the listener's cap, by being slow or
-	// silent.
-	idle := time.Duration(cfg.Listen.IdleTimeout)
-	grpcSrv, health := envoy.NewGRPCServer(envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
-		// The HTTP/2 preface and settings must arrive this soon (grpc-go
-		// waits 120 s by default); Envoy sends them as it connects.
-		grpc.ConnectionTimeout(5*time.Second),
-		// Envoy may ping idle connections (connection_keepalive), at
-		// intervals of 5 s or more; faster pings end the connection
-		// (too_many_pings) instead of costing a reply each.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle: idle,
-			// A GOAWAY now and then spreads Envoy's connections over new
-			// replicas, and bounds a connection kept busy by a call that
-			// never ends; Envoy reconnects, and Checks in flight get the
-			// grace to finish.
-			MaxConnectionAge:      30 * time.Minute,
-			MaxConnectionAgeGrace: 10 * time.Second,
-			// A peer that vanished is noticed by an unanswered ping.
-			// grpc-go's other guard, TCP_USER_TIMEOUT, needs a bare
-			// *net.TCPConn, which the capped listener does not hand out.
-			Time:    time.Minute,
-			Timeout: 20 * time.Second,
-		}),
-		// Envoy sends many Checks over one connection, and opens another
-		// when this many are in flight on it.
-		grpc.MaxConcurrentStreams(1024),
-	)
-	adminSrv := &http.Server{
-		Handler:           adminHandler,
-		ReadHeaderTimeout: 5 * time.Second, // with TLS, the handshake too
-		// Admin bodies are small JSON (the admin API refuses more than
-		// 1 MiB); responses (lists, /metrics) can be larger, and a client
-		// that stops reading them must not keep the connection.
-		ReadTimeout:    30 * time.Second,
-		WriteTimeout:   time.Minute,
-		IdleTimeout:    idle,
-		MaxHeaderBytes: 32 << 10, // a bearer token and a few headers
-	}
-	httpSrv := &http.Server{
-		Handler:           envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
-		ReadHeaderTimeout: 5 * time.Second,
-		// Authorization requests carry no body worth reading. Answers are
-		// a few hundred bytes, which the socket buffer takes whole, so a
-		// client that does not read cannot block a write (no
-		// WriteTimeout, which would also cut a decision still waiting on
-		// the store within its lookup_timeout).
-		ReadTimeout: 10 * time.Second,
-		IdleTimeout: idle,
-		// Proxies forward the client's headers, which they bound
-		// themselves (Envoy at 60 KiB, nginx at 32 KiB by default); a
-		// larger block is refused with 431, and a flood of connections
-		// cannot make each one buffer a megabyte.
-		MaxHeaderBytes: 64 << 10,
-	}
-
+	// The watch and the sweep end when serve returns, whether it stops or
+	// fails to start.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	// SIGHUP is caught before the server says it is serving: its default
 	// action ends the process, so a reload asked for right after start
 	// must not find the handler missing.
@@ -232,52 +122,74 @@ func runServe(ctx context.Context, args []string, c *cli) error {
 	go reload.Watch(ctx, cfg, stamp, engine, hup, log)
 	go sweepLimits(ctx, engine)
 
-	errc := make(chan error, 3)
-	go func() { errc <- fmt.Errorf("grpc server: %w", grpcSrv.Serve(grpcLn)) }()
-	go func() {
-		if cfg.Admin.TLSCertFile != "" {
-			adminSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			errc <- fmt.Errorf("admin server: %w", adminSrv.ServeTLS(adminLn, cfg.Admin.TLSCertFile, cfg.Admin.TLSKeyFile))
-			return
-		}
-		errc <- fmt.Errorf("admin server: %w", adminSrv.Serve(adminLn))
-	}()
-	go func() { errc <- fmt.Errorf("http server: %w", httpSrv.Serve(httpLn)) }()
+	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
+	g, err := startListeners(cfg, listenerHandlers{
+		check: envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
+		http:  envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
+		admin: adminHandler,
+	}, m, log)
+	if err != nil {
+		return err
+	}
 	log.Info("keygate serving",
-		"grpc", grpcLn.Addr().String(),
-		"admin", adminLn.Addr().String(),
-		"http", httpLn.Addr().String(),
+		"grpc", g.grpcLn.Addr().String(),
+		"admin", g.adminLn.Addr().String(),
+		"http", g.httpLn.Addr().String(),
 		"store", cfg.StoreName(),
 		"version", version)
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case serveErr = <-errc:
-		log.Error("server failed, shutting down", "error", serveErr)
-	}
-
-	timeout := time.Duration(cfg.ShutdownTimeout)
-	health.Shutdown()
-	drained := make(chan struct{})
-	go func() { grpcSrv.GracefulStop(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(timeout):
-		log.Warn("grpc drain timed out, closing connections", "timeout", timeout)
-		grpcSrv.Stop()
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "error", err)
-	}
-	if err := adminSrv.Shutdown(sctx); err != nil {
-		log.Warn("admin shutdown", "error", err)
-	}
+	serveErr := g.wait(ctx)
+	g.stop()
 	log.Info("stopped")
 	return serveErr
+}
+
+// loadServeConfig reads the config file and lays the flags over it (the
+// environment is already in the flags' defaults).
+func loadServeConfig(f serveFlags) (*config.Config, error) {
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return nil, err
+	}
+	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if f.etcd != "" {
+		cfg.Store.Etcd.Endpoints = strings.Split(f.etcd, ",")
+	}
+	return cfg, nil
+}
+
+// newEngine builds the decision engine of cfg over store, rate limits
+// shared through shared (nil: in this process only).
+func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, shared authz.SharedLimiter) (*authz.Engine, error) {
+	acfg := cfg.AuthzConfig(format)
+	acfg.Recorder = store
+	acfg.Credits = store
+	acfg.RateLimits.Shared = shared
+	acfg.RateLimits.SharedFailOpen = cfg.RateLimits.Redis.FailOpen
+	var err error
+	if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
+		return nil, err
+	}
+	return authz.New(acfg, store)
+}
+
+// newAdminHandler builds the admin API over store, behind token.
+func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, token string, m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
+	// Ready when a Check could succeed: the store answers, and so does a
+	// shared Redis unless fail_open lets Checks do without it.
+	ready := []admin.ReadyCheck{{Name: "store", Check: store.PingContext}}
+	if ping, needed := cfg.LimiterReady(shared); ping != nil {
+		ready = append(ready, admin.ReadyCheck{Name: "redis", Check: ping, Optional: !needed})
+	}
+	return admin.New(store, admin.Options{
+		Token:   token,
+		Logger:  log.With("listener", "admin"),
+		Ready:   ready,
+		Metrics: m.Handler(),
+	})
 }
 
 // sweepLimits lets the engine forget rate-limit state that limits nothing,
