@@ -20,8 +20,8 @@ func benchDecide(b *testing.B, headers func(valid string) map[string]string) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	tn, _ := s.CreateTenant("Acme")
-	k, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "bench", Scopes: []string{"a", "b"}})
+	tn, _ := s.CreateTenant(b.Context(), "Acme")
+	k, err := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", Scopes: []string{"a", "b"}})
 	if err != nil {
 		b.Fatal(err)
 	}

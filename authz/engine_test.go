@@ -36,8 +36,8 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(func() { s.Close() })
 	w.store = s
-	tn, _ := s.CreateTenant("Acme")
-	og, _ := s.CreateOrg(tn.ID, "Acme EU")
+	tn, _ := s.CreateTenant(t.Context(), "Acme")
+	og, _ := s.CreateOrg(t.Context(), tn.ID, "Acme EU")
 	w.tenant, w.org = tn.ID, og.ID
 	mk := func(spec keystore.KeySpec) keystore.CreatedKey {
 		t.Helper()
@@ -45,7 +45,7 @@ func newWorld(t *testing.T) *world {
 		if spec.Name == "" {
 			spec.Name = "key"
 		}
-		k, err := s.CreateKey(spec)
+		k, err := s.CreateKey(t.Context(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,15 +56,15 @@ func newWorld(t *testing.T) *world {
 	soon := t0.Add(time.Minute)
 	w.expired = mk(keystore.KeySpec{ExpiresAt: &soon})
 	w.revoked = mk(keystore.KeySpec{})
-	if _, err := s.RevokeKey(w.revoked.ID); err != nil {
+	if _, err := s.RevokeKey(t.Context(), w.revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	w.paused = mk(keystore.KeySpec{})
-	if _, err := s.UpdateKey(w.paused.ID, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+	if _, err := s.UpdateKey(t.Context(), w.paused.ID, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 		t.Fatal(err)
 	}
 	w.graceOld = mk(keystore.KeySpec{})
-	if _, err := s.RotateKey(w.graceOld.ID, 30*time.Minute); err != nil {
+	if _, err := s.RotateKey(t.Context(), w.graceOld.ID, 30*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	w.now = t0.Add(10 * time.Minute) // past the expiry, inside the grace period
@@ -308,7 +308,7 @@ func TestConfiguredSourcesAndHeaders(t *testing.T) {
 func TestForeignKeys(t *testing.T) {
 	w := newWorld(t)
 	legacy := "sk_legacy_0123456789abcdefABCDEF"
-	if _, err := w.store.ImportKey(keystore.Import{KeySpec: keystore.KeySpec{TenantID: w.tenant, Name: "legacy"}, Raw: legacy}); err != nil {
+	if _, err := w.store.ImportKey(t.Context(), keystore.Import{KeySpec: keystore.KeySpec{TenantID: w.tenant, Name: "legacy"}, Raw: legacy}); err != nil {
 		t.Fatal(err)
 	}
 	strict := w.engine(t, authz.Config{})

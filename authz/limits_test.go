@@ -43,12 +43,12 @@ func newLimitWorld(t *testing.T) *limitWorld {
 	}
 	t.Cleanup(func() { s.Close() })
 	w := &limitWorld{store: s, now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	tn, _ := s.CreateTenant("Acme")
-	og, _ := s.CreateOrg(tn.ID, "EU")
+	tn, _ := s.CreateTenant(t.Context(), "Acme")
+	og, _ := s.CreateOrg(t.Context(), tn.ID, "EU")
 	w.tenant, w.org = tn.ID, og.ID
 	mk := func(spec keystore.KeySpec) keystore.CreatedKey {
 		spec.TenantID, spec.Name = tn.ID, "k"
-		k, err := s.CreateKey(spec)
+		k, err := s.CreateKey(t.Context(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}

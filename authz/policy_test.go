@@ -32,12 +32,12 @@ func newTenantWorld(t *testing.T) *tenantWorld {
 	}
 	t.Cleanup(func() { s.Close() })
 	w := &tenantWorld{store: s}
-	a, _ := s.CreateTenant("Acme")
-	o, _ := s.CreateTenant("Other")
+	a, _ := s.CreateTenant(t.Context(), "Acme")
+	o, _ := s.CreateTenant(t.Context(), "Other")
 	w.acme, w.other = a.ID, o.ID
-	eu, _ := s.CreateOrg(a.ID, "EU")
-	us, _ := s.CreateOrg(a.ID, "US")
-	oo, _ := s.CreateOrg(o.ID, "Other org")
+	eu, _ := s.CreateOrg(t.Context(), a.ID, "EU")
+	us, _ := s.CreateOrg(t.Context(), a.ID, "US")
+	oo, _ := s.CreateOrg(t.Context(), o.ID, "Other org")
 	w.acmeEU, w.acmeUS, w.otherOrg = eu.ID, us.ID, oo.ID
 	mk := func(spec keystore.KeySpec) keystore.CreatedKey {
 		t.Helper()
@@ -45,7 +45,7 @@ func newTenantWorld(t *testing.T) *tenantWorld {
 			spec.TenantID = a.ID
 		}
 		spec.Name = "k"
-		k, err := s.CreateKey(spec)
+		k, err := s.CreateKey(t.Context(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,12 +304,12 @@ func TestShadowMode(t *testing.T) {
 		},
 	}
 	e := w.engine(t, p)
-	otherKey, err := w.store.CreateKey(keystore.KeySpec{TenantID: w.other, Name: "o"})
+	otherKey, err := w.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: w.other, Name: "o"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, _ := w.store.CreateKey(keystore.KeySpec{TenantID: w.acme, Name: "r"})
-	w.store.RevokeKey(revoked.ID)
+	revoked, _ := w.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: w.acme, Name: "r"})
+	w.store.RevokeKey(t.Context(), revoked.ID)
 	tests := []struct {
 		name      string
 		call      call
@@ -370,7 +370,7 @@ func TestIntrospection(t *testing.T) {
 	if strings.Contains(d.Body, w.euKey.Secret) {
 		t.Fatal("introspection body contains the key")
 	}
-	w.store.RevokeKey(w.euKey.ID)
+	w.store.RevokeKey(t.Context(), w.euKey.ID)
 	if d, _ := (call{path: "/api/v2/me", headers: key(w.euKey)}).run(t, e); d.Reason != authz.ReasonRevokedKey {
 		t.Fatalf("introspection with a revoked key: %s", d.Reason)
 	}

@@ -22,8 +22,8 @@ func BenchmarkAdapterCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	tn, _ := s.CreateTenant("Bench")
-	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
+	tn, _ := s.CreateTenant(b.Context(), "Bench")
+	k, _ := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
 	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
 		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
 	}}, s)

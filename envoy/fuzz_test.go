@@ -23,8 +23,8 @@ func FuzzCheckRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer s.Close()
-	tn, _ := s.CreateTenant("Acme")
-	key, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	tn, _ := s.CreateTenant(f.Context(), "Acme")
+	key, err := s.CreateKey(f.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // x-envoy-auth-headers-to-remove.
 func TestHTTPEnvoyPublicRouteStripsCredentials(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "health", Path: "/healthz", Public: true}}}})
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	resp, _ := h.raw(t, "GET", "/envoy/healthz", [][2]string{
 		{"X-Api-Key", k.Secret}, {"Authorization", "Bearer " + k.Secret}, {"X_Tenant_Id", "evil"}, {"X-Api_Token", "x"},
 	})
@@ -78,7 +78,7 @@ func TestHTTPRepeatedRoutingHeaders(t *testing.T) {
 // on to the backend without an identity).
 func TestHTTPIntrospectionIsNeverAnAllow(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{IntrospectionPath: "/me"}})
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	for _, tt := range []struct {
 		name, path string
 		headers    [][2]string

@@ -62,7 +62,7 @@ func TestHTTPEnvoyDialect(t *testing.T) {
 		{Name: "health", Path: "/healthz", Public: true},
 		{Name: "vault", PathPrefix: "/vault/", Scopes: []string{"vault:write"}},
 	}}})
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k", Scopes: []string{"vault:read"}})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k", Scopes: []string{"vault:read"}})
 
 	resp, body := h.do(t, "POST", "/envoy/api/items?x=1", map[string]string{"X-Api-Key": k.Secret, "X-Tenant-Id": "evil"})
 	if resp.StatusCode != 200 || body != "" {
@@ -99,9 +99,9 @@ func TestHTTPEnvoyDialect(t *testing.T) {
 // real status and body travel in headers for the example's error_page.
 func TestHTTPNginxDialect(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "admin", PathPrefix: "/admin", Scopes: []string{"admin"}}}}})
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
-	revoked, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "r"})
-	h.store.RevokeKey(revoked.ID)
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	revoked, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "r"})
+	h.store.RevokeKey(t.Context(), revoked.ID)
 	orig := func(uri, key string) map[string]string {
 		m := map[string]string{"X-Original-URI": uri, "X-Original-Method": "GET"}
 		if key != "" {
@@ -145,7 +145,7 @@ func TestHTTPNginx429(t *testing.T) {
 		t.Fatalf("throttled through nginx dialect: %d %v", resp.StatusCode, resp.Header)
 	}
 	// Another client behind the same nginx is not throttled.
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	if resp, _ := h.do(t, "GET", "/nginx", map[string]string{"X-Original-URI": "/x", "X-Api-Key": k.Secret, "X-Real-IP": "203.0.113.5"}); resp.StatusCode != 200 {
 		t.Fatalf("another client behind the proxy: %d", resp.StatusCode)
 	}
@@ -159,11 +159,11 @@ func TestHTTPPeerIsNotTheClient(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": "guess"})
 	}
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": k.Secret}); resp.StatusCode != 200 {
 		t.Fatalf("a valid key behind the same proxy as a guesser: %d", resp.StatusCode)
 	}
-	local, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "l", AllowedCIDRs: []string{"127.0.0.0/8"}})
+	local, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "l", AllowedCIDRs: []string{"127.0.0.0/8"}})
 	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": local.Secret}); resp.StatusCode != 403 {
 		t.Fatalf("an allowlist matched the proxy's loopback address: %d", resp.StatusCode)
 	}
@@ -171,7 +171,7 @@ func TestHTTPPeerIsNotTheClient(t *testing.T) {
 
 func TestHTTPForwardDialect(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "api", Host: "api.example.com", PathPrefix: "/api/"}}, DenyUnmatched: true}})
-	k, _ := h.store.CreateKey(keystore.KeySpec{TenantID: h.tenant, Name: "k"})
+	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	fwd := map[string]string{"X-Forwarded-Uri": "/api/items", "X-Forwarded-Method": "DELETE", "X-Forwarded-Host": "api.example.com", "X-Api-Token": k.Secret}
 	resp, _ := h.do(t, "GET", "/forward", fwd)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Api-Key-Id") != k.ID {

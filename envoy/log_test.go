@@ -21,7 +21,7 @@ import (
 // with its id, reason and key id — and never the key.
 func TestAccessLog(t *testing.T) {
 	s, e, tn := newEngine(t, authz.Config{})
-	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	k, _ := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, log, envoy.WithAccessLog(true)))

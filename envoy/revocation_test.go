@@ -24,17 +24,17 @@ func TestChangesUnderLoad(t *testing.T) {
 	}
 	changes := []change{
 		{"revoke", keystore.KeySpec{}, func(t *testing.T, h *harness, id string, _ *atomic.Int64) {
-			if _, err := h.store.RevokeKey(id); err != nil {
+			if _, err := h.store.RevokeKey(t.Context(), id); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"scope removed", keystore.KeySpec{Scopes: []string{"vault:read", "vault:write"}}, func(t *testing.T, h *harness, id string, _ *atomic.Int64) {
-			if _, err := h.store.UpdateKey(id, keystore.KeyUpdate{Scopes: &[]string{"vault:read"}}); err != nil {
+			if _, err := h.store.UpdateKey(t.Context(), id, keystore.KeyUpdate{Scopes: &[]string{"vault:read"}}); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"inactive", keystore.KeySpec{}, func(t *testing.T, h *harness, id string, _ *atomic.Int64) {
-			if _, err := h.store.UpdateKey(id, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+			if _, err := h.store.UpdateKey(t.Context(), id, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -45,7 +45,7 @@ func newEngine(t *testing.T, cfg authz.Config) (*keystore.Store, *authz.Engine, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn, err := s.CreateTenant("Acme")
+	tn, err := s.CreateTenant(t.Context(), "Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func start(t *testing.T, cfg authz.Config) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	og, _ := s.CreateOrg(tn.ID, "Acme EU")
+	og, _ := s.CreateOrg(t.Context(), tn.ID, "Acme EU")
 	return &harness{store: s, conn: conn, client: authv3.NewAuthorizationClient(conn), tenant: tn.ID, org: og.ID}
 }
 
@@ -79,7 +79,7 @@ func (h *harness) key(t *testing.T, spec keystore.KeySpec) keystore.CreatedKey {
 	if spec.Name == "" {
 		spec.Name = "Production Backend"
 	}
-	k, err := h.store.CreateKey(spec)
+	k, err := h.store.CreateKey(t.Context(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,11 +181,11 @@ func TestCheckDenials(t *testing.T) {
 	for _, format := range []string{authz.FormatSimple, authz.FormatProblem} {
 		h := start(t, authz.Config{Errors: authz.ErrorStyle{Format: format}})
 		revoked := h.key(t, keystore.KeySpec{})
-		if _, err := h.store.RevokeKey(revoked.ID); err != nil {
+		if _, err := h.store.RevokeKey(t.Context(), revoked.ID); err != nil {
 			t.Fatal(err)
 		}
 		paused := h.key(t, keystore.KeySpec{})
-		if _, err := h.store.UpdateKey(paused.ID, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+		if _, err := h.store.UpdateKey(t.Context(), paused.ID, keystore.KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 			t.Fatal(err)
 		}
 		tests := []struct {
@@ -283,7 +283,7 @@ func TestRevokeVisibleOnNextCheck(t *testing.T) {
 			t.Fatal("fresh key denied")
 		}
 	}
-	if _, err := h.store.RevokeKey(k.ID); err != nil {
+	if _, err := h.store.RevokeKey(t.Context(), k.ID); err != nil {
 		t.Fatal(err)
 	}
 	resp := h.check(t, req)

@@ -108,7 +108,7 @@ func TestAllowedCIDRs(t *testing.T) {
 	if d := cmp.Diff(ck.AllowedCIDRs, []string{"192.0.2.7/32", "10.0.0.0/8"}); d != "" {
 		t.Errorf("created AllowedCIDRs (-got +want):\n%s", d)
 	}
-	if k, err := f.s.Key(ck.ID); err != nil || !cmp.Equal(k.AllowedCIDRs, ck.AllowedCIDRs) {
+	if k, err := f.s.Key(t.Context(), ck.ID); err != nil || !cmp.Equal(k.AllowedCIDRs, ck.AllowedCIDRs) {
 		t.Errorf("stored AllowedCIDRs = %q, %v; want %q", k.AllowedCIDRs, err, ck.AllowedCIDRs)
 	}
 	c := f.lookupWarm(t, ck.Secret)
@@ -116,7 +116,7 @@ func TestAllowedCIDRs(t *testing.T) {
 		t.Errorf("credential AllowedIPs (-got +want):\n%s", d)
 	}
 
-	u, err := f.s.UpdateKey(ck.ID, KeyUpdate{AllowedCIDRs: &[]string{"2001:db8::/32"}})
+	u, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{AllowedCIDRs: &[]string{"2001:db8::/32"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +129,10 @@ func TestAllowedCIDRs(t *testing.T) {
 
 	// Other updates leave the list alone; a bad list changes nothing.
 	f.lookupWarm(t, ck.Secret)
-	if u, err = f.s.UpdateKey(ck.ID, KeyUpdate{Name: new("renamed")}); err != nil || !cmp.Equal(u.AllowedCIDRs, []string{"2001:db8::/32"}) {
+	if u, err = f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Name: new("renamed")}); err != nil || !cmp.Equal(u.AllowedCIDRs, []string{"2001:db8::/32"}) {
 		t.Errorf("rename: AllowedCIDRs = %q, %v", u.AllowedCIDRs, err)
 	}
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{AllowedCIDRs: &[]string{"10.0.0.0/8", "nope"}}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"nope"`) {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{AllowedCIDRs: &[]string{"10.0.0.0/8", "nope"}}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"nope"`) {
 		t.Errorf("bad update = %v, want ErrInvalid naming \"nope\"", err)
 	}
 	if c := f.lookup(t, ck.Secret); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
@@ -140,7 +140,7 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 
 	// Rotation must not widen where a key works.
-	rot, err := f.s.RotateKey(ck.ID, 0)
+	rot, err := f.s.RotateKey(t.Context(), ck.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 
 	f.lookupWarm(t, rot.Secret)
-	if u, err = f.s.UpdateKey(rot.ID, KeyUpdate{AllowedCIDRs: &[]string{}}); err != nil || u.AllowedCIDRs != nil {
+	if u, err = f.s.UpdateKey(t.Context(), rot.ID, KeyUpdate{AllowedCIDRs: &[]string{}}); err != nil || u.AllowedCIDRs != nil {
 		t.Fatalf("clear: AllowedCIDRs = %q, %v", u.AllowedCIDRs, err)
 	}
 	if c := f.lookup(t, rot.Secret); c.AllowedIPs != nil {
@@ -162,16 +162,16 @@ func TestAllowedCIDRs(t *testing.T) {
 
 func TestAllowedCIDRsOnCreateAndImport(t *testing.T) {
 	f := newFixture(t, Options{})
-	if _, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, Name: "k", AllowedCIDRs: []string{"10.0.0.0/40"}}); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.CreateKey(t.Context(), KeySpec{TenantID: f.tenant.ID, Name: "k", AllowedCIDRs: []string{"10.0.0.0/40"}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("create with a bad CIDR = %v, want ErrInvalid", err)
 	}
 	raw := "legacy_0123456789abcdef0123456789"
 	im := Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy", AllowedCIDRs: []string{"bad"}}, Raw: raw}
-	if _, err := f.s.ImportKey(im); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.ImportKey(t.Context(), im); !errors.Is(err, ErrInvalid) {
 		t.Errorf("import with a bad CIDR = %v, want ErrInvalid", err)
 	}
 	im.AllowedCIDRs = []string{"2001:db8::7"}
-	k, err := f.s.ImportKey(im)
+	k, err := f.s.ImportKey(t.Context(), im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestOrgTenant(t *testing.T) {
 	}
 
 	// Not found is not remembered: an org created afterwards is found.
-	o2, err := f.s.CreateOrg(f.tenant.ID, "Acme US")
+	o2, err := f.s.CreateOrg(t.Context(), f.tenant.ID, "Acme US")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func newBenchStore(b *testing.B, n int) *benchStore {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tn, err := s.CreateTenant("Bench")
+	tn, err := s.CreateTenant(b.Context(), "Bench")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -200,10 +200,10 @@ func BenchmarkCreateKey(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	tn, _ := s.CreateTenant("Bench")
+	tn, _ := s.CreateTenant(b.Context(), "Bench")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.CreateKey(KeySpec{TenantID: tn.ID, Name: "k", Scopes: []string{"a"}}); err != nil {
+		if _, err := s.CreateKey(b.Context(), KeySpec{TenantID: tn.ID, Name: "k", Scopes: []string{"a"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

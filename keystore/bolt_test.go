@@ -52,10 +52,10 @@ func newFileStore(t *testing.T, dir string) *fileStore {
 	t.Helper()
 	fs := openFileStore(t, filepath.Join(dir, "keygate.db"))
 	var err error
-	if fs.ten, err = fs.s.CreateTenant("Acme"); err != nil {
+	if fs.ten, err = fs.s.CreateTenant(t.Context(), "Acme"); err != nil {
 		t.Fatal(err)
 	}
-	if fs.key, err = fs.s.CreateKey(KeySpec{TenantID: fs.ten.ID, Name: "k", CreditsRemaining: new(int64(10))}); err != nil {
+	if fs.key, err = fs.s.CreateKey(t.Context(), KeySpec{TenantID: fs.ten.ID, Name: "k", CreditsRemaining: new(int64(10))}); err != nil {
 		t.Fatal(err)
 	}
 	return fs
@@ -66,13 +66,13 @@ func newFileStore(t *testing.T, dir string) *fileStore {
 // and that lookups still answer from the held file, cached or not.
 func (fs *fileStore) wantRefused(t *testing.T) {
 	t.Helper()
-	if _, err := fs.s.CreateTenant("Lost"); !errors.Is(err, ErrFileReplaced) || !errors.Is(err, ErrUnavailable) {
+	if _, err := fs.s.CreateTenant(t.Context(), "Lost"); !errors.Is(err, ErrFileReplaced) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("CreateTenant after the file went: %v, want ErrFileReplaced (an ErrUnavailable)", err)
 	}
-	if _, err := fs.s.CreateKey(KeySpec{TenantID: fs.ten.ID, Name: "lost"}); !errors.Is(err, ErrFileReplaced) {
+	if _, err := fs.s.CreateKey(t.Context(), KeySpec{TenantID: fs.ten.ID, Name: "lost"}); !errors.Is(err, ErrFileReplaced) {
 		t.Fatalf("CreateKey: %v", err)
 	}
-	if _, err := fs.s.RevokeKey(fs.key.ID); !errors.Is(err, ErrFileReplaced) {
+	if _, err := fs.s.RevokeKey(t.Context(), fs.key.ID); !errors.Is(err, ErrFileReplaced) {
 		t.Fatalf("RevokeKey: %v", err)
 	}
 	fs.s.KeyUsed(&authz.Credential{ID: fs.key.ID}, time.Now())
@@ -87,10 +87,10 @@ func (fs *fileStore) wantRefused(t *testing.T) {
 	if err != nil || !found || c.ID != fs.key.ID {
 		t.Fatalf("uncached lookup from the held file: %+v %v %v", c, found, err)
 	}
-	if _, err := fs.s.Key(fs.key.ID); err != nil {
+	if _, err := fs.s.Key(t.Context(), fs.key.ID); err != nil {
 		t.Fatalf("Key from the held file: %v", err)
 	}
-	if _, err := fs.s.ListKeys(ListFilter{TenantID: fs.ten.ID}); err != nil {
+	if _, err := fs.s.ListKeys(t.Context(), ListFilter{TenantID: fs.ten.ID}); err != nil {
 		t.Fatalf("ListKeys from the held file: %v", err)
 	}
 }
@@ -100,7 +100,7 @@ func (fs *fileStore) wantWorking(t *testing.T) {
 	if err := fs.s.Ping(); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	if _, err := fs.s.CreateTenant("Fine"); err != nil {
+	if _, err := fs.s.CreateTenant(t.Context(), "Fine"); err != nil {
 		t.Fatalf("CreateTenant: %v", err)
 	}
 	fs.s.KeyUsed(&authz.Credential{ID: fs.key.ID}, time.Now())
@@ -146,7 +146,7 @@ func TestBoltFileDeleted(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	_, err := fs.s.CreateTenant("x")
+	_, err := fs.s.CreateTenant(t.Context(), "x")
 	if want := fmt.Sprintf("no file at %s (the server holds device", fs.path); !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
@@ -181,7 +181,7 @@ func TestBoltFileReplacedByCopy(t *testing.T) {
 	if want := fmt.Sprintf("path_inode=%d", now); !strings.Contains(fs.logs.String(), want) {
 		t.Errorf("log lacks %q:\n%s", want, fs.logs)
 	}
-	_, err = fs.s.CreateTenant("x")
+	_, err = fs.s.CreateTenant(t.Context(), "x")
 	if want := fmt.Sprintf("inode %d, the server holds device", now); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("error %v does not say %q", err, want)
 	}
@@ -255,7 +255,7 @@ func TestBoltFileMovedAndBack(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	re := openFileStore(t, fs.path)
-	k, err := re.s.Key(fs.key.ID)
+	k, err := re.s.Key(t.Context(), fs.key.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,13 +295,13 @@ func TestBoltFileDirectoryRenamed(t *testing.T) {
 	}
 	t.Chdir(root)
 	fs := openFileStore(t, filepath.Join("data", "keygate.db"))
-	if _, err := fs.s.CreateTenant("Acme"); err != nil {
+	if _, err := fs.s.CreateTenant(t.Context(), "Acme"); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(dir, filepath.Join(root, "data.old")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fs.s.CreateTenant("Lost"); !errors.Is(err, ErrFileReplaced) {
+	if _, err := fs.s.CreateTenant(t.Context(), "Lost"); !errors.Is(err, ErrFileReplaced) {
 		t.Fatalf("write after the directory was renamed: %v", err)
 	}
 	if err := fs.s.Ping(); !errors.Is(err, ErrFileReplaced) {
@@ -325,7 +325,7 @@ func TestBoltFileSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs = openFileStore(t, fs.path)
-	if _, err := fs.s.CreateTenant("Acme"); err != nil {
+	if _, err := fs.s.CreateTenant(t.Context(), "Acme"); err != nil {
 		t.Fatalf("write through a symlink: %v", err)
 	}
 	if err := fs.s.Ping(); err != nil {
@@ -345,7 +345,7 @@ func TestBoltFileSymlink(t *testing.T) {
 	if err := os.Rename(tmp, fs.path); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fs.s.CreateTenant("Lost"); !errors.Is(err, ErrFileReplaced) {
+	if _, err := fs.s.CreateTenant(t.Context(), "Lost"); !errors.Is(err, ErrFileReplaced) {
 		t.Fatalf("write after the symlink was pointed elsewhere: %v", err)
 	}
 }
@@ -398,7 +398,7 @@ func TestBoltFileGoneUnderLoad(t *testing.T) {
 					fs.s.Ping()
 					continue
 				}
-				tn, err := fs.s.CreateTenant(fmt.Sprint("t", i, "-", j))
+				tn, err := fs.s.CreateTenant(t.Context(), fmt.Sprint("t", i, "-", j))
 				if err == nil && gone {
 					mu.Lock()
 					late = append(late, tn.ID)
@@ -422,7 +422,7 @@ func TestBoltFileGoneUnderLoad(t *testing.T) {
 	if len(late) > 0 {
 		t.Fatalf("%d writes acknowledged after the file was removed", len(late))
 	}
-	if _, err := fs.s.CreateTenant("after"); !errors.Is(err, ErrFileReplaced) {
+	if _, err := fs.s.CreateTenant(t.Context(), "after"); !errors.Is(err, ErrFileReplaced) {
 		t.Fatalf("CreateTenant: %v", err)
 	}
 	fs.logged(t, 1)

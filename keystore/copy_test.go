@@ -22,7 +22,7 @@ func TestCopy(t *testing.T) {
 		raws = append(raws, ck.Secret)
 	}
 	plain := f.create(t, KeySpec{Scopes: []string{"x:read"}})
-	rot, err := f.s.RotateKey(plain.ID, time.Hour)
+	rot, err := f.s.RotateKey(t.Context(), plain.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,11 @@ func TestCopy(t *testing.T) {
 	for _, raw := range append(raws, plain.Secret, rot.Secret) {
 		mustLookupCred(t, c, raw)
 	}
-	k, err := c.Key(rot.ID)
+	k, err := c.Key(t.Context(), rot.ID)
 	if err != nil || k.LastUsedAt == nil || k.RotatedFrom != plain.ID {
 		t.Fatalf("rotated key after copy: %+v %v", k, err)
 	}
-	page, err := c.ListKeys(ListFilter{OrgID: f.org.ID, State: StateActive})
+	page, err := c.ListKeys(t.Context(), ListFilter{OrgID: f.org.ID, State: StateActive})
 	if err != nil || len(page.Keys) != 3 {
 		t.Fatalf("active keys in the org (one per slot): %d %v", len(page.Keys), err)
 	}

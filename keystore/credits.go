@@ -274,8 +274,8 @@ func (l *ledger) moved(m creditMove) {
 // key's balance; SetCredits sets the balance, making an unmetered key
 // metered. Both are written before they return, and the returned Key shows
 // the live balance.
-func (s *Store) AddCredits(id string, n int64) (Key, error) {
-	return s.changeCredits(id, func(cur *int64) (int64, error) {
+func (s *Store) AddCredits(ctx context.Context, id string, n int64) (Key, error) {
+	return s.changeCredits(ctx, id, func(cur *int64) (int64, error) {
 		if cur == nil {
 			return 0, fmt.Errorf("%w: key %s (set a balance first)", ErrNotMetered, id)
 		}
@@ -284,21 +284,21 @@ func (s *Store) AddCredits(id string, n int64) (Key, error) {
 }
 
 // SetCredits sets a key's balance to n.
-func (s *Store) SetCredits(id string, n int64) (Key, error) {
+func (s *Store) SetCredits(ctx context.Context, id string, n int64) (Key, error) {
 	if n < 0 {
 		return Key{}, fmt.Errorf("set credits: %w: balance %d is negative", ErrInvalid, n)
 	}
-	return s.changeCredits(id, func(*int64) (int64, error) { return n, nil })
+	return s.changeCredits(ctx, id, func(*int64) (int64, error) { return n, nil })
 }
 
-func (s *Store) changeCredits(id string, next func(cur *int64) (int64, error)) (Key, error) {
+func (s *Store) changeCredits(ctx context.Context, id string, next func(cur *int64) (int64, error)) (Key, error) {
 	l := s.ledger
 	var (
 		out   Key
 		spent int64 // pending spending the new balance accounts for
 		n     int64
 	)
-	err := s.update(func(tx Tx, touch func(apikey.Hash)) error {
+	err := s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err

@@ -37,32 +37,32 @@ func TestCreditsSpendAndRefill(t *testing.T) {
 	if _, ok := f.spend(t, ck.Secret, 1); ok {
 		t.Fatal("spent from an empty balance")
 	}
-	if k, _ := f.s.Key(ck.ID); *k.CreditsRemaining != 0 {
+	if k, _ := f.s.Key(t.Context(), ck.ID); *k.CreditsRemaining != 0 {
 		t.Fatalf("Key shows %d, want the live 0", *k.CreditsRemaining)
 	}
-	k, err := f.s.AddCredits(ck.ID, 5)
+	k, err := f.s.AddCredits(t.Context(), ck.ID, 5)
 	if err != nil || *k.CreditsRemaining != 5 {
 		t.Fatalf("AddCredits: %+v %v", k.CreditsRemaining, err)
 	}
 	if left, ok := f.spend(t, ck.Secret, 5); !ok || left != 0 {
 		t.Fatalf("spend refilled credits: %d %v", left, ok)
 	}
-	if k, _ := f.s.SetCredits(ck.ID, 100); *k.CreditsRemaining != 100 {
+	if k, _ := f.s.SetCredits(t.Context(), ck.ID, 100); *k.CreditsRemaining != 100 {
 		t.Fatalf("SetCredits: %d", *k.CreditsRemaining)
 	}
-	if _, err := f.s.SetCredits(ck.ID, -1); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.SetCredits(t.Context(), ck.ID, -1); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("negative set: %v", err)
 	}
 	plain := f.create(t, KeySpec{})
 	if c := f.lookup(t, plain.Secret); c.Metered {
 		t.Fatal("a key without credits is metered")
 	}
-	if _, err := f.s.AddCredits(plain.ID, 5); !errors.Is(err, ErrNotMetered) {
+	if _, err := f.s.AddCredits(t.Context(), plain.ID, 5); !errors.Is(err, ErrNotMetered) {
 		t.Fatalf("add to an unmetered key: %v", err)
 	}
 	// Setting a balance makes the key metered on the very next lookup.
 	f.lookupWarm(t, plain.Secret)
-	if _, err := f.s.SetCredits(plain.ID, 2); err != nil {
+	if _, err := f.s.SetCredits(t.Context(), plain.ID, 2); err != nil {
 		t.Fatal(err)
 	}
 	if left, ok := f.spend(t, plain.Secret, 2); !ok || left != 0 {
@@ -103,7 +103,7 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.spend(t, ck.Secret, 5) // not flushed: a crash forgets these
-	if _, err := f.s.AddCredits(ck.ID, 1000); err != nil {
+	if _, err := f.s.AddCredits(t.Context(), ck.ID, 1000); err != nil {
 		t.Fatal(err)
 	}
 	f.spend(t, ck.Secret, 7) // not flushed either
@@ -114,7 +114,7 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.open(t, Options{})
-	k, err := f.s.Key(ck.ID)
+	k, err := f.s.Key(t.Context(), ck.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.open(t, Options{})
-	if k, _ := f.s.Key(ck.ID); *k.CreditsRemaining != 1000 {
+	if k, _ := f.s.Key(t.Context(), ck.ID); *k.CreditsRemaining != 1000 {
 		t.Fatalf("after a clean restart: %d, want 1000", *k.CreditsRemaining)
 	}
 }
@@ -141,7 +141,7 @@ func TestCreditsFollowRotation(t *testing.T) {
 	old := f.create(t, KeySpec{CreditsRemaining: new(int64(10))})
 	f.spend(t, old.Secret, 4)
 	oldCred := f.lookup(t, old.Secret) // a Check in flight across the rotation
-	nk, err := f.s.RotateKey(old.ID, time.Hour)
+	nk, err := f.s.RotateKey(t.Context(), old.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,17 +162,17 @@ func TestCreditsFollowRotation(t *testing.T) {
 	}
 	// Rotating the successor while the old key is still in grace moves
 	// both to the newest key.
-	if _, err := f.s.AddCredits(nk.ID, 3); err != nil {
+	if _, err := f.s.AddCredits(t.Context(), nk.ID, 3); err != nil {
 		t.Fatal(err)
 	}
-	newest, err := f.s.RotateKey(nk.ID, time.Hour)
+	newest, err := f.s.RotateKey(t.Context(), nk.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if left, ok := f.spend(t, old.Secret, 1); !ok || left != 2 {
 		t.Fatalf("oldest key after a second rotation: %d %v", left, ok)
 	}
-	if k, _ := f.s.Key(newest.ID); *k.CreditsRemaining != 2 {
+	if k, _ := f.s.Key(t.Context(), newest.ID); *k.CreditsRemaining != 2 {
 		t.Fatalf("newest balance %d, want 2", *k.CreditsRemaining)
 	}
 }

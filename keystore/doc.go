@@ -22,6 +22,15 @@
 //   - Write closures may run more than once (Backend.Update), so they change
 //     nothing but their transaction; the ledger and the cache follow after
 //     the commit.
+//   - Every operation runs under its caller's context, bounded further by
+//     10 s (admin reads and writes) or by Options.LookupTimeout (the Check
+//     path); background work (flushes, following a shared backend) has its
+//     own. Cancelling the context ends an etcd read or write: a write
+//     cancelled before its commit writes nothing, and its error wraps
+//     ctx.Err(); one cancelled during the commit may have landed, as with
+//     any failed commit; one cancelled while the other replicas confirm it
+//     has committed, and fails with ErrUnconfirmed. bbolt does not look at
+//     the context: a write there, once called, completes.
 //   - Lookups fail with an error, never with "not found", when the backend
 //     cannot be read, so the decision core fails closed.
 //   - A bbolt file deleted, moved or replaced under the running server is

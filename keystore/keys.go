@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,7 +59,7 @@ type Import struct {
 }
 
 // CreateKey generates and stores a new key.
-func (s *Store) CreateKey(spec KeySpec) (CreatedKey, error) {
+func (s *Store) CreateKey(ctx context.Context, spec KeySpec) (CreatedKey, error) {
 	if spec.Environment == "" {
 		spec.Environment = apikey.EnvLive
 	}
@@ -69,7 +70,7 @@ func (s *Store) CreateKey(spec KeySpec) (CreatedKey, error) {
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("create key: %w", err)
 	}
-	k, err := s.insert(spec, apikey.HashOf(raw), apikey.DisplayPrefix(raw), false)
+	k, err := s.insert(ctx, spec, apikey.HashOf(raw), apikey.DisplayPrefix(raw), false)
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("create key: %w", err)
 	}
@@ -77,7 +78,7 @@ func (s *Store) CreateKey(spec KeySpec) (CreatedKey, error) {
 }
 
 // ImportKey stores an existing key by its raw form or its SHA-256.
-func (s *Store) ImportKey(im Import) (Key, error) {
+func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	var (
 		h       apikey.Hash
 		display string
@@ -114,7 +115,7 @@ func (s *Store) ImportKey(im Import) (Key, error) {
 	if im.Environment == "" {
 		im.Environment = apikey.EnvLive
 	}
-	k, err := s.insert(im.KeySpec, h, display, true)
+	k, err := s.insert(ctx, im.KeySpec, h, display, true)
 	if err != nil {
 		return Key{}, fmt.Errorf("import key: %w", err)
 	}
@@ -172,7 +173,7 @@ func (s *Store) validTier(t string) error {
 }
 
 // insert stores a new key record under hash h.
-func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported bool) (Key, error) {
+func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display string, imported bool) (Key, error) {
 	if err := s.validSpec(&spec); err != nil {
 		return Key{}, err
 	}
@@ -207,7 +208,7 @@ func (s *Store) insert(spec KeySpec, h apikey.Hash, display string, imported boo
 		CreditsRemaining: spec.CreditsRemaining,
 		AllowedCIDRs:     spec.AllowedCIDRs,
 	}, Hash: h[:]}
-	err = s.update(func(tx Tx, touch func(apikey.Hash)) error {
+	err = s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		if _, err := getTenant(tx, spec.TenantID); err != nil {
 			return err
 		}
@@ -349,9 +350,9 @@ func getKey(tx Tx, id string) (storedKey, error) {
 }
 
 // Key returns one key.
-func (s *Store) Key(id string) (Key, error) {
+func (s *Store) Key(ctx context.Context, id string) (Key, error) {
 	var k storedKey
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		var err error
 		k, err = getKey(tx, id)
 		return err
@@ -389,7 +390,7 @@ type KeyUpdate struct {
 }
 
 // UpdateKey changes a key's settings. The next lookup of the key sees them.
-func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
+func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, error) {
 	now := s.now()
 	if u.ExpiresAt != nil && u.ClearExpiry {
 		return Key{}, fmt.Errorf("update key: %w: expires_at and clear_expiry together", ErrInvalid)
@@ -398,7 +399,7 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 		return Key{}, fmt.Errorf("update key: %w: expires_at is not in the future (deactivate or revoke the key instead)", ErrInvalid)
 	}
 	var out Key
-	err := s.modify(id, func(tx Tx, k *storedKey) error {
+	err := s.modify(ctx, id, func(tx Tx, k *storedKey) error {
 		before := k.StateAt(now)
 		if before == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked and cannot change", ErrConflict, id)
@@ -462,10 +463,10 @@ func (s *Store) UpdateKey(id string, u KeyUpdate) (Key, error) {
 
 // RevokeKey revokes a key at once; it stops working on the next lookup.
 // Revoking a revoked key changes nothing and is not an error.
-func (s *Store) RevokeKey(id string) (Key, error) {
+func (s *Store) RevokeKey(ctx context.Context, id string) (Key, error) {
 	now := s.now()
 	var out Key
-	err := s.modify(id, func(_ Tx, k *storedKey) error {
+	err := s.modify(ctx, id, func(_ Tx, k *storedKey) error {
 		if k.Status != authz.StatusRevoked || k.RevokedAt == nil || k.RevokedAt.After(now) {
 			revokeAt(&k.Key, now)
 		}
@@ -481,7 +482,7 @@ func (s *Store) RevokeKey(id string) (Key, error) {
 // RotateKey creates a new key with the old one's settings and revokes the
 // old one, at once when grace is zero or when the grace period ends. The new
 // key keeps the old one's lifetime (expiry minus creation) and slot.
-func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
+func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (CreatedKey, error) {
 	if grace < 0 {
 		return CreatedKey{}, fmt.Errorf("rotate key: %w: negative grace period", ErrInvalid)
 	}
@@ -497,7 +498,7 @@ func (s *Store) RotateKey(id string, grace time.Duration) (CreatedKey, error) {
 		out  CreatedKey
 		move creditMove
 	)
-	err = s.modifyTouch(id, func(tx Tx, touch func(apikey.Hash), old *storedKey) error {
+	err = s.modifyTouch(ctx, id, func(tx Tx, touch func(apikey.Hash), old *storedKey) error {
 		move = creditMove{}
 		if old.StateAt(now) == StateRevoked {
 			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
@@ -589,8 +590,8 @@ func shortDuration(d time.Duration) string {
 
 // DeleteKey removes a key and its index entries. Unlike revocation it leaves
 // no record; the key is then unknown ("Invalid API key").
-func (s *Store) DeleteKey(id string) error {
-	err := s.update(func(tx Tx, touch func(apikey.Hash)) error {
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	err := s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
@@ -629,13 +630,13 @@ func (s *Store) DeleteKey(id string) error {
 
 // modify runs fn on a stored key inside a write transaction, writes it back
 // and invalidates its cache entry before returning.
-func (s *Store) modify(id string, fn func(tx Tx, k *storedKey) error) error {
-	return s.modifyTouch(id, func(tx Tx, _ func(apikey.Hash), k *storedKey) error { return fn(tx, k) })
+func (s *Store) modify(ctx context.Context, id string, fn func(tx Tx, k *storedKey) error) error {
+	return s.modifyTouch(ctx, id, func(tx Tx, _ func(apikey.Hash), k *storedKey) error { return fn(tx, k) })
 }
 
 // modifyTouch is modify for changes that touch other keys too.
-func (s *Store) modifyTouch(id string, fn func(tx Tx, touch func(apikey.Hash), k *storedKey) error) error {
-	return s.update(func(tx Tx, touch func(apikey.Hash)) error {
+func (s *Store) modifyTouch(ctx context.Context, id string, fn func(tx Tx, touch func(apikey.Hash), k *storedKey) error) error {
+	return s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err

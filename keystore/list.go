@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 )
 
@@ -33,7 +34,7 @@ const (
 // ListKeys returns one page of keys. Key ids sort by creation time, and the
 // cursor is the last id of the page, so keys created while a client pages
 // through appear at the end and none is skipped or repeated.
-func (s *Store) ListKeys(f ListFilter) (Page, error) {
+func (s *Store) ListKeys(ctx context.Context, f ListFilter) (Page, error) {
 	switch {
 	case f.Limit == 0:
 		f.Limit = defaultPageSize
@@ -47,7 +48,7 @@ func (s *Store) ListKeys(f ListFilter) (Page, error) {
 	}
 	now := s.now()
 	page := Page{Keys: []Key{}}
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		// Walk the narrowest index: an org's keys, a tenant's, or all.
 		bucket, prefix := bucketKeys, []byte(nil)
 		switch {
@@ -85,10 +86,10 @@ func (s *Store) ListKeys(f ListFilter) (Page, error) {
 }
 
 // CountKeys counts keys by their state now, for metrics and operators.
-func (s *Store) CountKeys() (map[State]int, error) {
+func (s *Store) CountKeys(ctx context.Context) (map[State]int, error) {
 	now := s.now()
 	out := map[State]int{StateActive: 0, StateInactive: 0, StateRevoked: 0, StateExpired: 0}
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		return forEachJSON(tx, bucketKeys, func(k *storedKey) { out[k.StateAt(now)]++ })
 	})
 	if err != nil {

@@ -212,18 +212,18 @@ func (s *Store) Close() error {
 // Flush writes pending last-used times now.
 func (s *Store) Flush() error { return s.usage.flush() }
 
-// opTimeout bounds one admin write or read: a shared backend that stops
-// answering must not hang the admin API.
+// opTimeout bounds one admin write or read, whatever the caller's context
+// allows: a shared backend that stops answering must not hang the admin API.
 const opTimeout = 10 * time.Second
 
-// update runs fn in a write transaction and, once it has committed,
-// invalidates the cache for every hash fn touched, before returning: the next
-// lookup of those keys reads the committed state.
-func (s *Store) update(fn func(tx Tx, touch func(apikey.Hash)) error) error {
+// update runs fn in a write transaction bounded by ctx and opTimeout and,
+// once it has committed, invalidates the cache for every hash fn touched,
+// before returning: the next lookup of those keys reads the committed state.
+func (s *Store) update(ctx context.Context, fn func(tx Tx, touch func(apikey.Hash)) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	var touched []apikey.Hash
 	err := s.b.Update(ctx, func(tx Tx) error {
@@ -239,11 +239,12 @@ func (s *Store) update(fn func(tx Tx, touch func(apikey.Hash)) error) error {
 	return err
 }
 
-func (s *Store) view(fn func(tx Tx) error) error {
+// view runs fn on a snapshot, bounded by ctx and opTimeout.
+func (s *Store) view(ctx context.Context, fn func(tx Tx) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	return s.b.View(ctx, fn)
 }

@@ -44,10 +44,10 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	opts.Now = f.clock.Now
 	f.open(t, opts)
 	var err error
-	if f.tenant, err = f.s.CreateTenant("Acme"); err != nil {
+	if f.tenant, err = f.s.CreateTenant(t.Context(), "Acme"); err != nil {
 		t.Fatal(err)
 	}
-	if f.org, err = f.s.CreateOrg(f.tenant.ID, "Acme EU"); err != nil {
+	if f.org, err = f.s.CreateOrg(t.Context(), f.tenant.ID, "Acme EU"); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -79,7 +79,7 @@ func (f *fixture) create(t *testing.T, spec KeySpec) CreatedKey {
 	if spec.Name == "" {
 		spec.Name = "test key"
 	}
-	k, err := f.s.CreateKey(spec)
+	k, err := f.s.CreateKey(t.Context(), spec)
 	if err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
@@ -139,7 +139,7 @@ func TestCreateAndLookup(t *testing.T) {
 
 func TestCreateValidation(t *testing.T) {
 	f := newFixture(t, Options{})
-	other, _ := f.s.CreateTenant("Other")
+	other, _ := f.s.CreateTenant(t.Context(), "Other")
 	past := f.clock.Now().Add(-time.Hour)
 	tests := []struct {
 		name string
@@ -160,7 +160,7 @@ func TestCreateValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := f.s.CreateKey(tt.spec); !errors.Is(err, tt.want) {
+			if _, err := f.s.CreateKey(t.Context(), tt.spec); !errors.Is(err, tt.want) {
 				t.Fatalf("CreateKey = %v, want %v", err, tt.want)
 			}
 		})
@@ -174,7 +174,7 @@ func TestWritesVisibleOnNextLookup(t *testing.T) {
 	ck := f.create(t, KeySpec{Scopes: []string{"a", "b"}})
 
 	f.lookupWarm(t, ck.Secret)
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{Scopes: &[]string{"a"}, Name: new("renamed")}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Scopes: &[]string{"a"}, Name: new("renamed")}); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); c.ScopesHeader != "a" || c.Name != "renamed" {
@@ -182,29 +182,29 @@ func TestWritesVisibleOnNextLookup(t *testing.T) {
 	}
 
 	f.lookupWarm(t, ck.Secret)
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); c.Status != authz.StatusInactive {
 		t.Fatalf("after deactivate: %+v", c)
 	}
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); err != nil {
 		t.Fatal(err)
 	}
 
 	f.lookupWarm(t, ck.Secret)
-	if _, err := f.s.RevokeKey(ck.ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); c.Status != authz.StatusRevoked || c.RevokesAt.IsZero() {
 		t.Fatalf("after revoke: %+v", c)
 	}
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); !errors.Is(err, ErrConflict) {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("reactivating a revoked key = %v, want ErrConflict", err)
 	}
 
 	f.lookupWarm(t, ck.Secret)
-	if err := f.s.DeleteKey(ck.ID); err != nil {
+	if err := f.s.DeleteKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); c != nil {
@@ -218,7 +218,7 @@ func TestNegativeCacheInvalidatedByImport(t *testing.T) {
 	f := newFixture(t, Options{})
 	raw := "legacy_0123456789abcdef0123456789"
 	f.lookupWarm(t, raw)
-	if _, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy"}, Raw: raw}); err != nil {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy"}, Raw: raw}); err != nil {
 		t.Fatal(err)
 	}
 	if f.lookup(t, raw) == nil {
@@ -241,7 +241,7 @@ func TestRevokeRacingCacheFill(t *testing.T) {
 			return
 		}
 		revoked = true
-		if _, err := f.s.RevokeKey(ck.ID); err != nil {
+		if _, err := f.s.RevokeKey(t.Context(), ck.ID); err != nil {
 			t.Errorf("RevokeKey: %v", err)
 		}
 	}
@@ -303,7 +303,7 @@ func TestRevokeUnderConcurrentLookups(t *testing.T) {
 		}()
 	}
 	warmedUp.Wait()
-	if _, err := f.s.RevokeKey(ck.ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	revoked.Store(true)
@@ -320,7 +320,7 @@ func TestExpiry(t *testing.T) {
 	if c := f.lookupWarm(t, ck.Secret); !c.ExpiresAt.Equal(at) {
 		t.Fatalf("ExpiresAt = %v, want %v", c.ExpiresAt, at)
 	}
-	k, _ := f.s.Key(ck.ID)
+	k, _ := f.s.Key(t.Context(), ck.ID)
 	if k.StateAt(f.clock.Now()) != StateActive {
 		t.Fatal("fresh key not active")
 	}
@@ -329,13 +329,13 @@ func TestExpiry(t *testing.T) {
 		t.Fatal("key not expired at its expiry")
 	}
 	later := f.clock.Now().Add(24 * time.Hour)
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{ExpiresAt: &later}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{ExpiresAt: &later}); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); !c.ExpiresAt.Equal(later) {
 		t.Fatalf("extended ExpiresAt = %v, want %v", c.ExpiresAt, later)
 	}
-	if _, err := f.s.UpdateKey(ck.ID, KeyUpdate{ClearExpiry: true}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{ClearExpiry: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, ck.Secret); !c.ExpiresAt.IsZero() {
@@ -350,7 +350,7 @@ func TestRotate(t *testing.T) {
 	f.lookupWarm(t, old.Secret)
 	f.clock.Add(24 * time.Hour)
 
-	nk, err := f.s.RotateKey(old.ID, 0)
+	nk, err := f.s.RotateKey(t.Context(), old.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,12 +369,12 @@ func TestRotate(t *testing.T) {
 	if c := f.lookup(t, nk.Secret); c == nil || c.Status != authz.StatusActive {
 		t.Fatalf("new key after rotation: %+v", c)
 	}
-	if _, err := f.s.RotateKey(old.ID, 0); !errors.Is(err, ErrConflict) {
+	if _, err := f.s.RotateKey(t.Context(), old.ID, 0); !errors.Is(err, ErrConflict) {
 		t.Fatalf("rotating a revoked key = %v, want ErrConflict", err)
 	}
 
 	// With a grace period the old key works until it ends.
-	nk2, err := f.s.RotateKey(nk.ID, time.Hour)
+	nk2, err := f.s.RotateKey(t.Context(), nk.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestRotate(t *testing.T) {
 	if c.Status != authz.StatusActive || !c.RevokesAt.Equal(f.clock.Now().Add(time.Hour)) {
 		t.Fatalf("old key during grace: %+v", c)
 	}
-	k, _ := f.s.Key(nk.ID)
+	k, _ := f.s.Key(t.Context(), nk.ID)
 	if k.RotatedTo != nk2.ID || k.StateAt(f.clock.Now()) != StateActive {
 		t.Fatalf("old key during grace: %+v", k)
 	}
@@ -390,17 +390,17 @@ func TestRotate(t *testing.T) {
 	if k.StateAt(f.clock.Now()) != StateRevoked {
 		t.Fatal("old key not revoked when grace ended")
 	}
-	if _, err := f.s.RotateKey(nk.ID, time.Hour); !errors.Is(err, ErrConflict) {
+	if _, err := f.s.RotateKey(t.Context(), nk.ID, time.Hour); !errors.Is(err, ErrConflict) {
 		t.Fatalf("rotating a key already in grace = %v, want ErrConflict", err)
 	}
 	past := f.clock.Now().Add(-time.Second)
-	if _, err := f.s.UpdateKey(nk2.ID, KeyUpdate{ExpiresAt: &past}); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.UpdateKey(t.Context(), nk2.ID, KeyUpdate{ExpiresAt: &past}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("update to a past expiry = %v, want ErrInvalid", err)
 	}
 	// Revoking during grace ends it at once.
-	nk3, _ := f.s.RotateKey(nk2.ID, time.Hour)
+	nk3, _ := f.s.RotateKey(t.Context(), nk2.ID, time.Hour)
 	_ = nk3
-	if _, err := f.s.RevokeKey(nk2.ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), nk2.ID); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.lookup(t, nk2.Secret); c.Status != authz.StatusRevoked || !c.RevokesAt.Equal(f.clock.Now()) {
@@ -414,52 +414,52 @@ func TestOrgKeyLimit(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		keys = append(keys, f.create(t, KeySpec{OrgID: f.org.ID}))
 	}
-	_, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "sixth"})
+	_, err := f.s.CreateKey(t.Context(), KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "sixth"})
 	if !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("6th org key = %v, want ErrOrgKeyLimit", err)
 	}
 	// Tenant-level keys and other orgs are not limited by it.
 	f.create(t, KeySpec{})
-	other, _ := f.s.CreateOrg(f.tenant.ID, "Other")
+	other, _ := f.s.CreateOrg(t.Context(), f.tenant.ID, "Other")
 	f.create(t, KeySpec{OrgID: other.ID})
 	// Import counts too.
-	if _, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "imp"}, Raw: "legacy-key-0123456789"}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "imp"}, Raw: "legacy-key-0123456789"}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("import past the limit = %v, want ErrOrgKeyLimit", err)
 	}
 	// Deactivating one frees a place; reactivating it past the limit fails.
-	if _, err := f.s.UpdateKey(keys[0].ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), keys[0].ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 		t.Fatal(err)
 	}
 	f.create(t, KeySpec{OrgID: f.org.ID, Name: "replacement"})
-	if _, err := f.s.UpdateKey(keys[0].ID, KeyUpdate{Status: new(authz.StatusActive)}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.UpdateKey(t.Context(), keys[0].ID, KeyUpdate{Status: new(authz.StatusActive)}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("reactivating past the limit = %v, want ErrOrgKeyLimit", err)
 	}
 	// Revoking frees a place; an expired key does not count either.
-	if _, err := f.s.RevokeKey(keys[1].ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), keys[1].ID); err != nil {
 		t.Fatal(err)
 	}
 	soon := f.clock.Now().Add(time.Minute)
-	if _, err := f.s.UpdateKey(keys[2].ID, KeyUpdate{ExpiresAt: &soon}); err != nil {
+	if _, err := f.s.UpdateKey(t.Context(), keys[2].ID, KeyUpdate{ExpiresAt: &soon}); err != nil {
 		t.Fatal(err)
 	}
 	f.create(t, KeySpec{OrgID: f.org.ID})
 	f.clock.Add(time.Minute)
 	f.create(t, KeySpec{OrgID: f.org.ID})
 	// Un-expiring a key brings it back into the count, like reactivating.
-	if _, err := f.s.UpdateKey(keys[2].ID, KeyUpdate{ClearExpiry: true}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.UpdateKey(t.Context(), keys[2].ID, KeyUpdate{ClearExpiry: true}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("un-expiring past the limit = %v, want ErrOrgKeyLimit", err)
 	}
 	// In a full org a rotation with a grace period is refused: the old key
 	// keeps working beside the new one until the grace ends, so both count.
 	// Without grace the new key takes the old one's place, so a full org
 	// can still rotate away a key that leaked.
-	if _, err := f.s.RotateKey(keys[3].ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) || !strings.Contains(err.Error(), "rotate without a grace period") {
+	if _, err := f.s.RotateKey(t.Context(), keys[3].ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) || !strings.Contains(err.Error(), "rotate without a grace period") {
 		t.Fatalf("rotation with grace in a full org = %v, want ErrOrgKeyLimit saying to rotate without grace", err)
 	}
-	if _, err := f.s.RotateKey(keys[3].ID, 0); err != nil {
+	if _, err := f.s.RotateKey(t.Context(), keys[3].ID, 0); err != nil {
 		t.Fatalf("rotation without grace in a full org: %v", err)
 	}
-	if _, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "x"}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.CreateKey(t.Context(), KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "x"}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("org not full after rotation = %v", err)
 	}
 
@@ -467,7 +467,7 @@ func TestOrgKeyLimit(t *testing.T) {
 	g := newFixture(t, Options{MaxOrgKeys: 2})
 	g.create(t, KeySpec{OrgID: g.org.ID})
 	g.create(t, KeySpec{OrgID: g.org.ID})
-	if _, err := g.s.CreateKey(KeySpec{TenantID: g.tenant.ID, OrgID: g.org.ID, Name: "third"}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := g.s.CreateKey(t.Context(), KeySpec{TenantID: g.tenant.ID, OrgID: g.org.ID, Name: "third"}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("3rd key with limit 2 = %v", err)
 	}
 }
@@ -487,7 +487,7 @@ func (f *fixture) usableOrgKeys(t *testing.T, org string, secrets []string) int 
 		}
 		n++
 	}
-	p, err := f.s.ListKeys(ListFilter{OrgID: org, State: StateActive, Limit: 1000})
+	p, err := f.s.ListKeys(t.Context(), ListFilter{OrgID: org, State: StateActive, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +514,7 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 	rotated, refused := 0, 0
 	for round := range 6 {
 		for i, id := range ids {
-			nk, err := f.s.RotateKey(id, 24*time.Hour)
+			nk, err := f.s.RotateKey(t.Context(), id, 24*time.Hour)
 			switch {
 			case err == nil:
 				rotated++
@@ -530,13 +530,13 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 			}
 		}
 		// Creating keys and rotating without grace stay within it too.
-		if k, err := f.s.CreateKey(KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "more"}); err == nil {
+		if k, err := f.s.CreateKey(t.Context(), KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "more"}); err == nil {
 			secrets = append(secrets, k.Secret)
 			ids = append(ids, k.ID)
 		} else if !errors.Is(err, ErrOrgKeyLimit) {
 			t.Fatal(err)
 		}
-		nk, err := f.s.RotateKey(ids[0], 0)
+		nk, err := f.s.RotateKey(t.Context(), ids[0], 0)
 		if err != nil {
 			t.Fatalf("round %d: rotation without grace: %v", round, err)
 		}
@@ -563,18 +563,18 @@ func TestRotationCannotReviveExpiredKeys(t *testing.T) {
 	f.create(t, KeySpec{OrgID: f.org.ID})
 	f.create(t, KeySpec{OrgID: f.org.ID})
 	for _, grace := range []time.Duration{0, time.Hour} {
-		if _, err := f.s.RotateKey(expiring.ID, grace); !errors.Is(err, ErrOrgKeyLimit) {
+		if _, err := f.s.RotateKey(t.Context(), expiring.ID, grace); !errors.Is(err, ErrOrgKeyLimit) {
 			t.Fatalf("rotating an expired key (grace %v) in a full org = %v, want ErrOrgKeyLimit", grace, err)
 		}
 	}
 	// An inactive key's successor is inactive: no place needed.
 	g := newFixture(t, Options{MaxOrgKeys: 1})
 	paused := g.create(t, KeySpec{OrgID: g.org.ID})
-	if _, err := g.s.UpdateKey(paused.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
+	if _, err := g.s.UpdateKey(t.Context(), paused.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 		t.Fatal(err)
 	}
 	g.create(t, KeySpec{OrgID: g.org.ID})
-	nk, err := g.s.RotateKey(paused.ID, time.Hour)
+	nk, err := g.s.RotateKey(t.Context(), paused.ID, time.Hour)
 	if err != nil || nk.Status != authz.StatusInactive {
 		t.Fatalf("rotating an inactive key in a full org = %+v, %v; want an inactive successor", nk.Key, err)
 	}
@@ -583,14 +583,14 @@ func TestRotationCannotReviveExpiredKeys(t *testing.T) {
 func TestMaxRotationGrace(t *testing.T) {
 	f := newFixture(t, Options{})
 	k := f.create(t, KeySpec{})
-	_, err := f.s.RotateKey(k.ID, 87600*time.Hour)
+	_, err := f.s.RotateKey(t.Context(), k.ID, 87600*time.Hour)
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "maximum of 168h") {
 		t.Fatalf("grace of 87600h = %v, want ErrInvalid naming the maximum of 168h", err)
 	}
-	if _, err := f.s.RotateKey(k.ID, DefaultMaxRotationGrace+time.Second); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.RotateKey(t.Context(), k.ID, DefaultMaxRotationGrace+time.Second); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("grace a second over 7 days = %v, want ErrInvalid", err)
 	}
-	if _, err := f.s.RotateKey(k.ID, DefaultMaxRotationGrace); err != nil {
+	if _, err := f.s.RotateKey(t.Context(), k.ID, DefaultMaxRotationGrace); err != nil {
 		t.Fatalf("grace of exactly 7 days: %v", err)
 	}
 	if c := f.lookup(t, k.Secret); !c.RevokesAt.Equal(f.clock.Now().Add(DefaultMaxRotationGrace)) {
@@ -599,12 +599,12 @@ func TestMaxRotationGrace(t *testing.T) {
 
 	g := newFixture(t, Options{MaxRotationGrace: 90 * time.Minute})
 	gk := g.create(t, KeySpec{})
-	if _, err := g.s.RotateKey(gk.ID, 2*time.Hour); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "maximum of 1h30m") {
+	if _, err := g.s.RotateKey(t.Context(), gk.ID, 2*time.Hour); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "maximum of 1h30m") {
 		t.Fatalf("grace of 2h with a maximum of 90m = %v", err)
 	}
 	// Negative: no maximum.
 	h := newFixture(t, Options{MaxRotationGrace: -1})
-	if _, err := h.s.RotateKey(h.create(t, KeySpec{}).ID, 87600*time.Hour); err != nil {
+	if _, err := h.s.RotateKey(t.Context(), h.create(t, KeySpec{}).ID, 87600*time.Hour); err != nil {
 		t.Fatalf("grace of 87600h without a maximum: %v", err)
 	}
 }
@@ -622,18 +622,18 @@ func TestRegenerateInSlot(t *testing.T) {
 		t.Fatalf("new slot key: %+v", c)
 	}
 	// Slots are per org (and tenant): another org's slot of the same name is separate.
-	other, _ := f.s.CreateOrg(f.tenant.ID, "Other")
+	other, _ := f.s.CreateOrg(t.Context(), f.tenant.ID, "Other")
 	third := f.create(t, KeySpec{OrgID: other.ID, Slot: "production"})
 	if c := f.lookup(t, second.Secret); c.Status != authz.StatusActive {
 		t.Fatal("a slot in another org revoked this org's key")
 	}
 	// With the org full, rotating a slot's key needs no grace period;
 	// regenerating keeps working.
-	if _, err := f.s.RotateKey(third.ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.RotateKey(t.Context(), third.ID, time.Hour); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("rotation with grace in a full org = %v, want ErrOrgKeyLimit", err)
 	}
 	// Rotation moves the slot to the new key.
-	rot, err := f.s.RotateKey(third.ID, 0)
+	rot, err := f.s.RotateKey(t.Context(), third.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +648,7 @@ func TestImport(t *testing.T) {
 	f := newFixture(t, Options{})
 	// An AlfaOne-style key without Keygate's checksum, imported raw.
 	raw := "ak_live_a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
-	k, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "migrated", Environment: "live"}, Raw: raw})
+	k, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "migrated", Environment: "live"}, Raw: raw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,13 +658,13 @@ func TestImport(t *testing.T) {
 	if c := f.lookup(t, raw); c == nil || c.ID != k.ID {
 		t.Fatal("imported raw key not found")
 	}
-	if _, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "again"}, Raw: raw}); !errors.Is(err, ErrConflict) {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "again"}, Raw: raw}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("importing the same key twice = %v, want ErrConflict", err)
 	}
 	// By hash: the holder's key works though Keygate never saw it.
 	secret := "sk_test_hashonly_0123456789abcdef"
 	h := apikey.HashOf(secret)
-	hk, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "hashed", Environment: "test"}, SHA256: hexOf(h[:]), DisplayPrefix: "sk_test_hash"})
+	hk, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "hashed", Environment: "test"}, SHA256: hexOf(h[:]), DisplayPrefix: "sk_test_hash"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -673,7 +673,7 @@ func TestImport(t *testing.T) {
 	}
 	// A Keygate-format key keeps its own environment.
 	gen, _ := apikey.MustFormat("ak").Generate("test")
-	gk, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "from other keygate"}, Raw: gen})
+	gk, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "from other keygate"}, Raw: gen})
 	if err != nil || gk.Environment != "test" {
 		t.Fatalf("import of a test key = %+v, %v", gk, err)
 	}
@@ -685,7 +685,7 @@ func TestImport(t *testing.T) {
 		"raw w/ comma": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: "abcdefghijklmnop,q"},
 		"env mismatch": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x", Environment: "live"}, Raw: func() string { k, _ := apikey.MustFormat("ak").Generate("test"); return k }()},
 	} {
-		if _, err := f.s.ImportKey(im); !errors.Is(err, ErrInvalid) {
+		if _, err := f.s.ImportKey(t.Context(), im); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: ImportKey = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -695,7 +695,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	f := newFixture(t, Options{LastUsedFlush: time.Hour})
 	active := f.create(t, KeySpec{OrgID: f.org.ID, Scopes: []string{"s"}})
 	revoked := f.create(t, KeySpec{})
-	if _, err := f.s.RevokeKey(revoked.ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	c := f.lookup(t, active.Secret)
@@ -715,17 +715,17 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if c := f.lookup(t, revoked.Secret); c == nil || c.Status != authz.StatusRevoked {
 		t.Fatalf("revoked key after restart: %+v", c)
 	}
-	k, err := f.s.Key(active.ID)
+	k, err := f.s.Key(t.Context(), active.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k.LastUsedAt == nil || !k.LastUsedAt.Equal(used) {
 		t.Fatalf("last used after restart = %v, want %v (flushed on Close)", k.LastUsedAt, used)
 	}
-	if ts, _ := f.s.Tenants(); len(ts) != 1 || ts[0].ID != f.tenant.ID {
+	if ts, _ := f.s.Tenants(t.Context()); len(ts) != 1 || ts[0].ID != f.tenant.ID {
 		t.Fatalf("tenants after restart: %+v", ts)
 	}
-	if os, _ := f.s.Orgs(f.tenant.ID); len(os) != 1 || os[0].ID != f.org.ID {
+	if os, _ := f.s.Orgs(t.Context(), f.tenant.ID); len(os) != 1 || os[0].ID != f.org.ID {
 		t.Fatalf("orgs after restart: %+v", os)
 	}
 }
@@ -744,31 +744,31 @@ func TestLastUsedBatched(t *testing.T) {
 	t1 := f.clock.Now()
 	f.s.KeyUsed(c, t1)
 	f.s.KeyUsed(c, t1.Add(-time.Minute)) // out of order: must not move back
-	if k, _ := f.s.Key(ck.ID); k.LastUsedAt != nil {
+	if k, _ := f.s.Key(t.Context(), ck.ID); k.LastUsedAt != nil {
 		t.Fatal("last used written before a flush: Checks would write to disk")
 	}
 	if err := f.s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if k, _ := f.s.Key(ck.ID); k.LastUsedAt == nil || !k.LastUsedAt.Equal(t1) {
+	if k, _ := f.s.Key(t.Context(), ck.ID); k.LastUsedAt == nil || !k.LastUsedAt.Equal(t1) {
 		t.Fatalf("last used after flush = %v, want %v", k.LastUsedAt, t1)
 	}
 	// A key deleted before the flush is skipped, not resurrected.
 	f.s.KeyUsed(c, t1.Add(time.Minute))
-	if err := f.s.DeleteKey(ck.ID); err != nil {
+	if err := f.s.DeleteKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.s.Key(ck.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := f.s.Key(t.Context(), ck.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted key after flush: %v", err)
 	}
 }
 
 func TestListPagination(t *testing.T) {
 	f := newFixture(t, Options{MaxOrgKeys: -1})
-	other, _ := f.s.CreateTenant("Other")
+	other, _ := f.s.CreateTenant(t.Context(), "Other")
 	want := map[string]bool{}
 	for i := 0; i < 7; i++ {
 		k := f.create(t, KeySpec{OrgID: f.org.ID})
@@ -778,7 +778,7 @@ func TestListPagination(t *testing.T) {
 	f.create(t, KeySpec{TenantID: other.ID})
 	revoked := f.create(t, KeySpec{OrgID: f.org.ID})
 	want[revoked.ID] = true
-	if _, err := f.s.RevokeKey(revoked.ID); err != nil {
+	if _, err := f.s.RevokeKey(t.Context(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 
@@ -786,7 +786,7 @@ func TestListPagination(t *testing.T) {
 	cursor := ""
 	pages := 0
 	for {
-		p, err := f.s.ListKeys(ListFilter{OrgID: f.org.ID, Limit: 3, Cursor: cursor})
+		p, err := f.s.ListKeys(t.Context(), ListFilter{OrgID: f.org.ID, Limit: 3, Cursor: cursor})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -810,16 +810,16 @@ func TestListPagination(t *testing.T) {
 			t.Fatalf("key %s not listed", id)
 		}
 	}
-	all, _ := f.s.ListKeys(ListFilter{Limit: 1000})
-	byTenant, _ := f.s.ListKeys(ListFilter{TenantID: f.tenant.ID, Limit: 1000})
-	rev, _ := f.s.ListKeys(ListFilter{TenantID: f.tenant.ID, State: StateRevoked})
+	all, _ := f.s.ListKeys(t.Context(), ListFilter{Limit: 1000})
+	byTenant, _ := f.s.ListKeys(t.Context(), ListFilter{TenantID: f.tenant.ID, Limit: 1000})
+	rev, _ := f.s.ListKeys(t.Context(), ListFilter{TenantID: f.tenant.ID, State: StateRevoked})
 	if len(all.Keys) != 10 || len(byTenant.Keys) != 9 || len(rev.Keys) != 1 || rev.Keys[0].ID != revoked.ID {
 		t.Fatalf("all=%d tenant=%d revoked=%d", len(all.Keys), len(byTenant.Keys), len(rev.Keys))
 	}
-	if _, err := f.s.ListKeys(ListFilter{State: "gone"}); !errors.Is(err, ErrInvalid) {
+	if _, err := f.s.ListKeys(t.Context(), ListFilter{State: "gone"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad status filter = %v", err)
 	}
-	counts, err := f.s.CountKeys()
+	counts, err := f.s.CountKeys(t.Context())
 	if err != nil || counts[StateActive] != 9 || counts[StateRevoked] != 1 {
 		t.Fatalf("CountKeys = %v, %v", counts, err)
 	}
@@ -841,7 +841,7 @@ func TestReadOnly(t *testing.T) {
 	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(ck.Secret)); err != nil || !found || c.ID != ck.ID {
 		t.Fatalf("read-only lookup = %v, %v, %v", c, found, err)
 	}
-	if _, err := ro.CreateTenant("x"); err == nil {
+	if _, err := ro.CreateTenant(t.Context(), "x"); err == nil {
 		t.Fatal("a read-only store accepted a write")
 	}
 	if _, err := Open(filepath.Join(t.TempDir(), "missing.db"), Options{ReadOnly: true}); err == nil {
@@ -858,13 +858,13 @@ func TestRawKeyNeverStored(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		raws = append(raws, f.create(t, KeySpec{}).Secret)
 	}
-	rot, err := f.s.RotateKey(f.create(t, KeySpec{}).ID, time.Hour)
+	rot, err := f.s.RotateKey(t.Context(), f.create(t, KeySpec{}).ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raws = append(raws, rot.Secret)
 	imported := "legacy_secret_0123456789abcdef"
-	if _, err := f.s.ImportKey(Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "i"}, Raw: imported}); err != nil {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "i"}, Raw: imported}); err != nil {
 		t.Fatal(err)
 	}
 	raws = append(raws, imported)

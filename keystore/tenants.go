@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -19,7 +20,7 @@ func newID() (string, error) {
 }
 
 // CreateTenant stores a new tenant.
-func (s *Store) CreateTenant(name string) (Tenant, error) {
+func (s *Store) CreateTenant(ctx context.Context, name string) (Tenant, error) {
 	if err := validText("name", name, maxNameLen, true); err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
@@ -28,7 +29,7 @@ func (s *Store) CreateTenant(name string) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
 	t := Tenant{ID: id, Name: name, CreatedAt: s.now()}
-	err = s.update(func(tx Tx, _ func(apikey.Hash)) error {
+	err = s.update(ctx, func(tx Tx, _ func(apikey.Hash)) error {
 		return putJSON(tx, bucketTenants, t.ID, &t)
 	})
 	if err != nil {
@@ -38,9 +39,9 @@ func (s *Store) CreateTenant(name string) (Tenant, error) {
 }
 
 // Tenant returns one tenant.
-func (s *Store) Tenant(id string) (Tenant, error) {
+func (s *Store) Tenant(ctx context.Context, id string) (Tenant, error) {
 	var t Tenant
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		var err error
 		t, err = getTenant(tx, id)
 		return err
@@ -52,9 +53,9 @@ func (s *Store) Tenant(id string) (Tenant, error) {
 }
 
 // Tenants lists every tenant in creation order.
-func (s *Store) Tenants() ([]Tenant, error) {
+func (s *Store) Tenants(ctx context.Context) ([]Tenant, error) {
 	out := []Tenant{}
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		return forEachJSON(tx, bucketTenants, func(t *Tenant) { out = append(out, *t) })
 	})
 	if err != nil {
@@ -64,7 +65,7 @@ func (s *Store) Tenants() ([]Tenant, error) {
 }
 
 // CreateOrg stores a new org inside an existing tenant.
-func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
+func (s *Store) CreateOrg(ctx context.Context, tenantID, name string) (Org, error) {
 	if err := validText("name", name, maxNameLen, true); err != nil {
 		return Org{}, fmt.Errorf("create org: %w", err)
 	}
@@ -73,7 +74,7 @@ func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
 		return Org{}, fmt.Errorf("create org: %w", err)
 	}
 	o := Org{ID: id, TenantID: tenantID, Name: name, CreatedAt: s.now()}
-	err = s.update(func(tx Tx, _ func(apikey.Hash)) error {
+	err = s.update(ctx, func(tx Tx, _ func(apikey.Hash)) error {
 		if _, err := getTenant(tx, tenantID); err != nil {
 			return err
 		}
@@ -86,9 +87,9 @@ func (s *Store) CreateOrg(tenantID, name string) (Org, error) {
 }
 
 // Org returns one org.
-func (s *Store) Org(id string) (Org, error) {
+func (s *Store) Org(ctx context.Context, id string) (Org, error) {
 	var o Org
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		var err error
 		o, err = getOrg(tx, id)
 		return err
@@ -101,9 +102,9 @@ func (s *Store) Org(id string) (Org, error) {
 
 // Orgs lists orgs in creation order, those of one tenant when tenantID is
 // not empty.
-func (s *Store) Orgs(tenantID string) ([]Org, error) {
+func (s *Store) Orgs(ctx context.Context, tenantID string) ([]Org, error) {
 	out := []Org{}
-	err := s.view(func(tx Tx) error {
+	err := s.view(ctx, func(tx Tx) error {
 		return forEachJSON(tx, bucketOrgs, func(o *Org) {
 			if tenantID == "" || o.TenantID == tenantID {
 				out = append(out, *o)

@@ -45,15 +45,15 @@ func newCheckFixture(t *testing.T) *checkFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn, err := s.CreateTenant("Acme")
+	tn, err := s.CreateTenant(t.Context(), "Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	og, err := s.CreateOrg(tn.ID, "Acme EU")
+	og, err := s.CreateOrg(t.Context(), tn.ID, "Acme EU")
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: og.ID, UserID: "user-1", Name: "Production Backend", Scopes: []string{"vault:read"}})
+	k, err := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: og.ID, UserID: "user-1", Name: "Production Backend", Scopes: []string{"vault:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestCheckLeavesStoreUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	k, err := s.Key(f.key.ID)
+	k, err := s.Key(t.Context(), f.key.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func TestCLIKeyLifecycle(t *testing.T) {
 	if rot.ID == "" || rot.ID == ck.ID || rot.Secret == "" || rot.Secret == ck.Secret {
 		t.Errorf("rotate gave id %q, want a new id and key", rot.ID)
 	}
-	old, err := f.store.Key(ck.ID)
+	old, err := f.store.Key(t.Context(), ck.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestCLIKeyLifecycle(t *testing.T) {
 	if del.ID != ck.ID || !del.Deleted {
 		t.Errorf("delete printed %+v", del)
 	}
-	if _, err := f.store.Key(ck.ID); !errors.Is(err, keystore.ErrNotFound) {
+	if _, err := f.store.Key(t.Context(), ck.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Errorf("key after delete: %v", err)
 	}
 }
@@ -223,7 +223,7 @@ func TestCLITableOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := f.store.ListKeys(keystore.ListFilter{})
+	keys, err := f.store.ListKeys(t.Context(), keystore.ListFilter{})
 	if err != nil || len(keys.Keys) != 1 {
 		t.Fatalf("keys: %v %v", keys, err)
 	}
@@ -284,7 +284,7 @@ func TestCLIListAll(t *testing.T) {
 		t.Errorf("--all ends with has_more %v, next_cursor %q", all.HasMore, all.NextCursor)
 	}
 
-	if _, err := f.store.RevokeKey(want[0]); err != nil {
+	if _, err := f.store.RevokeKey(t.Context(), want[0]); err != nil {
 		t.Fatal(err)
 	}
 	var revoked keystore.Page
@@ -409,7 +409,7 @@ func TestCLIAllowedIPs(t *testing.T) {
 	tn := f.tenant()
 	stored := func(id string) []string {
 		t.Helper()
-		k, err := f.store.Key(id)
+		k, err := f.store.Key(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}

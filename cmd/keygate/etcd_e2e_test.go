@@ -84,8 +84,8 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn, _ := seed.CreateTenant("Acme")
-	old, err := seed.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "from bbolt"})
+	tn, _ := seed.CreateTenant(t.Context(), "Acme")
+	old, err := seed.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "from bbolt"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	}
 	defer b.Close()
 	for _, kid := range []string{old.ID, id} {
-		k, err := b.Key(kid)
+		k, err := b.Key(t.Context(), kid)
 		if err != nil || k.Status != "revoked" {
 			t.Fatalf("key %s in the migrated file: %+v %v", kid, k, err)
 		}

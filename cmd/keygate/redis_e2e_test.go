@@ -66,8 +66,8 @@ func TestSharedLimitsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	tn, _ := store.CreateTenant("Acme")
-	k, _ := store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	tn, _ := store.CreateTenant(t.Context(), "Acme")
+	k, _ := store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	var engines []*authz.Engine
 	for i := 0; i < 3; i++ {
 		acfg := cfg.AuthzConfig(apikey.MustFormat("ak"))

@@ -50,10 +50,10 @@ func TestStoreMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tn, _ := s.CreateTenant("Acme")
-	k, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "a"})
-	r, _ := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "b"})
-	s.RevokeKey(r.ID)
+	tn, _ := s.CreateTenant(t.Context(), "Acme")
+	k, _ := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "a"})
+	r, _ := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "b"})
+	s.RevokeKey(t.Context(), r.ID)
 	s.LookupKey(context.Background(), apikey.HashOf(k.Secret))
 	m := New()
 	if err := m.RegisterStore(s); err != nil {

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 // Store is what the store metrics read.
 type Store interface {
 	Stats() keystore.Stats
-	CountKeys() (map[keystore.State]int, error)
+	CountKeys(ctx context.Context) (map[keystore.State]int, error)
 }
 
 // RegisterStore exposes the store's cache and error counters, and the
@@ -57,7 +58,8 @@ func (k *keysCollector) Collect(ch chan<- prometheus.Metric) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.counts == nil || time.Since(k.at) > k.every {
-		counts, err := k.store.CountKeys()
+		// A scrape carries no context; the store bounds the count.
+		counts, err := k.store.CountKeys(context.Background())
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(keysDesc, err)
 			return

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -37,6 +38,10 @@ type Options struct {
 	// (Prometheus sends it with `authorization` in its scrape config).
 	Metrics http.Handler
 }
+
+// statusClientClosedRequest is nginx's status for a request its client
+// closed before the answer; net/http has no name for it.
+const statusClientClosedRequest = 499
 
 // realm is sent in the WWW-Authenticate challenge of every 401.
 const realm = "keygate-admin"
@@ -215,6 +220,11 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// Committed: retrying would apply it twice. The replica that did not
 		// confirm is named, so the operator can look at it.
 		writeError(w, http.StatusServiceUnavailable, "unconfirmed", err.Error())
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client hung up, which cancelled the store call (etcd; a bbolt
+		// write completes): no one reads this answer, and the store is not
+		// at fault. 499 is nginx's status for it, for the request log.
+		writeError(w, statusClientClosedRequest, "client_closed_request", "the client closed the request")
 	case errors.Is(err, keystore.ErrUnavailable):
 		a.log.LogAttrs(r.Context(), slog.LevelWarn, "admin request: key store unavailable",
 			slog.String("method", r.Method), slog.String("route", r.Pattern), slog.String("error", err.Error()))

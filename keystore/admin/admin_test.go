@@ -124,15 +124,15 @@ func (f *fixture) doAuth(method, path, body, auth string) response {
 // seed creates a tenant, an org in it and an org-level key.
 func (f *fixture) seed() (keystore.Tenant, keystore.Org, keystore.CreatedKey) {
 	f.t.Helper()
-	tn, err := f.store.CreateTenant("Acme")
+	tn, err := f.store.CreateTenant(f.t.Context(), "Acme")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	o, err := f.store.CreateOrg(tn.ID, "Acme EU")
+	o, err := f.store.CreateOrg(f.t.Context(), tn.ID, "Acme EU")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	k, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "ci", Scopes: []string{"vault:read"}})
+	k, err := f.store.CreateKey(f.t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "ci", Scopes: []string{"vault:read"}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestRoutes(t *testing.T) {
 			if got.ID == k.ID || got.Secret == k.Secret || !strings.HasPrefix(got.Secret, "ak_live_") {
 				t.Errorf("rotation did not give a new key: id %q", got.ID)
 			}
-			old, err := f.store.Key(k.ID)
+			old, err := f.store.Key(t.Context(), k.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,7 +327,7 @@ func TestRoutes(t *testing.T) {
 			if len(r.body) != 0 {
 				t.Errorf("204 with body %q", r.body)
 			}
-			if _, err := f.store.Key(k.ID); !errors.Is(err, keystore.ErrNotFound) {
+			if _, err := f.store.Key(t.Context(), k.ID); !errors.Is(err, keystore.ErrNotFound) {
 				t.Errorf("key after delete: %v, want not found", err)
 			}
 		}},
@@ -355,15 +355,15 @@ func TestErrors(t *testing.T) {
 	f := newFixture(t, admin.Options{})
 	tn, o, k := f.seed()
 	for i := 0; i < 4; i++ { // the seeded key is the first of five allowed
-		if _, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"}); err != nil {
+		if _, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	revoked, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "gone"})
+	revoked, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "gone"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.RevokeKey(revoked.ID); err != nil {
+	if _, err := f.store.RevokeKey(t.Context(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	tenantKey := func(extra string) string {
@@ -556,7 +556,7 @@ func TestRotateWithoutGrace(t *testing.T) {
 	if got.ID == k.ID || got.Secret == "" || got.Secret == k.Secret {
 		t.Errorf("rotate returned id %q, want a new id and key", got.ID)
 	}
-	old, err := f.store.Key(k.ID)
+	old, err := f.store.Key(t.Context(), k.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +580,7 @@ func TestImportedKeysWork(t *testing.T) {
 		}
 		var got keystore.Key
 		r.decode(t, &got)
-		stored, err := f.store.Key(got.ID)
+		stored, err := f.store.Key(t.Context(), got.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -597,13 +597,13 @@ func TestImportedKeysWork(t *testing.T) {
 
 func TestListPagination(t *testing.T) {
 	f := newFixture(t, admin.Options{})
-	tn, err := f.store.CreateTenant("Acme")
+	tn, err := f.store.CreateTenant(t.Context(), "Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []string
 	for i := 0; i < 7; i++ {
-		k, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+		k, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -734,8 +734,8 @@ func TestMetricsBehindToken(t *testing.T) {
 
 func TestCreditsEndpoint(t *testing.T) {
 	f := newFixture(t, admin.Options{})
-	tn, _ := f.store.CreateTenant("Acme")
-	k, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	tn, _ := f.store.CreateTenant(t.Context(), "Acme")
+	k, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}

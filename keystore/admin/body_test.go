@@ -14,7 +14,7 @@ import (
 func TestBodiesExactNames(t *testing.T) {
 	f := newFixture(t, admin.Options{})
 	tn, o, k := f.seed()
-	metered, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "metered", CreditsRemaining: new(int64(10))})
+	metered, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "metered", CreditsRemaining: new(int64(10))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -33,9 +34,9 @@ func (a *api) routes() {
 }
 
 // byID answers GET of one record by the {id} in the path.
-func byID[T any](get func(id string) (T, error)) handlerFunc {
+func byID[T any](get func(ctx context.Context, id string) (T, error)) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		v, err := get(r.PathValue("id"))
+		v, err := get(r.Context(), r.PathValue("id"))
 		if err != nil {
 			return err
 		}
@@ -99,7 +100,7 @@ func (a *api) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	t, err := a.store.CreateTenant(req.Name)
+	t, err := a.store.CreateTenant(r.Context(), req.Name)
 	if err != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func (a *api) listTenants(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	ts, err := a.store.Tenants()
+	ts, err := a.store.Tenants(r.Context())
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func (a *api) createOrg(w http.ResponseWriter, r *http.Request) error {
 	if req.TenantID == "" {
 		return badRequest("tenant_id is required")
 	}
-	o, err := a.store.CreateOrg(req.TenantID, req.Name)
+	o, err := a.store.CreateOrg(r.Context(), req.TenantID, req.Name)
 	if err != nil {
 		return err
 	}
@@ -145,11 +146,11 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
 	// The store lists nothing for an unknown tenant; a 404 tells the
 	// operator that the id, not the tenant, is wrong.
 	if tenantID != "" {
-		if _, err := a.store.Tenant(tenantID); err != nil {
+		if _, err := a.store.Tenant(r.Context(), tenantID); err != nil {
 			return err
 		}
 	}
-	orgs, err := a.store.Orgs(tenantID)
+	orgs, err := a.store.Orgs(r.Context(), tenantID)
 	if err != nil {
 		return err
 	}
@@ -167,7 +168,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ExpiresAt = at
-	k, err := a.store.CreateKey(req.KeySpec)
+	k, err := a.store.CreateKey(r.Context(), req.KeySpec)
 	if err != nil {
 		return err
 	}
@@ -184,7 +185,7 @@ func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ExpiresAt = at
-	k, err := a.store.ImportKey(req.Import)
+	k, err := a.store.ImportKey(r.Context(), req.Import)
 	if err != nil {
 		return err
 	}
@@ -210,16 +211,16 @@ func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
 		f.Limit = n
 	}
 	if f.TenantID != "" {
-		if _, err := a.store.Tenant(f.TenantID); err != nil {
+		if _, err := a.store.Tenant(r.Context(), f.TenantID); err != nil {
 			return err
 		}
 	}
 	if f.OrgID != "" {
-		if _, err := a.store.Org(f.OrgID); err != nil {
+		if _, err := a.store.Org(r.Context(), f.OrgID); err != nil {
 			return err
 		}
 	}
-	p, err := a.store.ListKeys(f)
+	p, err := a.store.ListKeys(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func (a *api) updateKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ExpiresAt = at
-	k, err := a.store.UpdateKey(r.PathValue("id"), req.KeyUpdate)
+	k, err := a.store.UpdateKey(r.Context(), r.PathValue("id"), req.KeyUpdate)
 	if err != nil {
 		return err
 	}
@@ -253,7 +254,7 @@ func (a *api) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, true); err != nil {
 		return err
 	}
-	k, err := a.store.RevokeKey(r.PathValue("id"))
+	k, err := a.store.RevokeKey(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -276,9 +277,9 @@ func (a *api) credits(w http.ResponseWriter, r *http.Request) error {
 	case (req.Add == nil) == (req.Set == nil):
 		return badRequest("give exactly one of add and set")
 	case req.Add != nil:
-		k, err = a.store.AddCredits(r.PathValue("id"), *req.Add)
+		k, err = a.store.AddCredits(r.Context(), r.PathValue("id"), *req.Add)
 	default:
-		k, err = a.store.SetCredits(r.PathValue("id"), *req.Set)
+		k, err = a.store.SetCredits(r.Context(), r.PathValue("id"), *req.Set)
 	}
 	if err != nil {
 		return err
@@ -300,7 +301,7 @@ func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		grace = d
 	}
-	k, err := a.store.RotateKey(r.PathValue("id"), grace)
+	k, err := a.store.RotateKey(r.Context(), r.PathValue("id"), grace)
 	if err != nil {
 		return err
 	}
@@ -308,7 +309,7 @@ func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
-	if err := a.store.DeleteKey(r.PathValue("id")); err != nil {
+	if err := a.store.DeleteKey(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

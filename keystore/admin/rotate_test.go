@@ -19,7 +19,7 @@ func TestRotateGraceLimits(t *testing.T) {
 		t.Fatalf("grace 87600h = %d %s, want 400 naming the maximum of 168h", r.status, r.body)
 	}
 	for range 4 {
-		if _, err := f.store.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"}); err != nil {
+		if _, err := f.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"}); err != nil {
 			t.Fatal(err)
 		}
 	}

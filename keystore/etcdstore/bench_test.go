@@ -53,13 +53,13 @@ func BenchmarkCheckByBackend(b *testing.B) {
 	}
 	for _, be := range backends {
 		s := be.open(b, keystore.Options{})
-		tn, err := s.CreateTenant("Bench")
+		tn, err := s.CreateTenant(b.Context(), "Bench")
 		if err != nil {
 			b.Fatal(err)
 		}
 		raws := make([]string, keys)
 		for i := range raws {
-			ck, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k", Scopes: []string{"a:read"}})
+			ck, err := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k", Scopes: []string{"a:read"}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,13 +130,13 @@ func BenchmarkRevokeByBackend(b *testing.B) {
 		return s
 	}
 	run := func(b *testing.B, s *keystore.Store) {
-		tn, err := s.CreateTenant("Bench")
+		tn, err := s.CreateTenant(b.Context(), "Bench")
 		if err != nil {
 			b.Fatal(err)
 		}
 		ids := make([]string, 0, 64)
 		for range cap(ids) {
-			ck, err := s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+			ck, err := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -148,7 +148,7 @@ func BenchmarkRevokeByBackend(b *testing.B) {
 		for b.Loop() {
 			// Revoking a revoked key rewrites it: every iteration is a
 			// committed write that invalidates the key everywhere.
-			if _, err := s.RevokeKey(ids[i%len(ids)]); err != nil {
+			if _, err := s.RevokeKey(b.Context(), ids[i%len(ids)]); err != nil {
 				b.Fatal(err)
 			}
 			i++

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -76,11 +77,11 @@ func mustLookup(t *testing.T, s *keystore.Store, raw string) *authz.Credential {
 
 func setup(t *testing.T, s *keystore.Store) (keystore.Tenant, keystore.Org) {
 	t.Helper()
-	tn, err := s.CreateTenant("Acme")
+	tn, err := s.CreateTenant(t.Context(), "Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := s.CreateOrg(tn.ID, "Acme EU")
+	o, err := s.CreateOrg(t.Context(), tn.ID, "Acme EU")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 		if _, ok, err := lookup(t, other, raw); ok || err != nil {
 			t.Fatalf("unknown key: found %v, err %v", ok, err)
 		}
-		ck, err := writer.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k", Scopes: []string{"a"}})
+		ck, err := writer.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k", Scopes: []string{"a"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +110,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 				t.Fatalf("scopes %q", c.ScopesHeader)
 			}
 		}
-		if _, err := writer.UpdateKey(ck.ID, keystore.KeyUpdate{Scopes: &[]string{"b"}}); err != nil {
+		if _, err := writer.UpdateKey(t.Context(), ck.ID, keystore.KeyUpdate{Scopes: &[]string{"b"}}); err != nil {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
@@ -117,7 +118,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 				t.Fatalf("round %d replica %d after update: scopes %q", i, j, c.ScopesHeader)
 			}
 		}
-		if _, err := other.RevokeKey(ck.ID); err != nil {
+		if _, err := other.RevokeKey(t.Context(), ck.ID); err != nil {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
@@ -125,7 +126,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 				t.Fatalf("round %d replica %d after revoke: status %q", i, j, c.Status)
 			}
 		}
-		if err := writer.DeleteKey(ck.ID); err != nil {
+		if err := writer.DeleteKey(t.Context(), ck.ID); err != nil {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
@@ -145,7 +146,7 @@ func TestOrgLimitAcrossReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 9 {
 		wg.Go(func() {
-			_, err := rs[i%3].s.CreateKey(keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"})
+			_, err := rs[i%3].s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k"})
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -167,7 +168,7 @@ func TestOrgLimitAcrossReplicas(t *testing.T) {
 func TestCreditsSharedBalance(t *testing.T) {
 	_, rs := three(t, keystore.Options{})
 	tn, _ := setup(t, rs[0].s)
-	ck, err := rs[0].s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "metered", CreditsRemaining: new(int64(100))})
+	ck, err := rs[0].s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "metered", CreditsRemaining: new(int64(100))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestCreditsSharedBalance(t *testing.T) {
 		}
 	}
 	// 10 + 11 + 12 spent.
-	k, err := rs[2].s.Key(ck.ID)
+	k, err := rs[2].s.Key(t.Context(), ck.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,10 +194,10 @@ func TestCreditsSharedBalance(t *testing.T) {
 		t.Fatalf("balance %d, want 67", *k.CreditsRemaining)
 	}
 	// A refill through one replica reaches the others' live balances.
-	if _, err := rs[1].s.AddCredits(ck.ID, 3); err != nil {
+	if _, err := rs[1].s.AddCredits(t.Context(), ck.ID, 3); err != nil {
 		t.Fatal(err)
 	}
-	k, err = rs[0].s.Key(ck.ID)
+	k, err = rs[0].s.Key(t.Context(), ck.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestOpenUnreachableFailsClosed(t *testing.T) {
 func TestEtcdDownAndBack(t *testing.T) {
 	n, rs := three(t, keystore.Options{})
 	tn, _ := setup(t, rs[0].s)
-	ck, err := rs[0].s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	ck, err := rs[0].s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func TestEtcdDownAndBack(t *testing.T) {
 	<-down
 	n.Restart(t)
 	waitFresh(t, rs)
-	if _, err := rs[2].s.RevokeKey(ck.ID); err != nil {
+	if _, err := rs[2].s.RevokeKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range rs {
@@ -299,14 +300,14 @@ func TestPartitionedReplica(t *testing.T) {
 	a := open(t, n.Endpoint(), "a", keystore.Options{})
 	cut := open(t, p.endpoint(), "cut", keystore.Options{})
 	tn, _ := setup(t, a.s)
-	ck, err := a.s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	ck, err := a.s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustLookup(t, cut.s, ck.Secret)
 	p.cut()
 	began := time.Now()
-	if _, err := a.s.RevokeKey(ck.ID); err != nil {
+	if _, err := a.s.RevokeKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
 	waited := time.Since(began)
@@ -326,7 +327,7 @@ func TestPartitionedReplica(t *testing.T) {
 	}
 	defer cli.Close()
 	// More writes, then their history compacted away.
-	ck2, err := a.s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k2"})
+	ck2, err := a.s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestPartitionedReplica(t *testing.T) {
 	// drops the cache once more; either way it follows again.
 	waitFresh(t, []replica{cut})
 	// And it follows again: a write through it reaches a, and back.
-	if _, err := cut.s.RevokeKey(ck2.ID); err != nil {
+	if _, err := cut.s.RevokeKey(t.Context(), ck2.ID); err != nil {
 		t.Fatal(err)
 	}
 	if c := mustLookup(t, a.s, ck2.Secret); c.Status != authz.StatusRevoked {
@@ -425,7 +426,7 @@ func TestEtcdHoldsNoRawKey(t *testing.T) {
 	n := testetcd.Start(t)
 	r := open(t, n.Endpoint(), "a", keystore.Options{})
 	tn, _ := setup(t, r.s)
-	ck, err := r.s.CreateKey(keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	ck, err := r.s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,5 +451,88 @@ func TestEtcdHoldsNoRawKey(t *testing.T) {
 	}
 	if !indexed {
 		t.Fatal("no hex hash index entry for the key")
+	}
+}
+
+// TestCancelledWrite: the caller's context reaches etcd. A write whose
+// context is cancelled before it commits fails with context.Canceled and
+// writes nothing; one cancelled after its commit, while a replica has not
+// confirmed it, fails with ErrUnconfirmed (503: retrying would apply it
+// twice) and stays written.
+func TestCancelledWrite(t *testing.T) {
+	n := testetcd.Start(t)
+	a := open(t, n.Endpoint(), "a", keystore.Options{})
+	tn, o := setup(t, a.s)
+	ck, err := a.s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, OrgID: o.ID, Name: "k", CreditsRemaining: new(int64(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.Endpoint()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	data := func() map[string]int64 {
+		t.Helper()
+		resp, err := cli.Get(t.Context(), "/keygate/data/", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, kv := range resp.Kvs {
+			out[string(kv.Key)] = kv.ModRevision
+		}
+		return out
+	}
+	before := data()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for name, op := range map[string]func() error{
+		"CreateTenant": func() error { _, err := a.s.CreateTenant(ctx, "Other"); return err },
+		"CreateOrg":    func() error { _, err := a.s.CreateOrg(ctx, tn.ID, "Other"); return err },
+		"CreateKey": func() error {
+			_, err := a.s.CreateKey(ctx, keystore.KeySpec{TenantID: tn.ID, Name: "k2"})
+			return err
+		},
+		"ImportKey": func() error {
+			_, err := a.s.ImportKey(ctx, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, Name: "i"}, Raw: "legacy-key-0123456789"})
+			return err
+		},
+		"UpdateKey": func() error {
+			_, err := a.s.UpdateKey(ctx, ck.ID, keystore.KeyUpdate{Name: new("renamed")})
+			return err
+		},
+		"RevokeKey":  func() error { _, err := a.s.RevokeKey(ctx, ck.ID); return err },
+		"RotateKey":  func() error { _, err := a.s.RotateKey(ctx, ck.ID, 0); return err },
+		"DeleteKey":  func() error { return a.s.DeleteKey(ctx, ck.ID) },
+		"AddCredits": func() error { _, err := a.s.AddCredits(ctx, ck.ID, 5); return err },
+		"SetCredits": func() error { _, err := a.s.SetCredits(ctx, ck.ID, 5); return err },
+		"Key":        func() error { _, err := a.s.Key(ctx, ck.ID); return err },
+		"ListKeys":   func() error { _, err := a.s.ListKeys(ctx, keystore.ListFilter{}); return err },
+	} {
+		if err := op(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context: %v, want context.Canceled", name, err)
+		}
+	}
+	if after := data(); !maps.Equal(after, before) {
+		t.Fatalf("writes with a cancelled context changed etcd:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// Cancelled once committed: a replica that follows but does not
+	// confirm (its record stays at an old revision) holds the write for
+	// twice the TTL, and the caller gives up long before.
+	if _, err := cli.Put(t.Context(), "/keygate/replicas/stuck", "1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	timer := time.AfterFunc(time.Second, cancel)
+	defer timer.Stop()
+	if _, err := a.s.RevokeKey(ctx, ck.ID); !errors.Is(err, keystore.ErrUnconfirmed) {
+		t.Fatalf("revoke cancelled after its commit: %v, want ErrUnconfirmed", err)
+	}
+	if k, err := a.s.Key(t.Context(), ck.ID); err != nil || k.Status != authz.StatusRevoked {
+		t.Fatalf("after the unconfirmed revoke: status %q, err %v; want revoked", k.Status, err)
 	}
 }
