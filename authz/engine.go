@@ -162,11 +162,11 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 	if cfg.Format == (apikey.Format{}) {
 		cfg.Format = apikey.MustFormat(apikey.DefaultPrefix)
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("authz config: %w", err)
+	}
 	if cfg.Sources == nil {
 		cfg.Sources = DefaultSources
-	}
-	if err := validateSources(cfg.Sources); err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -175,28 +175,13 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 		cfg.Orgs, _ = l.(OrgDirectory)
 	}
 	hdr := cfg.Headers.withDefaults()
-	if err := validateHeaderNames(hdr, cfg.Sources); err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
-	style, err := cfg.Errors.withDefaults()
-	if err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
+	style := cfg.Errors.withDefaults()
 	denials, err := style.render()
 	if err != nil {
 		return nil, fmt.Errorf("authz config: %w", err)
 	}
-	if err := cfg.ClientIP.validate(); err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
-	sg, err := newSigner(cfg.Signing, hdr)
-	if err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
-	lim, err := cfg.RateLimits.compile(cfg.Now)
-	if err != nil {
-		return nil, fmt.Errorf("authz config: %w", err)
-	}
+	sg := newSigner(cfg.Signing)
+	lim := cfg.RateLimits.compile(cfg.Now)
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("authz: decision id seed: %w", err)
@@ -244,12 +229,8 @@ func (e *Engine) SetPolicy(p Policy) error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	if cp.orgHeader != "" {
-		for _, s := range e.sources {
-			if s == cp.orgHeader {
-				return fmt.Errorf("policy: org header %q is also a credential source", cp.orgHeader)
-			}
-		}
+	if err := orgHeaderIsSource(cp.orgHeader, e.sources); err != nil {
+		return fmt.Errorf("policy: %w", err)
 	}
 	e.policy.Store(cp)
 	return nil

@@ -3,7 +3,6 @@ package authz
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 )
 
 // Error body formats.
@@ -43,12 +42,10 @@ type problemBody struct {
 	MissingScopes []string `json:"missing_scopes,omitempty"`
 }
 
-func (s ErrorStyle) withDefaults() (ErrorStyle, error) {
+// withDefaults fills in the zero fields of a style that validate accepted.
+func (s ErrorStyle) withDefaults() ErrorStyle {
 	if s.Format == "" {
 		s.Format = FormatSimple
-	}
-	if s.Format != FormatSimple && s.Format != FormatProblem {
-		return s, fmt.Errorf("error format %q: want %q or %q", s.Format, FormatSimple, FormatProblem)
 	}
 	if s.ProblemTypeBase == "" {
 		s.ProblemTypeBase = defaultProblemTypeBase
@@ -56,10 +53,7 @@ func (s ErrorStyle) withDefaults() (ErrorStyle, error) {
 	if s.Realm == "" {
 		s.Realm = "keygate"
 	}
-	if strings.ContainsAny(s.Realm, "\"\\\r\n") {
-		return s, fmt.Errorf("realm %q: quotes, backslashes and line breaks are not allowed", s.Realm)
-	}
-	return s, nil
+	return s
 }
 
 // render precomputes every denial Decision of a style with its defaults

@@ -3,8 +3,9 @@ package authz
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"time"
 
@@ -97,7 +98,8 @@ type limits struct {
 	failLimit   ratelimit.Limit
 }
 
-func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
+// withDefaults fills in the documented defaults of the zero fields.
+func (rl RateLimits) withDefaults() RateLimits {
 	if rl.Tiers == nil {
 		rl.Tiers = DefaultTiers
 	}
@@ -107,28 +109,16 @@ func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
 	if rl.FailedAuth.Window == 0 {
 		rl.FailedAuth.Window = time.Minute
 	}
+	return rl
+}
+
+// compile prepares limits that validate accepted.
+func (rl RateLimits) compile(now func() time.Time) *limits {
+	rl = rl.withDefaults()
 	l := &limits{tiers: map[string]*tierLimit{}, org: rl.Org, tenant: rl.Tenant, perKeyOff: rl.PerKeyOff,
 		shared: rl.Shared, failOpen: rl.SharedFailOpen}
-	for _, opt := range []struct {
-		name string
-		lim  ratelimit.Limit
-	}{{"org", rl.Org}, {"tenant", rl.Tenant}} {
-		if opt.lim.Requests != 0 { // zero requests: no such budget
-			if err := opt.lim.Validate(); err != nil {
-				return nil, fmt.Errorf("rate limit %s: %w", opt.name, err)
-			}
-		}
-	}
-	names := make([]string, 0, len(rl.Tiers))
-	for name := range rl.Tiers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(rl.Tiers)) {
 		lim := rl.Tiers[name]
-		if err := lim.Validate(); err != nil {
-			return nil, fmt.Errorf("rate limit tier %q: %w", name, err)
-		}
 		t := &tierLimit{name: name, limit: lim, policy: policyItem(name, lim)}
 		if rl.Org.Requests > 0 {
 			t.policy += ", " + policyItem("org", rl.Org)
@@ -141,28 +131,18 @@ func (rl RateLimits) compile(now func() time.Time) (*limits, error) {
 			l.fallback = t
 		}
 	}
-	switch def := rl.DefaultTier; {
-	case def != "":
-		t, ok := l.tiers[def]
-		if !ok {
-			return nil, fmt.Errorf("rate limit default tier %q is not a configured tier", def)
-		}
-		l.fallback = t
+	switch {
+	case rl.DefaultTier != "":
+		l.fallback = l.tiers[rl.DefaultTier]
 	case l.tiers["standard"] != nil:
 		l.fallback = l.tiers["standard"]
 	}
-	if len(l.tiers) == 0 && !rl.PerKeyOff {
-		return nil, fmt.Errorf("rate limits: no tiers configured")
-	}
 	if rl.FailedAuth.Requests > 0 {
-		if err := rl.FailedAuth.Validate(); err != nil {
-			return nil, fmt.Errorf("failed-auth throttle: %w", err)
-		}
 		l.failures = ratelimit.New[netip.Addr](now)
 		l.failLimit = rl.FailedAuth
 	}
 	l.keys = ratelimit.New[bucket](now)
-	return l, nil
+	return l
 }
 
 func rate(l ratelimit.Limit) float64 { return float64(l.Requests) / l.Window.Seconds() }

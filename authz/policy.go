@@ -200,19 +200,19 @@ func (p Policy) compile() (*compiledPolicy, error) {
 	}
 	if p.OrgHeader != "" {
 		if err := validHeaderName(p.OrgHeader); err != nil {
-			errs = append(errs, fmt.Errorf("org header: %w", err))
+			errs = append(errs, fieldError("Policy.OrgHeader", fmt.Errorf("org header: %w", err)))
 		}
 		cp.orgHeader = strings.ToLower(p.OrgHeader)
 	}
 	var err error
 	if cp.envs, err = parseEnvs(p.Environments); err != nil {
-		errs = append(errs, fmt.Errorf("environments: %w", err))
+		errs = append(errs, fieldError("Policy.Environments", fmt.Errorf("environments: %w", err)))
 	}
 	for _, t := range p.ShadowTenants {
 		cp.shadowTenants[t] = true
 	}
 	if p.IntrospectionPath != "" && (!strings.HasPrefix(p.IntrospectionPath, "/") || cleanPath(p.IntrospectionPath) != p.IntrospectionPath) {
-		errs = append(errs, fmt.Errorf("introspection path %q: want a clean absolute path", p.IntrospectionPath))
+		errs = append(errs, fieldError("Policy.IntrospectionPath", fmt.Errorf("introspection path %q: want a clean absolute path", p.IntrospectionPath)))
 	}
 	names := map[string]int{}
 	for i, r := range p.Rules {

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"hash"
 	"strconv"
 	"strings"
@@ -39,28 +38,16 @@ type signer struct {
 	pool   sync.Pool // of hash.Hash, keyed with the secret
 }
 
-func newSigner(s Signing, names IdentityHeaders) (*signer, error) {
+// newSigner returns the signer of settings validate accepted; nil without a
+// secret.
+func newSigner(s Signing) *signer {
 	if len(s.Secret) == 0 {
-		return nil, nil
-	}
-	if len(s.Secret) < 32 {
-		return nil, fmt.Errorf("signing secret is %d bytes, want at least 32", len(s.Secret))
-	}
-	if s.Header == "" {
-		s.Header = DefaultSignatureHeader
-	}
-	if err := validHeaderName(s.Header); err != nil {
-		return nil, fmt.Errorf("signing: %w", err)
-	}
-	for _, n := range names.names() {
-		if n == s.Header {
-			return nil, fmt.Errorf("signing header %q is also an identity header", n)
-		}
+		return nil
 	}
 	secret := append([]byte(nil), s.Secret...)
-	sg := &signer{header: s.Header}
+	sg := &signer{header: s.header()}
 	sg.pool.New = func() any { return hmac.New(sha256.New, secret) }
-	return sg, nil
+	return sg
 }
 
 func (s *signer) sign(values [numIdentity]string, now time.Time) Header {

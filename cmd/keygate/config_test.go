@@ -273,3 +273,37 @@ func TestValidateReportsTypeAndMeaningTogether(t *testing.T) {
 		}
 	}
 }
+
+// valueTypeErrors are values of the wrong type, several sharing a line
+// with other fields; the line numbers below are the ones written here.
+const valueTypeErrors = `rate_limits:
+  tiers:
+    standard: {requests: 100, window: nope}
+    gold: {requests: 1000, window: 1m, burst: lots}
+routes:
+  - {name: a, path: /a, cost: many}
+  - name: b
+    path: /b
+    scopes: admin
+store:
+  last_used_flush: 10
+`
+
+// A value that does not decode is reported at its own field and line, not
+// at another field of its line, and not again as the zero it was left at
+// (the bad window is not also "window 0s").
+func TestConfigValidateNamesTheFieldOfAValueTypeError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "types.yaml")
+	writeFile(t, path, valueTypeErrors)
+	_, stderr, err := validate(t, path)
+	if err == nil {
+		t.Fatal("validate accepted values of the wrong type")
+	}
+	checkProblems(t, path, stderr, []wantProblem{
+		{3, "rate_limits.tiers.standard.window", `invalid duration "nope"`},
+		{4, "rate_limits.tiers.gold.burst", "`lots` into int"},
+		{6, "routes[0].cost", "`many` into int"},
+		{9, "routes[1].scopes", "`admin` into []string"},
+		{11, "store.last_used_flush", `missing unit in duration "10"`},
+	})
+}

@@ -8,7 +8,6 @@ package config
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,10 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -208,6 +204,9 @@ type Duration time.Duration
 
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
+	if n.Kind != yaml.ScalarNode {
+		err = errors.New("want a duration such as 10s")
+	}
 	if err != nil {
 		// A *yaml.TypeError is collected with the decoder's other type
 		// errors (unknown fields, ...); any other error would stop the
@@ -244,14 +243,13 @@ func Load(path string) (*Config, error) {
 // messages; empty path: no file, the defaults).
 func Parse(path string, raw []byte) (*Config, error) {
 	cfg := &Config{file: path}
-	lines := map[string]int{}
-	var typeErrs []error
+	p := &problems{file: path, lines: map[string]int{}}
 	if path != "" {
 		var root yaml.Node
 		if err := yaml.Unmarshal(raw, &root); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
-		indexLines(&root, "", lines)
+		indexLines(&root, "", p.lines)
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -261,79 +259,31 @@ func Parse(path string, raw []byte) (*Config, error) {
 			}
 			// The decoder filled what it could; the checks below still run,
 			// so one pass reports type and meaning problems alike.
-			for _, e := range te.Errors {
-				typeErrs = append(typeErrs, yamlProblem(path, lines, e))
-			}
+			p.typeProblems(&root, te)
 		}
 	}
 	cfg.applyDefaults()
-	if err := cfg.validate(lines); err != nil || len(typeErrs) > 0 {
-		return nil, errors.Join(append(typeErrs, Unjoin(err)...)...)
+	p.add("signing.secret_file", cfg.readSigningSecret())
+	cfg.validate(p)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
 
-var (
-	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
-	yamlUnknownField = regexp.MustCompile(`^field (\S+) not found in type `)
-)
-
-// yamlProblem turns one of the YAML decoder's type errors ("line 3: ...")
-// into the "file:line: field: message" form of the other problems, naming
-// the field by its dotted path instead of Go's struct type.
-func yamlProblem(path string, lines map[string]int, e string) error {
-	m := yamlLine.FindStringSubmatch(e)
-	if m == nil {
-		return fmt.Errorf("%s: %s", path, e)
+// readSigningSecret reads the one file whose contents the engine is built
+// with, so that validating and building use the same bytes and neither
+// reads the file again.
+func (c *Config) readSigningSecret() error {
+	if c.Signing.SecretFile == "" {
+		return nil
 	}
-	line, msg := m[1], m[2]
-	name := ""
-	if u := yamlUnknownField.FindStringSubmatch(msg); u != nil {
-		name, msg = u[1], "unknown field"
+	secret, err := os.ReadFile(c.Signing.SecretFile)
+	if err != nil {
+		return err
 	}
-	// The deepest key on that line (with the unknown field's name, if any).
-	field := ""
-	for f, l := range lines {
-		if strconv.Itoa(l) != line || strings.HasSuffix(f, "]") {
-			continue
-		}
-		if name != "" && f != name && !strings.HasSuffix(f, "."+name) {
-			continue
-		}
-		if len(f) > len(field) {
-			field = f
-		}
-	}
-	if field == "" {
-		return fmt.Errorf("%s:%s: %s", path, line, msg)
-	}
-	return fmt.Errorf("%s:%s: %s: %s", path, line, field, msg)
-}
-
-// indexLines records the line of every mapping key and sequence item, by
-// its dotted path ("keys.prefix", "routes[2].scopes").
-func indexLines(n *yaml.Node, prefix string, out map[string]int) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			indexLines(c, prefix, out)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i].Value
-			if prefix != "" {
-				k = prefix + "." + k
-			}
-			out[k] = n.Content[i].Line
-			indexLines(n.Content[i+1], k, out)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			k := prefix + "[" + strconv.Itoa(i) + "]"
-			out[k] = c.Line
-			indexLines(c, k, out)
-		}
-	}
+	c.signingSecret = bytes.TrimSpace(secret)
+	return nil
 }
 
 func (c *Config) applyDefaults() {
@@ -374,67 +324,10 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// problems collects validation errors with their place in the file.
-type problems struct {
-	file  string
-	lines map[string]int
-	errs  []problem
-}
-
-type problem struct {
-	line int // 0: no place in the file
-	err  error
-}
-
-func (p *problems) add(field string, err error) {
-	if err == nil {
-		return
-	}
-	place := p.file
-	if place == "" {
-		place = "config"
-	}
-	// The nearest recorded ancestor gives the line of a field left at its
-	// default or named by a section.
-	line := 0
-	for f := field; f != ""; {
-		if l, ok := p.lines[f]; ok {
-			place, line = fmt.Sprintf("%s:%d", place, l), l
-			break
-		}
-		i := strings.LastIndexAny(f, ".[")
-		if i < 0 {
-			break
-		}
-		f = f[:i]
-	}
-	p.errs = append(p.errs, problem{line, fmt.Errorf("%s: %s: %w", place, field, err)})
-}
-
-// err returns every problem in the order of the file (by line number, not
-// as text, where line 11 would come before line 2).
-func (p *problems) err() error {
-	if len(p.errs) == 0 {
-		return nil
-	}
-	sort.SliceStable(p.errs, func(i, j int) bool {
-		a, b := p.errs[i], p.errs[j]
-		if a.line != b.line {
-			return a.line < b.line
-		}
-		return a.err.Error() < b.err.Error()
-	})
-	errs := make([]error, len(p.errs))
-	for i, e := range p.errs {
-		errs[i] = e.err
-	}
-	return errors.Join(errs...)
-}
-
 // validate checks every section the way serve will use it, so that
-// `keygate config validate` and `serve` refuse the same files.
-func (c *Config) validate(lines map[string]int) error {
-	p := &problems{file: c.file, lines: lines}
+// `keygate config validate` and `serve` refuse the same files. It reads
+// the files the config names (TLS pairs, passwords) and writes nothing.
+func (c *Config) validate(p *problems) {
 	if _, err := c.Format(); err != nil {
 		p.add("keys.prefix", err)
 	}
@@ -484,9 +377,6 @@ func (c *Config) validate(lines map[string]int) error {
 			}
 		}
 	}
-	if _, err := authz.New(authz.Config{RateLimits: c.Limits()}, noLookup{}); err != nil {
-		p.add("rate_limits", err)
-	}
 	if r := c.RateLimits.Redis; r.Addr != "" {
 		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
 			p.add("rate_limits.redis.addr", err)
@@ -499,25 +389,6 @@ func (c *Config) validate(lines map[string]int) error {
 	} else if r.PasswordFile != "" || r.FailOpen || r.DB != 0 || r.Prefix != "" {
 		p.add("rate_limits.redis.addr", errors.New("set addr to use Redis (the other redis settings need it)"))
 	}
-	// Each authz section on its own, so an error is reported at its place.
-	base := c.AuthzConfig(apikey.Format{})
-	sources := base.Sources
-	if _, err := authz.New(authz.Config{Sources: sources}, noLookup{}); err != nil {
-		p.add("keys.sources", err)
-		sources = nil // checked with the default sources below, not reported twice
-	}
-	for _, s := range []struct {
-		field string
-		cfg   authz.Config
-	}{
-		{"headers", authz.Config{Sources: sources, Headers: base.Headers}},
-		{"errors", authz.Config{Errors: base.Errors}},
-		{"client_ip", authz.Config{ClientIP: base.ClientIP}},
-	} {
-		if _, err := authz.New(s.cfg, noLookup{}); err != nil {
-			p.add(s.field, err)
-		}
-	}
 	if (c.Admin.TLSCertFile == "") != (c.Admin.TLSKeyFile == "") {
 		p.add("admin.tls_cert_file", errors.New("set both tls_cert_file and tls_key_file, or neither"))
 	} else if c.Admin.TLSCertFile != "" {
@@ -525,15 +396,7 @@ func (c *Config) validate(lines map[string]int) error {
 			p.add("admin.tls_cert_file", err)
 		}
 	}
-	if c.Signing.SecretFile != "" {
-		secret, err := os.ReadFile(c.Signing.SecretFile)
-		if err == nil {
-			secret = bytes.TrimSpace(secret)
-			c.signingSecret = secret
-			_, err = authz.New(authz.Config{Signing: authz.Signing{Secret: secret, Header: c.Signing.Header}}, noLookup{})
-		}
-		p.add("signing.secret_file", err)
-	} else if c.Signing.Header != "" {
+	if c.Signing.SecretFile == "" && c.Signing.Header != "" {
 		p.add("signing.header", errors.New("set signing.secret_file too"))
 	}
 	// A bad policy.unmatched must not hide the problems of the routes.
@@ -548,35 +411,55 @@ func (c *Config) validate(lines map[string]int) error {
 		}
 		p.add(field, e)
 	}
-	// The policy-wide fields one at a time, so each is reported at its
-	// line, and through authz.New with the configured sources, since the
-	// engine (and so serve) also refuses an org header that is a credential
-	// source, which ValidatePolicy alone does not check.
-	var fieldErrs []string
-	for _, f := range []struct {
-		field string
-		pol   authz.Policy
-	}{
-		{"policy.org_header", authz.Policy{OrgHeader: pol.OrgHeader}},
-		{"policy.environments", authz.Policy{Environments: pol.Environments}},
-		{"policy.introspection_path", authz.Policy{IntrospectionPath: pol.IntrospectionPath}},
-	} {
-		if _, err := authz.New(authz.Config{Sources: sources, Policy: f.pol}, noLookup{}); err != nil {
-			p.add(f.field, err)
-			fieldErrs = append(fieldErrs, err.Error())
+	// The engine's own check, once, over everything serve gives it; each
+	// problem names its setting, which names its place in this file.
+	acfg := c.AuthzConfig(apikey.Format{})
+	acfg.Policy = pol
+	if err := acfg.Validate(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			switch e := e.(type) {
+			case *authz.RuleError:
+				p.add(fmt.Sprintf("routes[%d]", e.Index), e)
+			case *authz.FieldError:
+				p.add(authzField(e), e)
+			default:
+				p.add("", e)
+			}
 		}
 	}
-	for _, e := range Unjoin(authz.ValidatePolicy(pol)) {
-		var re *authz.RuleError
-		switch {
-		case errors.As(e, &re):
-			p.add(fmt.Sprintf("routes[%d]", re.Index), re)
-		case !slices.ContainsFunc(fieldErrs, func(f string) bool { return strings.Contains(f, e.Error()) }):
-			// A policy-wide problem no single field above explains.
-			p.add("policy", e)
-		}
+}
+
+// authzFields maps the settings authz.Config.Validate names to the fields
+// of this file they are made from.
+var authzFields = map[string]string{
+	"Sources":                  "keys.sources",
+	"Headers":                  "headers",
+	"Errors":                   "errors",
+	"ClientIP":                 "client_ip",
+	"Signing.Secret":           "signing.secret_file",
+	"Signing.Header":           "signing.header",
+	"RateLimits.Tiers":         "rate_limits.tiers",
+	"RateLimits.DefaultTier":   "rate_limits.default_tier",
+	"RateLimits.Org":           "rate_limits.org",
+	"RateLimits.Tenant":        "rate_limits.tenant",
+	"RateLimits.FailedAuth":    "rate_limits.failed_auth",
+	"Policy.OrgHeader":         "policy.org_header",
+	"Policy.Environments":      "policy.environments",
+	"Policy.IntrospectionPath": "policy.introspection_path",
+}
+
+// authzField is the field of this file an authz problem is about; a
+// setting missing from authzFields is named as authz names it (a test
+// keeps the map complete).
+func authzField(e *authz.FieldError) string {
+	f, ok := authzFields[e.Field]
+	if !ok {
+		f = e.Field
 	}
-	return p.err()
+	if e.Key != "" {
+		f += "." + e.Key
+	}
+	return f
 }
 
 // Unjoin returns the errors inside errors.Join (and wrapped joins), or err.
@@ -603,14 +486,6 @@ func Unjoin(err error) []error {
 	}
 	walk(err)
 	return out
-}
-
-// noLookup lets sections of the config be checked by building an engine
-// without a store.
-type noLookup struct{}
-
-func (noLookup) LookupKey(context.Context, apikey.Hash) (*authz.Credential, bool, error) {
-	return nil, false, nil
 }
 
 // Format returns the configured key format.
