@@ -141,6 +141,7 @@ func overwrite(hs []authz.Header, extra ...authz.Header) []*corev3.HeaderValueOp
 		for _, h := range list {
 			vals[i].Key, vals[i].Value = h.Name, h.Value
 			opts[i].Header = &vals[i]
+			//lint:ignore SA1019 Envoy versions before append_action read only append; both are set so an injected header overwrites on every version (DESIGN.md)
 			opts[i].Append = appendFalse
 			opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 			out[i] = &opts[i]

@@ -327,6 +327,7 @@ func (c *bootstrapChecker) ref(path, name string) *clusterv3.Cluster {
 }
 
 func speaksHTTP2(cl *clusterv3.Cluster) bool {
+	//lint:ignore SA1019 a bootstrap written for an older Envoy still says http2_protocol_options, and still speaks HTTP/2
 	if cl.GetHttp2ProtocolOptions() != nil { // deprecated; reported as such
 		return true
 	}
@@ -380,6 +381,7 @@ func (c *bootstrapChecker) checkExtAuthz(path string, e *extauthzv3.ExtAuthz) {
 		}
 		// Envoy always sends authorization to an HTTP service.
 		sources = slices.DeleteFunc(sources, func(s string) bool { return s == authz.SourceAuthorization })
+		//lint:ignore SA1019 a bootstrap written for an older Envoy lists the key headers in authorization_request, which Envoy still honours
 		if e.GetAllowedHeaders() == nil && hs.GetAuthorizationRequest().GetAllowedHeaders() == nil {
 			c.add("%s: allowed_headers must list the key headers (%s): in http_service mode Envoy sends none by default", path, strings.Join(sources, ", "))
 			sources = nil
@@ -389,6 +391,7 @@ func (c *bootstrapChecker) checkExtAuthz(path string, e *extauthzv3.ExtAuthz) {
 	}
 	allowed := e.GetAllowedHeaders()
 	if allowed == nil {
+		//lint:ignore SA1019 the older place of the list, which Envoy still honours (above)
 		allowed = e.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders()
 	}
 	for _, h := range sources {
