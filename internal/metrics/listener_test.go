@@ -44,11 +44,11 @@ func TestListenerMetrics(t *testing.T) {
 	defer held.Close()
 	c := <-accepted
 	defer c.Close()
-	refused, err := net.Dial("tcp", capped.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	// The listener resets this one at once; on a busy machine that can
+	// land before the dial returns, which is the refusal too.
+	if refused, err := net.Dial("tcp", capped.Addr().String()); err == nil {
+		defer refused.Close()
 	}
-	defer refused.Close()
 	// The refusal is counted just after the reset.
 	for deadline := time.Now().Add(5 * time.Second); capped.Rejected() < 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
