@@ -59,6 +59,13 @@ func (s *signer) mac(t string, values [numIdentity]string) string {
 	h := s.pool.Get().(hash.Hash)
 	defer s.pool.Put(h)
 	h.Reset()
+	return signed(h, t, values)
+}
+
+// signed is the signature of t and values with h (an HMAC-SHA256 keyed
+// with the secret): the one definition of the signed string, for signing
+// and for VerifySignature alike.
+func signed(h hash.Hash, t string, values [numIdentity]string) string {
 	h.Write([]byte(t))
 	for _, v := range values {
 		h.Write([]byte{'\n'})
@@ -85,12 +92,6 @@ func VerifySignature(secret []byte, value string, values [numIdentity]string, no
 	if d := now.Sub(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
 		return false
 	}
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte(t))
-	for _, v := range values {
-		h.Write([]byte{'\n'})
-		h.Write([]byte(v))
-	}
-	want := hex.EncodeToString(h.Sum(nil))
+	want := signed(hmac.New(sha256.New, secret), t, values)
 	return hmac.Equal([]byte(want), []byte(mac))
 }
