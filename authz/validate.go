@@ -39,8 +39,9 @@ func fieldError(field string, err error) error {
 
 // Validate reports every problem New would refuse c for, all at once, each
 // a *FieldError or a *RuleError, joined (errors.Join); nil when c is valid.
-// It reads c and nothing else, and builds nothing, so a config loader can
-// check a file without a store. New calls it: a rule lives here once.
+// It reads c and nothing else and builds no engine (the route table is
+// compiled and dropped: compiling is its check), so a config loader can
+// check a file without a store. New calls it: each rule is written once.
 func (c Config) Validate() error {
 	sources := c.Sources
 	if sources == nil {

@@ -60,7 +60,7 @@ func (p *problems) add(field string, err error) {
 	p.errs = append(p.errs, problem{line: line, field: field, err: err})
 }
 
-// within reports whether field is inner or inside it ("a.b[0].c" is
+// within reports whether field is outer or inside it ("a.b[0].c" is
 // within "a.b").
 func within(field, outer string) bool {
 	if !strings.HasPrefix(field, outer) {
@@ -71,8 +71,8 @@ func within(field, outer string) bool {
 }
 
 // err returns every problem in the order of the file (by line number, not
-// as text, where line 11 would come before line 2), each as
-// "file:line: field: message".
+// as text, where line 11 would come before line 2; then left to right),
+// each as "file:line: field: message".
 func (p *problems) err() error {
 	if len(p.errs) == 0 {
 		return nil
@@ -81,37 +81,36 @@ func (p *problems) err() error {
 	if place == "" {
 		place = "config"
 	}
-	errs := make([]error, len(p.errs))
+	type placed struct {
+		problem
+		msg error // the problem with its place
+	}
+	all := make([]placed, len(p.errs))
 	for i, e := range p.errs {
 		at := place
 		if e.line > 0 {
 			at = fmt.Sprintf("%s:%d", place, e.line)
 		}
+		all[i] = placed{e, fmt.Errorf("%s: %w", at, e.err)}
 		if e.field != "" {
-			errs[i] = fmt.Errorf("%s: %s: %w", at, e.field, e.err)
-		} else {
-			errs[i] = fmt.Errorf("%s: %w", at, e.err)
+			all[i].msg = fmt.Errorf("%s: %s: %w", at, e.field, e.err)
 		}
 	}
-	order := make([]int, len(errs))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(i, j int) bool {
-		a, b := p.errs[order[i]], p.errs[order[j]]
+	sort.SliceStable(all, func(i, j int) bool {
+		a, b := all[i], all[j]
 		if a.line != b.line {
 			return a.line < b.line
 		}
 		if a.col != b.col {
 			return a.col < b.col
 		}
-		return errs[order[i]].Error() < errs[order[j]].Error()
+		return a.msg.Error() < b.msg.Error()
 	})
-	sorted := make([]error, len(errs))
-	for i, o := range order {
-		sorted[i] = errs[o]
+	errs := make([]error, len(all))
+	for i, e := range all {
+		errs[i] = e.msg
 	}
-	return errors.Join(sorted...)
+	return errors.Join(errs...)
 }
 
 // indexLines records the line of every mapping key and sequence item, by
