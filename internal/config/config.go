@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -635,13 +634,6 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// DefaultTokenFile is where serve keeps a generated admin token and where the
-// CLI looks for one: beside the store, "./keygate.admin-token" for the
-// default store.
-func DefaultTokenFile(storePath string) string {
-	return strings.TrimSuffix(storePath, filepath.Ext(storePath)) + ".admin-token"
 }
 
 // File is the path the config was read from; empty for the defaults.
