@@ -47,7 +47,7 @@ type checking struct {
 	rt     route
 	org    string // the org the request is for, reported upstream
 	strip  strip
-	raw    string // the presented key
+	raw    apikey.Secret // the presented key
 	now    time.Time
 	addr   netip.Addr // for allowlists; invalid when unknown
 	cred   *Credential
@@ -129,18 +129,18 @@ func (e *Engine) authenticate(ctx context.Context, c *checking) outcome {
 	if wait, ok := e.limits.throttled(throttle, c.now); ok {
 		return outcome{reason: ReasonRateLimited, custom: true, d: e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, c.now)}
 	}
-	if c.raw == "" {
+	if c.raw.IsZero() {
 		e.limits.failed(throttle, c.now)
 		return refuse(ReasonInvalidKey)
 	}
-	if _, err := e.format.Parse(c.raw); err != nil && !e.foreign {
+	if _, err := e.format.Parse(c.raw.Reveal()); err != nil && !e.foreign {
 		e.limits.failed(throttle, c.now)
 		return refuse(ReasonInvalidKey)
 	}
 	if err := ctx.Err(); err != nil {
 		return failed(fmt.Errorf("%w: before lookup: %w", ErrUnavailable, err))
 	}
-	cred, found, err := e.lookup.LookupKey(ctx, apikey.HashOf(c.raw))
+	cred, found, err := e.lookup.LookupKey(ctx, c.raw.Hash())
 	if err != nil {
 		return failed(fmt.Errorf("%w: look up key: %w", ErrUnavailable, err))
 	}

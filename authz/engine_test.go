@@ -108,21 +108,21 @@ func TestDecisionTable(t *testing.T) {
 		{"basic scheme is not a key", map[string]string{"authorization": "Basic dXNlcjpwYXNz"}, authz.ReasonMissingKey, 401, "API key is required"},
 		{"malformed", map[string]string{"x-api-key": "ak_live_a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"}, authz.ReasonInvalidKey, 401, "Invalid API key"},
 		{"unknown well-formed", map[string]string{"x-api-key": bogus}, authz.ReasonInvalidKey, 401, "Invalid API key"},
-		{"duplicated header", map[string]string{"x-api-key": w.active.Secret + "," + w.active.Secret}, authz.ReasonInvalidKey, 401, "Invalid API key"},
-		{"two sources", map[string]string{"x-api-key": w.active.Secret, "x-api-token": w.orgKey.Secret}, authz.ReasonInvalidKey, 401, "Invalid API key"},
-		{"same key in two sources", map[string]string{"x-api-key": w.active.Secret, "authorization": "Bearer " + w.active.Secret}, authz.ReasonInvalidKey, 401, "Invalid API key"},
+		{"duplicated header", map[string]string{"x-api-key": w.active.Secret.Reveal() + "," + w.active.Secret.Reveal()}, authz.ReasonInvalidKey, 401, "Invalid API key"},
+		{"two sources", map[string]string{"x-api-key": w.active.Secret.Reveal(), "x-api-token": w.orgKey.Secret.Reveal()}, authz.ReasonInvalidKey, 401, "Invalid API key"},
+		{"same key in two sources", map[string]string{"x-api-key": w.active.Secret.Reveal(), "authorization": "Bearer " + w.active.Secret.Reveal()}, authz.ReasonInvalidKey, 401, "Invalid API key"},
 		{"10 KB garbage", map[string]string{"x-api-key": strings.Repeat("A", 10<<10)}, authz.ReasonInvalidKey, 401, "Invalid API key"},
 		{"non-ascii", map[string]string{"x-api-key": "ak_live_ÄÖÜ" + strings.Repeat("a", 27)}, authz.ReasonInvalidKey, 401, "Invalid API key"},
-		{"nul byte", map[string]string{"x-api-key": w.active.Secret[:20] + "\x00" + w.active.Secret[21:]}, authz.ReasonInvalidKey, 401, "Invalid API key"},
-		{"expired", map[string]string{"x-api-key": w.expired.Secret}, authz.ReasonExpiredKey, 401, "API key has expired"},
-		{"revoked", map[string]string{"x-api-key": w.revoked.Secret}, authz.ReasonRevokedKey, 401, "API key has been revoked"},
-		{"inactive", map[string]string{"x-api-key": w.paused.Secret}, authz.ReasonInactiveKey, 401, "API key is inactive"},
-		{"bearer", map[string]string{"authorization": "Bearer " + w.active.Secret}, authz.ReasonOK, 200, ""},
-		{"bearer lower-case scheme", map[string]string{"authorization": "bearer  " + w.active.Secret}, authz.ReasonOK, 200, ""},
-		{"x-api-key", map[string]string{"x-api-key": w.active.Secret}, authz.ReasonOK, 200, ""},
-		{"x-api-token", map[string]string{"x-api-token": w.orgKey.Secret}, authz.ReasonOK, 200, ""},
-		{"x-api-key beside basic auth", map[string]string{"x-api-key": w.active.Secret, "authorization": "Basic dXNlcjpwYXNz"}, authz.ReasonOK, 200, ""},
-		{"old key inside rotation grace", map[string]string{"x-api-key": w.graceOld.Secret}, authz.ReasonOK, 200, ""},
+		{"nul byte", map[string]string{"x-api-key": w.active.Secret.Reveal()[:20] + "\x00" + w.active.Secret.Reveal()[21:]}, authz.ReasonInvalidKey, 401, "Invalid API key"},
+		{"expired", map[string]string{"x-api-key": w.expired.Secret.Reveal()}, authz.ReasonExpiredKey, 401, "API key has expired"},
+		{"revoked", map[string]string{"x-api-key": w.revoked.Secret.Reveal()}, authz.ReasonRevokedKey, 401, "API key has been revoked"},
+		{"inactive", map[string]string{"x-api-key": w.paused.Secret.Reveal()}, authz.ReasonInactiveKey, 401, "API key is inactive"},
+		{"bearer", map[string]string{"authorization": "Bearer " + w.active.Secret.Reveal()}, authz.ReasonOK, 200, ""},
+		{"bearer lower-case scheme", map[string]string{"authorization": "bearer  " + w.active.Secret.Reveal()}, authz.ReasonOK, 200, ""},
+		{"x-api-key", map[string]string{"x-api-key": w.active.Secret.Reveal()}, authz.ReasonOK, 200, ""},
+		{"x-api-token", map[string]string{"x-api-token": w.orgKey.Secret.Reveal()}, authz.ReasonOK, 200, ""},
+		{"x-api-key beside basic auth", map[string]string{"x-api-key": w.active.Secret.Reveal(), "authorization": "Basic dXNlcjpwYXNz"}, authz.ReasonOK, 200, ""},
+		{"old key inside rotation grace", map[string]string{"x-api-key": w.graceOld.Secret.Reveal()}, authz.ReasonOK, 200, ""},
 	}
 	for _, format := range []string{authz.FormatSimple, authz.FormatProblem} {
 		e := w.engine(t, authz.Config{Errors: authz.ErrorStyle{Format: format, ProblemTypeBase: "https://api.example.com/errors/"}})
@@ -206,7 +206,7 @@ func TestAllowHeaders(t *testing.T) {
 	w := newWorld(t)
 	e := w.engine(t, authz.Config{})
 	spoofed := map[string]string{
-		"authorization": "Bearer " + w.active.Secret,
+		"authorization": "Bearer " + w.active.Secret.Reveal(),
 		"x-tenant-id":   "evil-tenant",
 		"x-org-id":      "evil-org",
 		"x-scopes":      "admin:*",
@@ -243,8 +243,8 @@ func TestAllowHeaders(t *testing.T) {
 	}
 
 	// An org-level key from x-api-token, without user or scopes.
-	d = decide(t, e, map[string]string{"x-api-token": w.orgKey.Secret, "x-user-id": "evil", "x-scopes": "admin"})
-	upstream = applyLikeEnvoy(map[string]string{"x-api-token": w.orgKey.Secret, "x-user-id": "evil", "x-scopes": "admin"}, d)
+	d = decide(t, e, map[string]string{"x-api-token": w.orgKey.Secret.Reveal(), "x-user-id": "evil", "x-scopes": "admin"})
+	upstream = applyLikeEnvoy(map[string]string{"x-api-token": w.orgKey.Secret.Reveal(), "x-user-id": "evil", "x-scopes": "admin"}, d)
 	want := map[string]string{
 		"x-tenant-id": w.tenant, "x-org-id": w.org, "x-api-key-id": w.orgKey.ID, "x-api-key-name": "key",
 		"x-api-key-environment": "test", "x-rate-limit-tier": "standard",
@@ -281,10 +281,10 @@ func TestConfiguredSourcesAndHeaders(t *testing.T) {
 		Sources: []string{"x-api-key"},
 		Headers: authz.IdentityHeaders{Tenant: "x-acme-tenant", Scopes: "x-acme-scopes"},
 	})
-	if d := decide(t, e, map[string]string{"authorization": "Bearer " + w.active.Secret}); d.Reason != authz.ReasonMissingKey {
+	if d := decide(t, e, map[string]string{"authorization": "Bearer " + w.active.Secret.Reveal()}); d.Reason != authz.ReasonMissingKey {
 		t.Fatalf("disabled bearer source: %s, want missing", d.Reason)
 	}
-	d := decide(t, e, map[string]string{"x-api-key": w.active.Secret})
+	d := decide(t, e, map[string]string{"x-api-key": w.active.Secret.Reveal()})
 	if header(d.Set, "x-acme-tenant") != w.tenant || header(d.Set, "x-acme-scopes") == "" || header(d.Set, "x-tenant-id") != "" {
 		t.Fatalf("renamed headers not used: %+v", d.Set)
 	}
@@ -308,7 +308,7 @@ func TestConfiguredSourcesAndHeaders(t *testing.T) {
 func TestForeignKeys(t *testing.T) {
 	w := newWorld(t)
 	legacy := "sk_legacy_0123456789abcdefABCDEF"
-	if _, err := w.store.ImportKey(t.Context(), keystore.Import{KeySpec: keystore.KeySpec{TenantID: w.tenant, Name: "legacy"}, Raw: legacy}); err != nil {
+	if _, err := w.store.ImportKey(t.Context(), keystore.Import{KeySpec: keystore.KeySpec{TenantID: w.tenant, Name: "legacy"}, Raw: apikey.NewSecret(legacy)}); err != nil {
 		t.Fatal(err)
 	}
 	strict := w.engine(t, authz.Config{})
@@ -331,21 +331,21 @@ func TestFailClosed(t *testing.T) {
 	e := w.engine(t, authz.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	d, err := e.Decide(ctx, &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret}})
+	d, err := e.Decide(ctx, &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret.Reveal()}})
 	if !errors.Is(err, authz.ErrUnavailable) || d.Allow() || d.Status != 503 || d.Reason != authz.ReasonUnavailable {
 		t.Fatalf("cancelled ctx: %+v, %v", d, err)
 	}
 	checkBody(t, authz.FormatSimple, d, "Authorization temporarily unavailable")
 
-	decide(t, e, map[string]string{"x-api-key": w.active.Secret}) // cache it
+	decide(t, e, map[string]string{"x-api-key": w.active.Secret.Reveal()}) // cache it
 	if err := w.store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	d, err = e.Decide(context.Background(), &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret}})
+	d, err = e.Decide(context.Background(), &authz.Request{Headers: map[string]string{"x-api-key": w.active.Secret.Reveal()}})
 	if !errors.Is(err, authz.ErrUnavailable) || !errors.Is(err, keystore.ErrClosed) || d.Allow() || d.Status != 503 {
 		t.Fatalf("closed store: %+v, %v", d, err)
 	}
-	if strings.Contains(err.Error(), w.active.Secret) {
+	if strings.Contains(err.Error(), w.active.Secret.Reveal()) {
 		t.Fatal("error carries the raw key")
 	}
 }
@@ -358,8 +358,8 @@ func TestRecorderOnlyOnAllow(t *testing.T) {
 	w := newWorld(t)
 	r := &recorder{}
 	e := w.engine(t, authz.Config{Recorder: r})
-	decide(t, e, map[string]string{"x-api-key": w.active.Secret})
-	decide(t, e, map[string]string{"x-api-key": w.revoked.Secret})
+	decide(t, e, map[string]string{"x-api-key": w.active.Secret.Reveal()})
+	decide(t, e, map[string]string{"x-api-key": w.revoked.Secret.Reveal()})
 	if diff := cmp.Diff(r.ids, []string{w.active.ID}); diff != "" {
 		t.Fatalf("recorded uses (-got +want):\n%s", diff)
 	}

@@ -16,7 +16,7 @@ var DefaultSources = []string{SourceAuthorization, "x-api-key", "x-api-token"}
 
 // extraction is the outcome of looking for a key in a request.
 type extraction struct {
-	raw    string
+	raw    apikey.Secret
 	source int    // index into the engine's sources; valid when reason is ReasonOK
 	reason Reason // ReasonOK, ReasonMissingKey or ReasonInvalidKey
 	// present has bit i set when the request carries sources[i] at all
@@ -55,9 +55,9 @@ func extract(sources []string, headers map[string]string) extraction {
 			ambiguous = true
 			continue
 		}
-		found.raw, found.source, found.reason = v, i, ReasonOK
+		found.raw, found.source, found.reason = apikey.NewSecret(v), i, ReasonOK
 	}
-	if ambiguous || found.reason == ReasonOK && !apikey.Plausible(found.raw) {
+	if ambiguous || found.reason == ReasonOK && !apikey.Plausible(found.raw.Reveal()) {
 		return extraction{reason: ReasonInvalidKey, present: found.present}
 	}
 	return found

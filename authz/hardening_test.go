@@ -43,8 +43,8 @@ func TestEveryAllowStripsCredentials(t *testing.T) {
 			{Name: "shadowed", PathPrefix: "/new/", Scopes: []string{"new:read"}, Shadow: true},
 		},
 	}, func(c *authz.Config) { c.Signing = authz.Signing{Secret: []byte("0123456789abcdef0123456789abcdef")} })
-	k := w.tenantKey.Secret
-	other := w.vault.Secret
+	k := w.tenantKey.Secret.Reveal()
+	other := w.vault.Secret.Reveal()
 	spoof := map[string]string{
 		"x_tenant_id": "evil", "x-tenant_id": "evil", "x_org-id": "evil", "x_user_id": "evil",
 		"x_api_key_id": "evil", "x_api-key_name": "evil", "x_api_key_environment": "evil",
@@ -110,7 +110,7 @@ func TestEveryAllowStripsCredentials(t *testing.T) {
 func TestCleanRequestsAllocateNoRemoveList(t *testing.T) {
 	w := newTenantWorld(t)
 	e := w.engine(t, authz.Policy{Rules: []authz.Rule{{Path: "/healthz", Public: true}}})
-	req := &authz.Request{Method: "GET", Path: "/healthz", Headers: map[string]string{"x-api-key": w.tenantKey.Secret, "user-agent": "x"}}
+	req := &authz.Request{Method: "GET", Path: "/healthz", Headers: map[string]string{"x-api-key": w.tenantKey.Secret.Reveal(), "user-agent": "x"}}
 	if n := testing.AllocsPerRun(100, func() { e.Decide(t.Context(), req) }); n > 1 {
 		t.Fatalf("a public allow allocates %v times", n)
 	}

@@ -97,7 +97,7 @@ func TestFailedAuthThrottle(t *testing.T) {
 		}
 	}
 	before := cl.n.Load()
-	for _, k := range []string{unknown, "garbage", w.std.Secret} {
+	for _, k := range []string{unknown, "garbage", w.std.Secret.Reveal()} {
 		d := decideFrom(t, e, "198.51.100.7", map[string]string{"x-api-key": k}, nil)
 		if d.Reason != authz.ReasonRateLimited || d.Status != 429 || header(d.ResponseHeaders, "retry-after") == "" {
 			t.Fatalf("throttled address: %s %d %v", d.Reason, d.Status, d.ResponseHeaders)
@@ -110,15 +110,15 @@ func TestFailedAuthThrottle(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		decideFrom(t, e, "2001:db8:1:2::"+strconv.Itoa(i+1), map[string]string{"x-api-key": unknown}, nil)
 	}
-	if d := decideFrom(t, e, "2001:db8:1:2::ffff", map[string]string{"x-api-key": w.std.Secret}, nil); d.Reason != authz.ReasonRateLimited {
+	if d := decideFrom(t, e, "2001:db8:1:2::ffff", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); d.Reason != authz.ReasonRateLimited {
 		t.Fatalf("same /64: %s", d.Reason)
 	}
-	if d := decideFrom(t, e, "203.0.113.1", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() {
+	if d := decideFrom(t, e, "203.0.113.1", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() {
 		t.Fatalf("valid key from another address: %s", d.Reason)
 	}
 	// The window rolls over.
 	w.now = w.now.Add(time.Minute)
-	if d := decideFrom(t, e, "198.51.100.7", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() {
+	if d := decideFrom(t, e, "198.51.100.7", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() {
 		t.Fatalf("after the window: %s", d.Reason)
 	}
 	// Missing keys are not guesses.
@@ -126,7 +126,7 @@ func TestFailedAuthThrottle(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		decideFrom(t, off, "192.0.2.1", nil, nil)
 	}
-	if d := decideFrom(t, off, "192.0.2.1", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() {
+	if d := decideFrom(t, off, "192.0.2.1", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() {
 		t.Fatalf("requests without a key throttled the address: %s", d.Reason)
 	}
 }
@@ -139,27 +139,27 @@ func TestTierLimitsAndCost(t *testing.T) {
 	}}}, nil)
 	cost := map[string]string{"keygate.cost": "4"}
 	for i, want := range []string{"6", "2"} {
-		d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, cost)
+		d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, cost)
 		if !d.Allow() || header(d.ResponseHeaders, "x-ratelimit-remaining") != want {
 			t.Fatalf("cost-4 request %d: %s remaining %q", i+1, d.Reason, header(d.ResponseHeaders, "x-ratelimit-remaining"))
 		}
 	}
-	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, cost)
+	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, cost)
 	if d.Reason != authz.ReasonRateLimited || header(d.ResponseHeaders, "retry-after") != "12" {
 		t.Fatalf("cost 4 with 2 left: %s retry-after %q (2 tokens at 6 s each)", d.Reason, header(d.ResponseHeaders, "retry-after"))
 	}
-	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() {
+	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() {
 		t.Fatalf("a refused request was charged: cost 1 with 2 left: %s", d.Reason)
 	}
-	d = decideFrom(t, e, "", map[string]string{"x-api-key": w.ent.Secret}, nil)
+	d = decideFrom(t, e, "", map[string]string{"x-api-key": w.ent.Secret.Reveal()}, nil)
 	if header(d.ResponseHeaders, "ratelimit-policy") != `"enterprise";q=20;w=60` || header(d.ResponseHeaders, "x-ratelimit-limit") != "20" {
 		t.Fatalf("enterprise burst headers: %v", d.ResponseHeaders)
 	}
 	// Shadow mode reports the 429 it would have given.
 	for i := 0; i < 3; i++ {
-		decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil)
+		decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil)
 	}
-	d = decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, map[string]string{"keygate.shadow": "true"})
+	d = decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, map[string]string{"keygate.shadow": "true"})
 	if !d.Allow() || d.WouldDeny != authz.ReasonRateLimited {
 		t.Fatalf("shadow rate limit: allow=%v would_deny=%s", d.Allow(), d.WouldDeny)
 	}
@@ -174,11 +174,11 @@ func TestOrgAndTenantBudgets(t *testing.T) {
 		Tenant: ratelimit.Limit{Requests: 5, Window: time.Minute},
 	}}, nil)
 	for _, k := range []keystore.CreatedKey{w.orgA, w.orgB, w.orgA} {
-		if d := decideFrom(t, e, "", map[string]string{"x-api-key": k.Secret}, nil); !d.Allow() {
+		if d := decideFrom(t, e, "", map[string]string{"x-api-key": k.Secret.Reveal()}, nil); !d.Allow() {
 			t.Fatalf("within the org budget: %s", d.Reason)
 		}
 	}
-	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.orgB.Secret}, nil)
+	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.orgB.Secret.Reveal()}, nil)
 	if d.Reason != authz.ReasonRateLimited || header(d.ResponseHeaders, "ratelimit") != `"org";r=0;t=60` {
 		t.Fatalf("org budget used up: %s %v", d.Reason, d.ResponseHeaders)
 	}
@@ -187,11 +187,11 @@ func TestOrgAndTenantBudgets(t *testing.T) {
 	}
 	// The tenant's other keys share the tenant budget: 3 spent, 2 left.
 	for i := 0; i < 2; i++ {
-		if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() {
+		if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() {
 			t.Fatalf("tenant budget request %d: %s", i+1, d.Reason)
 		}
 	}
-	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.ent.Secret}, nil); d.Reason != authz.ReasonRateLimited {
+	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.ent.Secret.Reveal()}, nil); d.Reason != authz.ReasonRateLimited {
 		t.Fatalf("tenant budget used up: %s", d.Reason)
 	}
 }
@@ -226,20 +226,20 @@ func TestCreditsThroughEngine(t *testing.T) {
 	e := w.engine(t, authz.Config{Credits: w.store}, nil)
 	cost := map[string]string{"keygate.cost": "2"}
 	for _, want := range []string{"3", "1"} {
-		d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret}, cost)
+		d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret.Reveal()}, cost)
 		if !d.Allow() || header(d.ResponseHeaders, "x-credits-remaining") != want {
 			t.Fatalf("metered request: %s credits %q", d.Reason, header(d.ResponseHeaders, "x-credits-remaining"))
 		}
 	}
-	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret}, cost)
+	d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret.Reveal()}, cost)
 	if d.Reason != authz.ReasonCreditsExhausted || d.Status != 429 {
 		t.Fatalf("credits at 1, cost 2: %s %d", d.Reason, d.Status)
 	}
 	checkBody(t, authz.FormatSimple, d, "API credits exhausted")
-	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret}, nil); !d.Allow() {
+	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.metered.Secret.Reveal()}, nil); !d.Allow() {
 		t.Fatalf("cost 1 with 1 left: %s", d.Reason)
 	}
-	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil); !d.Allow() || header(d.ResponseHeaders, "x-credits-remaining") != "" {
+	if d := decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil); !d.Allow() || header(d.ResponseHeaders, "x-credits-remaining") != "" {
 		t.Fatalf("unmetered key: %s %v", d.Reason, d.ResponseHeaders)
 	}
 }
@@ -269,7 +269,7 @@ func TestSharedLimiterPolicy(t *testing.T) {
 	b := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: shared}}, nil)
 	admitted := 0
 	for _, e := range []*authz.Engine{a, b, a, b} {
-		if decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret}, nil).Allow() {
+		if decideFrom(t, e, "", map[string]string{"x-api-key": w.std.Secret.Reveal()}, nil).Allow() {
 			admitted++
 		}
 	}
@@ -279,13 +279,13 @@ func TestSharedLimiterPolicy(t *testing.T) {
 	// Shared state down: closed refuses with 503, open falls back.
 	down := &downLimiter{}
 	closed := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: down}}, nil)
-	d, err := closed.Decide(context.Background(), &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": w.ent.Secret}})
+	d, err := closed.Decide(context.Background(), &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": w.ent.Secret.Reveal()}})
 	if d.Allow() || d.Status != 503 || !errors.Is(err, authz.ErrUnavailable) {
 		t.Fatalf("fail closed: %+v %v", d.Reason, err)
 	}
 	open := w.engine(t, authz.Config{RateLimits: authz.RateLimits{Tiers: tiers, Shared: down, SharedFailOpen: true}}, nil)
 	for i, want := range []bool{true, true, false} {
-		if got := decideFrom(t, open, "", map[string]string{"x-api-key": w.ent.Secret}, nil).Allow(); got != want {
+		if got := decideFrom(t, open, "", map[string]string{"x-api-key": w.ent.Secret.Reveal()}, nil).Allow(); got != want {
 			t.Fatalf("fail open request %d: allow=%v, want the local budget of 2", i+1, got)
 		}
 	}

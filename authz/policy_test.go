@@ -86,7 +86,9 @@ func (c call) run(t *testing.T, e *authz.Engine) (authz.Decision, error) {
 	return e.Decide(context.Background(), &authz.Request{Method: c.method, Path: c.path, Host: c.host, Peer: c.peer, Headers: c.headers, Settings: c.settings})
 }
 
-func key(k keystore.CreatedKey) map[string]string { return map[string]string{"x-api-key": k.Secret} }
+func key(k keystore.CreatedKey) map[string]string {
+	return map[string]string{"x-api-key": k.Secret.Reveal()}
+}
 
 var routes = authz.Policy{
 	OrgHeader:         "x-org-id",
@@ -141,8 +143,8 @@ func TestPolicyDecisions(t *testing.T) {
 		{"tenant key, org of its tenant", call{path: "/api/v2/orgs/US/projects", headers: key(w.tenantKey)}, authz.ReasonOK, "org-projects", "us"},
 		{"tenant key, org of another tenant", call{path: "/api/v2/orgs/OTHER/projects", headers: key(w.tenantKey)}, authz.ReasonOrgForbidden, "org-projects", ""},
 		{"tenant key, unknown org", call{path: "/api/v2/orgs/nope/projects", headers: key(w.tenantKey)}, authz.ReasonOrgForbidden, "org-projects", ""},
-		{"org header, tenant key", call{path: "/elsewhere", headers: map[string]string{"x-api-key": w.tenantKey.Secret, "x-org-id": "US"}}, authz.ReasonOK, "(unmatched)", "us"},
-		{"org header, org key elsewhere", call{path: "/elsewhere", headers: map[string]string{"x-api-key": w.euKey.Secret, "x-org-id": "US"}}, authz.ReasonOrgForbidden, "(unmatched)", ""},
+		{"org header, tenant key", call{path: "/elsewhere", headers: map[string]string{"x-api-key": w.tenantKey.Secret.Reveal(), "x-org-id": "US"}}, authz.ReasonOK, "(unmatched)", "us"},
+		{"org header, org key elsewhere", call{path: "/elsewhere", headers: map[string]string{"x-api-key": w.euKey.Secret.Reveal(), "x-org-id": "US"}}, authz.ReasonOrgForbidden, "(unmatched)", ""},
 		{"ip allowed", call{path: "/x", peer: "10.1.2.3", headers: key(w.ipKey)}, authz.ReasonOK, "(unmatched)", ""},
 		{"ip allowed, mapped v4", call{path: "/x", peer: "::ffff:10.1.2.3", headers: key(w.ipKey)}, authz.ReasonOK, "(unmatched)", ""},
 		{"ip allowed v6", call{path: "/x", peer: "2001:db8::1", headers: key(w.ipKey)}, authz.ReasonOK, "(unmatched)", ""},
@@ -258,8 +260,8 @@ func TestContextExtensionsPrecedence(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := map[string]string{}
-			if tt.k.Secret != "" {
-				h["x-api-key"] = tt.k.Secret
+			if tt.k.Secret.Reveal() != "" {
+				h["x-api-key"] = tt.k.Secret.Reveal()
 			}
 			d, err := call{path: tt.path, headers: h, settings: tt.settings}.run(t, e)
 			if (err != nil) != tt.err || tt.err && !errors.Is(err, authz.ErrUnavailable) {
@@ -351,7 +353,7 @@ func TestShadowMode(t *testing.T) {
 func TestIntrospection(t *testing.T) {
 	w := newTenantWorld(t)
 	e := w.engine(t, routes)
-	d, err := call{path: "/api/v2/me", headers: map[string]string{"authorization": "Bearer " + w.euKey.Secret}}.run(t, e)
+	d, err := call{path: "/api/v2/me", headers: map[string]string{"authorization": "Bearer " + w.euKey.Secret.Reveal()}}.run(t, e)
 	if err != nil || d.Allow() || d.Status != 200 || d.Reason != authz.ReasonIntrospection {
 		t.Fatalf("introspection: %+v, %v", d, err)
 	}
@@ -367,7 +369,7 @@ func TestIntrospection(t *testing.T) {
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Fatalf("principal (-got +want):\n%s", diff)
 	}
-	if strings.Contains(d.Body, w.euKey.Secret) {
+	if strings.Contains(d.Body, w.euKey.Secret.Reveal()) {
 		t.Fatal("introspection body contains the key")
 	}
 	w.store.RevokeKey(t.Context(), w.euKey.ID)
@@ -413,7 +415,7 @@ func TestSignedIdentity(t *testing.T) {
 		c.Signing = authz.Signing{Secret: secret}
 		c.Now = func() time.Time { return now }
 	})
-	d, _ := call{path: "/api/v2/orgs/" + w.acmeUS + "/projects", headers: map[string]string{"x-api-key": w.tenantKey.Secret, "x-keygate-signature": "forged"}}.run(t, e)
+	d, _ := call{path: "/api/v2/orgs/" + w.acmeUS + "/projects", headers: map[string]string{"x-api-key": w.tenantKey.Secret.Reveal(), "x-keygate-signature": "forged"}}.run(t, e)
 	up := applyLikeEnvoy(map[string]string{"x-keygate-signature": "forged"}, d)
 	values := [8]string{up["x-tenant-id"], up["x-org-id"], up["x-user-id"], up["x-api-key-id"], up["x-api-key-name"], up["x-api-key-environment"], up["x-rate-limit-tier"], up["x-scopes"]}
 	sig := up["x-keygate-signature"]

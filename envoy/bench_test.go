@@ -34,7 +34,7 @@ func BenchmarkAdapterCheck(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		key  string
-	}{{"allow", k.Secret}, {"deny-malformed", k.Secret[:len(k.Secret)-1] + "!"}} {
+	}{{"allow", k.Secret.Reveal()}, {"deny-malformed", k.Secret.Reveal()[:len(k.Secret.Reveal())-1] + "!"}} {
 		b.Run(c.name, func(b *testing.B) {
 			req := checkRequest(map[string]string{"x-api-key": c.key, "x-tenant-id": "spoofed", "accept": "*/*"})
 			ctx := context.Background()

@@ -44,10 +44,10 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	seed(map[string]string{"x-api-key": key.Secret}, nil)
-	seed(map[string]string{"authorization": "Bearer " + key.Secret, "x-tenant-id": "x"}, nil)
-	seed(nil, []*corev3.HeaderValue{{Key: "x-api-key", RawValue: []byte(key.Secret)}, {Key: "X-API-KEY", Value: "a"}})
-	seed(map[string]string{"x-api-key": key.Secret + "," + key.Secret}, nil)
+	seed(map[string]string{"x-api-key": key.Secret.Reveal()}, nil)
+	seed(map[string]string{"authorization": "Bearer " + key.Secret.Reveal(), "x-tenant-id": "x"}, nil)
+	seed(nil, []*corev3.HeaderValue{{Key: "x-api-key", RawValue: []byte(key.Secret.Reveal())}, {Key: "X-API-KEY", Value: "a"}})
+	seed(map[string]string{"x-api-key": key.Secret.Reveal() + "," + key.Secret.Reveal()}, nil)
 	f.Add([]byte{})
 
 	f.Fuzz(func(t *testing.T, wire []byte) {
@@ -63,7 +63,7 @@ func FuzzCheckRequest(f *testing.F) {
 			r := requestOf(&req)
 			carried := false
 			for _, src := range authz.DefaultSources {
-				if strings.Contains(r.Headers[src], key.Secret) {
+				if strings.Contains(r.Headers[src], key.Secret.Reveal()) {
 					carried = true
 				}
 			}

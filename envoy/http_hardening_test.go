@@ -17,7 +17,7 @@ func TestHTTPEnvoyPublicRouteStripsCredentials(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "health", Path: "/healthz", Public: true}}}})
 	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
 	resp, _ := h.raw(t, "GET", "/envoy/healthz", [][2]string{
-		{"X-Api-Key", k.Secret}, {"Authorization", "Bearer " + k.Secret}, {"X_Tenant_Id", "evil"}, {"X-Api_Token", "x"},
+		{"X-Api-Key", k.Secret.Reveal()}, {"Authorization", "Bearer " + k.Secret.Reveal()}, {"X_Tenant_Id", "evil"}, {"X-Api_Token", "x"},
 	})
 	if resp.StatusCode != 200 {
 		t.Fatalf("public route: %d", resp.StatusCode)
@@ -90,7 +90,7 @@ func TestHTTPIntrospectionIsNeverAnAllow(t *testing.T) {
 		{"forward", "/forward", [][2]string{{"X-Forwarded-Uri", "/me"}}, 403, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := h.raw(t, "GET", tt.path, append(tt.headers, [2]string{"X-Api-Key", k.Secret}))
+			resp, body := h.raw(t, "GET", tt.path, append(tt.headers, [2]string{"X-Api-Key", k.Secret.Reveal()}))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}

@@ -64,7 +64,7 @@ func TestHTTPEnvoyDialect(t *testing.T) {
 	}}})
 	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k", Scopes: []string{"vault:read"}})
 
-	resp, body := h.do(t, "POST", "/envoy/api/items?x=1", map[string]string{"X-Api-Key": k.Secret, "X-Tenant-Id": "evil"})
+	resp, body := h.do(t, "POST", "/envoy/api/items?x=1", map[string]string{"X-Api-Key": k.Secret.Reveal(), "X-Tenant-Id": "evil"})
 	if resp.StatusCode != 200 || body != "" {
 		t.Fatalf("allow: %d %q", resp.StatusCode, body)
 	}
@@ -75,7 +75,7 @@ func TestHTTPEnvoyDialect(t *testing.T) {
 		t.Fatalf("x-envoy-auth-headers-to-remove = %q", got)
 	}
 	// The original path (after the prefix) is what the rules see.
-	resp, body = h.do(t, "GET", "/envoy/vault/x", map[string]string{"Authorization": "Bearer " + k.Secret})
+	resp, body = h.do(t, "GET", "/envoy/vault/x", map[string]string{"Authorization": "Bearer " + k.Secret.Reveal()})
 	if resp.StatusCode != 403 || !strings.Contains(body, "API key is missing required scope: vault:write") {
 		t.Fatalf("scope denial: %d %q", resp.StatusCode, body)
 	}
@@ -109,7 +109,7 @@ func TestHTTPNginxDialect(t *testing.T) {
 		}
 		return m
 	}
-	resp, _ := h.do(t, "GET", "/nginx", orig("/api/x", k.Secret))
+	resp, _ := h.do(t, "GET", "/nginx", orig("/api/x", k.Secret.Reveal()))
 	if resp.StatusCode != 200 || resp.Header.Get("X-Tenant-Id") != h.tenant {
 		t.Fatalf("allow: %d %v", resp.StatusCode, resp.Header)
 	}
@@ -119,8 +119,8 @@ func TestHTTPNginxDialect(t *testing.T) {
 		realStatus string
 		message    string
 	}{
-		{"/api/x", revoked.Secret, 401, "401", "API key has been revoked"},
-		{"/admin/x", k.Secret, 403, "403", "API key is missing required scope: admin"},
+		{"/api/x", revoked.Secret.Reveal(), 401, "401", "API key has been revoked"},
+		{"/admin/x", k.Secret.Reveal(), 403, "403", "API key is missing required scope: admin"},
 	} {
 		resp, _ := h.do(t, "GET", "/nginx", orig(tt.uri, tt.key))
 		if resp.StatusCode != tt.status || resp.Header.Get(envoy.HeaderStatus) != tt.realStatus {
@@ -146,7 +146,7 @@ func TestHTTPNginx429(t *testing.T) {
 	}
 	// Another client behind the same nginx is not throttled.
 	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
-	if resp, _ := h.do(t, "GET", "/nginx", map[string]string{"X-Original-URI": "/x", "X-Api-Key": k.Secret, "X-Real-IP": "203.0.113.5"}); resp.StatusCode != 200 {
+	if resp, _ := h.do(t, "GET", "/nginx", map[string]string{"X-Original-URI": "/x", "X-Api-Key": k.Secret.Reveal(), "X-Real-IP": "203.0.113.5"}); resp.StatusCode != 200 {
 		t.Fatalf("another client behind the proxy: %d", resp.StatusCode)
 	}
 }
@@ -160,11 +160,11 @@ func TestHTTPPeerIsNotTheClient(t *testing.T) {
 		h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": "guess"})
 	}
 	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
-	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": k.Secret}); resp.StatusCode != 200 {
+	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": k.Secret.Reveal()}); resp.StatusCode != 200 {
 		t.Fatalf("a valid key behind the same proxy as a guesser: %d", resp.StatusCode)
 	}
 	local, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "l", AllowedCIDRs: []string{"127.0.0.0/8"}})
-	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": local.Secret}); resp.StatusCode != 403 {
+	if resp, _ := h.do(t, "GET", "/forward", map[string]string{"X-Forwarded-Uri": "/x", "X-Api-Key": local.Secret.Reveal()}); resp.StatusCode != 403 {
 		t.Fatalf("an allowlist matched the proxy's loopback address: %d", resp.StatusCode)
 	}
 }
@@ -172,7 +172,7 @@ func TestHTTPPeerIsNotTheClient(t *testing.T) {
 func TestHTTPForwardDialect(t *testing.T) {
 	h := startHTTP(t, authz.Config{Policy: authz.Policy{Rules: []authz.Rule{{Name: "api", Host: "api.example.com", PathPrefix: "/api/"}}, DenyUnmatched: true}})
 	k, _ := h.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: h.tenant, Name: "k"})
-	fwd := map[string]string{"X-Forwarded-Uri": "/api/items", "X-Forwarded-Method": "DELETE", "X-Forwarded-Host": "api.example.com", "X-Api-Token": k.Secret}
+	fwd := map[string]string{"X-Forwarded-Uri": "/api/items", "X-Forwarded-Method": "DELETE", "X-Forwarded-Host": "api.example.com", "X-Api-Token": k.Secret.Reveal()}
 	resp, _ := h.do(t, "GET", "/forward", fwd)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Api-Key-Id") != k.ID {
 		t.Fatalf("forward allow: %d %v", resp.StatusCode, resp.Header)

@@ -31,7 +31,7 @@ func TestAccessLog(t *testing.T) {
 	conn, _ := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer conn.Close()
 	client := authv3.NewAuthorizationClient(conn)
-	for _, h := range []map[string]string{{"x-api-key": k.Secret}, {"x-api-key": k.Secret[:len(k.Secret)-1] + "x"}, {}} {
+	for _, h := range []map[string]string{{"x-api-key": k.Secret.Reveal()}, {"x-api-key": k.Secret.Reveal()[:len(k.Secret.Reveal())-1] + "x"}, {}} {
 		if _, err := client.Check(t.Context(), checkRequest(h)); err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func TestAccessLog(t *testing.T) {
 	if first["msg"] != "allowed" || first["api_key_id"] != k.ID || first["reason"] != "ok" || len(first["decision_id"].(string)) != 16 {
 		t.Fatalf("access log line %v", first)
 	}
-	if strings.Contains(logs.String(), k.Secret) || strings.Contains(logs.String(), k.Secret[:20]) {
+	if strings.Contains(logs.String(), k.Secret.Reveal()) || strings.Contains(logs.String(), k.Secret.Reveal()[:20]) {
 		t.Fatal("the log contains the key")
 	}
 }

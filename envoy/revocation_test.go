@@ -54,7 +54,7 @@ func TestChangesUnderLoad(t *testing.T) {
 				RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 20, Window: time.Second}}},
 			})
 			k := h.key(t, c.spec)
-			req := checkRequest(map[string]string{"x-api-key": k.Secret})
+			req := checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()})
 			var (
 				changed  atomic.Bool
 				badAfter atomic.Int64

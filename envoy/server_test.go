@@ -137,7 +137,7 @@ func TestCheckAllowAsEnvoyApplies(t *testing.T) {
 	h := start(t, authz.Config{})
 	k := h.key(t, keystore.KeySpec{OrgID: h.org, UserID: "u-42", Scopes: []string{"vault:read"}, Tier: "enterprise"})
 	sent := map[string]string{
-		"x-api-key":      k.Secret,
+		"x-api-key":      k.Secret.Reveal(),
 		"x-tenant-id":    "spoofed",
 		"x-api-key-id":   "spoofed",
 		"x-scopes":       "admin",
@@ -198,8 +198,8 @@ func TestCheckDenials(t *testing.T) {
 		}{
 			{"missing", map[string]string{}, 401, code.Code_UNAUTHENTICATED, "API key is required"},
 			{"invalid", map[string]string{"authorization": "Bearer ak_live_a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"}, 401, code.Code_UNAUTHENTICATED, "Invalid API key"},
-			{"revoked", map[string]string{"x-api-token": revoked.Secret}, 401, code.Code_UNAUTHENTICATED, "API key has been revoked"},
-			{"inactive", map[string]string{"x-api-key": paused.Secret}, 401, code.Code_UNAUTHENTICATED, "API key is inactive"},
+			{"revoked", map[string]string{"x-api-token": revoked.Secret.Reveal()}, 401, code.Code_UNAUTHENTICATED, "API key has been revoked"},
+			{"inactive", map[string]string{"x-api-key": paused.Secret.Reveal()}, 401, code.Code_UNAUTHENTICATED, "API key is inactive"},
 		}
 		for _, tt := range tests {
 			t.Run(format+"/"+tt.name, func(t *testing.T) {
@@ -244,13 +244,13 @@ func TestCheckHeaderMap(t *testing.T) {
 	k := h.key(t, keystore.KeySpec{})
 	req := checkRequest(nil)
 	req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-		{Key: "X-Api-Key", RawValue: []byte(k.Secret)},
+		{Key: "X-Api-Key", RawValue: []byte(k.Secret.Reveal())},
 	}}
 	if resp := h.check(t, req); resp.GetOkResponse() == nil {
 		t.Fatalf("header_map request denied: %v", resp)
 	}
 	req.Attributes.Request.Http.HeaderMap.Headers = append(req.Attributes.Request.Http.HeaderMap.Headers,
-		&corev3.HeaderValue{Key: "x-api-key", RawValue: []byte(k.Secret)})
+		&corev3.HeaderValue{Key: "x-api-key", RawValue: []byte(k.Secret.Reveal())})
 	if resp := h.check(t, req); resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 		t.Fatalf("repeated x-api-key in header_map not rejected: %v", resp)
 	}
@@ -262,9 +262,9 @@ func TestCheckHeaderMap(t *testing.T) {
 func TestCheckFailsClosed(t *testing.T) {
 	h := start(t, authz.Config{})
 	k := h.key(t, keystore.KeySpec{})
-	h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret}))
+	h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()}))
 	h.store.Close()
-	resp := h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret}))
+	resp := h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()}))
 	if resp.GetStatus().GetCode() != int32(code.Code_UNAVAILABLE) || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
 		t.Fatalf("closed store: %v", resp)
 	}
@@ -278,7 +278,7 @@ func TestCheckFailsClosed(t *testing.T) {
 func TestRevokeVisibleOnNextCheck(t *testing.T) {
 	h := start(t, authz.Config{})
 	k := h.key(t, keystore.KeySpec{})
-	req := checkRequest(map[string]string{"authorization": "Bearer " + k.Secret})
+	req := checkRequest(map[string]string{"authorization": "Bearer " + k.Secret.Reveal()})
 	for i := 0; i < 3; i++ {
 		if h.check(t, req).GetOkResponse() == nil {
 			t.Fatal("fresh key denied")
@@ -346,7 +346,7 @@ func TestCheckDecisionIDAndIntrospection(t *testing.T) {
 		t.Fatalf("denial decision id %q, metadata %v", id, resp.GetDynamicMetadata().AsMap())
 	}
 
-	req := checkRequest(map[string]string{"authorization": "Bearer " + k.Secret})
+	req := checkRequest(map[string]string{"authorization": "Bearer " + k.Secret.Reveal()})
 	req.Attributes.Request.Http.Path = "/api/v2/me?x=1"
 	resp = h.check(t, req)
 	den = resp.GetDeniedResponse()
@@ -358,7 +358,7 @@ func TestCheckDecisionIDAndIntrospection(t *testing.T) {
 		t.Fatalf("introspection body %q: %v", den.GetBody(), err)
 	}
 
-	req = checkRequest(map[string]string{"x-api-key": k.Secret})
+	req = checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()})
 	req.Attributes.Request.Http.Path = "/beta/feature"
 	resp = h.check(t, req)
 	if resp.GetOkResponse() == nil || resp.GetDynamicMetadata().AsMap()["would_deny"] != "insufficient_scope" {
@@ -371,7 +371,7 @@ func TestCheckDecisionIDAndIntrospection(t *testing.T) {
 func TestCheckContextExtensions(t *testing.T) {
 	h := start(t, authz.Config{})
 	k := h.key(t, keystore.KeySpec{Scopes: []string{"vault:read"}})
-	req := checkRequest(map[string]string{"x-api-key": k.Secret})
+	req := checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()})
 	req.Attributes.ContextExtensions = map[string]string{"keygate.scopes": "vault:write"}
 	resp := h.check(t, req)
 	if resp.GetDeniedResponse().GetStatus().GetCode() != 403 || !strings.Contains(resp.GetDeniedResponse().GetBody(), "vault:write") {
@@ -412,7 +412,7 @@ func TestRateLimitThroughServer(t *testing.T) {
 		return m
 	}
 	for i := 1; i <= 100; i++ {
-		resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret}))
+		resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret.Reveal()}))
 		ok := resp.GetOkResponse()
 		if ok == nil {
 			t.Fatalf("request %d of a standard key refused: %v", i, resp)
@@ -421,7 +421,7 @@ func TestRateLimitThroughServer(t *testing.T) {
 			t.Fatalf("request %d: x-ratelimit-remaining %q", i, got)
 		}
 	}
-	resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret}))
+	resp := h.check(t, checkRequest(map[string]string{"x-api-key": std.Secret.Reveal()}))
 	den := resp.GetDeniedResponse()
 	if resp.GetStatus().GetCode() != int32(code.Code_RESOURCE_EXHAUSTED) || den.GetStatus().GetCode() != 429 {
 		t.Fatalf("101st request: %v", resp)
@@ -444,7 +444,7 @@ func TestRateLimitThroughServer(t *testing.T) {
 		t.Fatalf("429 body %q", den.GetBody())
 	}
 	for i := 0; i < 101; i++ {
-		if h.check(t, checkRequest(map[string]string{"x-api-key": ent.Secret})).GetOkResponse() == nil {
+		if h.check(t, checkRequest(map[string]string{"x-api-key": ent.Secret.Reveal()})).GetOkResponse() == nil {
 			t.Fatalf("enterprise request %d refused", i+1)
 		}
 	}

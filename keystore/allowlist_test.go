@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 func TestValidCIDRs(t *testing.T) {
@@ -111,7 +113,7 @@ func TestAllowedCIDRs(t *testing.T) {
 	if k, err := f.s.Key(t.Context(), ck.ID); err != nil || !cmp.Equal(k.AllowedCIDRs, ck.AllowedCIDRs) {
 		t.Errorf("stored AllowedCIDRs = %q, %v; want %q", k.AllowedCIDRs, err, ck.AllowedCIDRs)
 	}
-	c := f.lookupWarm(t, ck.Secret)
+	c := f.lookupWarm(t, ck.Secret.Reveal())
 	if d := cmp.Diff(c.AllowedIPs, prefixes(t, "192.0.2.7/32", "10.0.0.0/8"), cmpPrefix); d != "" {
 		t.Errorf("credential AllowedIPs (-got +want):\n%s", d)
 	}
@@ -123,19 +125,19 @@ func TestAllowedCIDRs(t *testing.T) {
 	if d := cmp.Diff(u.AllowedCIDRs, []string{"2001:db8::/32"}); d != "" {
 		t.Errorf("updated AllowedCIDRs (-got +want):\n%s", d)
 	}
-	if c := f.lookup(t, ck.Secret); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
+	if c := f.lookup(t, ck.Secret.Reveal()); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
 		t.Errorf("lookup after update: AllowedIPs = %v", c.AllowedIPs)
 	}
 
 	// Other updates leave the list alone; a bad list changes nothing.
-	f.lookupWarm(t, ck.Secret)
+	f.lookupWarm(t, ck.Secret.Reveal())
 	if u, err = f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Name: new("renamed")}); err != nil || !cmp.Equal(u.AllowedCIDRs, []string{"2001:db8::/32"}) {
 		t.Errorf("rename: AllowedCIDRs = %q, %v", u.AllowedCIDRs, err)
 	}
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{AllowedCIDRs: &[]string{"10.0.0.0/8", "nope"}}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"nope"`) {
 		t.Errorf("bad update = %v, want ErrInvalid naming \"nope\"", err)
 	}
-	if c := f.lookup(t, ck.Secret); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
+	if c := f.lookup(t, ck.Secret.Reveal()); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
 		t.Errorf("lookup after refused update: AllowedIPs = %v", c.AllowedIPs)
 	}
 
@@ -147,15 +149,15 @@ func TestAllowedCIDRs(t *testing.T) {
 	if !cmp.Equal(rot.AllowedCIDRs, []string{"2001:db8::/32"}) {
 		t.Errorf("rotated AllowedCIDRs = %q", rot.AllowedCIDRs)
 	}
-	if c := f.lookup(t, rot.Secret); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
+	if c := f.lookup(t, rot.Secret.Reveal()); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::/32"), cmpPrefix) {
 		t.Errorf("rotated key's AllowedIPs = %v", c.AllowedIPs)
 	}
 
-	f.lookupWarm(t, rot.Secret)
+	f.lookupWarm(t, rot.Secret.Reveal())
 	if u, err = f.s.UpdateKey(t.Context(), rot.ID, KeyUpdate{AllowedCIDRs: &[]string{}}); err != nil || u.AllowedCIDRs != nil {
 		t.Fatalf("clear: AllowedCIDRs = %q, %v", u.AllowedCIDRs, err)
 	}
-	if c := f.lookup(t, rot.Secret); c.AllowedIPs != nil {
+	if c := f.lookup(t, rot.Secret.Reveal()); c.AllowedIPs != nil {
 		t.Errorf("lookup after clear: AllowedIPs = %v, want none", c.AllowedIPs)
 	}
 }
@@ -166,7 +168,7 @@ func TestAllowedCIDRsOnCreateAndImport(t *testing.T) {
 		t.Errorf("create with a bad CIDR = %v, want ErrInvalid", err)
 	}
 	raw := "legacy_0123456789abcdef0123456789"
-	im := Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy", AllowedCIDRs: []string{"bad"}}, Raw: raw}
+	im := Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy", AllowedCIDRs: []string{"bad"}}, Raw: apikey.NewSecret(raw)}
 	if _, err := f.s.ImportKey(t.Context(), im); !errors.Is(err, ErrInvalid) {
 		t.Errorf("import with a bad CIDR = %v, want ErrInvalid", err)
 	}
@@ -181,7 +183,7 @@ func TestAllowedCIDRsOnCreateAndImport(t *testing.T) {
 	if c := f.lookup(t, raw); !cmp.Equal(c.AllowedIPs, prefixes(t, "2001:db8::7/128"), cmpPrefix) {
 		t.Errorf("imported key's AllowedIPs = %v", c.AllowedIPs)
 	}
-	if c := f.lookup(t, f.create(t, KeySpec{}).Secret); c.AllowedIPs != nil {
+	if c := f.lookup(t, f.create(t, KeySpec{}).Secret.Reveal()); c.AllowedIPs != nil {
 		t.Errorf("key without an allowlist has AllowedIPs %v", c.AllowedIPs)
 	}
 }

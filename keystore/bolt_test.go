@@ -83,7 +83,7 @@ func (fs *fileStore) wantRefused(t *testing.T) {
 		t.Fatalf("Ping: %v, want ErrFileReplaced", err)
 	}
 	fs.s.cache.invalidateAll()
-	c, found, err := fs.s.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret))
+	c, found, err := fs.s.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret.Reveal()))
 	if err != nil || !found || c.ID != fs.key.ID {
 		t.Fatalf("uncached lookup from the held file: %+v %v %v", c, found, err)
 	}
@@ -219,7 +219,7 @@ func TestBoltFileIntact(t *testing.T) {
 func TestBoltFileMovedAndBack(t *testing.T) {
 	dir := t.TempDir()
 	fs := newFileStore(t, dir)
-	c, _, err := fs.s.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret))
+	c, _, err := fs.s.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret.Reveal()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestBoltFileReadOnly(t *testing.T) {
 	if err := os.Remove(fs.path); err != nil {
 		t.Fatal(err)
 	}
-	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret)); err != nil || !found || c.ID != fs.key.ID {
+	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(fs.key.Secret.Reveal())); err != nil || !found || c.ID != fs.key.ID {
 		t.Fatalf("read-only lookup: %+v %v %v", c, found, err)
 	}
 	if err := ro.Ping(); err != nil {

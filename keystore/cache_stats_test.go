@@ -9,10 +9,10 @@ import (
 func TestStats(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{})
-	f.lookupWarm(t, ck.Secret) // 1 miss, then hits
+	f.lookupWarm(t, ck.Secret.Reveal()) // 1 miss, then hits
 	before := f.s.Stats()
-	f.lookup(t, ck.Secret)
-	f.lookup(t, ck.Secret)
+	f.lookup(t, ck.Secret.Reveal())
+	f.lookup(t, ck.Secret.Reveal())
 	unknown, _ := apikey.MustFormat("ak").Generate("live")
 	f.lookupWarm(t, unknown)
 	f.lookup(t, unknown)
@@ -21,7 +21,7 @@ func TestStats(t *testing.T) {
 		t.Fatalf("stats before %+v after %+v", before, after)
 	}
 	f.s.Close()
-	if _, _, err := f.s.LookupKey(t.Context(), apikey.HashOf(ck.Secret)); err == nil {
+	if _, _, err := f.s.LookupKey(t.Context(), apikey.HashOf(ck.Secret.Reveal())); err == nil {
 		t.Fatal("lookup after close succeeded")
 	}
 }

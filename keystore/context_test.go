@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 type callerKey struct{}
@@ -88,7 +90,7 @@ func TestOperationsRunUnderCallerContext(t *testing.T) {
 			return err
 		}},
 		{"ImportKey", func() error {
-			_, err := s.ImportKey(ctx, Import{KeySpec: KeySpec{TenantID: tn.ID, Name: "i"}, Raw: "legacy-key-0123456789"})
+			_, err := s.ImportKey(ctx, Import{KeySpec: KeySpec{TenantID: tn.ID, Name: "i"}, Raw: apikey.NewSecret("legacy-key-0123456789")})
 			return err
 		}},
 		{"Key", func() error { _, err := s.Key(ctx, k.ID); return err }},

@@ -19,14 +19,14 @@ func TestCopy(t *testing.T) {
 	var raws []string
 	for i := range 250 { // more than two chunks
 		ck := f.create(t, KeySpec{OrgID: f.org.ID, Slot: "s" + string(rune('a'+i%3)), CreditsRemaining: new(int64(int64(i)))})
-		raws = append(raws, ck.Secret)
+		raws = append(raws, ck.Secret.Reveal())
 	}
 	plain := f.create(t, KeySpec{Scopes: []string{"x:read"}})
 	rot, err := f.s.RotateKey(t.Context(), plain.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.s.KeyUsed(mustLookupCred(t, f.s, rot.Secret), f.clock.Now())
+	f.s.KeyUsed(mustLookupCred(t, f.s, rot.Secret.Reveal()), f.clock.Now())
 	if err := f.s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for _, raw := range append(raws, plain.Secret, rot.Secret) {
+	for _, raw := range append(raws, plain.Secret.Reveal(), rot.Secret.Reveal()) {
 		mustLookupCred(t, c, raw)
 	}
 	k, err := c.Key(t.Context(), rot.ID)

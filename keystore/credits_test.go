@@ -25,16 +25,16 @@ func (f *fixture) spend(t *testing.T, raw string, cost int) (int64, bool) {
 func TestCreditsSpendAndRefill(t *testing.T) {
 	f := newFixture(t, Options{LastUsedFlush: time.Hour})
 	ck := f.create(t, KeySpec{CreditsRemaining: new(int64(10))})
-	if left, ok := f.spend(t, ck.Secret, 3); !ok || left != 7 {
+	if left, ok := f.spend(t, ck.Secret.Reveal(), 3); !ok || left != 7 {
 		t.Fatalf("spend 3 of 10: %d %v", left, ok)
 	}
-	if left, ok := f.spend(t, ck.Secret, 8); ok || left != 7 {
+	if left, ok := f.spend(t, ck.Secret.Reveal(), 8); ok || left != 7 {
 		t.Fatalf("spend 8 of 7: %d %v, want refused with nothing taken", left, ok)
 	}
-	if left, ok := f.spend(t, ck.Secret, 7); !ok || left != 0 {
+	if left, ok := f.spend(t, ck.Secret.Reveal(), 7); !ok || left != 0 {
 		t.Fatalf("spend the last 7: %d %v", left, ok)
 	}
-	if _, ok := f.spend(t, ck.Secret, 1); ok {
+	if _, ok := f.spend(t, ck.Secret.Reveal(), 1); ok {
 		t.Fatal("spent from an empty balance")
 	}
 	if k, _ := f.s.Key(t.Context(), ck.ID); *k.CreditsRemaining != 0 {
@@ -44,7 +44,7 @@ func TestCreditsSpendAndRefill(t *testing.T) {
 	if err != nil || *k.CreditsRemaining != 5 {
 		t.Fatalf("AddCredits: %+v %v", k.CreditsRemaining, err)
 	}
-	if left, ok := f.spend(t, ck.Secret, 5); !ok || left != 0 {
+	if left, ok := f.spend(t, ck.Secret.Reveal(), 5); !ok || left != 0 {
 		t.Fatalf("spend refilled credits: %d %v", left, ok)
 	}
 	if k, _ := f.s.SetCredits(t.Context(), ck.ID, 100); *k.CreditsRemaining != 100 {
@@ -54,18 +54,18 @@ func TestCreditsSpendAndRefill(t *testing.T) {
 		t.Fatalf("negative set: %v", err)
 	}
 	plain := f.create(t, KeySpec{})
-	if c := f.lookup(t, plain.Secret); c.Metered {
+	if c := f.lookup(t, plain.Secret.Reveal()); c.Metered {
 		t.Fatal("a key without credits is metered")
 	}
 	if _, err := f.s.AddCredits(t.Context(), plain.ID, 5); !errors.Is(err, ErrNotMetered) {
 		t.Fatalf("add to an unmetered key: %v", err)
 	}
 	// Setting a balance makes the key metered on the very next lookup.
-	f.lookupWarm(t, plain.Secret)
+	f.lookupWarm(t, plain.Secret.Reveal())
 	if _, err := f.s.SetCredits(t.Context(), plain.ID, 2); err != nil {
 		t.Fatal(err)
 	}
-	if left, ok := f.spend(t, plain.Secret, 2); !ok || left != 0 {
+	if left, ok := f.spend(t, plain.Secret.Reveal(), 2); !ok || left != 0 {
 		t.Fatalf("spend after metering: %d %v", left, ok)
 	}
 }
@@ -75,7 +75,7 @@ func TestCreditsSpendAndRefill(t *testing.T) {
 func TestCreditsExactUnderConcurrency(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{CreditsRemaining: new(int64(20))})
-	c := f.lookup(t, ck.Secret)
+	c := f.lookup(t, ck.Secret.Reveal())
 	var ok atomic.Int64
 	var wg sync.WaitGroup
 	for g := 0; g < 50; g++ {
@@ -98,15 +98,15 @@ func TestCreditsExactUnderConcurrency(t *testing.T) {
 func TestCreditsCrashLossBounded(t *testing.T) {
 	f := newFixture(t, Options{LastUsedFlush: time.Hour})
 	ck := f.create(t, KeySpec{CreditsRemaining: new(int64(100))})
-	f.spend(t, ck.Secret, 30)
+	f.spend(t, ck.Secret.Reveal(), 30)
 	if err := f.s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	f.spend(t, ck.Secret, 5) // not flushed: a crash forgets these
+	f.spend(t, ck.Secret.Reveal(), 5) // not flushed: a crash forgets these
 	if _, err := f.s.AddCredits(t.Context(), ck.ID, 1000); err != nil {
 		t.Fatal(err)
 	}
-	f.spend(t, ck.Secret, 7) // not flushed either
+	f.spend(t, ck.Secret.Reveal(), 7) // not flushed either
 	// A crash: the file is closed without the final flush.
 	f.s.cache.close()
 	f.s.usage.once.Do(func() { close(f.s.usage.done); <-f.s.usage.stopped })
@@ -124,7 +124,7 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 		t.Fatalf("after a crash: %d credits, want 1065 (only unflushed spending lost)", *k.CreditsRemaining)
 	}
 	// A clean Close keeps everything.
-	f.spend(t, ck.Secret, 65)
+	f.spend(t, ck.Secret.Reveal(), 65)
 	if err := f.s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,8 +139,8 @@ func TestCreditsCrashLossBounded(t *testing.T) {
 func TestCreditsFollowRotation(t *testing.T) {
 	f := newFixture(t, Options{})
 	old := f.create(t, KeySpec{CreditsRemaining: new(int64(10))})
-	f.spend(t, old.Secret, 4)
-	oldCred := f.lookup(t, old.Secret) // a Check in flight across the rotation
+	f.spend(t, old.Secret.Reveal(), 4)
+	oldCred := f.lookup(t, old.Secret.Reveal()) // a Check in flight across the rotation
 	nk, err := f.s.RotateKey(t.Context(), old.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -148,13 +148,13 @@ func TestCreditsFollowRotation(t *testing.T) {
 	if *nk.CreditsRemaining != 6 {
 		t.Fatalf("successor balance %d, want the live 6", *nk.CreditsRemaining)
 	}
-	if left, ok := f.spend(t, old.Secret, 1); !ok || left != 5 {
+	if left, ok := f.spend(t, old.Secret.Reveal(), 1); !ok || left != 5 {
 		t.Fatalf("old key in grace: %d %v, want it to spend the shared balance", left, ok)
 	}
-	if left, ok := f.spend(t, nk.Secret, 5); !ok || left != 0 {
+	if left, ok := f.spend(t, nk.Secret.Reveal(), 5); !ok || left != 0 {
 		t.Fatalf("new key: %d %v", left, ok)
 	}
-	if _, ok := f.spend(t, old.Secret, 1); ok {
+	if _, ok := f.spend(t, old.Secret.Reveal(), 1); ok {
 		t.Fatal("the old key spent past the shared balance")
 	}
 	if _, ok, err := f.s.Spend(context.Background(), oldCred, 1); ok || err != nil {
@@ -169,7 +169,7 @@ func TestCreditsFollowRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left, ok := f.spend(t, old.Secret, 1); !ok || left != 2 {
+	if left, ok := f.spend(t, old.Secret.Reveal(), 1); !ok || left != 2 {
 		t.Fatalf("oldest key after a second rotation: %d %v", left, ok)
 	}
 	if k, _ := f.s.Key(t.Context(), newest.ID); *k.CreditsRemaining != 2 {

@@ -17,8 +17,8 @@ import (
 func TestFollowerChanged(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{CreditsRemaining: new(int64(50))})
-	h := apikey.HashOf(ck.Secret)
-	c := mustLookupCred(t, f.s, ck.Secret)
+	h := apikey.HashOf(ck.Secret.Reveal())
+	c := mustLookupCred(t, f.s, ck.Secret.Reveal())
 	if _, ok, err := f.s.Spend(context.Background(), c, 5); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
@@ -63,8 +63,8 @@ func TestFollowerChanged(t *testing.T) {
 func TestResetRacesClose(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{})
-	h := apikey.HashOf(ck.Secret)
-	mustLookupCred(t, f.s, ck.Secret)
+	h := apikey.HashOf(ck.Secret.Reveal())
+	mustLookupCred(t, f.s, ck.Secret.Reveal())
 	f.s.cache.pos.Wait()
 	follower{f.s}.Reset()
 	if _, ok := f.s.cache.get(h); ok {

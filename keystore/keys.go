@@ -38,10 +38,11 @@ type KeySpec struct {
 }
 
 // CreatedKey is a new key with its secret, which is returned this once and
-// never stored.
+// never stored. The secret prints and encodes redacted; whatever hands it to
+// its holder (the admin API's answer) reveals it on purpose.
 type CreatedKey struct {
 	Key
-	Secret string `json:"key"`
+	Secret apikey.Secret `json:"key"`
 }
 
 // Import describes an existing key brought over from another system, so its
@@ -49,7 +50,7 @@ type CreatedKey struct {
 type Import struct {
 	KeySpec
 	// Raw is the key as its holder sends it.
-	Raw string `json:"key,omitempty"`
+	Raw apikey.Secret `json:"key,omitzero"`
 	// SHA256 is the hex SHA-256 of the raw key, for systems that kept only
 	// hashes.
 	SHA256 string `json:"key_sha256,omitempty"`
@@ -74,7 +75,7 @@ func (s *Store) CreateKey(ctx context.Context, spec KeySpec) (CreatedKey, error)
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("create key: %w", err)
 	}
-	return CreatedKey{Key: k, Secret: raw}, nil
+	return CreatedKey{Key: k, Secret: apikey.NewSecret(raw)}, nil
 }
 
 // ImportKey stores an existing key by its raw form or its SHA-256.
@@ -82,25 +83,26 @@ func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	var (
 		h       apikey.Hash
 		display string
+		raw     = im.Raw.Reveal()
 	)
 	switch {
-	case (im.Raw == "") == (im.SHA256 == ""):
+	case (raw == "") == (im.SHA256 == ""):
 		return Key{}, fmt.Errorf("import key: %w: give exactly one of key and key_sha256", ErrInvalid)
-	case im.Raw != "":
-		if len(im.Raw) > apikey.MaxLen || len(im.Raw) < 16 {
+	case raw != "":
+		if len(raw) > apikey.MaxLen || len(raw) < 16 {
 			return Key{}, fmt.Errorf("import key: %w: key must be 16 to %d bytes", ErrInvalid, apikey.MaxLen)
 		}
-		if !apikey.Plausible(im.Raw) {
+		if !apikey.Plausible(raw) {
 			return Key{}, fmt.Errorf("import key: %w: key must be visible ASCII without ','", ErrInvalid)
 		}
-		if p, err := s.opts.Format.Parse(im.Raw); err == nil {
+		if p, err := s.opts.Format.Parse(raw); err == nil {
 			if im.Environment != "" && im.Environment != p.Env {
 				return Key{}, fmt.Errorf("import key: %w: environment %q contradicts the key's own %q", ErrInvalid, im.Environment, p.Env)
 			}
 			im.Environment = p.Env
 		}
-		h = apikey.HashOf(im.Raw)
-		display = apikey.DisplayPrefix(im.Raw)
+		h = apikey.HashOf(raw)
+		display = apikey.DisplayPrefix(raw)
 	default:
 		b, err := hex.DecodeString(im.SHA256)
 		if err != nil || len(b) != len(h) {
@@ -541,7 +543,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		if err := putKey(tx, &n, true); err != nil {
 			return err
 		}
-		out = CreatedKey{Key: n.Key, Secret: raw}
+		out = CreatedKey{Key: n.Key, Secret: apikey.NewSecret(raw)}
 		return nil
 	})
 	if err != nil {

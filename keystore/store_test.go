@@ -117,13 +117,13 @@ func (f *fixture) lookupWarm(t *testing.T, raw string) *authz.Credential {
 func TestCreateAndLookup(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{OrgID: f.org.ID, UserID: "u1", Name: "Production", Scopes: []string{"vault:read", "chat:write", "vault:read"}, Environment: "test", Tier: "enterprise"})
-	if _, err := apikey.MustFormat("ak").Parse(ck.Secret); err != nil {
+	if _, err := apikey.MustFormat("ak").Parse(ck.Secret.Reveal()); err != nil {
 		t.Fatalf("created key does not parse: %v", err)
 	}
-	if ck.DisplayPrefix != ck.Secret[:12] || ck.Status != authz.StatusActive || ck.CreatedAt.IsZero() {
+	if ck.DisplayPrefix != ck.Secret.Reveal()[:12] || ck.Status != authz.StatusActive || ck.CreatedAt.IsZero() {
 		t.Fatalf("created record = %+v", ck.Key)
 	}
-	c := f.lookupWarm(t, ck.Secret)
+	c := f.lookupWarm(t, ck.Secret.Reveal())
 	if c == nil {
 		t.Fatal("created key not found")
 	}
@@ -132,7 +132,7 @@ func TestCreateAndLookup(t *testing.T) {
 	if c.ID != want.ID || c.ScopesHeader != want.ScopesHeader || c.OrgID != want.OrgID || c.Tier != want.Tier || c.Environment != want.Environment || c.UserID != want.UserID {
 		t.Fatalf("credential = %+v, want %+v", *c, want)
 	}
-	if f.lookup(t, ck.Secret+"x") != nil {
+	if f.lookup(t, ck.Secret.Reveal()+"x") != nil {
 		t.Fatal("unknown key found")
 	}
 }
@@ -173,41 +173,41 @@ func TestWritesVisibleOnNextLookup(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{Scopes: []string{"a", "b"}})
 
-	f.lookupWarm(t, ck.Secret)
+	f.lookupWarm(t, ck.Secret.Reveal())
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Scopes: &[]string{"a"}, Name: new("renamed")}); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); c.ScopesHeader != "a" || c.Name != "renamed" {
+	if c := f.lookup(t, ck.Secret.Reveal()); c.ScopesHeader != "a" || c.Name != "renamed" {
 		t.Fatalf("after update: %+v", c)
 	}
 
-	f.lookupWarm(t, ck.Secret)
+	f.lookupWarm(t, ck.Secret.Reveal())
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusInactive)}); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); c.Status != authz.StatusInactive {
+	if c := f.lookup(t, ck.Secret.Reveal()); c.Status != authz.StatusInactive {
 		t.Fatalf("after deactivate: %+v", c)
 	}
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); err != nil {
 		t.Fatal(err)
 	}
 
-	f.lookupWarm(t, ck.Secret)
+	f.lookupWarm(t, ck.Secret.Reveal())
 	if _, err := f.s.RevokeKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); c.Status != authz.StatusRevoked || c.RevokesAt.IsZero() {
+	if c := f.lookup(t, ck.Secret.Reveal()); c.Status != authz.StatusRevoked || c.RevokesAt.IsZero() {
 		t.Fatalf("after revoke: %+v", c)
 	}
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{Status: new(authz.StatusActive)}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("reactivating a revoked key = %v, want ErrConflict", err)
 	}
 
-	f.lookupWarm(t, ck.Secret)
+	f.lookupWarm(t, ck.Secret.Reveal())
 	if err := f.s.DeleteKey(t.Context(), ck.ID); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); c != nil {
+	if c := f.lookup(t, ck.Secret.Reveal()); c != nil {
 		t.Fatalf("after delete: found %+v", c)
 	}
 }
@@ -218,7 +218,7 @@ func TestNegativeCacheInvalidatedByImport(t *testing.T) {
 	f := newFixture(t, Options{})
 	raw := "legacy_0123456789abcdef0123456789"
 	f.lookupWarm(t, raw)
-	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy"}, Raw: raw}); err != nil {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "legacy"}, Raw: apikey.NewSecret(raw)}); err != nil {
 		t.Fatal(err)
 	}
 	if f.lookup(t, raw) == nil {
@@ -233,7 +233,7 @@ func TestNegativeCacheInvalidatedByImport(t *testing.T) {
 func TestRevokeRacingCacheFill(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{})
-	h := apikey.HashOf(ck.Secret)
+	h := apikey.HashOf(ck.Secret.Reveal())
 
 	revoked := false
 	f.s.testHookBeforeFill = func() {
@@ -247,7 +247,7 @@ func TestRevokeRacingCacheFill(t *testing.T) {
 	}
 	// The racing lookup itself got the record it read before the revoke:
 	// it was in flight when the revoke happened.
-	if c := f.lookup(t, ck.Secret); c == nil || c.Status != authz.StatusActive {
+	if c := f.lookup(t, ck.Secret.Reveal()); c == nil || c.Status != authz.StatusActive {
 		t.Fatalf("racing lookup = %+v, want the active record it read", c)
 	}
 	f.s.testHookBeforeFill = nil
@@ -258,7 +258,7 @@ func TestRevokeRacingCacheFill(t *testing.T) {
 		t.Fatalf("stale entry not in ristretto (ok=%v): the test no longer reproduces the race", ok)
 	}
 	for i := 0; i < 3; i++ {
-		if c := f.lookup(t, ck.Secret); c == nil || c.Status != authz.StatusRevoked {
+		if c := f.lookup(t, ck.Secret.Reveal()); c == nil || c.Status != authz.StatusRevoked {
 			t.Fatalf("lookup %d after revoke returned %+v, want the revoked record", i, c)
 		}
 	}
@@ -269,7 +269,7 @@ func TestRevokeRacingCacheFill(t *testing.T) {
 func TestRevokeUnderConcurrentLookups(t *testing.T) {
 	f := newFixture(t, Options{})
 	ck := f.create(t, KeySpec{})
-	h := apikey.HashOf(ck.Secret)
+	h := apikey.HashOf(ck.Secret.Reveal())
 	const workers, warm, after = 8, 200, 2000
 	var (
 		revoked  atomic.Bool
@@ -317,7 +317,7 @@ func TestExpiry(t *testing.T) {
 	f := newFixture(t, Options{})
 	at := f.clock.Now().Add(time.Hour)
 	ck := f.create(t, KeySpec{ExpiresAt: &at})
-	if c := f.lookupWarm(t, ck.Secret); !c.ExpiresAt.Equal(at) {
+	if c := f.lookupWarm(t, ck.Secret.Reveal()); !c.ExpiresAt.Equal(at) {
 		t.Fatalf("ExpiresAt = %v, want %v", c.ExpiresAt, at)
 	}
 	k, _ := f.s.Key(t.Context(), ck.ID)
@@ -332,13 +332,13 @@ func TestExpiry(t *testing.T) {
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{ExpiresAt: &later}); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); !c.ExpiresAt.Equal(later) {
+	if c := f.lookup(t, ck.Secret.Reveal()); !c.ExpiresAt.Equal(later) {
 		t.Fatalf("extended ExpiresAt = %v, want %v", c.ExpiresAt, later)
 	}
 	if _, err := f.s.UpdateKey(t.Context(), ck.ID, KeyUpdate{ClearExpiry: true}); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, ck.Secret); !c.ExpiresAt.IsZero() {
+	if c := f.lookup(t, ck.Secret.Reveal()); !c.ExpiresAt.IsZero() {
 		t.Fatalf("cleared ExpiresAt = %v", c.ExpiresAt)
 	}
 }
@@ -347,14 +347,14 @@ func TestRotate(t *testing.T) {
 	f := newFixture(t, Options{})
 	at := f.clock.Now().Add(30 * 24 * time.Hour)
 	old := f.create(t, KeySpec{OrgID: f.org.ID, Name: "Bot", Scopes: []string{"chat:write"}, Tier: "enterprise", ExpiresAt: &at, Metadata: map[string]string{"team": "x"}})
-	f.lookupWarm(t, old.Secret)
+	f.lookupWarm(t, old.Secret.Reveal())
 	f.clock.Add(24 * time.Hour)
 
 	nk, err := f.s.RotateKey(t.Context(), old.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nk.ID == old.ID || nk.Secret == old.Secret {
+	if nk.ID == old.ID || nk.Secret.Reveal() == old.Secret.Reveal() {
 		t.Fatal("rotation returned the old key")
 	}
 	if nk.Name != "Bot" || nk.OrgID != f.org.ID || nk.Tier != "enterprise" || len(nk.Scopes) != 1 || nk.Metadata["team"] != "x" {
@@ -363,10 +363,10 @@ func TestRotate(t *testing.T) {
 	if want := f.clock.Now().Add(30 * 24 * time.Hour); !nk.ExpiresAt.Equal(want) {
 		t.Fatalf("rotated key expires %v, want the old lifetime from now %v", nk.ExpiresAt, want)
 	}
-	if c := f.lookup(t, old.Secret); c.Status != authz.StatusRevoked {
+	if c := f.lookup(t, old.Secret.Reveal()); c.Status != authz.StatusRevoked {
 		t.Fatalf("old key after rotation without grace: %+v", c)
 	}
-	if c := f.lookup(t, nk.Secret); c == nil || c.Status != authz.StatusActive {
+	if c := f.lookup(t, nk.Secret.Reveal()); c == nil || c.Status != authz.StatusActive {
 		t.Fatalf("new key after rotation: %+v", c)
 	}
 	if _, err := f.s.RotateKey(t.Context(), old.ID, 0); !errors.Is(err, ErrConflict) {
@@ -378,7 +378,7 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := f.lookup(t, nk.Secret)
+	c := f.lookup(t, nk.Secret.Reveal())
 	if c.Status != authz.StatusActive || !c.RevokesAt.Equal(f.clock.Now().Add(time.Hour)) {
 		t.Fatalf("old key during grace: %+v", c)
 	}
@@ -403,7 +403,7 @@ func TestRotate(t *testing.T) {
 	if _, err := f.s.RevokeKey(t.Context(), nk2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.lookup(t, nk2.Secret); c.Status != authz.StatusRevoked || !c.RevokesAt.Equal(f.clock.Now()) {
+	if c := f.lookup(t, nk2.Secret.Reveal()); c.Status != authz.StatusRevoked || !c.RevokesAt.Equal(f.clock.Now()) {
 		t.Fatalf("revoke during grace: %+v", c)
 	}
 }
@@ -423,7 +423,7 @@ func TestOrgKeyLimit(t *testing.T) {
 	other, _ := f.s.CreateOrg(t.Context(), f.tenant.ID, "Other")
 	f.create(t, KeySpec{OrgID: other.ID})
 	// Import counts too.
-	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "imp"}, Raw: "legacy-key-0123456789"}); !errors.Is(err, ErrOrgKeyLimit) {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "imp"}, Raw: apikey.NewSecret("legacy-key-0123456789")}); !errors.Is(err, ErrOrgKeyLimit) {
 		t.Fatalf("import past the limit = %v, want ErrOrgKeyLimit", err)
 	}
 	// Deactivating one frees a place; reactivating it past the limit fails.
@@ -508,7 +508,7 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 	var secrets, ids []string // ids: the keys not yet rotated
 	for range limit - 1 {
 		k := f.create(t, KeySpec{OrgID: f.org.ID})
-		secrets = append(secrets, k.Secret)
+		secrets = append(secrets, k.Secret.Reveal())
 		ids = append(ids, k.ID)
 	}
 	rotated, refused := 0, 0
@@ -519,7 +519,7 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 			case err == nil:
 				rotated++
 				ids[i] = nk.ID
-				secrets = append(secrets, nk.Secret)
+				secrets = append(secrets, nk.Secret.Reveal())
 			case errors.Is(err, ErrOrgKeyLimit):
 				refused++
 			default:
@@ -531,7 +531,7 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 		}
 		// Creating keys and rotating without grace stay within it too.
 		if k, err := f.s.CreateKey(t.Context(), KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: "more"}); err == nil {
-			secrets = append(secrets, k.Secret)
+			secrets = append(secrets, k.Secret.Reveal())
 			ids = append(ids, k.ID)
 		} else if !errors.Is(err, ErrOrgKeyLimit) {
 			t.Fatal(err)
@@ -541,7 +541,7 @@ func TestRotationGraceKeepsOrgLimit(t *testing.T) {
 			t.Fatalf("round %d: rotation without grace: %v", round, err)
 		}
 		ids[0] = nk.ID
-		secrets = append(secrets, nk.Secret)
+		secrets = append(secrets, nk.Secret.Reveal())
 		if n := f.usableOrgKeys(t, f.org.ID, secrets); n > limit {
 			t.Fatalf("round %d: %d usable keys in an org limited to %d", round, n, limit)
 		}
@@ -593,7 +593,7 @@ func TestMaxRotationGrace(t *testing.T) {
 	if _, err := f.s.RotateKey(t.Context(), k.ID, DefaultMaxRotationGrace); err != nil {
 		t.Fatalf("grace of exactly 7 days: %v", err)
 	}
-	if c := f.lookup(t, k.Secret); !c.RevokesAt.Equal(f.clock.Now().Add(DefaultMaxRotationGrace)) {
+	if c := f.lookup(t, k.Secret.Reveal()); !c.RevokesAt.Equal(f.clock.Now().Add(DefaultMaxRotationGrace)) {
 		t.Fatalf("old key revokes at %v", c.RevokesAt)
 	}
 
@@ -612,19 +612,19 @@ func TestMaxRotationGrace(t *testing.T) {
 func TestRegenerateInSlot(t *testing.T) {
 	f := newFixture(t, Options{MaxOrgKeys: 1})
 	first := f.create(t, KeySpec{OrgID: f.org.ID, Slot: "production"})
-	f.lookupWarm(t, first.Secret)
+	f.lookupWarm(t, first.Secret.Reveal())
 	// The org is at its limit of 1, but regenerating replaces the slot's key.
 	second := f.create(t, KeySpec{OrgID: f.org.ID, Slot: "production"})
-	if c := f.lookup(t, first.Secret); c.Status != authz.StatusRevoked {
+	if c := f.lookup(t, first.Secret.Reveal()); c.Status != authz.StatusRevoked {
 		t.Fatalf("previous slot key after regenerate: %+v", c)
 	}
-	if c := f.lookup(t, second.Secret); c == nil || c.Status != authz.StatusActive {
+	if c := f.lookup(t, second.Secret.Reveal()); c == nil || c.Status != authz.StatusActive {
 		t.Fatalf("new slot key: %+v", c)
 	}
 	// Slots are per org (and tenant): another org's slot of the same name is separate.
 	other, _ := f.s.CreateOrg(t.Context(), f.tenant.ID, "Other")
 	third := f.create(t, KeySpec{OrgID: other.ID, Slot: "production"})
-	if c := f.lookup(t, second.Secret); c.Status != authz.StatusActive {
+	if c := f.lookup(t, second.Secret.Reveal()); c.Status != authz.StatusActive {
 		t.Fatal("a slot in another org revoked this org's key")
 	}
 	// With the org full, rotating a slot's key needs no grace period;
@@ -638,7 +638,7 @@ func TestRegenerateInSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	fourth := f.create(t, KeySpec{OrgID: other.ID, Slot: "production"})
-	if c := f.lookup(t, rot.Secret); c.Status != authz.StatusRevoked {
+	if c := f.lookup(t, rot.Secret.Reveal()); c.Status != authz.StatusRevoked {
 		t.Fatal("regenerating after a rotation did not revoke the rotated key")
 	}
 	_ = fourth
@@ -648,7 +648,7 @@ func TestImport(t *testing.T) {
 	f := newFixture(t, Options{})
 	// An AlfaOne-style key without Keygate's checksum, imported raw.
 	raw := "ak_live_a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
-	k, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "migrated", Environment: "live"}, Raw: raw})
+	k, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "migrated", Environment: "live"}, Raw: apikey.NewSecret(raw)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestImport(t *testing.T) {
 	if c := f.lookup(t, raw); c == nil || c.ID != k.ID {
 		t.Fatal("imported raw key not found")
 	}
-	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "again"}, Raw: raw}); !errors.Is(err, ErrConflict) {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "again"}, Raw: apikey.NewSecret(raw)}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("importing the same key twice = %v, want ErrConflict", err)
 	}
 	// By hash: the holder's key works though Keygate never saw it.
@@ -673,17 +673,17 @@ func TestImport(t *testing.T) {
 	}
 	// A Keygate-format key keeps its own environment.
 	gen, _ := apikey.MustFormat("ak").Generate("test")
-	gk, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "from other keygate"}, Raw: gen})
+	gk, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "from other keygate"}, Raw: apikey.NewSecret(gen)})
 	if err != nil || gk.Environment != "test" {
 		t.Fatalf("import of a test key = %+v, %v", gk, err)
 	}
 	for name, im := range map[string]Import{
 		"neither":      {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}},
-		"both":         {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: secret + "1", SHA256: hexOf(h[:])},
+		"both":         {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: apikey.NewSecret(secret + "1"), SHA256: hexOf(h[:])},
 		"short hash":   {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, SHA256: "abcd"},
-		"short raw":    {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: "short"},
-		"raw w/ comma": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: "abcdefghijklmnop,q"},
-		"env mismatch": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x", Environment: "live"}, Raw: func() string { k, _ := apikey.MustFormat("ak").Generate("test"); return k }()},
+		"short raw":    {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: apikey.NewSecret("short")},
+		"raw w/ comma": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x"}, Raw: apikey.NewSecret("abcdefghijklmnop,q")},
+		"env mismatch": {KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "x", Environment: "live"}, Raw: apikey.NewSecret(func() string { k, _ := apikey.MustFormat("ak").Generate("test"); return k }())},
 	} {
 		if _, err := f.s.ImportKey(t.Context(), im); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: ImportKey = %v, want ErrInvalid", name, err)
@@ -698,21 +698,21 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if _, err := f.s.RevokeKey(t.Context(), revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	c := f.lookup(t, active.Secret)
+	c := f.lookup(t, active.Secret.Reveal())
 	used := f.clock.Now()
 	f.s.KeyUsed(c, used)
 	if err := f.s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.s.LookupKey(context.Background(), apikey.HashOf(active.Secret)); !errors.Is(err, ErrClosed) {
+	if _, _, err := f.s.LookupKey(context.Background(), apikey.HashOf(active.Secret.Reveal())); !errors.Is(err, ErrClosed) {
 		t.Fatalf("lookup after Close = %v, want ErrClosed", err)
 	}
 
 	f.open(t, Options{})
-	if c := f.lookup(t, active.Secret); c == nil || c.Status != authz.StatusActive || c.ScopesHeader != "s" {
+	if c := f.lookup(t, active.Secret.Reveal()); c == nil || c.Status != authz.StatusActive || c.ScopesHeader != "s" {
 		t.Fatalf("active key after restart: %+v", c)
 	}
-	if c := f.lookup(t, revoked.Secret); c == nil || c.Status != authz.StatusRevoked {
+	if c := f.lookup(t, revoked.Secret.Reveal()); c == nil || c.Status != authz.StatusRevoked {
 		t.Fatalf("revoked key after restart: %+v", c)
 	}
 	k, err := f.s.Key(t.Context(), active.ID)
@@ -740,7 +740,7 @@ func TestSecondProcessCannotOpen(t *testing.T) {
 func TestLastUsedBatched(t *testing.T) {
 	f := newFixture(t, Options{LastUsedFlush: time.Hour})
 	ck := f.create(t, KeySpec{})
-	c := f.lookup(t, ck.Secret)
+	c := f.lookup(t, ck.Secret.Reveal())
 	t1 := f.clock.Now()
 	f.s.KeyUsed(c, t1)
 	f.s.KeyUsed(c, t1.Add(-time.Minute)) // out of order: must not move back
@@ -838,7 +838,7 @@ func TestReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(ck.Secret)); err != nil || !found || c.ID != ck.ID {
+	if c, found, err := ro.LookupKey(context.Background(), apikey.HashOf(ck.Secret.Reveal())); err != nil || !found || c.ID != ck.ID {
 		t.Fatalf("read-only lookup = %v, %v, %v", c, found, err)
 	}
 	if _, err := ro.CreateTenant(t.Context(), "x"); err == nil {
@@ -856,15 +856,15 @@ func TestRawKeyNeverStored(t *testing.T) {
 	f := newFixture(t, Options{})
 	var raws []string
 	for i := 0; i < 5; i++ {
-		raws = append(raws, f.create(t, KeySpec{}).Secret)
+		raws = append(raws, f.create(t, KeySpec{}).Secret.Reveal())
 	}
 	rot, err := f.s.RotateKey(t.Context(), f.create(t, KeySpec{}).ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raws = append(raws, rot.Secret)
+	raws = append(raws, rot.Secret.Reveal())
 	imported := "legacy_secret_0123456789abcdef"
-	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "i"}, Raw: imported}); err != nil {
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "i"}, Raw: apikey.NewSecret(imported)}); err != nil {
 		t.Fatal(err)
 	}
 	raws = append(raws, imported)

@@ -101,7 +101,7 @@ func (f *checkFixture) check(t *testing.T, args ...string) (checkOutput, error) 
 
 func TestCheckAllowsWithIdentityHeaders(t *testing.T) {
 	f := newCheckFixture(t)
-	out, err := f.check(t, "--path", "/api/v2/vault/x", "--header", "x-api-key: "+f.key.Secret, "--header", "x-tenant-id: spoofed")
+	out, err := f.check(t, "--path", "/api/v2/vault/x", "--header", "x-api-key: "+f.key.Secret.Reveal(), "--header", "x-tenant-id: spoofed")
 	if err != nil {
 		t.Fatalf("check = %v, want allowed (nil)", err)
 	}
@@ -130,7 +130,7 @@ func TestCheckAllowsWithIdentityHeaders(t *testing.T) {
 
 func TestCheckMissingScopeIsDenied(t *testing.T) {
 	f := newCheckFixture(t)
-	out, err := f.check(t, "--path", "/api/v2/admin/users", "--header", "x-api-key: "+f.key.Secret)
+	out, err := f.check(t, "--path", "/api/v2/admin/users", "--header", "x-api-key: "+f.key.Secret.Reveal())
 	// errDenied, so main exits 3 and a script can tell a refusal from a
 	// broken command line (2) or a failure (1).
 	if !errors.Is(err, errDenied) || exitCode(err) != 3 {
@@ -151,7 +151,7 @@ func TestCheckKeyFromStdin(t *testing.T) {
 	f := newCheckFixture(t)
 	prev := checkStdin
 	t.Cleanup(func() { checkStdin = prev })
-	checkStdin = strings.NewReader(f.key.Secret + "\n")
+	checkStdin = strings.NewReader(f.key.Secret.Reveal() + "\n")
 	out, err := f.check(t, "--path", "/api/v2/vault/x", "--key-stdin")
 	if err != nil || !out.Allow || out.APIKeyID != f.key.ID {
 		t.Fatalf("check --key-stdin = %+v, %v", out, err)
@@ -200,7 +200,7 @@ func TestCheckSettingPublic(t *testing.T) {
 // refusal either: check exits 0, with status 200 and the principal as body.
 func TestCheckIntrospection(t *testing.T) {
 	f := newCheckFixture(t)
-	out, err := f.check(t, "--path", "/api/v2/me", "--header", "x-api-key: "+f.key.Secret)
+	out, err := f.check(t, "--path", "/api/v2/me", "--header", "x-api-key: "+f.key.Secret.Reveal())
 	if err != nil {
 		t.Errorf("check = %v, want success: Keygate answers this path itself", err)
 	}
@@ -214,7 +214,7 @@ func TestCheckIntrospection(t *testing.T) {
 	if p["api_key_id"] != f.key.ID || p["tenant_id"] != f.tenant || p["org_id"] != f.org || p["user_id"] != "user-1" {
 		t.Errorf("principal %v", p)
 	}
-	if strings.Contains(out.Body, f.key.Secret) {
+	if strings.Contains(out.Body, f.key.Secret.Reveal()) {
 		t.Error("the introspection body contains the key")
 	}
 }
@@ -228,7 +228,7 @@ func TestCheckLeavesStoreUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := f.check(t, "--path", "/api/v2/vault/x", "--header", "x-api-key: "+f.key.Secret); err != nil {
+		if _, err := f.check(t, "--path", "/api/v2/vault/x", "--header", "x-api-key: "+f.key.Secret.Reveal()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,7 +264,7 @@ func TestCheckStoreHeldByServer(t *testing.T) {
 	}
 	defer held.Close()
 	var stdout, stderr bytes.Buffer
-	err = run(context.Background(), []string{"check", "--config", f.cfg, "--store", f.db, "--path", "/api/v2/vault/x", "--header", "x-api-key: " + f.key.Secret},
+	err = run(context.Background(), []string{"check", "--config", f.cfg, "--store", f.db, "--path", "/api/v2/vault/x", "--header", "x-api-key: " + f.key.Secret.Reveal()},
 		&stdout, &stderr, noEnv)
 	if err == nil || errors.Is(err, errDenied) {
 		t.Fatalf("check on a held store = %v, want an error", err)

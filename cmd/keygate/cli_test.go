@@ -147,7 +147,7 @@ func TestCLIKeyLifecycle(t *testing.T) {
 	f.json(&ck, "keys", "create", "--tenant", tn.ID, "--org", o.ID, "--user", "u1", "--name", "ci",
 		"--scopes", "vault:read,vault:write", "--env", "test", "--tier", "enterprise", "--expires-in", "720h",
 		"--slot", "main", "--metadata", "team=ops,cost=42")
-	if ck.ID == "" || !strings.HasPrefix(ck.Secret, "ak_test_") {
+	if ck.ID == "" || !strings.HasPrefix(ck.Secret.Reveal(), "ak_test_") {
 		t.Fatalf("created key id %q, secret prefix %q", ck.ID, ck.DisplayPrefix)
 	}
 	want := keystore.Key{ID: ck.ID, Name: "ci", DisplayPrefix: ck.DisplayPrefix, TenantID: tn.ID, OrgID: o.ID, UserID: "u1",
@@ -182,7 +182,7 @@ func TestCLIKeyLifecycle(t *testing.T) {
 
 	var rot keystore.CreatedKey
 	f.json(&rot, "keys", "rotate", ck.ID, "--grace", "1h")
-	if rot.ID == "" || rot.ID == ck.ID || rot.Secret == "" || rot.Secret == ck.Secret {
+	if rot.ID == "" || rot.ID == ck.ID || rot.Secret.Reveal() == "" || rot.Secret.Reveal() == ck.Secret.Reveal() {
 		t.Errorf("rotate gave id %q, want a new id and key", rot.ID)
 	}
 	old, err := f.store.Key(t.Context(), ck.ID)

@@ -110,7 +110,7 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 		checks = append(checks, newChecker(t, s.grpcAddr))
 	}
 	for i, c := range checks {
-		if ok, status, tenant := c.check(old.Secret); !ok || tenant != tn.ID {
+		if ok, status, tenant := c.check(old.Secret.Reveal()); !ok || tenant != tn.ID {
 			t.Fatalf("replica %d: migrated key: allowed %v status %d tenant %q", i, ok, status, tenant)
 		}
 	}
@@ -142,13 +142,13 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	stopped := time.Now()
 	down := make(chan struct{})
 	go func() { node.Stop(); close(down) }()
-	if ok, status, _ := checks[2].check(old.Secret); !ok {
+	if ok, status, _ := checks[2].check(old.Secret.Reveal()); !ok {
 		t.Fatalf("cached key right after etcd stopped: %d", status)
 	}
 	var closedAt time.Duration
 	for time.Since(stopped) < 10*time.Second {
 		at := time.Since(stopped)
-		if ok, status, _ := checks[2].check(old.Secret); !ok {
+		if ok, status, _ := checks[2].check(old.Secret.Reveal()); !ok {
 			if status != 503 {
 				t.Fatalf("without etcd: status %d, want 503", status)
 			}
@@ -166,7 +166,7 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, c := range checks {
 		for {
-			if ok, _, _ := c.check(old.Secret); ok {
+			if ok, _, _ := c.check(old.Secret.Reveal()); ok {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -177,7 +177,7 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	}
 	replicas[2].cli(t, "keys", "revoke", old.ID)
 	for i, c := range checks {
-		if ok, status, _ := c.check(old.Secret); ok || status != 401 {
+		if ok, status, _ := c.check(old.Secret.Reveal()); ok || status != 401 {
 			t.Fatalf("replica %d after etcd came back: revoked key: allowed %v status %d", i, ok, status)
 		}
 	}

@@ -167,7 +167,7 @@ func printCreatedKey(w io.Writer, k keystore.CreatedKey, now time.Time) error {
 	if err := printKey(w, k.Key, now); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nAPI key (shown once, it will not be shown again; store it now):\n%s\n", cell(k.Secret))
+	_, err := fmt.Fprintf(w, "\nAPI key (shown once, it will not be shown again; store it now):\n%s\n", cell(k.Secret.Reveal()))
 	return err
 }
 

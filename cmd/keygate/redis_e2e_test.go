@@ -85,7 +85,7 @@ func TestSharedLimitsAcrossReplicas(t *testing.T) {
 	}
 	admitted := 0
 	for i := 0; i < 9; i++ {
-		d, err := engines[i%3].Decide(context.Background(), &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": k.Secret}})
+		d, err := engines[i%3].Decide(context.Background(), &authz.Request{Path: "/x", Headers: map[string]string{"x-api-key": k.Secret.Reveal()}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -54,7 +54,7 @@ func TestStoreMetrics(t *testing.T) {
 	k, _ := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "a"})
 	r, _ := s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "b"})
 	s.RevokeKey(t.Context(), r.ID)
-	s.LookupKey(context.Background(), apikey.HashOf(k.Secret))
+	s.LookupKey(context.Background(), apikey.HashOf(k.Secret.Reveal()))
 	m := New()
 	if err := m.RegisterStore(s); err != nil {
 		t.Fatal(err)

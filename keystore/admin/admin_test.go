@@ -240,7 +240,7 @@ func TestRoutes(t *testing.T) {
 		{"create key", "POST", "/v1/keys", `{"tenant_id":"` + tn.ID + `","name":"deploy","scopes":["a:read","b:write"],"environment":"test","tier":"enterprise","expires_in":"720h","metadata":{"team":"ops"}}`, 201, func(t *testing.T, r response) {
 			var got keystore.CreatedKey
 			r.decode(t, &got)
-			if !strings.HasPrefix(got.Secret, "ak_test_") || got.ID == "" {
+			if !strings.HasPrefix(got.Secret.Reveal(), "ak_test_") || got.ID == "" {
 				t.Errorf("created key id %q, key prefix %q", got.ID, got.DisplayPrefix)
 			}
 			want := keystore.Key{Name: "deploy", TenantID: tn.ID, Environment: "test", Tier: "enterprise",
@@ -286,7 +286,7 @@ func TestRoutes(t *testing.T) {
 			if d := cmp.Diff(keyJSON(r), k.Key); d != "" {
 				t.Errorf("key (-got +want):\n%s", d)
 			}
-			if bytes.Contains(r.body, []byte(k.Secret)) || bytes.Contains(r.body, []byte(`"key"`)) {
+			if bytes.Contains(r.body, []byte(k.Secret.Reveal())) || bytes.Contains(r.body, []byte(`"key"`)) {
 				t.Error("get returns the secret")
 			}
 		}},
@@ -307,7 +307,7 @@ func TestRoutes(t *testing.T) {
 		{"rotate key", "POST", "/v1/keys/" + k.ID + "/rotate", `{"grace_period":"1h"}`, 201, func(t *testing.T, r response) {
 			var got keystore.CreatedKey
 			r.decode(t, &got)
-			if got.ID == k.ID || got.Secret == k.Secret || !strings.HasPrefix(got.Secret, "ak_live_") {
+			if got.ID == k.ID || got.Secret.Reveal() == k.Secret.Reveal() || !strings.HasPrefix(got.Secret.Reveal(), "ak_live_") {
 				t.Errorf("rotation did not give a new key: id %q", got.ID)
 			}
 			old, err := f.store.Key(t.Context(), k.ID)
@@ -407,7 +407,7 @@ func TestErrors(t *testing.T) {
 		{"org key limit", "POST", "/v1/keys", `{"tenant_id":"` + tn.ID + `","org_id":"` + o.ID + `","name":"sixth"}`, "", 409, "org_key_limit"},
 		{"import both forms", "POST", "/v1/keys/import", tenantKey(`,"key":"abcdefghijklmnopqrstu","key_sha256":"00"`), "", 400, "invalid_request"},
 		{"import bad hash", "POST", "/v1/keys/import", tenantKey(`,"key_sha256":"xyz"`), "", 400, "invalid_request"},
-		{"import existing key", "POST", "/v1/keys/import", tenantKey(`,"key":"` + k.Secret + `"`), "", 409, "conflict"},
+		{"import existing key", "POST", "/v1/keys/import", tenantKey(`,"key":"` + k.Secret.Reveal() + `"`), "", 409, "conflict"},
 		{"unknown tenant", "GET", "/v1/tenants/nope", "", "", 404, "not_found"},
 		{"unknown org", "GET", "/v1/orgs/nope", "", "", 404, "not_found"},
 		{"orgs of unknown tenant", "GET", "/v1/orgs?tenant_id=nope", "", "", 404, "not_found"},
@@ -465,7 +465,7 @@ func TestErrors(t *testing.T) {
 					t.Error("405 without Allow")
 				}
 			}
-			if k.Secret != "" && bytes.Contains(r.body, []byte(k.Secret)) {
+			if k.Secret.Reveal() != "" && bytes.Contains(r.body, []byte(k.Secret.Reveal())) {
 				t.Error("error body contains a raw key")
 			}
 		})
@@ -553,7 +553,7 @@ func TestRotateWithoutGrace(t *testing.T) {
 	}
 	var got keystore.CreatedKey
 	r.decode(t, &got)
-	if got.ID == k.ID || got.Secret == "" || got.Secret == k.Secret {
+	if got.ID == k.ID || got.Secret.Reveal() == "" || got.Secret.Reveal() == k.Secret.Reveal() {
 		t.Errorf("rotate returned id %q, want a new id and key", got.ID)
 	}
 	old, err := f.store.Key(t.Context(), k.ID)
@@ -669,7 +669,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		var ck keystore.CreatedKey
 		decode(f.do("POST", "/v1/keys", `{"tenant_id":"`+tn.ID+`","org_id":"`+o.ID+`","name":"k","slot":"s`+string(rune('a'+i))+`"}`), &ck)
-		secrets = append(secrets, ck.Secret)
+		secrets = append(secrets, ck.Secret.Reveal())
 		ids = append(ids, ck.ID)
 	}
 	// Failures: the org limit, a conflicting import of a created key, bad JSON
@@ -686,7 +686,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	f.do("POST", "/v1/keys/"+ids[2]+"/revoke", "")
 	var rotated keystore.CreatedKey
 	decode(f.do("POST", "/v1/keys/"+ids[0]+"/rotate", `{"grace_period":"1m"}`), &rotated)
-	secrets = append(secrets, rotated.Secret)
+	secrets = append(secrets, rotated.Secret.Reveal())
 	f.do("PATCH", "/v1/keys/"+ids[1], `{"name":"renamed"}`)
 	f.do("GET", "/v1/keys?limit=2", "")
 	f.do("GET", "/v1/keys/"+ids[3], "")

@@ -89,6 +89,16 @@ type (
 	}
 )
 
+// newKey is the answer to a create or a rotation: the key and, this once,
+// its secret under "key". keystore.CreatedKey encodes its secret redacted,
+// so the secret is revealed here, on purpose, and nowhere else.
+type newKey struct {
+	keystore.Key
+	Secret string `json:"key"`
+}
+
+func reveal(k keystore.CreatedKey) newKey { return newKey{Key: k.Key, Secret: k.Secret.Reveal()} }
+
 // list is the envelope of every listing, so a field can be added beside
 // data later without breaking clients.
 type list[T any] struct {
@@ -172,7 +182,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return created(w, k.ID, k)
+	return created(w, k.ID, reveal(k))
 }
 
 func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
@@ -305,7 +315,7 @@ func (a *api) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return created(w, k.ID, k)
+	return created(w, k.ID, reveal(k))
 }
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {

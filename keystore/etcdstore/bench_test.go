@@ -63,7 +63,7 @@ func BenchmarkCheckByBackend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			raws[i] = ck.Secret
+			raws[i] = ck.Secret.Reveal()
 		}
 		unknown, _ := apikey.MustFormat("ak").Generate(apikey.EnvLive)
 		benchDecide(b, be.name+"/cached-valid", s, func(i int) string { return raws[i%8] }, authz.ReasonOK)

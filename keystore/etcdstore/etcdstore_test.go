@@ -106,7 +106,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 		for _, r := range rs {
 			// Every replica caches the key (the first lookup may have been
 			// a negative one).
-			if c := mustLookup(t, r.s, ck.Secret); c.ScopesHeader != "a" {
+			if c := mustLookup(t, r.s, ck.Secret.Reveal()); c.ScopesHeader != "a" {
 				t.Fatalf("scopes %q", c.ScopesHeader)
 			}
 		}
@@ -114,7 +114,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
-			if c := mustLookup(t, r.s, ck.Secret); c.ScopesHeader != "b" {
+			if c := mustLookup(t, r.s, ck.Secret.Reveal()); c.ScopesHeader != "b" {
 				t.Fatalf("round %d replica %d after update: scopes %q", i, j, c.ScopesHeader)
 			}
 		}
@@ -122,7 +122,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
-			if c := mustLookup(t, r.s, ck.Secret); c.Status != authz.StatusRevoked {
+			if c := mustLookup(t, r.s, ck.Secret.Reveal()); c.Status != authz.StatusRevoked {
 				t.Fatalf("round %d replica %d after revoke: status %q", i, j, c.Status)
 			}
 		}
@@ -130,7 +130,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		for j, r := range rs {
-			if _, ok, err := lookup(t, r.s, ck.Secret); ok || err != nil {
+			if _, ok, err := lookup(t, r.s, ck.Secret.Reveal()); ok || err != nil {
 				t.Fatalf("round %d replica %d after delete: found %v, err %v", i, j, ok, err)
 			}
 		}
@@ -173,7 +173,7 @@ func TestCreditsSharedBalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range rs {
-		c := mustLookup(t, r.s, ck.Secret)
+		c := mustLookup(t, r.s, ck.Secret.Reveal())
 		for range 10 + i {
 			if _, ok, err := r.s.Spend(context.Background(), c, 1); !ok || err != nil {
 				t.Fatalf("spend: %v %v", ok, err)
@@ -236,7 +236,7 @@ func TestEtcdDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		mustLookup(t, r.s, ck.Secret)
+		mustLookup(t, r.s, ck.Secret.Reveal())
 	}
 	time.Sleep(50 * time.Millisecond) // ristretto applies cache fills asynchronously
 	// etcd refuses new requests as soon as it starts stopping, then gives
@@ -247,14 +247,14 @@ func TestEtcdDownAndBack(t *testing.T) {
 	// Within the TTL the cache answers: etcd being down means nobody can
 	// have revoked anything.
 	for _, r := range rs {
-		if _, ok, err := lookup(t, r.s, ck.Secret); !ok || err != nil {
+		if _, ok, err := lookup(t, r.s, ck.Secret.Reveal()); !ok || err != nil {
 			t.Fatalf("cached key right after etcd stopped: %v %v", ok, err)
 		}
 	}
 	var failedAt time.Duration
 	for time.Since(stopped) < 3*ttl {
 		at := time.Since(stopped)
-		if _, _, err := lookup(t, rs[1].s, ck.Secret); err != nil {
+		if _, _, err := lookup(t, rs[1].s, ck.Secret.Reveal()); err != nil {
 			failedAt = at
 			break
 		}
@@ -271,7 +271,7 @@ func TestEtcdDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range rs {
-		if c := mustLookup(t, r.s, ck.Secret); c.Status != authz.StatusRevoked {
+		if c := mustLookup(t, r.s, ck.Secret.Reveal()); c.Status != authz.StatusRevoked {
 			t.Fatalf("replica %d after restart and revoke: %q", i, c.Status)
 		}
 	}
@@ -304,7 +304,7 @@ func TestPartitionedReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustLookup(t, cut.s, ck.Secret)
+	mustLookup(t, cut.s, ck.Secret.Reveal())
 	p.cut()
 	began := time.Now()
 	if _, err := a.s.RevokeKey(t.Context(), ck.ID); err != nil {
@@ -312,7 +312,7 @@ func TestPartitionedReplica(t *testing.T) {
 	}
 	waited := time.Since(began)
 	t.Logf("revoke waited %v for the partitioned replica", waited)
-	if c, ok, err := lookup(t, cut.s, ck.Secret); err == nil && ok && c.Status == authz.StatusActive {
+	if c, ok, err := lookup(t, cut.s, ck.Secret.Reveal()); err == nil && ok && c.Status == authz.StatusActive {
 		t.Fatal("partitioned replica still allows a key revoked elsewhere")
 	}
 	if waited > 2*ttl {
@@ -340,10 +340,10 @@ func TestPartitionedReplica(t *testing.T) {
 	}
 	p.heal()
 	waitFresh(t, []replica{cut})
-	if c := mustLookup(t, cut.s, ck.Secret); c.Status != authz.StatusRevoked {
+	if c := mustLookup(t, cut.s, ck.Secret.Reveal()); c.Status != authz.StatusRevoked {
 		t.Fatalf("after healing: %q", c.Status)
 	}
-	mustLookup(t, cut.s, ck2.Secret)
+	mustLookup(t, cut.s, ck2.Secret.Reveal())
 	// Its lease may come back before its watch meets the compaction, which
 	// drops the cache once more; either way it follows again.
 	waitFresh(t, []replica{cut})
@@ -351,7 +351,7 @@ func TestPartitionedReplica(t *testing.T) {
 	if _, err := cut.s.RevokeKey(t.Context(), ck2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if c := mustLookup(t, a.s, ck2.Secret); c.Status != authz.StatusRevoked {
+	if c := mustLookup(t, a.s, ck2.Secret.Reveal()); c.Status != authz.StatusRevoked {
 		t.Fatalf("write from the healed replica: %q", c.Status)
 	}
 }
@@ -430,7 +430,7 @@ func TestEtcdHoldsNoRawKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := apikey.HashOf(ck.Secret)
+	h := apikey.HashOf(ck.Secret.Reveal())
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.Endpoint()}})
 	if err != nil {
 		t.Fatal(err)
@@ -443,7 +443,7 @@ func TestEtcdHoldsNoRawKey(t *testing.T) {
 	indexed := false
 	for _, kv := range resp.Kvs {
 		for _, b := range [][]byte{kv.Key, kv.Value} {
-			if bytes.Contains(b, []byte(ck.Secret)) || bytes.Contains(b, h[:]) {
+			if bytes.Contains(b, []byte(ck.Secret.Reveal())) || bytes.Contains(b, h[:]) {
 				t.Fatalf("etcd key %q holds the key or its raw digest", kv.Key)
 			}
 		}
@@ -496,7 +496,7 @@ func TestCancelledWrite(t *testing.T) {
 			return err
 		},
 		"ImportKey": func() error {
-			_, err := a.s.ImportKey(ctx, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, Name: "i"}, Raw: "legacy-key-0123456789"})
+			_, err := a.s.ImportKey(ctx, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, Name: "i"}, Raw: apikey.NewSecret("legacy-key-0123456789")})
 			return err
 		},
 		"UpdateKey": func() error {
