@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 )
@@ -37,7 +38,7 @@ func newCLIFixture(t *testing.T) *cliFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	h, err := admin.New(s, admin.Options{Token: cliTestToken})
+	h, err := admin.New(s, admin.Options{Token: secret.New(cliTestToken)})
 	if err != nil {
 		t.Fatal(err)
 	}

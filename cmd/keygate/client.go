@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/admintoken"
+	"github.com/keygate/keygate/internal/secret"
 )
 
 // Defaults of the management commands, shared with serve's: the admin
@@ -154,31 +155,31 @@ func (m *mgmtCommand) client() (*adminClient, error) {
 // line wins, since it is the most specific choice; otherwise
 // KEYGATE_ADMIN_TOKEN, then the token file (KEYGATE_ADMIN_TOKEN_FILE or the
 // one serve generates).
-func (m *mgmtCommand) token() (string, error) {
+func (m *mgmtCommand) token() (secret.Value, error) {
 	if !m.isSet("admin-token-file") {
 		if t := strings.TrimSpace(m.c.getenv(admintoken.EnvToken)); t != "" {
-			return t, nil
+			return secret.New(t), nil
 		}
 	}
 	raw, err := os.ReadFile(m.tokenFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("no admin token: set KEYGATE_ADMIN_TOKEN, or give a token file with --admin-token-file "+
+		return secret.Value{}, fmt.Errorf("no admin token: set KEYGATE_ADMIN_TOKEN, or give a token file with --admin-token-file "+
 			"or KEYGATE_ADMIN_TOKEN_FILE (%s does not exist)", m.tokenFile)
 	case err != nil:
-		return "", fmt.Errorf("read admin token: %w", err)
+		return secret.Value{}, fmt.Errorf("read admin token: %w", err)
 	}
 	t := strings.TrimSpace(string(raw))
 	if t == "" {
-		return "", fmt.Errorf("no admin token: %s is empty; set KEYGATE_ADMIN_TOKEN or write the token to the file", m.tokenFile)
+		return secret.Value{}, fmt.Errorf("no admin token: %s is empty; set KEYGATE_ADMIN_TOKEN or write the token to the file", m.tokenFile)
 	}
-	return t, nil
+	return secret.New(t), nil
 }
 
 // adminClient calls the admin HTTP API.
 type adminClient struct {
 	base  string
-	token string
+	token secret.Value
 	http  *http.Client
 }
 
@@ -216,7 +217,7 @@ func (ac *adminClient) do(ctx context.Context, method, path string, query url.Va
 	if err != nil {
 		return nil, fmt.Errorf("admin API request: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+ac.token)
+	req.Header.Set("Authorization", "Bearer "+ac.token.Reveal())
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -19,6 +19,7 @@ import (
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/config/reload"
 	"github.com/keygate/keygate/internal/metrics"
+	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -177,7 +178,7 @@ func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, 
 }
 
 // newAdminHandler builds the admin API over store, behind token.
-func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, token string, m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
+func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, token secret.Value, m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
 	// Ready when a Check could succeed: the store answers, and so does a
 	// shared Redis unless fail_open lets Checks do without it.
 	ready := []admin.ReadyCheck{{Name: "store", Check: store.PingContext}}

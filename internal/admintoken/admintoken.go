@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/internal/secret"
 )
 
 // The environment variables the token is read from; they win over the
@@ -47,8 +48,8 @@ var DefaultFile = File(config.DefaultStorePath)
 
 // Resolve finds serve's admin token for cfg, reading the environment
 // through getenv. A generated token is logged (its file, not its value) on
-// log.
-func Resolve(cfg *config.Config, getenv func(string) string, log *slog.Logger) (string, error) {
+// log. The token prints and logs redacted; Reveal it only to compare it.
+func Resolve(cfg *config.Config, getenv func(string) string, log *slog.Logger) (secret.Value, error) {
 	if t := strings.TrimSpace(getenv(EnvToken)); t != "" {
 		return check(t, EnvToken)
 	}
@@ -59,41 +60,41 @@ func Resolve(cfg *config.Config, getenv func(string) string, log *slog.Logger) (
 	if file != "" {
 		raw, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("admin token: %w", err)
+			return secret.Value{}, fmt.Errorf("admin token: %w", err)
 		}
 		return check(strings.TrimSpace(string(raw)), file)
 	}
 	if !config.IsLoopback(cfg.Listen.Admin) {
-		return "", fmt.Errorf("admin listener %s is not loopback: set %s or admin.token_file", cfg.Listen.Admin, EnvToken)
+		return secret.Value{}, fmt.Errorf("admin listener %s is not loopback: set %s or admin.token_file", cfg.Listen.Admin, EnvToken)
 	}
 	path := File(cfg.Store.Path)
 	if raw, err := os.ReadFile(path); err == nil {
 		return check(strings.TrimSpace(string(raw)), path)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("admin token: %w", err)
+		return secret.Value{}, fmt.Errorf("admin token: %w", err)
 	}
 	token, err := generate(path)
 	if err != nil {
-		return "", err
+		return secret.Value{}, err
 	}
-	if token != "" {
+	if !token.IsZero() {
 		log.Info("generated an admin token (admin API on loopback, none configured)", "file", path)
 		return token, nil
 	}
 	// Another replica placed its token first.
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return secret.Value{}, fmt.Errorf("admin token: %w", err)
 	}
 	return check(strings.TrimSpace(string(raw)), path)
 }
 
-// generate places a random token at path and returns it, or returns ""
-// when a file is already there.
-func generate(path string) (string, error) {
+// generate places a random token at path and returns it, or returns the
+// zero Value when a file is already there.
+func generate(path string) (secret.Value, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return secret.Value{}, fmt.Errorf("admin token: %w", err)
 	}
 	token := base64.RawURLEncoding.EncodeToString(b[:])
 	// Written whole under another name, then linked into place: replicas
@@ -101,24 +102,24 @@ func generate(path string) (string, error) {
 	// a complete one, never an empty or half-written file.
 	fh, err := os.CreateTemp(filepath.Dir(path), ".admin-token-*")
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return secret.Value{}, fmt.Errorf("admin token: %w", err)
 	}
 	defer os.Remove(fh.Name())
 	_, werr := fh.WriteString(token + "\n")
 	if err := errors.Join(werr, fh.Sync(), fh.Chmod(0o600), fh.Close()); err != nil {
-		return "", fmt.Errorf("admin token %s: %w", path, err)
+		return secret.Value{}, fmt.Errorf("admin token %s: %w", path, err)
 	}
 	if err := os.Link(fh.Name(), path); errors.Is(err, os.ErrExist) {
-		return "", nil
+		return secret.Value{}, nil
 	} else if err != nil {
-		return "", fmt.Errorf("admin token %s: %w", path, err)
+		return secret.Value{}, fmt.Errorf("admin token %s: %w", path, err)
 	}
-	return token, nil
+	return secret.New(token), nil
 }
 
-func check(t, from string) (string, error) {
+func check(t, from string) (secret.Value, error) {
 	if len(t) < MinLen {
-		return "", fmt.Errorf("admin token from %s is shorter than %d characters", from, MinLen)
+		return secret.Value{}, fmt.Errorf("admin token from %s is shorter than %d characters", from, MinLen)
 	}
-	return t, nil
+	return secret.New(t), nil
 }

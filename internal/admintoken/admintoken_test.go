@@ -1,6 +1,8 @@
 package admintoken
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/keygate/keygate/internal/config"
+	"github.com/keygate/keygate/internal/secret"
 )
 
 func noEnv(string) string { return "" }
@@ -34,7 +37,7 @@ func TestGeneratedTokenSharedDirectory(t *testing.T) {
 	cfg := defaults(t, dir)
 	for round := range 20 {
 		os.Remove(File(cfg.Store.Path))
-		tokens := make([]string, 8)
+		tokens := make([]secret.Value, 8)
 		errs := make([]error, 8)
 		var wg sync.WaitGroup
 		for i := range tokens {
@@ -46,8 +49,8 @@ func TestGeneratedTokenSharedDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range tokens {
-			if errs[i] != nil || tokens[i]+"\n" != string(raw) {
-				t.Fatalf("round %d, replica %d: token %q, err %v; file holds %q", round, i, tokens[i], errs[i], raw)
+			if errs[i] != nil || tokens[i].Reveal()+"\n" != string(raw) {
+				t.Fatalf("round %d, replica %d: token %q, err %v; file holds %q", round, i, tokens[i].Reveal(), errs[i], raw)
 			}
 		}
 	}
@@ -97,8 +100,8 @@ func TestTokenSources(t *testing.T) {
 			switch {
 			case tc.wantErr && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("Resolve = %q, %v; want an error containing %q", got, err, tc.want)
-			case !tc.wantErr && (err != nil || got != tc.want):
-				t.Errorf("Resolve = %q, %v; want %q", got, err, tc.want)
+			case !tc.wantErr && (err != nil || got.Reveal() != tc.want):
+				t.Errorf("Resolve = %q, %v; want %q", got.Reveal(), err, tc.want)
 			}
 			if _, err := os.Stat(File(cfg.Store.Path)); !os.IsNotExist(err) {
 				t.Errorf("a token was generated although none was needed (stat: %v)", err)
@@ -115,5 +118,28 @@ func TestDefaultFile(t *testing.T) {
 	}
 	if got := File("/var/lib/keygate/k.db"); got != "/var/lib/keygate/k.admin-token" {
 		t.Errorf("File = %q", got)
+	}
+}
+
+// TestTokenPrintsRedacted: the token Resolve returns, generated or read,
+// shows nothing of itself printed or logged; Reveal gives it.
+func TestTokenPrintsRedacted(t *testing.T) {
+	cfg := defaults(t, t.TempDir())
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	generated, err := Resolve(cfg, noEnv, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromEnv, err := Resolve(cfg, func(string) string { return "env-token-0123456789" }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []secret.Value{generated, fromEnv} {
+		log.Info("resolved", "token", tok, "cfg", struct{ Token secret.Value }{tok})
+		out := fmt.Sprintf("%v %+v %#v %s %q %x %d", tok, tok, tok, tok, tok, tok, tok) + logs.String() + fmt.Errorf("token %v", tok).Error()
+		if raw := tok.Reveal(); len(raw) < MinLen || strings.Contains(out, raw) || strings.Contains(out, raw[:8]) {
+			t.Errorf("the token shows:\n%s", out)
+		}
 	}
 }

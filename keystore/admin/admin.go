@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -19,7 +20,7 @@ import (
 type Options struct {
 	// Token is the bearer token every route but the probes requires.
 	// Required.
-	Token string
+	Token secret.Value
 	// Logger receives one Debug line per request and the causes of 500s.
 	// Nil: discard.
 	Logger *slog.Logger
@@ -64,7 +65,7 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 	if s == nil {
 		return nil, errors.New("admin: nil store")
 	}
-	if opts.Token == "" {
+	if opts.Token.IsZero() {
 		return nil, errors.New("admin: a token is required")
 	}
 	if opts.MaxBodyBytes < 0 {
@@ -80,7 +81,7 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		ready:     ready,
 		maxBody:   opts.MaxBodyBytes,
 		now:       opts.Now,
-		tokenHash: sha256.Sum256([]byte(opts.Token)),
+		tokenHash: sha256.Sum256([]byte(opts.Token.Reveal())),
 		mux:       http.NewServeMux(),
 	}
 	if a.log == nil {

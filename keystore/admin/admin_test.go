@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/internal/syncbuf"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
@@ -46,8 +47,8 @@ func newFixtureOn(t *testing.T, s *keystore.Store, opts admin.Options) *fixture 
 	t.Helper()
 	t.Cleanup(func() { s.Close() })
 	logs := &syncbuf.Buffer{}
-	if opts.Token == "" {
-		opts.Token = token
+	if opts.Token.IsZero() {
+		opts.Token = secret.New(token)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -148,7 +149,7 @@ func TestNewRequiresToken(t *testing.T) {
 	if _, err := admin.New(s, admin.Options{}); err == nil {
 		t.Error("New without a token: want an error")
 	}
-	if _, err := admin.New(nil, admin.Options{Token: "x"}); err == nil {
+	if _, err := admin.New(nil, admin.Options{Token: secret.New("x")}); err == nil {
 		t.Error("New without a store: want an error")
 	}
 }

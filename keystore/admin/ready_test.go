@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/keystore/admin"
 )
 
@@ -113,7 +114,7 @@ func TestReadyOptionsChecked(t *testing.T) {
 		"negative timeout": {ReadyTimeout: -time.Second},
 	} {
 		s := newFixture(t, admin.Options{}).store
-		opts.Token = token
+		opts.Token = secret.New(token)
 		if _, err := admin.New(s, opts); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
