@@ -41,7 +41,7 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 				return err
 			}
 			if found {
-				return fmt.Errorf("%w: %s already holds %s; copy only into an empty store", ErrConflict, dst, b)
+				return refuse(ErrConflict, "%s already holds %s; copy only into an empty store", dst, b)
 			}
 		}
 		return nil

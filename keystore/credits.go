@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/vizerror"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -90,10 +91,10 @@ func (s *Store) loadBalance(ctx context.Context, id string) (*balance, error) {
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("key %q: %w", id, ErrNotFound)
+		return nil, notFound("key", id)
 	}
 	if k.CreditsRemaining == nil {
-		return nil, fmt.Errorf("key %s: %w", id, ErrNotMetered)
+		return nil, vizerror.WrapWithMessage(fmt.Errorf("key %s: %w", id, ErrNotMetered), "key "+id+" has no credit balance")
 	}
 	l := s.ledger
 	l.mu.Lock()
@@ -277,7 +278,7 @@ func (l *ledger) moved(m creditMove) {
 func (s *Store) AddCredits(ctx context.Context, id string, n int64) (Key, error) {
 	return s.changeCredits(ctx, id, func(cur *int64) (int64, error) {
 		if cur == nil {
-			return 0, fmt.Errorf("%w: key %s (set a balance first)", ErrNotMetered, id)
+			return 0, vizerror.WrapWithMessage(fmt.Errorf("%w: key %s (set a balance first)", ErrNotMetered, id), "key "+id+" has no credit balance (set a balance first)")
 		}
 		return max(*cur+n, 0), nil
 	})
@@ -286,7 +287,7 @@ func (s *Store) AddCredits(ctx context.Context, id string, n int64) (Key, error)
 // SetCredits sets a key's balance to n.
 func (s *Store) SetCredits(ctx context.Context, id string, n int64) (Key, error) {
 	if n < 0 {
-		return Key{}, fmt.Errorf("set credits: %w: balance %d is negative", ErrInvalid, n)
+		return Key{}, fmt.Errorf("set credits: %w", refuse(ErrInvalid, "balance %d is negative", n))
 	}
 	return s.changeCredits(ctx, id, func(*int64) (int64, error) { return n, nil })
 }

@@ -87,17 +87,17 @@ func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	)
 	switch {
 	case (raw == "") == (im.SHA256 == ""):
-		return Key{}, fmt.Errorf("import key: %w: give exactly one of key and key_sha256", ErrInvalid)
+		return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "give exactly one of key and key_sha256"))
 	case raw != "":
 		if len(raw) > apikey.MaxLen || len(raw) < 16 {
-			return Key{}, fmt.Errorf("import key: %w: key must be 16 to %d bytes", ErrInvalid, apikey.MaxLen)
+			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key must be 16 to %d bytes", apikey.MaxLen))
 		}
 		if !apikey.Plausible(raw) {
-			return Key{}, fmt.Errorf("import key: %w: key must be visible ASCII without ','", ErrInvalid)
+			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key must be visible ASCII without ','"))
 		}
 		if p, err := s.opts.Format.Parse(raw); err == nil {
 			if im.Environment != "" && im.Environment != p.Env {
-				return Key{}, fmt.Errorf("import key: %w: environment %q contradicts the key's own %q", ErrInvalid, im.Environment, p.Env)
+				return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "environment %q contradicts the key's own %q", im.Environment, p.Env))
 			}
 			im.Environment = p.Env
 		}
@@ -106,7 +106,7 @@ func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	default:
 		b, err := hex.DecodeString(im.SHA256)
 		if err != nil || len(b) != len(h) {
-			return Key{}, fmt.Errorf("import key: %w: key_sha256 must be 64 hex digits", ErrInvalid)
+			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key_sha256 must be 64 hex digits"))
 		}
 		copy(h[:], b)
 		if err := validText("display_prefix", im.DisplayPrefix, apikey.DisplayLen, false); err != nil {
@@ -160,7 +160,7 @@ func (s *Store) validSpec(spec *KeySpec) error {
 	}
 	spec.AllowedCIDRs = cidrs
 	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
-		return fmt.Errorf("%w: credits_remaining must not be negative", ErrInvalid)
+		return refuse(ErrInvalid, "credits_remaining must not be negative")
 	}
 	return validMetadata(spec.Metadata)
 }
@@ -171,7 +171,7 @@ func (s *Store) validTier(t string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: tier %q: want one of %q", ErrInvalid, t, s.opts.Tiers)
+	return refuse(ErrInvalid, "tier %q: want one of %q", t, s.opts.Tiers)
 }
 
 // insert stores a new key record under hash h.
@@ -182,7 +182,7 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 	now := s.now()
 	if spec.ExpiresAt != nil {
 		if !spec.ExpiresAt.After(now) {
-			return Key{}, fmt.Errorf("%w: expires_at is not in the future", ErrInvalid)
+			return Key{}, refuse(ErrInvalid, "expires_at is not in the future")
 		}
 		at := spec.ExpiresAt.UTC()
 		spec.ExpiresAt = &at
@@ -220,13 +220,13 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 				return err
 			}
 			if o.TenantID != spec.TenantID {
-				return fmt.Errorf("%w: org %s belongs to another tenant", ErrInvalid, spec.OrgID)
+				return refuse(ErrInvalid, "org %s belongs to another tenant", spec.OrgID)
 			}
 		}
 		if id, err := tx.Get(bucketHashes, h[:]); err != nil {
 			return err
 		} else if id != nil {
-			return fmt.Errorf("%w: this key is already stored", ErrConflict)
+			return refuse(ErrConflict, "this key is already stored")
 		}
 		replaced := ""
 		if spec.Slot != "" {
@@ -278,7 +278,7 @@ func (s *Store) checkOrgLimit(tx Tx, orgID string, now time.Time, except string)
 	if err != nil || !full {
 		return err
 	}
-	return fmt.Errorf("%w: org %s already has %d usable keys (revoke or deactivate one first)", ErrOrgKeyLimit, orgID, n)
+	return refuse(ErrOrgKeyLimit, "org %s already has %d usable keys (revoke or deactivate one first)", orgID, n)
 }
 
 // orgFull reports whether org holds its maximum of usable keys, not
@@ -343,7 +343,7 @@ func getKey(tx Tx, id string) (storedKey, error) {
 		return storedKey{}, err
 	}
 	if !found {
-		return storedKey{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+		return storedKey{}, notFound("key", id)
 	}
 	if len(k.Hash) != len(apikey.Hash{}) {
 		return storedKey{}, fmt.Errorf("key %q: stored hash has %d bytes", id, len(k.Hash))
@@ -395,16 +395,16 @@ type KeyUpdate struct {
 func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, error) {
 	now := s.now()
 	if u.ExpiresAt != nil && u.ClearExpiry {
-		return Key{}, fmt.Errorf("update key: %w: expires_at and clear_expiry together", ErrInvalid)
+		return Key{}, fmt.Errorf("update key: %w", refuse(ErrInvalid, "expires_at and clear_expiry together"))
 	}
 	if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
-		return Key{}, fmt.Errorf("update key: %w: expires_at is not in the future (deactivate or revoke the key instead)", ErrInvalid)
+		return Key{}, fmt.Errorf("update key: %w", refuse(ErrInvalid, "expires_at is not in the future (deactivate or revoke the key instead)"))
 	}
 	var out Key
 	err := s.modify(ctx, id, func(tx Tx, k *storedKey) error {
 		before := k.StateAt(now)
 		if before == StateRevoked {
-			return fmt.Errorf("%w: key %s is revoked and cannot change", ErrConflict, id)
+			return refuse(ErrConflict, "key %s is revoked and cannot change", id)
 		}
 		if u.Name != nil {
 			if err := validText("name", *u.Name, maxNameLen, true); err != nil {
@@ -444,7 +444,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			case authz.StatusActive, authz.StatusInactive:
 				k.Status = *u.Status
 			default:
-				return fmt.Errorf("%w: status %q: want active or inactive (revoke a key with revoke)", ErrInvalid, *u.Status)
+				return refuse(ErrInvalid, "status %q: want active or inactive (revoke a key with revoke)", *u.Status)
 			}
 		}
 		// Reactivating and un-expiring both bring a key back into the
@@ -486,10 +486,10 @@ func (s *Store) RevokeKey(ctx context.Context, id string) (Key, error) {
 // key keeps the old one's lifetime (expiry minus creation) and slot.
 func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (CreatedKey, error) {
 	if grace < 0 {
-		return CreatedKey{}, fmt.Errorf("rotate key: %w: negative grace period", ErrInvalid)
+		return CreatedKey{}, fmt.Errorf("rotate key: %w", refuse(ErrInvalid, "negative grace period"))
 	}
 	if limit := s.opts.MaxRotationGrace; limit >= 0 && grace > limit {
-		return CreatedKey{}, fmt.Errorf("rotate key: %w: grace period %s is longer than the maximum of %s", ErrInvalid, shortDuration(grace), shortDuration(limit))
+		return CreatedKey{}, fmt.Errorf("rotate key: %w", refuse(ErrInvalid, "grace period %s is longer than the maximum of %s", shortDuration(grace), shortDuration(limit)))
 	}
 	now := s.now()
 	nid, err := newID()
@@ -503,12 +503,12 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 	err = s.modifyTouch(ctx, id, func(tx Tx, touch func(apikey.Hash), old *storedKey) error {
 		move = creditMove{}
 		if old.StateAt(now) == StateRevoked {
-			return fmt.Errorf("%w: key %s is revoked", ErrConflict, id)
+			return refuse(ErrConflict, "key %s is revoked", id)
 		}
 		if old.RotatedTo != "" {
 			// Rotating again would move its end of grace and lose its
 			// successor; rotate the successor instead.
-			return fmt.Errorf("%w: key %s was already rotated to %s", ErrConflict, id, old.RotatedTo)
+			return refuse(ErrConflict, "key %s was already rotated to %s", id, old.RotatedTo)
 		}
 		raw, err := s.opts.Format.Generate(old.Environment)
 		if err != nil {
@@ -572,9 +572,9 @@ func (s *Store) checkRotationSlot(tx Tx, old, n *storedKey, now time.Time, grace
 		return err
 	}
 	if grace > 0 && old.StateAt(now) == StateActive {
-		return fmt.Errorf("%w: org %s already has %d usable keys, and the old key would keep working beside the new one for the grace period: rotate without a grace period (the old key stops at once), or revoke or deactivate another key first", ErrOrgKeyLimit, old.OrgID, count)
+		return refuse(ErrOrgKeyLimit, "org %s already has %d usable keys, and the old key would keep working beside the new one for the grace period: rotate without a grace period (the old key stops at once), or revoke or deactivate another key first", old.OrgID, count)
 	}
-	return fmt.Errorf("%w: org %s already has %d usable keys, and key %s is not usable, so its successor would be one more (revoke or deactivate one first)", ErrOrgKeyLimit, old.OrgID, count, old.ID)
+	return refuse(ErrOrgKeyLimit, "org %s already has %d usable keys, and key %s is not usable, so its successor would be one more (revoke or deactivate one first)", old.OrgID, count, old.ID)
 }
 
 // shortDuration writes d without zero minutes and seconds ("168h", not

@@ -39,12 +39,12 @@ func (s *Store) ListKeys(ctx context.Context, f ListFilter) (Page, error) {
 	case f.Limit == 0:
 		f.Limit = defaultPageSize
 	case f.Limit < 0 || f.Limit > maxPageSize:
-		return Page{}, fmt.Errorf("list keys: %w: limit must be 1 to %d", ErrInvalid, maxPageSize)
+		return Page{}, fmt.Errorf("list keys: %w", refuse(ErrInvalid, "limit must be 1 to %d", maxPageSize))
 	}
 	switch f.State {
 	case "", StateActive, StateInactive, StateRevoked, StateExpired:
 	default:
-		return Page{}, fmt.Errorf("list keys: %w: status %q: want active, inactive, revoked or expired", ErrInvalid, f.State)
+		return Page{}, fmt.Errorf("list keys: %w", refuse(ErrInvalid, "status %q: want active, inactive, revoked or expired", f.State))
 	}
 	now := s.now()
 	page := Page{Keys: []Key{}}

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -166,17 +165,17 @@ const (
 func validText(field, s string, max int, required bool) error {
 	switch {
 	case s == "" && required:
-		return fmt.Errorf("%w: %s is required", ErrInvalid, field)
+		return refuse(ErrInvalid, "%s is required", field)
 	case len(s) > max:
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalid, field, max)
+		return refuse(ErrInvalid, "%s is longer than %d bytes", field, max)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, field)
+		return refuse(ErrInvalid, "%s is not valid UTF-8", field)
 	case s != strings.TrimSpace(s):
-		return fmt.Errorf("%w: %s has leading or trailing space", ErrInvalid, field)
+		return refuse(ErrInvalid, "%s has leading or trailing space", field)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
-			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, field)
+			return refuse(ErrInvalid, "%s contains a control character", field)
 		}
 	}
 	return nil
@@ -186,18 +185,18 @@ func validText(field, s string, max int, required bool) error {
 // letters, digits and ":._-*/", deduplicated in the order given.
 func validScopes(scopes []string) ([]string, error) {
 	if len(scopes) > maxScopes {
-		return nil, fmt.Errorf("%w: more than %d scopes", ErrInvalid, maxScopes)
+		return nil, refuse(ErrInvalid, "more than %d scopes", maxScopes)
 	}
 	out := make([]string, 0, len(scopes))
 	seen := map[string]bool{}
 	for _, s := range scopes {
 		if s == "" || len(s) > maxScopeLen {
-			return nil, fmt.Errorf("%w: scope %q: want 1 to %d characters", ErrInvalid, s, maxScopeLen)
+			return nil, refuse(ErrInvalid, "scope %q: want 1 to %d characters", s, maxScopeLen)
 		}
 		for i := 0; i < len(s); i++ {
 			c := s[i]
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":._-*/", c) >= 0) {
-				return nil, fmt.Errorf("%w: scope %q: want letters, digits and \":._-*/\"", ErrInvalid, s)
+				return nil, refuse(ErrInvalid, "scope %q: want letters, digits and \":._-*/\"", s)
 			}
 		}
 		if !seen[s] {
@@ -210,7 +209,7 @@ func validScopes(scopes []string) ([]string, error) {
 
 func validMetadata(m map[string]string) error {
 	if len(m) > maxMetadata {
-		return fmt.Errorf("%w: more than %d metadata entries", ErrInvalid, maxMetadata)
+		return refuse(ErrInvalid, "more than %d metadata entries", maxMetadata)
 	}
 	for k, v := range m {
 		if err := validText("metadata key", k, maxMetaKeyLen, true); err != nil {
@@ -225,7 +224,7 @@ func validMetadata(m map[string]string) error {
 
 func validEnv(env string) error {
 	if !apikey.ValidEnv(env) {
-		return fmt.Errorf("%w: environment %q: want %q or %q", ErrInvalid, env, apikey.EnvLive, apikey.EnvTest)
+		return refuse(ErrInvalid, "environment %q: want %q or %q", env, apikey.EnvLive, apikey.EnvTest)
 	}
 	return nil
 }
@@ -236,7 +235,7 @@ func validEnv(env string) error {
 // that the record omits it.
 func validCIDRs(entries []string) ([]string, error) {
 	if len(entries) > maxAllowedCIDRs {
-		return nil, fmt.Errorf("%w: more than %d allowed_cidrs entries", ErrInvalid, maxAllowedCIDRs)
+		return nil, refuse(ErrInvalid, "more than %d allowed_cidrs entries", maxAllowedCIDRs)
 	}
 	var out []string
 	seen := map[netip.Prefix]bool{}
@@ -259,7 +258,7 @@ func parseCIDR(e string) (netip.Prefix, error) {
 		if len(shown) > maxCIDRLen {
 			shown = shown[:maxCIDRLen] + "..."
 		}
-		return netip.Prefix{}, fmt.Errorf("%w: allowed_cidrs entry %q: %s", ErrInvalid, shown, why)
+		return netip.Prefix{}, refuse(ErrInvalid, "allowed_cidrs entry %q: %s", shown, why)
 	}
 	if len(e) > maxCIDRLen {
 		return bad("too long")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/vizerror"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -39,6 +40,23 @@ var (
 	// it in time (a shared backend; see etcdstore).
 	ErrUnconfirmed = errors.New("write committed but not confirmed by every replica")
 )
+
+// refuse returns an error of kind (ErrInvalid, ErrConflict, ErrOrgKeyLimit,
+// ErrNotMetered) that says why a request was refused. Its text is
+// "<kind>: <why>", for logs and wrapping; the why alone is marked as the
+// message a client may see (vizerror), without the kind or the operations
+// that wrap it ("rotate key: invalid: "). It names fields, ids and values
+// the request gave, never a key, a hash or an internal cause.
+func refuse(kind error, format string, args ...any) error {
+	why := fmt.Sprintf(format, args...)
+	return vizerror.WrapWithMessage(fmt.Errorf("%w: %s", kind, why), why)
+}
+
+// notFound returns ErrNotFound for the record of kind what ("key",
+// "tenant", "org") with id, shown to a client as `key "x" not found`.
+func notFound(what, id string) error {
+	return vizerror.WrapWithMessage(fmt.Errorf("%s %q: %w", what, id, ErrNotFound), fmt.Sprintf("%s %q not found", what, id))
+}
 
 // DefaultMaxRotationGrace is Options.MaxRotationGrace's default.
 const DefaultMaxRotationGrace = 7 * 24 * time.Hour

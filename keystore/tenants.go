@@ -124,7 +124,7 @@ func getTenant(tx Tx, id string) (Tenant, error) {
 		return Tenant{}, err
 	}
 	if !found {
-		return Tenant{}, fmt.Errorf("tenant %q: %w", id, ErrNotFound)
+		return Tenant{}, notFound("tenant", id)
 	}
 	return t, nil
 }
@@ -136,7 +136,7 @@ func getOrg(tx Tx, id string) (Org, error) {
 		return Org{}, err
 	}
 	if !found {
-		return Org{}, fmt.Errorf("org %q: %w", id, ErrNotFound)
+		return Org{}, notFound("org", id)
 	}
 	return o, nil
 }

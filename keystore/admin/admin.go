@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/secret"
+	"github.com/keygate/keygate/internal/vizerror"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -195,8 +196,10 @@ func badRequest(format string, args ...any) error {
 	return &apiError{status: http.StatusBadRequest, code: "invalid_request", msg: fmt.Sprintf(format, args...)}
 }
 
-// fail answers err. Only errors known to describe the caller's mistake are
-// shown; store errors of those kinds never carry a key or a hash.
+// fail answers err. The client sees a message meant for it and nothing
+// else of err: an apiError's, or the one a store refusal marks as visible
+// (vizerror), or a generic one for the status; never the operations and
+// causes the error wraps, which are logged instead.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		ae  *apiError
@@ -208,19 +211,21 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", a.tooLargeMessage())
 	case errors.Is(err, keystore.ErrOrgKeyLimit):
-		writeError(w, http.StatusConflict, "org_key_limit", err.Error())
+		a.refused(w, r, err, http.StatusConflict, "org_key_limit", "the organization already has its maximum of usable keys")
 	case errors.Is(err, keystore.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		a.refused(w, r, err, http.StatusBadRequest, "invalid_request", "invalid request")
 	case errors.Is(err, keystore.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		a.refused(w, r, err, http.StatusNotFound, "not_found", "not found")
 	case errors.Is(err, keystore.ErrNotMetered):
-		writeError(w, http.StatusConflict, "not_metered", err.Error())
+		a.refused(w, r, err, http.StatusConflict, "not_metered", "the key has no credit balance")
 	case errors.Is(err, keystore.ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error())
+		a.refused(w, r, err, http.StatusConflict, "conflict", "the request conflicts with the stored state")
 	case errors.Is(err, keystore.ErrUnconfirmed):
 		// Committed: retrying would apply it twice. The replica that did not
-		// confirm is named, so the operator can look at it.
-		writeError(w, http.StatusServiceUnavailable, "unconfirmed", err.Error())
+		// confirm is named, so the operator can look at it: a backend's
+		// ErrUnconfirmed says which replica and revision, and nothing else,
+		// so its text is the fallback.
+		a.refused(w, r, err, http.StatusServiceUnavailable, "unconfirmed", err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client hung up, which cancelled the store call (etcd; a bbolt
 		// write completes): no one reads this answer, and the store is not
@@ -241,6 +246,22 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 			slog.String("error", err.Error()))
 		writeError(w, http.StatusInternalServerError, "internal", "internal error")
 	}
+}
+
+// refused answers a request the store refused. The client sees the
+// message the store marked as visible, else fallback; the whole error,
+// with the operations that wrap it, goes to the debug log.
+func (a *api) refused(w http.ResponseWriter, r *http.Request, err error, status int, code, fallback string) {
+	msg, ok := vizerror.As(err)
+	if !ok {
+		msg = fallback
+	}
+	a.log.LogAttrs(r.Context(), slog.LevelDebug, "admin request refused",
+		slog.String("method", r.Method),
+		slog.String("route", r.Pattern),
+		slog.Int("status", status),
+		slog.String("error", err.Error()))
+	writeError(w, status, code, msg)
 }
 
 type errorBody struct {

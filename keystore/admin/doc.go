@@ -16,8 +16,13 @@
 //   - A body is one JSON object whose field names are exactly the
 //     documented ones, each at most once in any object (see decode): a body
 //     means the same to Keygate as to any proxy or audit tool that reads it.
-//   - Errors are `{"error": "...", "code": "..."}`. Store errors that name a
-//     caller mistake (invalid, not found, conflict, org key limit) are shown
-//     as they are, since the store never puts a key or hash in an error;
-//     anything unexpected is logged and answered with a generic 500.
+//   - Errors are `{"error": "...", "code": "..."}`. The client sees only a
+//     message written for it: this package's own, or the one a store
+//     refusal (invalid, not found, conflict, org key limit, not metered)
+//     marks as visible (internal/vizerror), without the operation names and
+//     sentinel texts its error wraps; a refusal that marks none gets a
+//     generic message for its status. The whole error is logged (debug for
+//     refusals); anything unexpected is answered with a generic 500.
+//   - The token (secret.Value) and a new key (apikey.Secret) print and log
+//     redacted; the create and rotate answers reveal the key on purpose.
 package admin
