@@ -21,7 +21,10 @@ var (
 	_ authz.Recorder     = (*Store)(nil)
 )
 
-// Sentinel errors callers branch on; each is wrapped with context.
+// Sentinel errors callers branch on; each is wrapped with context. A
+// refused request (ErrNotFound, ErrInvalid, ErrConflict, ErrOrgKeyLimit,
+// ErrNotMetered) also carries what was wrong as a message for the client,
+// which internal/vizerror's As finds (see refuse).
 var (
 	// ErrNotFound: no tenant, org or key with that id.
 	ErrNotFound = errors.New("not found")
