@@ -54,19 +54,28 @@ type checking struct {
 	intro  bool // the introspection path
 	rl     charged
 	credit int64 // credits left; -1: not metered
+	// refusal is a refusal with more than its precomputed form (missing
+	// scopes, rate-limit headers), when a stage's outcome is custom: kept
+	// here rather than in the outcome so that outcomes stay small to pass
+	// along, and by value so that a refusal allocates nothing it does not
+	// show.
+	refusal Decision
 }
 
 // outcome is what a stage says: go on (ReasonOK), stop and allow (done,
-// on a public route), or refuse for reason. d, when custom, is a refusal
-// with more than its precomputed form (missing scopes, rate-limit
-// headers), held by value so that a refusal allocates nothing it does not
-// show; err is the failure behind a fail-closed refusal.
+// on a public route), or refuse for reason, with checking.refusal as the
+// answer when custom; err is the failure behind a fail-closed refusal.
 type outcome struct {
 	reason Reason
 	done   bool
 	custom bool
-	d      Decision
 	err    error
+}
+
+// refuseWith refuses with d as the answer.
+func (c *checking) refuseWith(d Decision) outcome {
+	c.refusal = d
+	return outcome{reason: d.Reason, custom: true}
 }
 
 var proceed = outcome{reason: ReasonOK}
@@ -127,7 +136,7 @@ func (e *Engine) authenticate(ctx context.Context, c *checking) outcome {
 	var throttle netip.Addr
 	c.addr, throttle = e.clientIP.addr(c.req)
 	if wait, ok := e.limits.throttled(throttle, c.now); ok {
-		return outcome{reason: ReasonRateLimited, custom: true, d: e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, c.now)}
+		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, c.now))
 	}
 	if c.raw.IsZero() {
 		e.limits.failed(throttle, c.now)
@@ -182,7 +191,7 @@ func (e *Engine) authorize(ctx context.Context, c *checking) outcome {
 		if err != nil {
 			return failed(fmt.Errorf("%w: %w", ErrUnavailable, err))
 		}
-		return outcome{reason: ReasonInsufficientScope, custom: true, d: d}
+		return c.refuseWith(d)
 	}
 	return proceed
 }
@@ -195,7 +204,7 @@ func (e *Engine) admit(ctx context.Context, c *checking) outcome {
 		return failed(fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err))
 	}
 	if !rl.Allowed {
-		return outcome{reason: ReasonRateLimited, custom: true, d: e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, c.now)}
+		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, c.now))
 	}
 	c.rl, c.credit = rl, -1
 	if c.cred.Metered && e.credits != nil {
@@ -238,7 +247,7 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 			d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(c.credit, 10)})
 		}
 	case o.custom:
-		d = o.d
+		d = c.refusal
 	default:
 		d = e.denials[o.reason]
 	}
