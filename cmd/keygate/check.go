@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/config"
@@ -28,46 +29,60 @@ type headerFlag []string
 
 func (h *headerFlag) String() string     { return strings.Join(*h, "; ") }
 func (h *headerFlag) Set(v string) error { *h = append(*h, v); return nil }
+func (h *headerFlag) Type() string       { return "string" }
+
+// checkFlags are the flags of `keygate check`.
+type checkFlags struct {
+	configFile, storePath, method, path, host, peer, output string
+	keyStdin                                                bool
+	headers, settings                                       headerFlag
+}
+
+func newCheckCmd(c *cli) *cobra.Command {
+	var f checkFlags
+	cmd := &cobra.Command{
+		Use:   "check [flags]",
+		Short: "would this request be allowed? (offline)",
+		Long: `Answer offline whether a request would be allowed, and with which headers,
+by running the real engine over a config and a store opened read-only.
+Exits 3 when the request would be denied.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runCheck(cmd.Context(), &f, c) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.configFile, "config", c.getenv("KEYGATE_CONFIG"), "config `file` (env KEYGATE_CONFIG; none: defaults)")
+	fs.StringVar(&f.storePath, "store", c.getenv("KEYGATE_STORE"), "store `path` (default: the config's, else ./keygate.db)")
+	fs.StringVar(&f.method, "method", "GET", "request `method`")
+	fs.StringVar(&f.path, "path", "/", "request `path`, with any query")
+	fs.StringVar(&f.host, "host", "", "request `host`")
+	fs.StringVar(&f.peer, "peer", "127.0.0.1", "client `address` as Envoy would report it")
+	fs.BoolVar(&f.keyStdin, "key-stdin", false, "read the key from standard input and send it in the first configured credential source")
+	fs.StringVarP(&f.output, "output", "o", "table", "output `format`: table, json or yaml")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+	fs.Var(&f.headers, "header", "request header as `'name: value'` (repeatable)")
+	fs.Var(&f.settings, "setting", "Envoy context_extensions entry as `key=value` (repeatable)")
+	return cmd
+}
 
 // runCheck answers offline whether a request would be allowed, and with
 // which headers, by running the real engine over a config and a store. The
 // store is opened read-only, so it works beside a stopped server or on a
 // copy of a live store; nothing is written (no last-used time).
-func runCheck(ctx context.Context, args []string, c *cli) error {
-	fs := flag.NewFlagSet("keygate check", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	var (
-		headers  headerFlag
-		settings headerFlag
-	)
-	configFile := fs.String("config", c.getenv("KEYGATE_CONFIG"), "config `file` (env KEYGATE_CONFIG; none: defaults)")
-	storePath := fs.String("store", c.getenv("KEYGATE_STORE"), "store `path` (default: the config's, else ./keygate.db)")
-	method := fs.String("method", "GET", "request `method`")
-	path := fs.String("path", "/", "request `path`, with any query")
-	host := fs.String("host", "", "request `host`")
-	peer := fs.String("peer", "127.0.0.1", "client `address` as Envoy would report it")
-	keyStdin := fs.Bool("key-stdin", false, "read the key from standard input and send it in the first configured credential source")
-	output := fs.String("output", "table", "output `format`: table or json")
-	fs.Var(&headers, "header", "request header as `'name: value'` (repeatable)")
-	fs.Var(&settings, "setting", "Envoy context_extensions entry as `key=value` (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+func runCheck(ctx context.Context, f *checkFlags, c *cli) error {
+	switch f.output {
+	case "table", "json", "yaml":
+	default:
+		return fmt.Errorf("%w: check: --output %q: want table, json or yaml", errUsage, f.output)
 	}
-	if fs.NArg() > 0 || *output != "table" && *output != "json" {
-		return fmt.Errorf("%w: check takes flags only, and --output table or json", errUsage)
-	}
-	cfg, err := config.Load(*configFile)
+	cfg, err := config.Load(f.configFile)
 	if err != nil {
 		return err
 	}
-	if *storePath != "" {
-		cfg.Store.Path = *storePath
+	if f.storePath != "" {
+		cfg.Store.Path = f.storePath
 	}
-	req := authz.Request{Method: strings.ToUpper(*method), Path: *path, Host: *host, Peer: *peer, Headers: map[string]string{}, Settings: map[string]string{}}
-	for _, h := range headers {
+	req := authz.Request{Method: strings.ToUpper(f.method), Path: f.path, Host: f.host, Peer: f.peer, Headers: map[string]string{}, Settings: map[string]string{}}
+	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok {
 			return fmt.Errorf("%w: --header %q: want 'name: value'", errUsage, h)
@@ -75,7 +90,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		// Joined like Envoy joins a repeated header.
 		authz.AddHeader(req.Headers, strings.TrimSpace(name), strings.TrimSpace(value))
 	}
-	for _, s := range settings {
+	for _, s := range f.settings {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok {
 			return fmt.Errorf("%w: --setting %q: want key=value", errUsage, s)
@@ -87,7 +102,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 	acfg := cfg.AuthzConfig(format)
-	if *keyStdin {
+	if f.keyStdin {
 		line, err := bufio.NewReader(checkStdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read key: %w", err)
@@ -123,7 +138,7 @@ func runCheck(ctx context.Context, args []string, c *cli) error {
 		return err
 	}
 	d, derr := engine.Decide(ctx, &req)
-	if err := printDecision(c.stdout, *output == "json", d, derr); err != nil {
+	if err := printDecision(c.stdout, f.output, d, derr); err != nil {
 		return err
 	}
 	// A reply (the introspection answer) is Keygate's own 200, not a
@@ -151,7 +166,7 @@ type checkResult struct {
 	Error           string            `json:"error,omitempty"`
 }
 
-func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error {
+func printDecision(w io.Writer, output string, d authz.Decision, derr error) error {
 	r := checkResult{
 		Allow: d.Allow(), Kind: kindName(d.Kind), Status: d.Status, Reason: d.Reason, WouldDeny: d.WouldDeny,
 		Route: d.Route, DecisionID: authz.FormatID(d.ID), UpstreamRemove: d.Remove, Body: d.Body,
@@ -173,8 +188,15 @@ func printDecision(w io.Writer, asJSON bool, d authz.Decision, derr error) error
 		return m
 	}
 	r.UpstreamSet, r.ResponseHeaders = toMap(d.Set), toMap(d.ResponseHeaders)
-	if asJSON {
+	switch output {
+	case "json":
 		return json.NewEncoder(w).Encode(r)
+	case "yaml":
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode output: %w", err)
+		}
+		return printYAML(w, b)
 	}
 	verdict := strings.ToUpper(r.Kind)
 	fmt.Fprintf(w, "%s %d %s (route %s, decision %s)\n", verdict, d.Status, d.Reason, d.Route, r.DecisionID)

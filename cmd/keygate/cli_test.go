@@ -7,13 +7,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/keystore"
@@ -485,7 +490,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"tenants", "list", "--nope"}},
 		{"get without id", []string{"keys", "get"}},
 		{"get with two ids", []string{"keys", "get", "a", "b"}},
-		{"bad output", []string{"tenants", "list", "--output", "yaml"}},
+		{"bad output", []string{"tenants", "list", "--output", "xml"}},
 		{"bad url", []string{"tenants", "list", "--admin-url", "ftp://x"}},
 		{"update nothing", []string{"keys", "update", "id"}},
 		{"update two expiries", []string{"keys", "update", "id", "--no-expiry", "--expires-in", "1h"}},
@@ -533,6 +538,138 @@ func TestCLICredits(t *testing.T) {
 	for _, args := range [][]string{{"keys", "credits", k.ID}, {"keys", "credits", k.ID, "--add", "1", "--set", "2"}} {
 		if _, _, err := f.run(args...); !errors.Is(err, errUsage) {
 			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestCLIHelpEverywhere: every command and group answers --help and -h on
+// standard output and succeeds, rather than taking it for an argument.
+func TestCLIHelpEverywhere(t *testing.T) {
+	f := newCLIFixture(t)
+	var paths [][]string
+	var walk func(cmd *cobra.Command, path []string)
+	walk = func(cmd *cobra.Command, path []string) {
+		paths = append(paths, path)
+		for _, sub := range cmd.Commands() {
+			walk(sub, append(slices.Clone(path), sub.Name()))
+		}
+	}
+	walk(newRootCmd(&cli{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}), nil)
+	if len(paths) < 20 {
+		t.Fatalf("only %d commands found: %q", len(paths), paths)
+	}
+	for _, path := range paths {
+		for _, h := range []string{"--help", "-h"} {
+			args := append(slices.Clone(path), h)
+			stdout, _, err := f.run(args...)
+			if err != nil || !strings.Contains(stdout, "Usage:") {
+				t.Errorf("keygate %s: %v, stdout:\n%s", strings.Join(args, " "), err, stdout)
+			}
+		}
+	}
+	stdout, _, err := f.run("--version")
+	if err != nil || stdout != "keygate "+version+"\n" {
+		t.Errorf("--version: %v, %q", err, stdout)
+	}
+	stdout, _, err = f.run("completion", "bash")
+	if err != nil || !strings.Contains(stdout, "keygate") {
+		t.Errorf("completion bash: %v", err)
+	}
+}
+
+// TestCLIExitCodes: the admin API's not found, conflict and unauthorized
+// answers, usage errors and denials have exit codes of their own.
+func TestCLIExitCodes(t *testing.T) {
+	f := newCLIFixture(t)
+	tn := f.tenant()
+	f.json(new(keystore.Key), "keys", "import", "--tenant", tn.ID, "--name", "k", "--key", "sk_exit_code_0123456789")
+	code := func(args ...string) int {
+		t.Helper()
+		_, _, err := f.run(args...)
+		return exitCode(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"tenants", "list"}, 0},
+		{[]string{"keys", "get", "nope"}, 4},
+		{[]string{"keys", "import", "--tenant", tn.ID, "--name", "k", "--key", "sk_exit_code_0123456789"}, 5},
+		{[]string{"tenants", "list", "--nope"}, 2},
+		{[]string{"config", "validate"}, 2},
+		{[]string{"keys", "get", "a", "b"}, 2},
+		{[]string{}, 2},
+	} {
+		if got := code(tt.args...); got != tt.want {
+			t.Errorf("keygate %s: exit %d, want %d", strings.Join(tt.args, " "), got, tt.want)
+		}
+	}
+	f.env["KEYGATE_ADMIN_TOKEN"] = "wrong-token-wrong-token"
+	if got := code("tenants", "list"); got != 6 {
+		t.Errorf("wrong token: exit %d, want 6", got)
+	}
+	if got := exitCode(errDenied); got != 3 {
+		t.Errorf("denied: exit %d, want 3", got)
+	}
+	if got := exitCode(errors.New("x")); got != 1 {
+		t.Errorf("failure: exit %d, want 1", got)
+	}
+}
+
+// TestCLIOutputFormats: -o is --output, and yaml prints the answer's
+// fields in YAML.
+func TestCLIOutputFormats(t *testing.T) {
+	f := newCLIFixture(t)
+	var tn keystore.Tenant
+	stdout, _, err := f.run("tenants", "create", "--name", "Acme", "-o", "json")
+	if err != nil || json.Unmarshal([]byte(stdout), &tn) != nil || tn.Name != "Acme" {
+		t.Fatalf("-o json: %v, %q", err, stdout)
+	}
+	stdout, _, err = f.run("tenants", "get", tn.ID, "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		ID   string `yaml:"id"`
+		Name string `yaml:"name"`
+	}
+	if err := yaml.Unmarshal([]byte(stdout), &got); err != nil || got.ID != tn.ID || got.Name != "Acme" || strings.Contains(stdout, "{") {
+		t.Errorf("-o yaml: %v, %+v:\n%s", err, got, stdout)
+	}
+	stdout, _, err = f.run("tenants", "list", "--output", "yaml")
+	if err != nil || !strings.Contains(stdout, "data:\n  - id: "+tn.ID) {
+		t.Errorf("list --output yaml: %v:\n%s", err, stdout)
+	}
+}
+
+// TestRequestFieldNames: the request bodies use the admin API's names; the
+// API refuses any other, which the tests above would show, but a field
+// the tests leave unset would pass unseen.
+func TestRequestFieldNames(t *testing.T) {
+	l := []string{}
+	when := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	s, n := "s", int64(1)
+	for _, tt := range []struct {
+		v    any
+		want string
+	}{
+		{createTenantRequest{Name: "n"}, `{"name":"n"}`},
+		{createOrgRequest{TenantID: "t", Name: "n"}, `{"tenant_id":"t","name":"n"}`},
+		{createKeyRequest{keySpecRequest: keySpecRequest{TenantID: "t", OrgID: "o", UserID: "u", Name: "n", Environment: "test", Tier: "x",
+			Scopes: &l, ExpiresIn: "1h", Metadata: map[string]string{"a": "b"}, AllowedCIDRs: []string{"10.0.0.0/8"}}, Slot: "s", CreditsRemaining: &n},
+			`{"tenant_id":"t","org_id":"o","user_id":"u","name":"n","environment":"test","tier":"x","scopes":[],"expires_in":"1h","metadata":{"a":"b"},"allowed_cidrs":["10.0.0.0/8"],"slot":"s","credits_remaining":1}`},
+		{importKeyRequest{keySpecRequest: keySpecRequest{TenantID: "t", Name: "n"}, Key: "k", KeySHA256: "h", DisplayPrefix: "p"},
+			`{"tenant_id":"t","name":"n","key":"k","key_sha256":"h","display_prefix":"p"}`},
+		{updateKeyRequest{Name: &s, Scopes: &l, Tier: &s, Status: &s, ExpiresIn: "1h", ExpiresAt: &when, ClearExpiry: true, AllowedCIDRs: &l},
+			`{"name":"s","scopes":[],"tier":"s","status":"s","expires_in":"1h","expires_at":"2030-01-02T03:04:05Z","clear_expiry":true,"allowed_cidrs":[]}`},
+		{updateKeyRequest{}, `{}`},
+		{creditsRequest{Add: &n}, `{"add":1}`},
+		{creditsRequest{Set: new(int64)}, `{"set":0}`},
+		{rotateRequest{GracePeriod: "1h0m0s"}, `{"grace_period":"1h0m0s"}`},
+	} {
+		b, err := json.Marshal(tt.v)
+		if err != nil || string(b) != tt.want {
+			t.Errorf("%T: %s, %v; want %s", tt.v, b, err, tt.want)
 		}
 	}
 }

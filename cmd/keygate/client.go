@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/keygate/keygate/internal/admintoken"
 	"github.com/keygate/keygate/internal/secret"
@@ -33,30 +35,40 @@ const (
 // mgmtCommand is one management subcommand being run: its flags, including
 // the ones every such subcommand shares, and the streams it writes to.
 type mgmtCommand struct {
-	c  *cli
-	fs *flag.FlagSet
+	c   *cli
+	cmd *cobra.Command
+	fs  *pflag.FlagSet
 
 	adminURL  string
 	tokenFile string
 	output    string
 }
 
-// newMgmtCommand makes the flag set of "keygate <name>"; synopsis is its
-// usage line without "keygate".
-func newMgmtCommand(c *cli, name, synopsis string) *mgmtCommand {
-	m := &mgmtCommand{c: c}
-	fs := flag.NewFlagSet("keygate "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "Usage: keygate %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
+// newMgmtCommand makes the command "keygate <group> <use>"; use is its
+// usage line within its group, e.g. "get ID". Its RunE is the caller's.
+func newMgmtCommand(c *cli, use, short string) *mgmtCommand {
+	m := &mgmtCommand{c: c, cmd: &cobra.Command{Use: use, Short: short, Args: cobra.ArbitraryArgs}}
+	fs := m.cmd.Flags()
 	fs.StringVar(&m.adminURL, "admin-url", envOr(c, "KEYGATE_ADMIN_URL", defaultAdminURL), "admin API base `URL` (env KEYGATE_ADMIN_URL)")
 	fs.StringVar(&m.tokenFile, "admin-token-file", envOr(c, admintoken.EnvFile, admintoken.DefaultFile),
 		"`file` holding the admin token, read when KEYGATE_ADMIN_TOKEN is not set (env KEYGATE_ADMIN_TOKEN_FILE)")
-	fs.StringVar(&m.output, "output", "table", "output `format`: table or json")
+	fs.StringVarP(&m.output, "output", "o", "table", "output `format`: table, json or yaml")
+	_ = m.cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	m.fs = fs
 	return m
+}
+
+// runs sets the command's action and returns the command.
+func (m *mgmtCommand) runs(f func(ctx context.Context, args []string) error) *cobra.Command {
+	m.cmd.RunE = func(cmd *cobra.Command, args []string) error { return f(cmd.Context(), args) }
+	return m.cmd
+}
+
+func (m *mgmtCommand) name() string { return m.cmd.CommandPath() }
+
+func (m *mgmtCommand) usage() {
+	m.cmd.SetOut(m.c.stderr)
+	_ = m.cmd.Usage()
 }
 
 func envOr(c *cli, name, def string) string {
@@ -66,45 +78,26 @@ func envOr(c *cli, name, def string) string {
 	return def
 }
 
-// parse parses args, with flags allowed before, between and after the
-// positional arguments (so "keys revoke ID --output json" works), and
-// checks that exactly the positional arguments named in want were given.
-func (m *mgmtCommand) parse(args []string, want ...string) ([]string, error) {
-	var pos []string
-	for {
-		if err := m.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			// The flag package has already printed the problem and usage.
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		rest := m.fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		// After "--" everything is positional.
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
+// parse checks that exactly the positional arguments named in want were
+// given (cobra has parsed the flags, wherever they were), and the output
+// format.
+func (m *mgmtCommand) parse(pos []string, want ...string) ([]string, error) {
 	if len(pos) != len(want) {
-		m.fs.Usage()
+		m.usage()
 		if len(pos) < len(want) {
-			return nil, fmt.Errorf("%w: %s: missing %s", errUsage, m.fs.Name(), want[len(pos)])
+			return nil, fmt.Errorf("%w: %s: missing %s", errUsage, m.name(), want[len(pos)])
 		}
-		return nil, fmt.Errorf("%w: %s: unexpected argument %q", errUsage, m.fs.Name(), pos[len(want)])
+		return nil, fmt.Errorf("%w: %s: unexpected argument %q", errUsage, m.name(), pos[len(want)])
 	}
 	for i, p := range pos {
 		if p == "" {
-			return nil, fmt.Errorf("%w: %s: empty %s", errUsage, m.fs.Name(), want[i])
+			return nil, fmt.Errorf("%w: %s: empty %s", errUsage, m.name(), want[i])
 		}
 	}
-	if m.output != "table" && m.output != "json" {
-		return nil, fmt.Errorf("%w: %s: --output %q: want table or json", errUsage, m.fs.Name(), m.output)
+	switch m.output {
+	case "table", "json", "yaml":
+	default:
+		return nil, fmt.Errorf("%w: %s: --output %q: want table, json or yaml", errUsage, m.name(), m.output)
 	}
 	return pos, nil
 }
@@ -113,8 +106,8 @@ func (m *mgmtCommand) parse(args []string, want ...string) ([]string, error) {
 func (m *mgmtCommand) required(names ...string) error {
 	for _, n := range names {
 		if !m.isSet(n) {
-			m.fs.Usage()
-			return fmt.Errorf("%w: %s: missing --%s", errUsage, m.fs.Name(), n)
+			m.usage()
+			return fmt.Errorf("%w: %s: missing --%s", errUsage, m.name(), n)
 		}
 	}
 	return nil
@@ -123,16 +116,36 @@ func (m *mgmtCommand) required(names ...string) error {
 // isSet reports whether the flag was given on the command line, which for
 // updates is what "change this field" means.
 func (m *mgmtCommand) isSet(name string) bool {
-	set := false
-	m.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+	return m.fs.Changed(name)
 }
 
 func (m *mgmtCommand) usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", errUsage, m.fs.Name(), fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s: %s", errUsage, m.name(), fmt.Sprintf(format, args...))
 }
 
-func (m *mgmtCommand) json() bool { return m.output == "json" }
+// raw reports whether the answer is printed as it came (json, yaml) rather
+// than as a table.
+func (m *mgmtCommand) raw() bool { return m.output != "table" }
+
+// printRaw prints an admin API answer in the output format.
+func (m *mgmtCommand) printRaw(raw []byte) error {
+	if m.output == "yaml" {
+		return printYAML(m.c.stdout, raw)
+	}
+	return printRaw(m.c.stdout, raw)
+}
+
+// printValue prints output the CLI assembles itself in the output format.
+func (m *mgmtCommand) printValue(v any) error {
+	if m.output == "yaml" {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode output: %w", err)
+		}
+		return printYAML(m.c.stdout, b)
+	}
+	return printValue(m.c.stdout, v)
+}
 
 // client returns an admin API client for the flags given.
 func (m *mgmtCommand) client() (*adminClient, error) {
@@ -258,7 +271,7 @@ func (ac *adminClient) do(ctx context.Context, method, path string, query url.Va
 }
 
 // call is do that also decodes the answer into out (when not nil); the raw
-// body is still returned, for --output json.
+// body is still returned, for --output json and yaml.
 func (ac *adminClient) call(ctx context.Context, method, path string, query url.Values, body, out any) ([]byte, error) {
 	raw, err := ac.do(ctx, method, path, query, body)
 	if err != nil {
@@ -293,31 +306,8 @@ func pathOf(parts ...string) string {
 	return b.String()
 }
 
-// verbFunc runs one verb of a command group, e.g. "keys create".
-type verbFunc func(ctx context.Context, args []string, c *cli) error
-
-// dispatchVerb runs the verb args[0] of group, printing the group's usage
-// when the verb is missing or unknown.
-func dispatchVerb(ctx context.Context, group, usage string, verbs map[string]verbFunc, args []string, c *cli) error {
-	if len(args) == 0 {
-		fmt.Fprint(c.stderr, usage)
-		return fmt.Errorf("%w: keygate %s: missing subcommand", errUsage, group)
-	}
-	switch args[0] {
-	case "help", "-h", "--help":
-		fmt.Fprint(c.stdout, usage)
-		return nil
-	}
-	run, ok := verbs[args[0]]
-	if !ok {
-		fmt.Fprint(c.stderr, usage)
-		return fmt.Errorf("%w: keygate %s: unknown subcommand %q", errUsage, group, args[0])
-	}
-	return run(ctx, args[1:], c)
-}
-
 // show calls the admin API and prints its answer: the response body as it
-// came with --output json, else what table makes of it decoded as T.
+// came with --output json (or as YAML), else what table makes of it decoded as T.
 func show[T any](ctx context.Context, m *mgmtCommand, method, path string, query url.Values, body any, table func(io.Writer, T) error) error {
 	ac, err := m.client()
 	if err != nil {
@@ -328,8 +318,8 @@ func show[T any](ctx context.Context, m *mgmtCommand, method, path string, query
 	if err != nil {
 		return err
 	}
-	if m.json() {
-		return printRaw(m.c.stdout, raw)
+	if m.raw() {
+		return m.printRaw(raw)
 	}
 	return table(m.c.stdout, v)
 }

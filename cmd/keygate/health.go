@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -15,24 +14,26 @@ import (
 	"github.com/keygate/keygate/internal/config"
 )
 
-// runHealth probes the local server's gRPC health service and exits 0 when
-// it is SERVING: the container HEALTHCHECK of an image without a shell.
-func runHealth(ctx context.Context, args []string, c *cli) error {
-	fs := flag.NewFlagSet("keygate health", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	addr := fs.String("addr", c.getenv("KEYGATE_GRPC_LISTEN"), "gRPC `address` to probe (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+// newHealthCmd probes the local server's gRPC health service and exits 0
+// when it is SERVING: the container HEALTHCHECK of an image without a shell.
+func newHealthCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "health [--addr HOST:PORT]",
+		Short: "probe the local gRPC health (container HEALTHCHECK)",
+		Args:  usageArgs(cobra.NoArgs),
 	}
-	target, err := probeTarget(*addr)
+	addr := cmd.Flags().String("addr", c.getenv("KEYGATE_GRPC_LISTEN"), "gRPC `address` to probe (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
+	timeout := cmd.Flags().Duration("timeout", 3*time.Second, "give up after this long")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runHealth(cmd.Context(), *addr, *timeout, c) }
+	return cmd
+}
+
+func runHealth(ctx context.Context, addr string, timeout time.Duration, c *cli) error {
+	target, err := probeTarget(addr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -10,10 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/keygate/keygate/keystore"
 )
 
-const keysUsage = `Usage:
+const keysLong = `Manage API keys through the admin API.
+
+Usage:
   keygate keys create --tenant ID [--org ID] [--user ID] --name NAME [--scopes a,b]
                       [--env live|test] [--tier TIER] [--expires-in 720h] [--slot NAME]
                       [--metadata k=v,k2=v2] [--credits N] [--allowed-ips CIDR,IP]
@@ -32,8 +36,7 @@ const keysUsage = `Usage:
       works but leaves the secret in shell history)
 
 Every subcommand also takes --admin-url, --admin-token-file and
---output table|json. Run "keygate keys SUBCOMMAND --help" for details.
-`
+-o/--output table|json|yaml. Run "keygate keys SUBCOMMAND --help" for details.`
 
 // keyStdin is where "keys import --key-stdin" reads the key; a variable so
 // that tests can supply one.
@@ -43,34 +46,82 @@ var keyStdin io.Reader = os.Stdin
 // at most 256 bytes.
 const maxImportKeyLen = 4096
 
-func runKeys(ctx context.Context, args []string, c *cli) error {
-	return dispatchVerb(ctx, "keys", keysUsage, map[string]verbFunc{
-		"create":  keysCreate,
-		"list":    keysList,
-		"get":     keysGet,
-		"update":  keysUpdate,
-		"revoke":  keysRevoke,
-		"rotate":  keysRotate,
-		"delete":  keysDelete,
-		"import":  keysImport,
-		"credits": keysCredits,
-	}, args, c)
+// The request bodies the key commands send, with the admin API's exact
+// field names (it refuses any other). Optional fields are left out when not
+// given; pointers tell "not given" from an empty value.
+type (
+	// keySpecRequest is the part of a key's settings create and import
+	// share.
+	keySpecRequest struct {
+		TenantID     string            `json:"tenant_id"`
+		OrgID        string            `json:"org_id,omitempty"`
+		UserID       string            `json:"user_id,omitempty"`
+		Name         string            `json:"name"`
+		Environment  string            `json:"environment,omitempty"`
+		Tier         string            `json:"tier,omitempty"`
+		Scopes       *[]string         `json:"scopes,omitempty"`
+		ExpiresIn    string            `json:"expires_in,omitempty"`
+		Metadata     map[string]string `json:"metadata,omitempty"`
+		AllowedCIDRs []string          `json:"allowed_cidrs,omitempty"`
+	}
+	// createKeyRequest is the body of POST /v1/keys.
+	createKeyRequest struct {
+		keySpecRequest
+		Slot             string `json:"slot,omitempty"`
+		CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	}
+	// importKeyRequest is the body of POST /v1/keys/import.
+	importKeyRequest struct {
+		keySpecRequest
+		Key           string `json:"key,omitempty"`
+		KeySHA256     string `json:"key_sha256,omitempty"`
+		DisplayPrefix string `json:"display_prefix,omitempty"`
+	}
+	// updateKeyRequest is the body of PATCH /v1/keys/ID.
+	updateKeyRequest struct {
+		Name         *string    `json:"name,omitempty"`
+		Scopes       *[]string  `json:"scopes,omitempty"`
+		Tier         *string    `json:"tier,omitempty"`
+		Status       *string    `json:"status,omitempty"`
+		ExpiresIn    string     `json:"expires_in,omitempty"`
+		ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+		ClearExpiry  bool       `json:"clear_expiry,omitempty"`
+		AllowedCIDRs *[]string  `json:"allowed_cidrs,omitempty"`
+	}
+	// creditsRequest is the body of POST /v1/keys/ID/credits: one of the
+	// two.
+	creditsRequest struct {
+		Add *int64 `json:"add,omitempty"`
+		Set *int64 `json:"set,omitempty"`
+	}
+	// rotateRequest is the body of POST /v1/keys/ID/rotate.
+	rotateRequest struct {
+		GracePeriod string `json:"grace_period,omitempty"`
+	}
+)
+
+func newKeysCmd(c *cli) *cobra.Command {
+	return newGroupCmd(c, "keys", "manage API keys", keysLong,
+		keysCreate(c), keysList(c), keysGet(c), keysUpdate(c), keysRevoke(c),
+		keysRotate(c), keysCredits(c), keysDelete(c), keysImport(c))
 }
 
 // keysCredits refills (--add, negative to take away) or sets a key's
 // prepaid balance.
-func keysCredits(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys credits", "keys credits ID (--add N | --set N) [flags]")
+func keysCredits(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "credits ID (--add N | --set N)", "add to or set a key's prepaid credits")
 	add := m.fs.Int64("add", 0, "credits to add (negative to remove, down to zero)")
 	set := m.fs.Int64("set", 0, "balance to set; makes an unmetered key metered")
-	return keyCommand(ctx, m, args, "POST", []string{"credits"}, func() (any, error) {
-		switch {
-		case m.isSet("add") == m.isSet("set"):
-			return nil, m.usageErr("give exactly one of --add and --set")
-		case m.isSet("add"):
-			return map[string]int64{"add": *add}, nil
-		}
-		return map[string]int64{"set": *set}, nil
+	return m.runs(func(ctx context.Context, args []string) error {
+		return keyCommand(ctx, m, args, "POST", []string{"credits"}, func() (any, error) {
+			switch {
+			case m.isSet("add") == m.isSet("set"):
+				return nil, m.usageErr("give exactly one of --add and --set")
+			case m.isSet("add"):
+				return creditsRequest{Add: add}, nil
+			}
+			return creditsRequest{Set: set}, nil
+		})
 	})
 }
 
@@ -96,6 +147,8 @@ func (m metadataFlag) String() string {
 	}
 	return strings.Join(kv, ",")
 }
+
+func (m metadataFlag) Type() string { return "k=v,..." }
 
 func (m metadataFlag) Set(s string) error {
 	for _, p := range strings.Split(s, ",") {
@@ -148,58 +201,55 @@ func parseAllowedIPs(m *mgmtCommand, value, clearHint string) ([]string, error) 
 	return l, nil
 }
 
-// body is the JSON of the spec, with only the fields given.
-func (f *specFlags) body(m *mgmtCommand) (map[string]any, error) {
+// request is the spec as the admin API takes it, with only the fields
+// given.
+func (f *specFlags) request(m *mgmtCommand) (keySpecRequest, error) {
 	if err := m.required("tenant", "name"); err != nil {
-		return nil, err
+		return keySpecRequest{}, err
 	}
-	b := map[string]any{"tenant_id": f.tenant, "name": f.name}
-	for flagName, field := range map[string]string{"org": "org_id", "user": "user_id", "env": "environment", "tier": "tier"} {
-		if m.isSet(flagName) {
-			b[field] = m.fs.Lookup(flagName).Value.String()
-		}
-	}
+	b := keySpecRequest{TenantID: f.tenant, Name: f.name, OrgID: f.org, UserID: f.user, Environment: f.env, Tier: f.tier}
 	if m.isSet("scopes") {
-		b["scopes"] = commaList(f.scopes)
+		l := commaList(f.scopes)
+		b.Scopes = &l
 	}
 	if m.isSet("expires-in") {
 		if f.expiresIn <= 0 {
-			return nil, m.usageErr("--expires-in must be positive")
+			return keySpecRequest{}, m.usageErr("--expires-in must be positive")
 		}
-		b["expires_in"] = f.expiresIn.String()
+		b.ExpiresIn = f.expiresIn.String()
 	}
 	if len(f.metadata) > 0 {
-		b["metadata"] = map[string]string(f.metadata)
+		b.Metadata = map[string]string(f.metadata)
 	}
 	if m.isSet("allowed-ips") {
 		l, err := parseAllowedIPs(m, f.allowedIPs, " (leave it out to allow any address)")
 		if err != nil {
-			return nil, err
+			return keySpecRequest{}, err
 		}
-		b["allowed_cidrs"] = l
+		b.AllowedCIDRs = l
 	}
 	return b, nil
 }
 
-func keysCreate(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys create", "keys create --tenant ID --name NAME [flags]")
+func keysCreate(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "create --tenant ID --name NAME", "create a key; its secret is shown once")
 	spec := addSpecFlags(m)
 	slot := m.fs.String("slot", "", "slot `name` holding one key: creating a key in it revokes the slot's previous key")
 	credits := m.fs.Int64("credits", 0, "prepaid request `credits` (default: unmetered)")
-	if _, err := m.parse(args); err != nil {
-		return err
-	}
-	body, err := spec.body(m)
-	if err != nil {
-		return err
-	}
-	if m.isSet("slot") {
-		body["slot"] = *slot
-	}
-	if m.isSet("credits") {
-		body["credits_remaining"] = *credits
-	}
-	return show(ctx, m, "POST", pathOf("v1", "keys"), nil, body, printCreatedKeyNow)
+	return m.runs(func(ctx context.Context, args []string) error {
+		if _, err := m.parse(args); err != nil {
+			return err
+		}
+		spec, err := spec.request(m)
+		if err != nil {
+			return err
+		}
+		body := createKeyRequest{keySpecRequest: spec, Slot: *slot}
+		if m.isSet("credits") {
+			body.CreditsRemaining = credits
+		}
+		return show(ctx, m, "POST", pathOf("v1", "keys"), nil, body, printCreatedKeyNow)
+	})
 }
 
 // rawPage is a listing page with its keys kept as sent, so that --output
@@ -210,72 +260,74 @@ type rawPage struct {
 	HasMore    bool              `json:"has_more"`
 }
 
-func keysList(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys list", "keys list [flags]")
+func keysList(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "list", "list keys")
 	tenant := m.fs.String("tenant", "", "only keys of the tenant with this `ID`")
 	org := m.fs.String("org", "", "only keys of the org with this `ID`")
 	status := m.fs.String("status", "", "only keys in this `state`: active, inactive, revoked or expired")
 	limit := m.fs.Int("limit", 0, "page `size`, 1 to 1000 (default 50)")
 	cursor := m.fs.String("cursor", "", "next_cursor of the previous page")
 	all := m.fs.Bool("all", false, "follow next_cursor through every page")
-	if _, err := m.parse(args); err != nil {
-		return err
-	}
-	if m.isSet("limit") && *limit < 1 {
-		return m.usageErr("--limit must be at least 1")
-	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	for name, v := range map[string]string{"tenant_id": *tenant, "org_id": *org, "status": *status} {
-		if v != "" {
-			q.Set(name, v)
-		}
-	}
-	if *limit > 0 {
-		q.Set("limit", fmt.Sprint(*limit))
-	}
-	out := rawPage{Data: []json.RawMessage{}}
-	next := *cursor
-	for {
-		if next != "" {
-			q.Set("cursor", next)
-		}
-		var p rawPage
-		if _, err := ac.call(ctx, "GET", pathOf("v1", "keys"), q, nil, &p); err != nil {
+	return m.runs(func(ctx context.Context, args []string) error {
+		if _, err := m.parse(args); err != nil {
 			return err
 		}
-		out.Data = append(out.Data, p.Data...)
-		out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
-		if !*all || !p.HasMore {
-			break
+		if m.isSet("limit") && *limit < 1 {
+			return m.usageErr("--limit must be at least 1")
 		}
-		// A cursor that does not move would loop forever.
-		if p.NextCursor == "" || p.NextCursor == next {
-			return fmt.Errorf("admin API: list keys: has_more without a new next_cursor")
+		ac, err := m.client()
+		if err != nil {
+			return err
 		}
-		next = p.NextCursor
-	}
-	if m.json() {
-		return printValue(c.stdout, out)
-	}
-	keys := make([]keystore.Key, 0, len(out.Data))
-	for _, r := range out.Data {
-		var k keystore.Key
-		if err := json.Unmarshal(r, &k); err != nil {
-			return fmt.Errorf("admin API: list keys: decode key: %w", err)
+		q := url.Values{}
+		for name, v := range map[string]string{"tenant_id": *tenant, "org_id": *org, "status": *status} {
+			if v != "" {
+				q.Set(name, v)
+			}
 		}
-		keys = append(keys, k)
-	}
-	if err := printKeys(c.stdout, keys, time.Now()); err != nil {
-		return err
-	}
-	if out.HasMore {
-		fmt.Fprintf(c.stderr, "More keys: add --cursor %s (or --all).\n", out.NextCursor)
-	}
-	return nil
+		if *limit > 0 {
+			q.Set("limit", fmt.Sprint(*limit))
+		}
+		out := rawPage{Data: []json.RawMessage{}}
+		next := *cursor
+		for {
+			if next != "" {
+				q.Set("cursor", next)
+			}
+			var p rawPage
+			if _, err := ac.call(ctx, "GET", pathOf("v1", "keys"), q, nil, &p); err != nil {
+				return err
+			}
+			out.Data = append(out.Data, p.Data...)
+			out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
+			if !*all || !p.HasMore {
+				break
+			}
+			// A cursor that does not move would loop forever.
+			if p.NextCursor == "" || p.NextCursor == next {
+				return fmt.Errorf("admin API: list keys: has_more without a new next_cursor")
+			}
+			next = p.NextCursor
+		}
+		if m.raw() {
+			return m.printValue(out)
+		}
+		keys := make([]keystore.Key, 0, len(out.Data))
+		for _, r := range out.Data {
+			var k keystore.Key
+			if err := json.Unmarshal(r, &k); err != nil {
+				return fmt.Errorf("admin API: list keys: decode key: %w", err)
+			}
+			keys = append(keys, k)
+		}
+		if err := printKeys(c.stdout, keys, time.Now()); err != nil {
+			return err
+		}
+		if out.HasMore {
+			fmt.Fprintf(c.stderr, "More keys: add --cursor %s (or --all).\n", out.NextCursor)
+		}
+		return nil
+	})
 }
 
 // keyCommand runs a command on one key id whose answer is a key.
@@ -293,18 +345,22 @@ func keyCommand(ctx context.Context, m *mgmtCommand, args []string, method strin
 	return show(ctx, m, method, pathOf(append([]string{"v1", "keys", pos[0]}, suffix...)...), nil, b, printKeyNow)
 }
 
-func keysGet(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys get", "keys get ID [flags]")
-	return keyCommand(ctx, m, args, "GET", nil, nil)
+func keysGet(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "get ID", "show a key")
+	return m.runs(func(ctx context.Context, args []string) error {
+		return keyCommand(ctx, m, args, "GET", nil, nil)
+	})
 }
 
-func keysRevoke(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys revoke", "keys revoke ID [flags]")
-	return keyCommand(ctx, m, args, "POST", []string{"revoke"}, nil)
+func keysRevoke(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "revoke ID", "revoke a key")
+	return m.runs(func(ctx context.Context, args []string) error {
+		return keyCommand(ctx, m, args, "POST", []string{"revoke"}, nil)
+	})
 }
 
-func keysUpdate(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys update", "keys update ID [flags]")
+func keysUpdate(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "update ID", "change a key's settings")
 	name := m.fs.String("name", "", "new `name`")
 	scopes := m.fs.String("scopes", "", "new comma-separated `scopes` (replaces them all; \"\" removes them)")
 	tier := m.fs.String("tier", "", "new rate-limit `tier`")
@@ -314,172 +370,179 @@ func keysUpdate(ctx context.Context, args []string, c *cli) error {
 	noExpiry := m.fs.Bool("no-expiry", false, "remove the expiry")
 	ips := m.fs.String("allowed-ips", "", "comma-separated client `networks` the key works from, CIDRs or addresses (replaces the list)")
 	clearIPs := m.fs.Bool("clear-allowed-ips", false, "remove the IP allowlist: the key works from any address")
-	return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
-		b := map[string]any{}
-		n := 0
-		for _, f := range []string{"expires-in", "expires-at", "no-expiry"} {
-			if m.isSet(f) {
-				n++
+	return m.runs(func(ctx context.Context, args []string) error {
+		return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
+			var b updateKeyRequest
+			n := 0
+			for _, f := range []string{"expires-in", "expires-at", "no-expiry"} {
+				if m.isSet(f) {
+					n++
+				}
 			}
-		}
-		if n > 1 {
-			return nil, m.usageErr("give at most one of --expires-in, --expires-at and --no-expiry")
-		}
-		if m.isSet("allowed-ips") && *clearIPs {
-			return nil, m.usageErr("give --allowed-ips or --clear-allowed-ips, not both")
-		}
-		if m.isSet("name") {
-			b["name"] = *name
-		}
-		if m.isSet("scopes") {
-			b["scopes"] = commaList(*scopes)
-		}
-		if m.isSet("tier") {
-			b["tier"] = *tier
-		}
-		if m.isSet("status") {
-			b["status"] = *status
-		}
-		switch {
-		case m.isSet("allowed-ips"):
-			l, err := parseAllowedIPs(m, *ips, " (use --clear-allowed-ips to allow any address)")
-			if err != nil {
-				return nil, err
+			if n > 1 {
+				return nil, m.usageErr("give at most one of --expires-in, --expires-at and --no-expiry")
 			}
-			b["allowed_cidrs"] = l
-		case *clearIPs:
-			b["allowed_cidrs"] = []string{}
-		}
-		switch {
-		case m.isSet("expires-in"):
-			if *expiresIn <= 0 {
-				return nil, m.usageErr("--expires-in must be positive")
+			if m.isSet("allowed-ips") && *clearIPs {
+				return nil, m.usageErr("give --allowed-ips or --clear-allowed-ips, not both")
 			}
-			b["expires_in"] = expiresIn.String()
-		case m.isSet("expires-at"):
-			t, err := time.Parse(time.RFC3339, *expiresAt)
-			if err != nil {
-				return nil, m.usageErr("--expires-at %q: want an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
+			if m.isSet("name") {
+				b.Name = name
 			}
-			b["expires_at"] = t
-		case *noExpiry:
-			b["clear_expiry"] = true
-		}
-		if len(b) == 0 {
-			m.fs.Usage()
-			return nil, m.usageErr("nothing to update: give at least one flag")
-		}
-		return b, nil
+			if m.isSet("scopes") {
+				l := commaList(*scopes)
+				b.Scopes = &l
+			}
+			if m.isSet("tier") {
+				b.Tier = tier
+			}
+			if m.isSet("status") {
+				b.Status = status
+			}
+			switch {
+			case m.isSet("allowed-ips"):
+				l, err := parseAllowedIPs(m, *ips, " (use --clear-allowed-ips to allow any address)")
+				if err != nil {
+					return nil, err
+				}
+				b.AllowedCIDRs = &l
+			case *clearIPs:
+				b.AllowedCIDRs = &[]string{}
+			}
+			switch {
+			case m.isSet("expires-in"):
+				if *expiresIn <= 0 {
+					return nil, m.usageErr("--expires-in must be positive")
+				}
+				b.ExpiresIn = expiresIn.String()
+			case m.isSet("expires-at"):
+				t, err := time.Parse(time.RFC3339, *expiresAt)
+				if err != nil {
+					return nil, m.usageErr("--expires-at %q: want an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
+				}
+				b.ExpiresAt = &t
+			case *noExpiry:
+				b.ClearExpiry = true
+			}
+			if b == (updateKeyRequest{}) {
+				m.usage()
+				return nil, m.usageErr("nothing to update: give at least one flag")
+			}
+			return b, nil
+		})
 	})
 }
 
-func keysRotate(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys rotate", "keys rotate ID [--grace 1h] [flags]")
+func keysRotate(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "rotate ID [--grace 1h]", "replace a key with a new one; its secret is shown once")
 	grace := m.fs.Duration("grace", 0, "keep the old key working this long, e.g. 1h (default: revoke it at once)")
-	pos, err := m.parse(args, "ID")
-	if err != nil {
+	return m.runs(func(ctx context.Context, args []string) error {
+		pos, err := m.parse(args, "ID")
+		if err != nil {
+			return err
+		}
+		if *grace < 0 {
+			return m.usageErr("--grace must not be negative")
+		}
+		ac, err := m.client()
+		if err != nil {
+			return err
+		}
+		var body any
+		if *grace > 0 {
+			body = rotateRequest{GracePeriod: grace.String()}
+		}
+		var k keystore.CreatedKey
+		raw, err := ac.call(ctx, "POST", pathOf("v1", "keys", pos[0], "rotate"), nil, body, &k)
+		if err != nil {
+			return err
+		}
+		if m.raw() {
+			return m.printRaw(raw)
+		}
+		if err := printCreatedKey(c.stdout, k, time.Now()); err != nil {
+			return err
+		}
+		if *grace > 0 {
+			_, err = fmt.Fprintf(c.stdout, "The old key %s keeps working for %s.\n", cell(pos[0]), *grace)
+		} else {
+			_, err = fmt.Fprintf(c.stdout, "The old key %s is revoked.\n", cell(pos[0]))
+		}
 		return err
-	}
-	if *grace < 0 {
-		return m.usageErr("--grace must not be negative")
-	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	var body any
-	if *grace > 0 {
-		body = map[string]string{"grace_period": grace.String()}
-	}
-	var k keystore.CreatedKey
-	raw, err := ac.call(ctx, "POST", pathOf("v1", "keys", pos[0], "rotate"), nil, body, &k)
-	if err != nil {
-		return err
-	}
-	if m.json() {
-		return printRaw(c.stdout, raw)
-	}
-	if err := printCreatedKey(c.stdout, k, time.Now()); err != nil {
-		return err
-	}
-	if *grace > 0 {
-		_, err = fmt.Fprintf(c.stdout, "The old key %s keeps working for %s.\n", cell(pos[0]), *grace)
-	} else {
-		_, err = fmt.Fprintf(c.stdout, "The old key %s is revoked.\n", cell(pos[0]))
-	}
-	return err
+	})
 }
 
-func keysDelete(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys delete", "keys delete ID [flags]")
-	pos, err := m.parse(args, "ID")
-	if err != nil {
+func keysDelete(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "delete ID", "delete a key")
+	return m.runs(func(ctx context.Context, args []string) error {
+		pos, err := m.parse(args, "ID")
+		if err != nil {
+			return err
+		}
+		ac, err := m.client()
+		if err != nil {
+			return err
+		}
+		if _, err := ac.call(ctx, "DELETE", pathOf("v1", "keys", pos[0]), nil, nil, nil); err != nil {
+			return err
+		}
+		if m.raw() {
+			return m.printValue(struct {
+				ID      string `json:"id"`
+				Deleted bool   `json:"deleted"`
+			}{pos[0], true})
+		}
+		_, err = fmt.Fprintf(c.stdout, "Deleted key %s.\n", cell(pos[0]))
 		return err
-	}
-	ac, err := m.client()
-	if err != nil {
-		return err
-	}
-	if _, err := ac.call(ctx, "DELETE", pathOf("v1", "keys", pos[0]), nil, nil, nil); err != nil {
-		return err
-	}
-	if m.json() {
-		return printValue(c.stdout, struct {
-			ID      string `json:"id"`
-			Deleted bool   `json:"deleted"`
-		}{pos[0], true})
-	}
-	_, err = fmt.Fprintf(c.stdout, "Deleted key %s.\n", cell(pos[0]))
-	return err
+	})
 }
 
-func keysImport(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "keys import", "keys import --tenant ID --name NAME (--key-stdin | --key-sha256 HEX | --key RAW) [flags]")
+func keysImport(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "import --tenant ID --name NAME (--key-stdin | --key-sha256 HEX | --key RAW)", "import an existing key")
 	spec := addSpecFlags(m)
 	key := m.fs.String("key", "", "the raw `key` (prefer --key-stdin: this leaves the key in shell history)")
 	keySHA := m.fs.String("key-sha256", "", "hex SHA-256 of the key, for systems that kept only hashes")
 	keyFromStdin := m.fs.Bool("key-stdin", false, "read the raw key from standard input")
 	display := m.fs.String("display-prefix", "", "`prefix` shown in listings for a --key-sha256 import")
-	if _, err := m.parse(args); err != nil {
-		return err
-	}
-	n := 0
-	for _, f := range []string{"key", "key-sha256", "key-stdin"} {
-		if m.isSet(f) {
-			n++
+	return m.runs(func(ctx context.Context, args []string) error {
+		if _, err := m.parse(args); err != nil {
+			return err
 		}
-	}
-	if n != 1 {
-		m.fs.Usage()
-		return m.usageErr("give exactly one of --key-stdin, --key-sha256 and --key")
-	}
-	body, err := spec.body(m)
-	if err != nil {
-		return err
-	}
-	switch {
-	case m.isSet("key"):
-		body["key"] = *key
-	case m.isSet("key-sha256"):
-		body["key_sha256"] = strings.ToLower(strings.TrimSpace(*keySHA))
-	case *keyFromStdin:
-		raw, err := io.ReadAll(io.LimitReader(keyStdin, maxImportKeyLen+1))
+		n := 0
+		for _, f := range []string{"key", "key-sha256", "key-stdin"} {
+			if m.isSet(f) {
+				n++
+			}
+		}
+		if n != 1 {
+			m.usage()
+			return m.usageErr("give exactly one of --key-stdin, --key-sha256 and --key")
+		}
+		spec, err := spec.request(m)
 		if err != nil {
-			return fmt.Errorf("read key from standard input: %w", err)
+			return err
 		}
-		if len(raw) > maxImportKeyLen {
-			return fmt.Errorf("read key from standard input: more than %d bytes", maxImportKeyLen)
+		body := importKeyRequest{keySpecRequest: spec, DisplayPrefix: *display}
+		switch {
+		case m.isSet("key"):
+			body.Key = *key
+		case m.isSet("key-sha256"):
+			body.KeySHA256 = strings.ToLower(strings.TrimSpace(*keySHA))
+		case *keyFromStdin:
+			raw, err := io.ReadAll(io.LimitReader(keyStdin, maxImportKeyLen+1))
+			if err != nil {
+				return fmt.Errorf("read key from standard input: %w", err)
+			}
+			if len(raw) > maxImportKeyLen {
+				return fmt.Errorf("read key from standard input: more than %d bytes", maxImportKeyLen)
+			}
+			k := strings.TrimSpace(string(raw))
+			if k == "" {
+				return fmt.Errorf("read key from standard input: no key given")
+			}
+			body.Key = k
+		default:
+			return m.usageErr("--key-stdin=false: give the key another way")
 		}
-		k := strings.TrimSpace(string(raw))
-		if k == "" {
-			return fmt.Errorf("read key from standard input: no key given")
-		}
-		body["key"] = k
-	default:
-		return m.usageErr("--key-stdin=false: give the key another way")
-	}
-	if m.isSet("display-prefix") {
-		body["display_prefix"] = *display
-	}
-	return show(ctx, m, "POST", pathOf("v1", "keys", "import"), nil, body, printKeyNow)
+		return show(ctx, m, "POST", pathOf("v1", "keys", "import"), nil, body, printKeyNow)
+	})
 }

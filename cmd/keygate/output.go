@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -36,6 +38,37 @@ func printValue(w io.Writer, v any) error {
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// printYAML writes a JSON answer as a YAML document, fields in the order
+// they came.
+func printYAML(w io.Writer, raw []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("admin API answer is not JSON: %w", err)
+	}
+	blockStyle(&doc)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// blockStyle drops the flow style and quoting JSON parsed as YAML has, so
+// that the output reads as YAML; the encoder still quotes a string that
+// would read as another type ("true", "42").
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
 }
 
 func newTable(w io.Writer) *tabwriter.Writer {

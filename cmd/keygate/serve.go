@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
@@ -30,36 +30,28 @@ type serveFlags struct {
 	config, store, etcd, grpcListen, adminListen, httpListen string
 }
 
-func parseServeFlags(args []string, c *cli) (serveFlags, error) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+func newServeCmd(c *cli) *cobra.Command {
 	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE]",
+		Short: "run the server",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), f, c) },
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&f.config, "config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` (env KEYGATE_CONFIG; none: embedded defaults)")
 	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db); with etcd it only locates a generated admin token")
 	fs.StringVar(&f.etcd, "etcd", c.getenv("KEYGATE_ETCD_ENDPOINTS"), "keep keys in etcd at these comma-separated `endpoints` instead of the file, shared by every replica (env KEYGATE_ETCD_ENDPOINTS)")
 	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
 	fs.StringVar(&f.httpListen, "http-listen", c.getenv("KEYGATE_HTTP_LISTEN"), "HTTP authorization `address` (Envoy http_service, nginx, Traefik, Caddy) (env KEYGATE_HTTP_LISTEN; default 127.0.0.1:9002)")
 	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return f, err
-		}
-		return f, fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return f, fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
-	}
-	return f, nil
+	return cmd
 }
 
 // runServe runs the server until ctx ends (SIGINT/SIGTERM), then shuts down
 // in order: health turns NOT_SERVING, in-flight Checks drain, the HTTP and
 // admin servers stop, last-used times are flushed and the store is closed.
-func runServe(ctx context.Context, args []string, c *cli) error {
-	f, err := parseServeFlags(args, c)
-	if err != nil {
-		return err
-	}
+func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	// Stamped before it is read, so that a change made while serve starts
 	// is seen by the watcher.
 	stamp := reload.Stamp(f.config)

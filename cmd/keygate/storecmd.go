@@ -2,17 +2,19 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/keystore"
 )
 
-const storeUsage = `Usage:
+const storeLong = `Copy keys between a bbolt file and the configured store.
+
+Usage:
   keygate store migrate --from-bbolt FILE [--config FILE] [--etcd ENDPOINTS]
       copy a bbolt file into the configured store (etcd, for replicas)
   keygate store migrate --to-bbolt FILE [--config FILE] [--etcd ENDPOINTS]
@@ -21,56 +23,58 @@ const storeUsage = `Usage:
 The configured store is the config file's (store.path or store.etcd), or
 the etcd at --etcd. It must be empty when copied into. Stop the server that
 uses the bbolt file first: it holds the file's lock, and it holds recent
-credit spending and last-used times in memory until it flushes them.
-`
+credit spending and last-used times in memory until it flushes them.`
 
-// runStore moves a store between backends; keystore.Copy does the work.
-func runStore(ctx context.Context, args []string, c *cli) error {
-	if len(args) == 0 || args[0] != "migrate" {
-		fmt.Fprint(c.stderr, storeUsage)
-		return fmt.Errorf("%w: want store migrate", errUsage)
+func newStoreCmd(c *cli) *cobra.Command {
+	migrate := &cobra.Command{
+		Use:   "migrate (--from-bbolt FILE | --to-bbolt FILE) [--config FILE] [--etcd ENDPOINTS]",
+		Short: "copy keys between a bbolt file and etcd",
+		Long:  storeLong,
+		Args:  usageArgs(cobra.NoArgs),
 	}
-	fs := flag.NewFlagSet("store migrate", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() { fmt.Fprint(c.stderr, storeUsage) }
+	fs := migrate.Flags()
 	cfgFile := fs.String("config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` naming the store (env KEYGATE_CONFIG)")
 	etcd := fs.String("etcd", c.getenv("KEYGATE_ETCD_ENDPOINTS"), "etcd `endpoints`, comma-separated, overriding the config's (env KEYGATE_ETCD_ENDPOINTS)")
 	from := fs.String("from-bbolt", "", "copy this bbolt `file` into the configured store")
 	to := fs.String("to-bbolt", "", "copy the configured store into this new bbolt `file`")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	migrate.RunE = func(cmd *cobra.Command, _ []string) error {
+		if (*from == "") == (*to == "") {
+			cmd.SetOut(c.stderr)
+			_ = cmd.Usage()
+			return fmt.Errorf("%w: give exactly one of --from-bbolt and --to-bbolt", errUsage)
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return runStoreMigrate(cmd.Context(), *cfgFile, *etcd, *from, *to, c)
 	}
-	if fs.NArg() > 0 || (*from == "") == (*to == "") {
-		fmt.Fprint(c.stderr, storeUsage)
-		return fmt.Errorf("%w: give exactly one of --from-bbolt and --to-bbolt", errUsage)
-	}
-	cfg, err := config.Load(*cfgFile)
+	return newGroupCmd(c, "store", "copy keys between a bbolt file and etcd", storeLong, migrate)
+}
+
+// runStoreMigrate moves a store between backends; keystore.Copy does the
+// work.
+func runStoreMigrate(ctx context.Context, cfgFile, etcd, from, to string, c *cli) error {
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		return err
 	}
-	if *etcd != "" {
-		cfg.Store.Etcd.Endpoints = strings.Split(*etcd, ",")
+	if etcd != "" {
+		cfg.Store.Etcd.Endpoints = strings.Split(etcd, ",")
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	file := *from + *to
+	file := from + to
 	if !cfg.UsesEtcd() && cfg.Store.Path == file {
 		return fmt.Errorf("%w: %s is the configured store itself", errUsage, file)
 	}
-	bolt, err := keystore.OpenBolt(file, *from != "", 0)
+	bolt, err := keystore.OpenBolt(file, from != "", 0)
 	if err != nil {
 		return err
 	}
 	defer bolt.Close()
-	configured, err := cfg.OpenBackend(*to != "", log)
+	configured, err := cfg.OpenBackend(to != "", log)
 	if err != nil {
 		return err
 	}
 	defer configured.Close()
 	dst, src := configured, bolt
-	if *to != "" {
+	if to != "" {
 		dst, src = bolt, configured
 	}
 	st, err := keystore.Copy(ctx, dst, src)

@@ -4,53 +4,64 @@ import (
 	"context"
 	"io"
 
+	"github.com/spf13/cobra"
+
 	"github.com/keygate/keygate/keystore"
 )
 
-const tenantsUsage = `Usage:
+const tenantsLong = `Manage tenants through the admin API.
+
+Usage:
   keygate tenants create --name NAME
   keygate tenants list
   keygate tenants get ID
 
 Every subcommand also takes --admin-url, --admin-token-file and
---output table|json. Run "keygate tenants SUBCOMMAND --help" for details.
-`
+-o/--output table|json|yaml. Run "keygate tenants SUBCOMMAND --help" for details.`
 
-func runTenants(ctx context.Context, args []string, c *cli) error {
-	return dispatchVerb(ctx, "tenants", tenantsUsage, map[string]verbFunc{
-		"create": tenantsCreate,
-		"list":   tenantsList,
-		"get":    tenantsGet,
-	}, args, c)
+// createTenantRequest is the body of POST /v1/tenants.
+type createTenantRequest struct {
+	Name string `json:"name"`
 }
 
-func tenantsCreate(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "tenants create", "tenants create --name NAME [flags]")
+func newTenantsCmd(c *cli) *cobra.Command {
+	return newGroupCmd(c, "tenants", "manage tenants", tenantsLong,
+		tenantsCreate(c), tenantsList(c), tenantsGet(c))
+}
+
+func tenantsCreate(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "create --name NAME", "create a tenant")
 	name := m.fs.String("name", "", "tenant `name` (required)")
-	if _, err := m.parse(args); err != nil {
-		return err
-	}
-	if err := m.required("name"); err != nil {
-		return err
-	}
-	return show(ctx, m, "POST", pathOf("v1", "tenants"), nil, map[string]string{"name": *name}, printTenant)
-}
-
-func tenantsList(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "tenants list", "tenants list [flags]")
-	if _, err := m.parse(args); err != nil {
-		return err
-	}
-	return show(ctx, m, "GET", pathOf("v1", "tenants"), nil, nil, func(w io.Writer, l list[keystore.Tenant]) error {
-		return printTenants(w, l.Data)
+	return m.runs(func(ctx context.Context, args []string) error {
+		if _, err := m.parse(args); err != nil {
+			return err
+		}
+		if err := m.required("name"); err != nil {
+			return err
+		}
+		return show(ctx, m, "POST", pathOf("v1", "tenants"), nil, createTenantRequest{Name: *name}, printTenant)
 	})
 }
 
-func tenantsGet(ctx context.Context, args []string, c *cli) error {
-	m := newMgmtCommand(c, "tenants get", "tenants get ID [flags]")
-	pos, err := m.parse(args, "ID")
-	if err != nil {
-		return err
-	}
-	return show(ctx, m, "GET", pathOf("v1", "tenants", pos[0]), nil, nil, printTenant)
+func tenantsList(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "list", "list tenants")
+	return m.runs(func(ctx context.Context, args []string) error {
+		if _, err := m.parse(args); err != nil {
+			return err
+		}
+		return show(ctx, m, "GET", pathOf("v1", "tenants"), nil, nil, func(w io.Writer, l list[keystore.Tenant]) error {
+			return printTenants(w, l.Data)
+		})
+	})
+}
+
+func tenantsGet(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "get ID", "show a tenant")
+	return m.runs(func(ctx context.Context, args []string) error {
+		pos, err := m.parse(args, "ID")
+		if err != nil {
+			return err
+		}
+		return show(ctx, m, "GET", pathOf("v1", "tenants", pos[0]), nil, nil, printTenant)
+	})
 }
