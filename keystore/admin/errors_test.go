@@ -2,7 +2,6 @@ package admin_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -50,16 +49,7 @@ func TestErrorsShowOnlyTheirMessage(t *testing.T) {
 // message for the client is answered with its status, its code and a
 // generic message; its text is logged, not shown.
 func TestUnmarkedErrorsShowAGenericMessage(t *testing.T) {
-	bolt, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "k.db"), false, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &failingBackend{Backend: bolt}
-	s, err := keystore.New(b, keystore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixtureOn(t, s, admin.Options{})
+	b, f := failingFixture(t)
 	for _, c := range []struct {
 		kind          error
 		status        int

@@ -27,9 +27,10 @@ func (b *failingBackend) Update(ctx context.Context, fn func(keystore.Tx) error)
 	return b.Backend.Update(ctx, fn)
 }
 
-// TestStoreTroubleIsA503: a store out of reach, or a write some replica
-// did not confirm, is a 503 with its own code, not a 500.
-func TestStoreTroubleIsA503(t *testing.T) {
+// failingFixture is the admin API over a real bbolt store whose writes
+// fail with what b.fail holds, when set.
+func failingFixture(t *testing.T) (*failingBackend, *fixture) {
+	t.Helper()
 	bolt, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "k.db"), false, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,13 @@ func TestStoreTroubleIsA503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixtureOn(t, s, admin.Options{})
+	return b, newFixtureOn(t, s, admin.Options{})
+}
+
+// TestStoreTroubleIsA503: a store out of reach, or a write some replica
+// did not confirm, is a 503 with its own code, not a 500.
+func TestStoreTroubleIsA503(t *testing.T) {
+	b, f := failingFixture(t)
 	for _, c := range []struct {
 		err    error
 		code   string
