@@ -282,6 +282,11 @@ func (c *Config) readSigningSecret() error {
 		return err
 	}
 	c.signingSecret = bytes.TrimSpace(secret)
+	if len(c.signingSecret) == 0 {
+		// Empty means "no signing" to the engine: a secret file that was
+		// meant to turn signing on must not turn it off unseen.
+		return fmt.Errorf("%s is empty: want a secret of at least 32 bytes", c.Signing.SecretFile)
+	}
 	return nil
 }
 

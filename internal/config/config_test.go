@@ -247,3 +247,16 @@ func TestSigningHeaderClashesWithRenamedIdentityHeader(t *testing.T) {
 	_, err := Parse("t.yaml", []byte("headers:\n  tenant: x-sig\nsigning:\n  secret_file: "+key+"\n  header: x-sig\n"))
 	checkPlaces(t, "t.yaml", err, []place{{5, "signing.header", `signing header "x-sig" is also an identity header`}})
 }
+
+// TestEmptySigningSecretRefused: an empty secret file would mean "no
+// signing" to the engine; a file meant to turn signing on must not turn it
+// off unseen.
+func TestEmptySigningSecretRefused(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "signing.key")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse("t.yaml", []byte("signing:\n  secret_file: "+empty+"\n"))
+	checkPlaces(t, "t.yaml", err, []place{{2, "signing.secret_file", "is empty"}})
+}
