@@ -334,7 +334,12 @@ func (cp *compiledPolicy) route(method, host string, f pathForms) (rt route, org
 		}
 	}
 	if cp.foldCheck && (cp.upperRule || hasUpper(f.clean) || hasUpper(f.bare)) {
-		for _, p := range [2]string{f.clean, f.bare} {
+		forms := [2]string{f.clean, f.bare}
+		n := 1
+		if f.bare != f.clean {
+			n = 2 // the bare reading folded too; the same path needs one match
+		}
+		for _, p := range forms[:n] {
 			if j, foldOrg := cp.match(method, host, p, true); j != i || !strings.EqualFold(foldOrg, org) {
 				return cp.defaultRoute, "", false, false
 			}
