@@ -27,7 +27,7 @@ import (
 
 // serveFlags override the environment, which overrides the config file.
 type serveFlags struct {
-	config, store, etcd, grpcListen, adminListen, httpListen string
+	config, store, etcd, replicaID, grpcListen, adminListen, httpListen string
 }
 
 func newServeCmd(c *cli) *cobra.Command {
@@ -42,6 +42,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	fs.StringVar(&f.config, "config", c.getenv("KEYGATE_CONFIG"), "YAML config `file` (env KEYGATE_CONFIG; none: embedded defaults)")
 	fs.StringVar(&f.store, "store", c.getenv("KEYGATE_STORE"), "bbolt store `path` (env KEYGATE_STORE; default ./keygate.db); with etcd it only locates a generated admin token")
 	fs.StringVar(&f.etcd, "etcd", c.getenv("KEYGATE_ETCD_ENDPOINTS"), "keep keys in etcd at these comma-separated `endpoints` instead of the file, shared by every replica (env KEYGATE_ETCD_ENDPOINTS)")
+	fs.StringVar(&f.replicaID, "replica-id", c.getenv("KEYGATE_REPLICA_ID"), "this replica's `name` among those sharing etcd, unique to it (env KEYGATE_REPLICA_ID; in Kubernetes, the pod name), overriding store.etcd.replica_id")
 	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
 	fs.StringVar(&f.httpListen, "http-listen", c.getenv("KEYGATE_HTTP_LISTEN"), "HTTP authorization `address` (Envoy http_service, nginx, Traefik, Caddy) (env KEYGATE_HTTP_LISTEN; default 127.0.0.1:9002)")
 	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
@@ -143,7 +144,7 @@ func loadServeConfig(f serveFlags) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
+	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Store.Etcd.ReplicaID: f.replicaID, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
 		if v != "" {
 			*dst = v
 		}
