@@ -2,9 +2,11 @@ package keystore
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/vizerror"
@@ -16,34 +18,103 @@ var _ authz.Credits = (*Store)(nil)
 // ErrNotMetered: the key has no credit balance to add to.
 var ErrNotMetered = errors.New("key has no credit balance")
 
-// ledger keeps the live credit balances of metered keys in memory, so a
-// Check spends without a write; spending is written with the last-used
-// batch. A crash forgets at most the spending since the last flush
-// (Options.LastUsedFlush, 10 s by default): those credits were used but
-// come back. Refills and sets are written at once and never lost.
+// Credits are spent from leased slices, so that the total allowed never
+// exceeds the balance, with any number of processes sharing the backend and
+// across crashes.
 //
-// Spending is kept as an amount, not a balance, and written as a
-// subtraction from the record, so that replicas sharing a backend each
-// spend from one balance without overwriting each other's spending; each
-// may overspend by what the others spent since its last flush.
+// A record's credits_remaining is the balance not handed out. A process
+// spends by reserving a slice in one write transaction (record -= slice,
+// credits_reserved[holder] = slice), spending it in memory, and reserving
+// again when it runs out. An unspent slice goes back (record += left, the
+// holder's entry removed) once the key has been idle for about a second,
+// and on Close. Credits are only ever spent after the write that took them
+// from the record committed, so a write that fails or a process that dies
+// can strand credits but never spend one twice.
+//
+// The bound: a crash (kill -9, a lost machine) strands at most the unspent
+// part of one slice per metered key per process, which the record's
+// credits_reserved entry for that process shows (the slice as reserved, an
+// upper bound of its unspent part). A failed reservation or return (the
+// store unreachable mid-commit) strands at most what it carried, also
+// bounded by one slice. A slice is at most max(cost, min(sliceCap,
+// ceil(remaining/4))) where remaining is the record's balance when it was
+// reserved; stranded credits are not returned automatically, since nobody
+// knows how much of the slice was spent: SetCredits or AddCredits puts
+// them back by hand.
+//
+// SetCredits bumps the record's credits_epoch and clears credits_reserved;
+// a slice belongs to the epoch it was reserved in and is dropped, not
+// returned, by a process that sees a newer one (its own write, or the
+// follower's delivery of another replica's, which Update waits for).
+// AddCredits leaves slices valid.
 //
 // Lock order: the ledger lock is never held while waiting for the backend.
 type ledger struct {
-	mu  sync.Mutex
-	bal map[string]*balance // key id -> live balance, loaded on first spend
+	holder string // this Store's name in credits_reserved
+
+	mu     sync.Mutex
+	bal    map[string]*balance // balance record id -> this process's slice
+	closed bool                // Close has begun: no new reservations
 }
 
 type balance struct {
-	base  int64 // the balance in the record, as last read or written
-	spent int64 // spent here since, not yet written
+	slice  int64  // reserved from the record, not yet spent
+	epoch  uint64 // the record's credits_epoch the slice belongs to
+	record int64  // the record's credits_remaining as last seen, for display
+
+	used int64 // spent in the current tick
+	last int64 // spent in the tick before
+	idle int   // ticks in a row with no spending
+
+	// busy, while not nil, is closed when the reservation or return in
+	// flight for this balance ends: one at a time, others wait.
+	busy chan struct{}
+	// stale: writes to the record may have been missed, so the slice's
+	// epoch is checked against the record before it is spent again.
+	stale bool
+	// dropped: the balance left the ledger while a write was in flight;
+	// that write's outcome is not applied.
+	dropped bool
+	// entry: the record's credits_reserved has an entry for this process,
+	// to be removed when the slice goes back, even spent to 0.
+	entry bool
+	// exhausted: a reservation found the record short of a spend this
+	// tick, so spends the record and slice as last seen cannot cover are
+	// refused without reading it again. A write seen to the record, or the
+	// next tick, clears it.
+	exhausted bool
 }
 
-func (b *balance) left() int64 { return max(b.base-b.spent, 0) }
+// Slice sizing, per balance and process.
+const (
+	// sliceCap bounds one slice, and so what a crash can strand per key.
+	sliceCap = 1000
+	// creditTick is how often the ledger measures spending rates and looks
+	// for idle slices; a slice is returned after idleTicks ticks without
+	// spending.
+	creditTick = 500 * time.Millisecond
+	idleTicks  = 2
+)
 
-func newLedger() *ledger { return &ledger{bal: map[string]*balance{}} }
+// sliceSize is what to reserve for a spend of cost from a record holding
+// rem (>= cost): about what this process spent in the last second, so a
+// hot key writes about once a second and a slow one once a request; no more
+// than a quarter of rem, so that near the end replicas do not strand
+// credits in slices while others are refused; and never more than
+// sliceCap.
+func sliceSize(cost, recent, rem int64) int64 {
+	n := min(max(recent, cost), max(cost, (rem+3)/4), max(cost, sliceCap))
+	return min(n, rem)
+}
+
+func newLedger() *ledger {
+	return &ledger{holder: rand.Text()[:16], bal: map[string]*balance{}}
+}
 
 // Spend implements authz.Credits: it takes cost from the key's balance if
-// the balance covers it.
+// the balance covers it. The remaining balance it returns is the record's
+// as last seen plus this process's unspent slice: exact for one process,
+// approximate across replicas (their slices are not counted).
 func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64, bool, error) {
 	if cost < 1 {
 		return 0, false, fmt.Errorf("spend credits: cost %d", cost)
@@ -53,58 +124,342 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 		id = c.ID
 	}
 	l := s.ledger
+	fresh := s.fresh == nil || s.fresh()
 	l.mu.Lock()
-	b, ok := l.bal[id]
+	if b := l.bal[id]; b != nil && fresh && !b.stale {
+		switch {
+		case b.slice >= int64(cost):
+			b.slice -= int64(cost)
+			b.used += int64(cost)
+			left := b.record + b.slice
+			l.mu.Unlock()
+			return left, true, nil
+		case b.exhausted && b.record+b.slice < int64(cost):
+			left := b.record + b.slice
+			l.mu.Unlock()
+			return left, false, nil
+		}
+	}
 	l.mu.Unlock()
-	if !ok {
-		if err := ctx.Err(); err != nil {
-			return 0, false, fmt.Errorf("spend credits: %w", err)
-		}
-		var err error
-		if b, err = s.loadBalance(ctx, id); err != nil {
-			return 0, false, fmt.Errorf("spend credits: %w", err)
-		}
+	left, ok, err := s.spendSlow(ctx, id, int64(cost), !fresh)
+	if err != nil {
+		return 0, false, fmt.Errorf("spend credits: %w", err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if b.left() < int64(cost) {
-		return b.left(), false, nil
-	}
-	b.spent += int64(cost)
-	return b.left(), true, nil
+	return left, ok, nil
 }
 
-// loadBalance brings a key's balance into the ledger. A key rotated away
-// from (a Check that read it just before the rotation) spends its
-// successor's balance.
-func (s *Store) loadBalance(ctx context.Context, id string) (*balance, error) {
-	var (
-		k     storedKey
-		found bool
-	)
-	err := s.checkView(ctx, func(tx Tx) error {
-		var err error
-		k, id, found, err = balanceRecord(tx, id)
-		return err
+// spendSlow reserves a new slice for id's balance (or, with verify, checks
+// the one held against the record) and spends cost from it. Only one
+// goroutine per balance writes; the others wait for it and try again.
+func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify bool) (int64, bool, error) {
+	l := s.ledger
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, false, err
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return 0, false, ErrClosed
+		}
+		b := l.bal[id]
+		if b != nil && b.busy != nil {
+			ch := b.busy
+			l.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return 0, false, ctx.Err()
+			}
+		}
+		if b != nil && !verify && !b.stale && b.slice >= cost {
+			b.slice -= cost
+			b.used += cost
+			left := b.record + b.slice
+			l.mu.Unlock()
+			return left, true, nil
+		}
+		if b != nil && !verify && !b.stale && b.exhausted && b.record+b.slice < cost {
+			left := b.record + b.slice
+			l.mu.Unlock()
+			return left, false, nil
+		}
+		if b == nil {
+			b = &balance{}
+			l.bal[id] = b
+		}
+		r := reservation{id: id, holder: l.holder, cost: cost, recent: b.used + b.last, left: b.slice, epoch: b.epoch}
+		// The slice goes back to the record in the same transaction, so it
+		// may not be spent meanwhile.
+		b.slice = 0
+		done := make(chan struct{})
+		b.busy = done
+		l.mu.Unlock()
+
+		out, err := s.reserve(ctx, &r)
+
+		l.mu.Lock()
+		b.busy = nil
+		close(done)
+		switch {
+		case err != nil:
+			// The write may have landed or not: what it carried (the old
+			// slice, the new one) is stranded rather than risked twice.
+			l.mu.Unlock()
+			return 0, false, err
+		case out.owner != id:
+			// The key was rotated (the follower may not have said so yet):
+			// nothing was written, and the slice held is its successor's.
+			if !b.dropped {
+				b.slice += r.left
+				l.move(id, out.owner)
+			}
+			l.mu.Unlock()
+			id = out.owner
+			continue
+		case out.gone:
+			if l.bal[id] == b {
+				delete(l.bal, id)
+			}
+			b.dropped = true
+			l.mu.Unlock()
+			if out.unmetered {
+				return 0, false, vizerror.WrapWithMessage(fmt.Errorf("key %s: %w", id, ErrNotMetered), "key "+id+" has no credit balance")
+			}
+			return 0, false, notFound("key", id)
+		case b.dropped || out.epoch < b.epoch:
+			// Deleted, or a SetCredits seen meanwhile outdated the slice.
+			l.mu.Unlock()
+			continue
+		}
+		b.epoch, b.record, b.stale = out.epoch, out.record, false
+		b.slice += out.slice
+		b.entry = b.entry || out.wrote
+		ok := b.slice >= cost
+		b.exhausted = !ok
+		if ok {
+			b.slice -= cost
+			b.used += cost
+		}
+		left := b.record + b.slice
+		l.mu.Unlock()
+		return left, ok, nil
+	}
+}
+
+// reservation is one slice's write: what the ledger held when it began
+// (left, of epoch) and what it needs.
+type reservation struct {
+	id, holder string
+	cost       int64
+	recent     int64  // spent here in the last second or so
+	left       int64  // the slice held, returned by the write if still valid
+	epoch      uint64 // the epoch left belongs to
+}
+
+// reserved is a reservation's outcome.
+type reserved struct {
+	owner     string // the record holding the balance (id, or a successor)
+	gone      bool   // no such key, or no balance
+	unmetered bool
+	slice     int64  // the slice now held (0: refused)
+	wrote     bool   // a new slice was reserved
+	epoch     uint64 // the record's epoch
+	record    int64  // the record's credits_remaining after the write
+}
+
+// reserve runs r in one transaction: the slice held goes back (when its
+// epoch is still the record's) and a new one, enough for r.cost, comes out.
+// When the slice held still covers cost (verify after missed writes), the
+// record is only read.
+func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
+	if s.fresh != nil {
+		var cancel context.CancelFunc
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.opts.LookupTimeout {
+			ctx, cancel = context.WithTimeout(ctx, s.opts.LookupTimeout)
+			defer cancel()
+		}
+	}
+	var out reserved
+	err := s.b.Batch(ctx, func(tx Tx) error {
+		out = reserved{}
+		k, owner, found, err := balanceRecord(tx, r.id)
+		if err != nil {
+			return err
+		}
+		out.owner = owner
+		switch {
+		case owner != r.id:
+			return nil
+		case !found:
+			out.gone = true
+			return nil
+		case k.CreditsRemaining == nil:
+			out.gone, out.unmetered = true, true
+			return nil
+		}
+		out.epoch, out.record = k.CreditsEpoch, *k.CreditsRemaining
+		left := r.left
+		if r.epoch != k.CreditsEpoch {
+			left = 0 // set since: the slice is void
+		}
+		if left >= r.cost {
+			out.slice = left
+			return nil
+		}
+		rem := *k.CreditsRemaining + left
+		if rem < r.cost {
+			out.slice = left
+			return nil
+		}
+		take := sliceSize(r.cost, r.recent, rem)
+		out.slice, out.record, out.wrote = take, rem-take, true
+		k.CreditsRemaining = &out.record
+		if k.CreditsReserved == nil {
+			k.CreditsReserved = map[string]int64{}
+		}
+		k.CreditsReserved[r.holder] = take
+		return putJSON(tx, bucketKeys, owner, &k)
 	})
 	if err != nil {
-		return nil, err
+		return reserved{}, fmt.Errorf("reserve credits of key %s: %w", r.id, err)
 	}
-	if !found {
-		return nil, notFound("key", id)
-	}
-	if k.CreditsRemaining == nil {
-		return nil, vizerror.WrapWithMessage(fmt.Errorf("key %s: %w", id, ErrNotMetered), "key "+id+" has no credit balance")
-	}
+	return out, nil
+}
+
+// giveBack is one unspent slice on its way back to its record.
+type giveBack struct {
+	id    string
+	b     *balance
+	left  int64
+	epoch uint64
+	done  chan struct{}
+}
+
+// tickCredits measures spending rates and returns the slices of balances
+// idle for idleTicks; balances idle with nothing held leave the ledger.
+func (s *Store) tickCredits() error {
 	l := s.ledger
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.bal[id]
-	if !ok {
-		b = &balance{base: *k.CreditsRemaining}
-		l.bal[id] = b
+	var todo []giveBack
+	for id, b := range l.bal {
+		if b.busy != nil {
+			continue
+		}
+		if b.used == 0 {
+			b.idle++
+		} else {
+			b.idle = 0
+		}
+		b.last, b.used, b.exhausted = b.used, 0, false
+		if b.idle < idleTicks {
+			continue
+		}
+		if b.slice == 0 && !b.entry {
+			delete(l.bal, id)
+			b.dropped = true
+			continue
+		}
+		todo = append(todo, l.takeBack(id, b))
 	}
-	return b, nil
+	l.mu.Unlock()
+	return s.giveBack(todo)
+}
+
+// takeBack marks b's slice as on its way back. l.mu is held.
+func (l *ledger) takeBack(id string, b *balance) giveBack {
+	g := giveBack{id: id, b: b, left: b.slice, epoch: b.epoch, done: make(chan struct{})}
+	b.slice, b.busy = 0, g.done
+	return g
+}
+
+// returnAll gives every slice back (Flush, Close) once the reservations
+// in flight have ended; with closing, no reservation starts after it.
+func (s *Store) returnAll(closing bool) error {
+	l := s.ledger
+	l.mu.Lock()
+	l.closed = l.closed || closing
+	for {
+		var wait chan struct{}
+		for _, b := range l.bal {
+			if b.busy != nil {
+				wait = b.busy
+				break
+			}
+		}
+		if wait == nil {
+			break
+		}
+		l.mu.Unlock()
+		<-wait
+		l.mu.Lock()
+	}
+	var todo []giveBack
+	for id, b := range l.bal {
+		if b.slice > 0 || b.entry {
+			todo = append(todo, l.takeBack(id, b))
+		}
+	}
+	l.mu.Unlock()
+	return s.giveBack(todo)
+}
+
+// giveBack writes slices back to their records, flushChunk to a
+// transaction. A failed write strands what it carried (it may have
+// landed): the holder's credits_reserved entries still show it.
+func (s *Store) giveBack(todo []giveBack) error {
+	var errs []error
+	for len(todo) > 0 {
+		chunk := todo[:min(len(todo), flushChunk)]
+		todo = todo[len(chunk):]
+		now := make([]int64, len(chunk))
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		err := s.b.Batch(ctx, func(tx Tx) error {
+			for i, g := range chunk {
+				k, owner, found, err := balanceRecord(tx, g.id)
+				if err != nil {
+					return err
+				}
+				now[i] = -1
+				if !found || k.CreditsRemaining == nil || k.CreditsEpoch != g.epoch {
+					continue // deleted, or set since: the slice is void
+				}
+				if _, ok := k.CreditsReserved[s.ledger.holder]; !ok && g.left == 0 {
+					continue
+				}
+				n := *k.CreditsRemaining + g.left
+				now[i] = n
+				k.CreditsRemaining = &n
+				delete(k.CreditsReserved, s.ledger.holder)
+				if err := putJSON(tx, bucketKeys, owner, &k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		cancel()
+		l := s.ledger
+		l.mu.Lock()
+		for i, g := range chunk {
+			if err == nil {
+				g.b.entry = false
+				if now[i] >= 0 && !g.b.dropped && g.b.epoch == g.epoch {
+					g.b.record = now[i]
+				}
+			}
+			g.b.busy = nil
+			close(g.done)
+		}
+		l.mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("return unspent credits: %w", err)
+	}
+	return nil
 }
 
 // balanceRecord follows id's credits_owner chain (at most 8 hops) to the
@@ -119,164 +474,100 @@ func balanceRecord(tx Tx, id string) (k storedKey, owner string, found bool, err
 	}
 }
 
-// live returns the in-memory balance of a key, if loaded.
-func (l *ledger) live(id string) (int64, bool) {
+// held returns this process's unspent slice of id's balance, if it belongs
+// to epoch.
+func (l *ledger) held(id string, epoch uint64) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b, ok := l.bal[id]; ok {
-		return b.left(), true
-	}
-	return 0, false
-}
-
-// pending returns what was spent from id's balance and not yet written.
-func (l *ledger) pending(id string) int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if b, ok := l.bal[id]; ok {
-		return b.spent
+	if b, ok := l.bal[id]; ok && b.epoch == epoch {
+		return b.slice
 	}
 	return 0
 }
 
-// rebase takes a balance another writer stored (a replica's flush, a
-// refill through another replica's admin API); nil: the key no longer holds
-// a balance of its own.
-func (l *ledger) rebase(id string, stored *int64) {
+// live returns the balance as this process last saw it: the record's
+// remaining plus its unspent slice.
+func (l *ledger) live(id string) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.bal[id]; ok {
+		return b.record + b.slice, true
+	}
+	return 0, false
+}
+
+// rebase takes a record another writer stored (a replica's reservation, a
+// refill or a rotation through another replica's admin API); nil: deleted.
+func (l *ledger) rebase(id string, k *storedKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.bal[id]
 	switch {
 	case !ok:
-	case stored != nil:
-		b.base = *stored
-	case b.spent == 0:
-		// Spending waiting to be written is kept: the flush follows the
-		// key's credits_owner to the balance it now spends.
+	case k == nil || k.CreditsOwner == "" && k.CreditsRemaining == nil:
 		delete(l.bal, id)
+		b.dropped = true
+	case k.CreditsOwner != "":
+		l.move(id, k.CreditsOwner)
+	case k.CreditsEpoch > b.epoch:
+		b.slice, b.epoch, b.record, b.exhausted, b.entry = 0, k.CreditsEpoch, *k.CreditsRemaining, false, false
+	case k.CreditsEpoch == b.epoch && b.record != *k.CreditsRemaining:
+		b.record, b.exhausted = *k.CreditsRemaining, false
 	}
 }
 
-// forget drops every balance with nothing pending, after writes may have
-// been missed; the next spend reads the record again.
+// move hands the slice held for from to its successor to, whose record
+// took over from's (balance, epoch and credits_reserved). l.mu is held.
+func (l *ledger) move(from, to string) {
+	b, ok := l.bal[from]
+	if !ok {
+		return
+	}
+	delete(l.bal, from)
+	if o, ok := l.bal[to]; ok {
+		// Only a successor that already spent here: its own slice stands,
+		// and from's, whose write may be in flight, is dropped.
+		b.dropped = true
+		if b.busy == nil && o.epoch == b.epoch {
+			o.slice += b.slice
+		}
+		return
+	}
+	l.bal[to] = b
+}
+
+// forget marks every slice as needing a check of its epoch before it is
+// spent again, after writes may have been missed (a SetCredits among them).
 func (l *ledger) forget() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id, b := range l.bal {
-		if b.spent == 0 {
-			delete(l.bal, id)
-		}
-	}
-}
-
-// spending is one balance's unwritten spending, as snapshot for a flush.
-type spending struct {
-	id    string
-	spent int64
-}
-
-// dirty snapshots the balances spent from since they were last written.
-func (l *ledger) dirty() []spending {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []spending
-	for id, b := range l.bal {
-		if b.spent > 0 {
-			out = append(out, spending{id, b.spent})
-		}
-	}
-	return out
-}
-
-// written is the outcome of writing one spending: the record that took it
-// (owner: the key itself or the end of its credits_owner chain) and the
-// balance it holds now; gone when no record holds a balance for it.
-type written struct {
-	spending
-	owner string
-	now   int64
-	gone  bool
-}
-
-// writeSpending subtracts each spending from the balance it belongs to. It
-// changes only the transaction; apply the result with ledger.wrote.
-func writeSpending(tx Tx, todo []spending) ([]written, error) {
-	out := make([]written, 0, len(todo))
-	for _, d := range todo {
-		w := written{spending: d}
-		k, owner, found, err := balanceRecord(tx, d.id)
-		if err != nil {
-			return nil, err
-		}
-		w.owner = owner
-		if !found || k.CreditsRemaining == nil {
-			w.gone = true
-			out = append(out, w)
-			continue
-		}
-		w.now = max(*k.CreditsRemaining-d.spent, 0)
-		k.CreditsRemaining = &w.now
-		if err := putJSON(tx, bucketKeys, w.owner, &k); err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, nil
-}
-
-// wrote applies committed spending: it is no longer pending, and the
-// balances take what the records now hold.
-func (l *ledger) wrote(done []written) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, w := range done {
-		b, ok := l.bal[w.id]
-		if !ok {
-			continue
-		}
-		b.spent = max(b.spent-w.spent, 0)
-		if w.gone || w.owner != w.id && b.spent == 0 {
-			delete(l.bal, w.id)
-		}
-		// The record written holds the balance: the key's own, or the
-		// owner's its spending was redirected to.
-		if o, ok := l.bal[w.owner]; ok && !w.gone {
-			o.base = w.now
-		}
+	for _, b := range l.bal {
+		b.stale = true
 	}
 }
 
 // creditMove is a rotation's hand-over of a balance, for the ledger.
-type creditMove struct {
-	from, to string
-	spent    int64 // the old key's pending spending the move accounted for
-	left     int64 // the successor's balance as written
-}
+type creditMove struct{ from, to string }
 
-// moved applies a committed rotation: spending on the old key since the
-// move was computed becomes the successor's.
+// moved applies a committed rotation: the old key's slice is its
+// successor's.
 func (l *ledger) moved(m creditMove) {
 	if m.from == "" {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.bal[m.from]
-	if !ok {
-		return
-	}
-	delete(l.bal, m.from)
-	if extra := b.spent - m.spent; extra > 0 {
-		l.bal[m.to] = &balance{base: m.left, spent: extra}
-	}
+	l.move(m.from, m.to)
 }
 
 // AddCredits adds n (which may be negative, down to zero) to a metered
 // key's balance; SetCredits sets the balance, making an unmetered key
-// metered. Both are written before they return, and the returned Key shows
-// the live balance.
+// metered. Both are written before they return (on every live replica of a
+// shared backend), and the returned Key shows the balance as Key does.
+// Slices reserved before an AddCredits stay valid; SetCredits voids them
+// everywhere, spent or not, so the balance afterwards is exactly n.
 func (s *Store) AddCredits(ctx context.Context, id string, n int64) (Key, error) {
-	return s.changeCredits(ctx, id, func(cur *int64) (int64, error) {
+	return s.changeCredits(ctx, id, false, func(cur *int64) (int64, error) {
 		if cur == nil {
 			return 0, vizerror.WrapWithMessage(fmt.Errorf("%w: key %s (set a balance first)", ErrNotMetered, id), "key "+id+" has no credit balance (set a balance first)")
 		}
@@ -289,28 +580,18 @@ func (s *Store) SetCredits(ctx context.Context, id string, n int64) (Key, error)
 	if n < 0 {
 		return Key{}, fmt.Errorf("set credits: %w", refuse(ErrInvalid, "balance %d is negative", n))
 	}
-	return s.changeCredits(ctx, id, func(*int64) (int64, error) { return n, nil })
+	return s.changeCredits(ctx, id, true, func(*int64) (int64, error) { return n, nil })
 }
 
-func (s *Store) changeCredits(ctx context.Context, id string, next func(cur *int64) (int64, error)) (Key, error) {
-	l := s.ledger
-	var (
-		out   Key
-		spent int64 // pending spending the new balance accounts for
-		n     int64
-	)
+func (s *Store) changeCredits(ctx context.Context, id string, set bool, next func(cur *int64) (int64, error)) (Key, error) {
+	var out storedKey
 	err := s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		k, err := getKey(tx, id)
 		if err != nil {
 			return err
 		}
-		spent = l.pending(id)
-		cur := k.CreditsRemaining
-		if cur != nil {
-			left := max(*cur-spent, 0)
-			cur = &left
-		}
-		if n, err = next(cur); err != nil {
+		n, err := next(k.CreditsRemaining)
+		if err != nil {
 			return err
 		}
 		if k.CreditsRemaining == nil {
@@ -318,21 +599,19 @@ func (s *Store) changeCredits(ctx context.Context, id string, next func(cur *int
 			touch(apikey.Hash(k.Hash))
 		}
 		k.CreditsRemaining = &n
-		out = k.Key
+		if set {
+			k.CreditsEpoch++
+			k.CreditsReserved = nil
+		}
+		out = k
 		return putKey(tx, &k, false)
 	})
 	if err != nil {
 		return Key{}, fmt.Errorf("change credits: %w", err)
 	}
-	// Spending between the snapshot above and now stays pending, so it is
-	// taken from the new balance too.
-	l.mu.Lock()
-	if b, ok := l.bal[id]; ok {
-		b.spent = max(b.spent-spent, 0)
-		b.base = n
-		left := b.left()
-		out.CreditsRemaining = &left
-	}
-	l.mu.Unlock()
-	return out, nil
+	// The follower does the same for other replicas (and for this one on a
+	// shared backend); bbolt has only this.
+	s.ledger.rebase(id, &out)
+	s.overlayCredits(&out.Key)
+	return out.Key, nil
 }

@@ -24,10 +24,13 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 	case bucketKeys:
 		cur, curOK := decodeKey(value)
 		old, oldOK := decodeKey(prev)
-		if curOK {
-			s.ledger.rebase(cur.ID, cur.CreditsRemaining)
+		switch {
+		case curOK:
+			s.ledger.rebase(cur.ID, cur)
+		case value == nil && len(key) > 0:
+			s.ledger.rebase(string(key), nil)
 		}
-		// Last-used times and spending are written every few seconds for
+		// Last-used times and credit reservations are written often for
 		// every busy key; they change no credential, so they leave the
 		// cache alone, which is what keeps replicas' hit rates up.
 		if curOK && oldOK && reflect.DeepEqual(cur.credential(), old.credential()) {

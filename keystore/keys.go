@@ -366,15 +366,16 @@ func (s *Store) Key(ctx context.Context, id string) (Key, error) {
 	return k.Key, nil
 }
 
-// overlayCredits shows the live balance, which is ahead of the record
-// between flushes.
+// overlayCredits shows the balance as this process can spend it: the
+// record's remaining plus this process's unspent slice. Other replicas'
+// slices are in CreditsReserved, not counted (what they spent of them is
+// not known).
 func (s *Store) overlayCredits(k *Key) {
 	if k.CreditsRemaining == nil {
 		return
 	}
-	if left, ok := s.ledger.live(k.ID); ok {
-		k.CreditsRemaining = &left
-	}
+	left := *k.CreditsRemaining + s.ledger.held(k.ID, k.CreditsEpoch)
+	k.CreditsRemaining = &left
 }
 
 // KeyUpdate lists the fields to change; nil fields stay as they are.
@@ -550,6 +551,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return CreatedKey{}, fmt.Errorf("rotate key: %w", err)
 	}
 	s.ledger.moved(move)
+	s.overlayCredits(&out.Key)
 	return out, nil
 }
 
@@ -653,22 +655,22 @@ func (s *Store) modifyTouch(ctx context.Context, id string, fn func(tx Tx, touch
 
 // moveCredits hands a rotated key's balance to its successor: the old key,
 // during its grace period, spends the successor's balance, so one balance
-// is never spent twice. Keys that spent the old key's balance (its own
+// is never spent twice. The record moves whole (remaining, epoch, and the
+// slices processes hold, which they then spend and return as the
+// successor's). Keys that spent the old key's balance (its own
 // predecessors, still in grace) follow to the successor. It changes only
-// the transaction; the ledger follows with creditMove.apply after commit.
+// the transaction; the ledger follows with ledger.moved after commit.
 func (s *Store) moveCredits(tx Tx, touch func(apikey.Hash), old, n *storedKey, now time.Time) (creditMove, error) {
 	if old.CreditsRemaining == nil {
 		return creditMove{}, nil
 	}
-	spent := s.ledger.pending(old.ID)
-	left := max(*old.CreditsRemaining-spent, 0)
-	n.CreditsRemaining, n.CreditsOwner = &left, ""
-	old.CreditsRemaining, old.CreditsOwner = nil, n.ID
+	n.CreditsRemaining, n.CreditsEpoch, n.CreditsReserved, n.CreditsOwner = old.CreditsRemaining, old.CreditsEpoch, old.CreditsReserved, ""
+	old.CreditsRemaining, old.CreditsEpoch, old.CreditsReserved, old.CreditsOwner = nil, 0, nil, n.ID
 	// Walk back along the rotation chain while its keys are in grace: only
 	// those can still spend. Pointing them at the successor keeps their
 	// owner chain short; a key the walk misses (rotated before rotated_from
 	// was recorded) still reaches the balance through the old key's
-	// credits_owner, which loadBalance and the flush follow.
+	// credits_owner, which reservations and returns follow.
 	for id, hops := old.RotatedFrom, 0; id != "" && hops < 64; hops++ {
 		k, err := getKey(tx, id)
 		if errors.Is(err, ErrNotFound) {
@@ -689,5 +691,5 @@ func (s *Store) moveCredits(tx Tx, touch func(apikey.Hash), old, n *storedKey, n
 		}
 		id = k.RotatedFrom
 	}
-	return creditMove{from: old.ID, to: n.ID, spent: spent, left: left}, nil
+	return creditMove{from: old.ID, to: n.ID}, nil
 }

@@ -49,7 +49,17 @@ type Key struct {
 	RotatedFrom string            `json:"rotated_from,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	// CreditsRemaining is the optional prepaid balance; nil means unmetered.
+	// In the record it is the balance not handed out to any process; Key
+	// and ListKeys add this process's unspent slice (see credits.go).
 	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	// CreditsEpoch counts SetCredits calls: a slice reserved in an older
+	// epoch is void.
+	CreditsEpoch uint64 `json:"credits_epoch,omitempty"`
+	// CreditsReserved maps each process (a random id per Store) holding a
+	// slice of the balance to the slice it reserved, an upper bound of what
+	// it may still spend. An entry left by a process that crashed is what
+	// the crash stranded; SetCredits clears them all.
+	CreditsReserved map[string]int64 `json:"credits_reserved,omitempty"`
 	// CreditsOwner, on a key rotated away from, names the key whose balance
 	// it spends during its grace period (its successor).
 	CreditsOwner string `json:"credits_owner,omitempty"`

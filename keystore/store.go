@@ -230,8 +230,9 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Flush writes pending last-used times now.
-func (s *Store) Flush() error { return s.usage.flush() }
+// Flush writes pending last-used times and gives unspent credit slices
+// back now, so the records show what was spent.
+func (s *Store) Flush() error { return errors.Join(s.usage.flush(), s.returnAll(false)) }
 
 // opTimeout bounds one admin write or read, whatever the caller's context
 // allows: a shared backend that stops answering must not hang the admin API.

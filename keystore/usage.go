@@ -11,9 +11,10 @@ import (
 	"github.com/keygate/keygate/authz"
 )
 
-// usage batches last-used times (and the ledger's credit balances) in memory
-// and writes them in a few transactions per interval, so an allowed Check
-// never waits on a disk write. A crash loses at most one interval of them.
+// usage batches last-used times in memory and writes them in a few
+// transactions per interval, so an allowed Check never waits on a disk
+// write. A crash loses at most one interval of them. Its loop also keeps
+// the credit ledger's clock: spending rates and idle slices going back.
 type usage struct {
 	s *Store
 
@@ -79,6 +80,8 @@ func (u *usage) loop(every time.Duration) {
 	defer close(u.stopped)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	ct := time.NewTicker(creditTick)
+	defer ct.Stop()
 	for {
 		select {
 		case <-u.done:
@@ -87,6 +90,10 @@ func (u *usage) loop(every time.Duration) {
 			// A failed flush keeps its times pending for the next tick; the
 			// error surfaces on the final flush at Close.
 			_ = u.flush()
+		case <-ct.C:
+			// A slice that failed to go back is stranded, and shown as
+			// such in the record; there is nothing to retry.
+			_ = u.s.tickCredits()
 		}
 	}
 }
@@ -95,13 +102,12 @@ func (u *usage) loop(every time.Duration) {
 // refuses transactions of more than 128 operations by default.
 const flushChunk = 64
 
-// flush writes pending times and spending, in transactions of at most
-// flushChunk records. A key deleted meanwhile is skipped; a time never
-// moves backwards.
+// flush writes pending times, in transactions of at most flushChunk
+// records. A key deleted meanwhile is skipped; a time never moves
+// backwards.
 func (u *usage) flush() error {
 	batch := u.take()
-	credits := u.s.ledger.dirty()
-	if len(batch) == 0 && len(credits) == 0 {
+	if len(batch) == 0 {
 		return nil
 	}
 	ids := make([]string, 0, len(batch))
@@ -109,35 +115,26 @@ func (u *usage) flush() error {
 		ids = append(ids, id)
 	}
 	var errs []error
-	for len(ids) > 0 || len(credits) > 0 {
-		n, m := min(len(ids), flushChunk), min(len(credits), flushChunk)
-		chunkIDs, chunkCredits := ids[:n], credits[:m]
-		ids, credits = ids[n:], credits[m:]
-		done, err := u.write(batch, chunkIDs, chunkCredits)
-		if err != nil {
-			for _, id := range chunkIDs {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), flushChunk)]
+		ids = ids[len(chunk):]
+		if err := u.write(batch, chunk); err != nil {
+			for _, id := range chunk {
 				u.record(id, batch[id])
 			}
 			errs = append(errs, err)
-			continue
 		}
-		u.s.ledger.wrote(done)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("flush last-used times and credits: %w", err)
+		return fmt.Errorf("flush last-used times: %w", err)
 	}
 	return nil
 }
 
-func (u *usage) write(batch map[string]time.Time, ids []string, credits []spending) ([]written, error) {
+func (u *usage) write(batch map[string]time.Time, ids []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	var done []written
-	err := u.s.b.Batch(ctx, func(tx Tx) error {
-		var err error
-		if done, err = writeSpending(tx, credits); err != nil {
-			return err
-		}
+	return u.s.b.Batch(ctx, func(tx Tx) error {
 		for _, id := range ids {
 			at := batch[id]
 			var k storedKey
@@ -156,16 +153,16 @@ func (u *usage) write(batch map[string]time.Time, ids []string, credits []spendi
 		}
 		return nil
 	})
-	return done, err
 }
 
-// stop ends the loop and writes what is pending.
+// stop ends the loop, writes what is pending and gives unspent credit
+// slices back.
 func (u *usage) stop() error {
 	var err error
 	u.once.Do(func() {
 		close(u.done)
 		<-u.stopped
-		err = u.flush()
+		err = errors.Join(u.flush(), u.s.returnAll(true))
 	})
 	if errors.Is(err, ErrClosed) {
 		return nil
