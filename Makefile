@@ -23,30 +23,36 @@ run:
 test: deps vet lint unit fuzz bench-smoke
 
 # System packages the tests drive: nginx and Caddy, which the proxy
-# end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate,
-# and redis-server, which the shared rate limiter's tests
-# (authz/ratelimit/redislimit) run. Installs the missing ones from Debian
-# as root on a fresh machine, is a no-op where all are on PATH, and stops
-# `make test` when it cannot. (The nginx package may start a system nginx
-# on port 80, and redis-server a system Redis on 6379; the tests never use
-# them: they run their own on loopback ports with their own pid and temp
-# files.)
-PROXIES := nginx caddy
-SERVERS := redis-server
+# end-to-end tests (cmd/keygate/proxy_e2e_test.go) run in front of Keygate;
+# redis-server, which the shared rate limiter's tests
+# (authz/ratelimit/redislimit) run; and etcd and etcdctl (Debian's
+# etcd-server and etcd-client), which internal/testetcd runs as clusters of
+# separate processes beside its embedded member. Installs the missing ones
+# from Debian as root on a fresh machine, is a no-op where all are on PATH,
+# and stops `make test` when it cannot. (The nginx package may start a
+# system nginx on port 80, redis-server a system Redis on 6379 and
+# etcd-server, through its init script where no policy-rc.d forbids it, a
+# system etcd on 2379; the tests never use them: they run their own on
+# loopback ports with their own pid files, data and temp files.)
+# Each entry is command:package, since etcd's commands are not named after
+# their packages.
+DEPS := nginx:nginx caddy:caddy redis-server:redis-server etcd:etcd-server etcdctl:etcd-client
 
 deps: tools
-	@missing=; for p in $(PROXIES) $(SERVERS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=; cmds=; for d in $(DEPS); do c=$${d%%:*}; p=$${d#*:}; \
+	  command -v $$c >/dev/null 2>&1 || { cmds="$$cmds $$c"; case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; }; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing$$missing from Debian packages"; \
+	  echo "deps: installing$$missing from Debian packages (for$$cmds)"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: installing$$missing needs root (apt-get); install them or run make as root" >&2; exit 1; fi; \
 	  if ! command -v apt-get >/dev/null 2>&1; then echo "deps: no apt-get here: install$$missing yourself" >&2; exit 1; fi; \
 	  apt-get update || { echo "deps: apt-get update failed" >&2; exit 1; }; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
-	  for p in $$missing; do command -v $$p >/dev/null 2>&1 || { echo "deps: $$p installed but not on PATH (Debian puts nginx in /usr/sbin)" >&2; exit 1; }; done; \
+	  for c in $$cmds; do command -v $$c >/dev/null 2>&1 || { echo "deps: $$c installed but not on PATH (Debian puts nginx in /usr/sbin)" >&2; exit 1; }; done; \
 	fi
 	@nginx -v
 	@echo "caddy $$(caddy version)"
 	@redis-server --version
+	@etcd --version | head -1
 
 tools:
 	@mkdir -p $(TOOLS)
