@@ -405,10 +405,55 @@ func (c *Cluster) signalAll(t testing.TB, sig syscall.Signal) {
 	defer c.mu.Unlock()
 	for _, m := range c.members {
 		if m.running() {
-			if err := m.cmd.Process.Signal(sig); err != nil {
-				t.Fatalf("signal etcd %s: %v", m.name, err)
+			signal(t, m, sig)
+		}
+	}
+}
+
+func signal(t testing.TB, m *member, sig syscall.Signal) {
+	t.Helper()
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal etcd %s: %v", m.name, err)
+	}
+	if sig == syscall.SIGSTOP {
+		if err := waitStopped(m.cmd.Process.Pid); err != nil {
+			t.Fatalf("etcd %s: %v", m.name, err)
+		}
+	}
+}
+
+// waitStopped waits until every thread of pid is stopped: kill returns
+// before a thread running on another CPU stops, and that thread can still
+// answer a request sent right after Pause. Without /proc it cannot tell,
+// and returns at once.
+func waitStopped(pid int) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			return nil
+		}
+		all := true
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			if err != nil {
+				continue // the thread exited
+			}
+			// The state follows the command name, which is in
+			// parentheses and may contain spaces.
+			i := strings.LastIndexByte(string(b), ')')
+			if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+				all = false
+				break
 			}
 		}
+		if all {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped 5s after SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -536,9 +581,7 @@ func (c *Cluster) signalMember(t testing.TB, i int, sig syscall.Signal) {
 	if !m.running() {
 		t.Fatalf("testetcd: member %d is not running", i)
 	}
-	if err := m.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal etcd %s: %v", m.name, err)
-	}
+	signal(t, m, sig)
 }
 
 // LeaderIndex is the index of the current leader, waiting (up to 60s) for
