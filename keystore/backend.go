@@ -44,6 +44,23 @@ type Shared interface {
 	Fresh() bool
 }
 
+// Readier is a Backend that knows better than Ping whether the store can
+// decide correctly now (a shared backend that still trusts its cache while
+// its server is out of reach).
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+// Degraded marks err as a readiness problem the store can still decide
+// correctly under: ready, but degraded.
+func Degraded(err error) error { return degradedError{err} }
+
+type degradedError struct{ err error }
+
+func (e degradedError) Error() string  { return e.err.Error() }
+func (e degradedError) Unwrap() error  { return e.err }
+func (e degradedError) Degraded() bool { return true }
+
 // Follower receives the writes a Shared backend follows.
 type Follower interface {
 	// Changed reports that key in bucket now holds value (nil: deleted);

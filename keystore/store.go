@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,14 @@ type Options struct {
 	// every write fails, and the file is not created or changed. It still
 	// waits for a running server's exclusive lock.
 	ReadOnly bool
+	// StartUnavailable, for a shared backend, lets New return while the
+	// backend does not answer: the store then retries in the background,
+	// with backoff, and until it has opened every lookup and write fails
+	// with ErrUnavailable (fail closed) and Ready says why.
+	StartUnavailable bool
+	// Logger receives what the store does in the background (opening a
+	// store that was unavailable). Nil: slog.Default().
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -136,6 +145,9 @@ func (o Options) withDefaults() Options {
 	if o.LookupTimeout == 0 {
 		o.LookupTimeout = time.Second
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -160,6 +172,10 @@ type Store struct {
 	resets atomic.Uint64
 	// orgTenants maps org id to tenant id for OrgTenant; see there.
 	orgTenants sync.Map
+	// opening, while a store started unavailable has not opened yet,
+	// holds why (see Options.StartUnavailable); nil once open.
+	opening  atomic.Pointer[error]
+	stopOpen context.CancelFunc
 
 	// testHookBeforeFill runs between a cache miss's read and its cache
 	// fill, so a test can commit a write in exactly that gap.
@@ -193,17 +209,39 @@ func New(b Backend, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: %w", b, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if err := checkSchema(ctx, b, !opts.ReadOnly); err != nil {
-		return nil, fmt.Errorf("open store %s: %w", b, err)
-	}
 	c, err := newCache(opts.CacheMaxBytes, opts.NegativeCacheEntries)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", b, err)
 	}
-	s := &Store{b: b, opts: opts, cache: c, ledger: newLedger()}
-	if sh, ok := b.(Shared); ok {
+	s := &Store{b: b, opts: opts, cache: c, ledger: newLedger(), stopOpen: func() {}}
+	sh, shared := b.(Shared)
+	if shared && opts.StartUnavailable {
+		// Follow first: it does not need the backend to answer, and the
+		// schema check below is retried until it does.
+		s.fresh = sh.Fresh
+		if err := sh.Follow(follower{s}); err != nil {
+			c.close()
+			return nil, fmt.Errorf("open store %s: %w", b, err)
+		}
+	}
+	timeout := opTimeout
+	if shared && opts.StartUnavailable {
+		timeout = startTimeout // the rest is tried again in the background
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := checkSchema(ctx, b, !opts.ReadOnly); err != nil {
+		if !shared || !opts.StartUnavailable || !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			c.close()
+			return nil, fmt.Errorf("open store %s: %w", b, err)
+		}
+		err = fmt.Errorf("%w: store %s not opened yet: %w", ErrUnavailable, b, err)
+		s.opening.Store(&err)
+		bg, stop := context.WithCancel(context.Background())
+		s.stopOpen = stop
+		go s.openLater(bg)
+	}
+	if shared && !opts.StartUnavailable {
 		s.fresh = sh.Fresh
 		if err := sh.Follow(follower{s}); err != nil {
 			c.close()
@@ -212,6 +250,51 @@ func New(b Backend, opts Options) (*Store, error) {
 	}
 	s.usage = startUsage(s, opts.LastUsedFlush)
 	return s, nil
+}
+
+// startTimeout bounds New's first look at a shared backend that may be
+// unavailable (Options.StartUnavailable).
+const startTimeout = 3 * time.Second
+
+// openLater checks the schema of a store that was unavailable at New until
+// it answers. A schema this build cannot read is logged, and the store
+// stays unavailable.
+func (s *Store) openLater(ctx context.Context) {
+	delay := 200 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := checkSchema(cctx, s.b, !s.opts.ReadOnly)
+		cancel()
+		if err == nil {
+			s.opening.Store(nil)
+			s.opts.Logger.Info("key store opened", "store", s.b.String())
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		werr := fmt.Errorf("%w: store %s not opened yet: %w", ErrUnavailable, s.b, err)
+		s.opening.Store(&werr)
+		level := slog.LevelDebug
+		if !errors.Is(err, ErrUnavailable) {
+			level = slog.LevelError // answers, but cannot be read by this build
+		}
+		s.opts.Logger.Log(ctx, level, "key store not opened yet", "store", s.b.String(), "err", err)
+	}
+}
+
+// notOpen is why the store cannot serve yet; nil once it can.
+func (s *Store) notOpen() error {
+	if p := s.opening.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
@@ -223,6 +306,7 @@ func (s *Store) Backend() string { return s.b.String() }
 // after Close fail with ErrClosed, cached keys included.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.stopOpen()
 		s.cache.close()
 		flushErr := s.usage.stop()
 		s.closeErr = errors.Join(flushErr, s.b.Close())
@@ -245,6 +329,9 @@ func (s *Store) update(ctx context.Context, fn func(tx Tx, touch func(apikey.Has
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
+	if err := s.notOpen(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	var touched []apikey.Hash
@@ -266,6 +353,9 @@ func (s *Store) view(ctx context.Context, fn func(tx Tx) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
+	if err := s.notOpen(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	return s.b.View(ctx, fn)
@@ -276,6 +366,9 @@ func (s *Store) view(ctx context.Context, fn func(tx Tx) error) error {
 // A local file answers or fails at once, and a caller's deadline already
 // sooner needs no second one: neither pays for a timer.
 func (s *Store) checkView(ctx context.Context, fn func(tx Tx) error) error {
+	if err := s.notOpen(); err != nil {
+		return err
+	}
 	if d, ok := ctx.Deadline(); s.fresh == nil || ok && time.Until(d) <= s.opts.LookupTimeout {
 		return s.b.View(ctx, fn)
 	}
@@ -296,6 +389,25 @@ func (s *Store) Ping() error {
 func (s *Store) PingContext(ctx context.Context) error {
 	if s.cache.isClosed() {
 		return ErrClosed
+	}
+	if err := s.notOpen(); err != nil {
+		return err
+	}
+	return s.b.Ping(ctx)
+}
+
+// Ready reports whether the store decides correctly now (readiness): it
+// has opened, and its backend answers, or (for a shared backend that
+// still trusts its cache) an error that Degraded marks.
+func (s *Store) Ready(ctx context.Context) error {
+	if s.cache.isClosed() {
+		return ErrClosed
+	}
+	if err := s.notOpen(); err != nil {
+		return err
+	}
+	if r, ok := s.b.(Readier); ok {
+		return r.Ready(ctx)
 	}
 	return s.b.Ping(ctx)
 }

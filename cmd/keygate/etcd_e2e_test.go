@@ -201,22 +201,50 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	}
 }
 
-// TestServeWithoutEtcdFailsClosed: a replica whose etcd does not answer
-// does not start, and says why.
-func TestServeWithoutEtcdFailsClosed(t *testing.T) {
-	addr := freeLoopbackAddr(t)
+// TestServeWithoutEtcdStartsClosed: a replica whose etcd does not answer
+// starts anyway (no restart loop), answers every Check 503 and reports not
+// ready; once etcd answers it becomes ready and serves keys, without a
+// restart.
+func TestServeWithoutEtcdStartsClosed(t *testing.T) {
+	node := testetcd.Start(t)
+	seed := startServerWith(t, t.TempDir(), "KEYGATE_ETCD_ENDPOINTS="+node.Endpoint(), "KEYGATE_CONFIG=")
+	tn := seed.cli(t, "tenants", "create", "--name", "Acme")
+	created := seed.cli(t, "keys", "create", "--tenant", tn["id"].(string), "--name", "k")
+	raw := created["key"].(string)
+	seed.stop(t)
+	node.Stop()
+
 	began := time.Now()
-	out, err := runKeygate(t, []string{"KEYGATE_STORE=", "KEYGATE_CONFIG=", "KEYGATE_ADMIN_TOKEN=0123456789abcdef0123456789abcdef",
-		"KEYGATE_GRPC_LISTEN=127.0.0.1:0", "KEYGATE_ADMIN_LISTEN=127.0.0.1:0", "KEYGATE_HTTP_LISTEN=127.0.0.1:0"},
-		"serve", "--etcd", "http://"+addr)
-	if err == nil {
-		t.Fatalf("serve started without etcd:\n%s", out)
+	s := startServerWith(t, t.TempDir(), "KEYGATE_ETCD_ENDPOINTS="+node.Endpoint(), "KEYGATE_CONFIG=")
+	t.Logf("serving %v after start with etcd down", time.Since(began).Round(time.Millisecond))
+	c := newChecker(t, s.grpcAddr)
+	if ok, status, _ := c.check(raw); ok || status != 503 {
+		t.Fatalf("Check with etcd down: allowed %v status %d, want 503", ok, status)
 	}
-	if !strings.Contains(out, "etcd unreachable") || !strings.Contains(out, addr) {
-		t.Fatalf("serve without etcd said:\n%s", out)
+	readyBegan := time.Now()
+	if got := ready(t, s); got != 503 {
+		t.Fatalf("/readyz with etcd down: %d", got)
 	}
-	if d := time.Since(began); d > 20*time.Second {
-		t.Fatalf("took %v to give up", d)
+	if d := time.Since(readyBegan); d > 2*time.Second {
+		t.Fatalf("/readyz took %v with etcd down", d)
 	}
-	t.Logf("%s", strings.TrimSpace(out))
+	if !strings.Contains(s.logs.String(), "etcd does not answer") {
+		t.Fatalf("log does not say etcd does not answer:\n%s", s.logs)
+	}
+	node.Restart(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for ready(t, s) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready 30s after etcd came back\n%s", s.logs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ok, status, _ := c.check(raw); !ok {
+		t.Fatalf("Check once etcd is back: %d", status)
+	}
+	select {
+	case err := <-s.exited:
+		t.Fatalf("serve exited: %v", err)
+	default:
+	}
 }

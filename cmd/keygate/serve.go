@@ -76,7 +76,12 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 		return err
 	}
 
-	store, err := cfg.OpenStore(cfg.StoreOptions(format), log.With("component", "store"))
+	opts := cfg.StoreOptions(format)
+	// A replica whose etcd does not answer starts anyway: it fails every
+	// Check closed and reports not ready until etcd answers, instead of
+	// exiting into a restart loop.
+	opts.StartUnavailable = true
+	store, err := cfg.OpenStore(opts, log.With("component", "store"))
 	if err != nil {
 		return err
 	}
@@ -174,7 +179,7 @@ func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, 
 func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, token secret.Value, m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
 	// Ready when a Check could succeed: the store answers, and so does a
 	// shared Redis unless fail_open lets Checks do without it.
-	ready := []admin.ReadyCheck{{Name: "store", Check: store.PingContext}}
+	ready := []admin.ReadyCheck{{Name: "store", Check: store.Ready}}
 	if ping, needed := cfg.LimiterReady(shared); ping != nil {
 		ready = append(ready, admin.ReadyCheck{Name: "redis", Check: ping, Optional: !needed})
 	}

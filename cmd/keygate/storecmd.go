@@ -68,7 +68,7 @@ func runStoreMigrate(ctx context.Context, cfgFile, etcd, from, to string, c *cli
 		return err
 	}
 	defer bolt.Close()
-	configured, err := cfg.OpenBackend(to != "", log)
+	configured, err := cfg.OpenBackend(keystore.Options{ReadOnly: to != ""}, log)
 	if err != nil {
 		return err
 	}

@@ -131,12 +131,12 @@ func (c *Config) etcdTLS() (*tls.Config, error) {
 	return t, nil
 }
 
-// OpenBackend opens the configured store's backend: the bbolt file, or
-// etcd, which must answer within its dial timeout (Keygate does not start
-// on a store it cannot read).
-func (c *Config) OpenBackend(readOnly bool, log *slog.Logger) (keystore.Backend, error) {
+// OpenBackend opens the configured store's backend (opts.ReadOnly and
+// opts.StartUnavailable apply): the bbolt file, or etcd, which must answer
+// within its dial timeout unless opts.StartUnavailable.
+func (c *Config) OpenBackend(opts keystore.Options, log *slog.Logger) (keystore.Backend, error) {
 	if !c.UsesEtcd() {
-		return keystore.OpenBoltWith(c.Store.Path, keystore.BoltOptions{ReadOnly: readOnly, Logger: log})
+		return keystore.OpenBoltWith(c.Store.Path, keystore.BoltOptions{ReadOnly: opts.ReadOnly, Logger: log})
 	}
 	e := c.Store.Etcd
 	t, err := c.etcdTLS()
@@ -161,12 +161,17 @@ func (c *Config) OpenBackend(readOnly bool, log *slog.Logger) (keystore.Backend,
 		ReplicaTTL:  time.Duration(e.ReplicaTTL),
 		ReplicaID:   e.ReplicaID,
 		Logger:      log,
+		// A server keeps trying; a command fails at once.
+		StartWithoutEtcd: opts.StartUnavailable,
 	})
 }
 
 // OpenStore opens the configured store.
 func (c *Config) OpenStore(opts keystore.Options, log *slog.Logger) (*keystore.Store, error) {
-	b, err := c.OpenBackend(opts.ReadOnly, log)
+	if opts.Logger == nil {
+		opts.Logger = log
+	}
+	b, err := c.OpenBackend(opts, log)
 	if err != nil {
 		return nil, err
 	}

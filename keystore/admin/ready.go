@@ -27,6 +27,17 @@ type ReadyCheck struct {
 	Optional bool
 }
 
+// An error from Check with a Degraded method that returns true reports a
+// dependency that is failing but that Checks still decide correctly
+// without, for now (an etcd out of reach while the cache is trusted): the
+// replica stays ready, and says it is degraded.
+type degradedErr interface{ Degraded() bool }
+
+func isDegraded(err error) bool {
+	var d degradedErr
+	return errors.As(err, &d) && d.Degraded()
+}
+
 // defaultReadyTimeout bounds each probe: the store's default lookup
 // timeout, past which a Check on a cache miss fails too.
 const defaultReadyTimeout = time.Second
@@ -37,9 +48,10 @@ const (
 	statusDegraded    = "degraded"
 	statusUnavailable = "unavailable"
 
-	checkOK      = "ok"
-	checkFailed  = "failed"
-	checkTimeout = "timeout"
+	checkOK       = "ok"
+	checkFailed   = "failed"
+	checkTimeout  = "timeout"
+	checkDegraded = "degraded"
 )
 
 // probe runs one ReadyCheck, at most once at a time: concurrent /readyz
@@ -105,6 +117,8 @@ func (p *probe) run() (string, error) {
 		switch {
 		case f.err == nil:
 			return checkOK, nil
+		case isDegraded(f.err):
+			return checkDegraded, f.err
 		case errors.As(f.err, &timeout) && timeout.Timeout():
 			return checkTimeout, f.err
 		}
@@ -163,7 +177,7 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) error {
 		a.log.LogAttrs(r.Context(), slog.LevelDebug, "ready check failed",
 			slog.String("check", o.p.Name), slog.Bool("optional", o.p.Optional), slog.String("error", o.err.Error()))
 		switch {
-		case !o.p.Optional:
+		case !o.p.Optional && o.state != checkDegraded:
 			body.Status, status = statusUnavailable, http.StatusServiceUnavailable
 		case body.Status == statusReady:
 			body.Status = statusDegraded

@@ -38,7 +38,7 @@ func BenchmarkCheckByBackend(b *testing.B) {
 		}},
 		{"etcd", func(b *testing.B, opts keystore.Options) *keystore.Store {
 			eb, err := etcdstore.Open(etcdstore.Config{
-				Endpoints: []string{node.Endpoint()},
+				Endpoints: []string{node.DirectEndpoint()},
 				Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			if err != nil {
@@ -118,7 +118,7 @@ func BenchmarkRevokeByBackend(b *testing.B) {
 	node := testetcd.Start(b)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	openEtcd := func(b *testing.B, prefix string) *keystore.Store {
-		eb, err := etcdstore.Open(etcdstore.Config{Endpoints: []string{node.Endpoint()}, Prefix: prefix, Logger: quiet})
+		eb, err := etcdstore.Open(etcdstore.Config{Endpoints: []string{node.DirectEndpoint()}, Prefix: prefix, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}

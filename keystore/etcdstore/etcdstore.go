@@ -29,6 +29,10 @@ var (
 	ErrUnreachable = errors.New("etcd unreachable")
 	// ErrConflicts: a transaction kept meeting concurrent writes.
 	ErrConflicts = errors.New("etcd transaction: too many conflicting writes")
+	// ErrReplicaIDInUse: a live replica holds this replica's id. Two
+	// processes under one id would share one entry of the write barrier, so
+	// a write could return before one of them applied it.
+	ErrReplicaIDInUse = errors.New("replica id in use by another live replica")
 )
 
 // Config says how to reach etcd and how replicas keep in step.
@@ -52,6 +56,12 @@ type Config struct {
 	ReplicaID string
 	// Logger receives watch and lease trouble. Nil: slog.Default().
 	Logger *slog.Logger
+	// StartWithoutEtcd lets Open and Follow succeed while etcd does not
+	// answer: the replica then keeps trying, with backoff, and until it
+	// follows the store every read fails (fail closed). A server wants
+	// this (a replica that exits is restarted in a loop, and one that runs
+	// can say it is not ready); a one-shot command does not.
+	StartWithoutEtcd bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -103,15 +113,27 @@ type Backend struct {
 	wg     sync.WaitGroup
 
 	// Following (see follow.go).
-	follower keystore.Follower
-	watchUp  atomic.Bool
-	leaseUp  atomic.Bool
-	applied  atomic.Int64 // highest revision whose writes were applied
-	lease    atomic.Int64
-	ackNow   chan struct{}
-	staleMu  sync.Mutex // orders going stale against coming back
-	timer    *time.Timer
-	timerGen uint64
+	follower  keystore.Follower
+	watchUp   atomic.Bool
+	leaseUp   atomic.Bool
+	published atomic.Bool  // the entry says this replica follows: writers wait for it
+	applied   atomic.Int64 // highest revision whose writes were applied
+	lease     atomic.Int64
+	entryRev  atomic.Int64 // mod revision of this replica's last write to its entry
+	ackNow    chan struct{}
+	staleMu   sync.Mutex // orders going stale against coming back
+	timer     *time.Timer
+	timerGen  uint64
+	up        chan struct{} // closed once the replica first follows writes
+	upOnce    sync.Once
+
+	// History checks (see history.go).
+	clusterID   atomic.Uint64 // etcd's cluster id, from the first answer
+	resync      atomic.Bool   // the watch must start over from the present
+	rewoundAt   atomic.Int64  // unix nanoseconds of the last rewind seen; 0: none
+	watchMu     sync.Mutex
+	watchCancel context.CancelFunc
+	idErr       atomic.Pointer[error] // why this replica cannot hold its id; nil: it can
 
 	// peersChanged is closed and replaced whenever a replica's entry
 	// changes, waking writers waiting for confirmations.
@@ -123,8 +145,8 @@ type Backend struct {
 }
 
 // Open connects to etcd and checks that it answers; an etcd that does not
-// answer within the dial timeout fails Open (Keygate does not start on a
-// key store it cannot read).
+// answer within the dial timeout fails Open, unless cfg.StartWithoutEtcd
+// says to keep trying.
 func Open(cfg Config) (*Backend, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -149,12 +171,18 @@ func Open(cfg Config) (*Backend, error) {
 	b := &Backend{
 		cfg: cfg, cli: cli, log: cfg.Logger,
 		data: cfg.Prefix + "data/", replicas: cfg.Prefix + "replicas/",
-		ackNow: make(chan struct{}, 1), peersChanged: make(chan struct{}),
+		ackNow: make(chan struct{}, 1), peersChanged: make(chan struct{}), up: make(chan struct{}),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(b.ctx, cfg.DialTimeout)
 	defer cancel()
-	if _, err := cli.Get(ctx, b.data, clientv3.WithCountOnly()); err != nil {
+	resp, err := cli.Get(ctx, b.data, clientv3.WithCountOnly())
+	switch {
+	case err == nil:
+		b.clusterID.Store(resp.Header.ClusterId)
+	case cfg.StartWithoutEtcd:
+		b.log.Warn("etcd store: etcd does not answer; every Check fails closed (503) and the replica reports not ready until it does", "store", b.String(), "err", err)
+	default:
 		b.cancel()
 		cli.Close()
 		return nil, fmt.Errorf("open store %s: %w (waited %v): %v", b, ErrUnreachable, cfg.DialTimeout, err)
@@ -187,6 +215,13 @@ func (b *Backend) View(ctx context.Context, fn func(keystore.Tx) error) error {
 // running fn again otherwise, and returns once every live replica has
 // applied the commit.
 func (b *Backend) Update(ctx context.Context, fn func(keystore.Tx) error) error {
+	// A write must not be confirmed against replicas that follow a
+	// history etcd no longer has: look before writing.
+	if b.follower != nil {
+		if err := b.verify(ctx); errors.Is(err, errRewound) {
+			b.rewind(err)
+		}
+	}
 	rev, err := b.commit(ctx, fn)
 	if err != nil || rev == 0 {
 		return err
@@ -220,6 +255,9 @@ func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64
 		if err != nil {
 			return 0, b.closedErr(fmt.Errorf("%w: etcd commit: %w", keystore.ErrUnavailable, err))
 		}
+		if err := b.checkHeader(resp.Header); err != nil {
+			b.rewind(err)
+		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
 		}
@@ -242,13 +280,39 @@ func (b *Backend) closedErr(err error) error {
 }
 
 // Ping reads from etcd (a linearizable read, so a member cut off from the
-// quorum fails it). A replica that is not following writes is still ready:
-// it reads etcd for every lookup instead of its cache.
+// quorum fails it).
 func (b *Backend) Ping(ctx context.Context) error {
-	if _, err := b.cli.Get(ctx, b.data+"meta/", clientv3.WithCountOnly()); err != nil {
+	resp, err := b.cli.Get(ctx, b.data+"meta/", clientv3.WithCountOnly())
+	if err != nil {
 		return fmt.Errorf("%w: etcd %s: %w", keystore.ErrUnavailable, strings.Join(b.cfg.Endpoints, ","), err)
 	}
+	if err := b.checkHeader(resp.Header); err != nil {
+		b.rewind(err)
+	}
 	return nil
+}
+
+// Ready reports whether this replica decides correctly now: it holds its
+// replica id, and either etcd answers (a replica that is not following
+// writes reads etcd for every lookup, which is slower but right) or it
+// still follows every write, so its cache is trusted for the rest of its
+// TTL (then it is ready but degraded: keys it has not cached fail closed).
+func (b *Backend) Ready(ctx context.Context) error {
+	if err := b.idErr.Load(); err != nil {
+		return *err
+	}
+	// Answer before the caller gives up: a Ping that times out still
+	// leaves the cache to say whether the replica is ready.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-time.Until(d)/5))
+		defer cancel()
+	}
+	err := b.Ping(ctx)
+	if err != nil && b.Fresh() {
+		return keystore.Degraded(err)
+	}
+	return err
 }
 
 // Close stops following, withdraws this replica (writers stop waiting for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,9 +21,16 @@ import (
 // need not wait for it.
 const notServing = "-"
 
-// Follow registers this replica, starts following writes from the current
-// revision and returns once the watch is established, so that the store
-// serves from its cache only while it is told about every write.
+// Follow claims this replica's id, starts following writes from the
+// current revision and returns once the replica follows them, so that the
+// store serves from its cache only while it is told about every write.
+//
+// A live replica holding the same id fails Follow with ErrReplicaIDInUse
+// (after waiting a TTL for a crashed predecessor's entry to expire). An
+// etcd that does not answer fails it with ErrUnreachable, unless
+// Config.StartWithoutEtcd: then Follow returns at once and the replica
+// keeps trying in the background, reading etcd (and so failing closed)
+// for every lookup until it follows.
 func (b *Backend) Follow(f keystore.Follower) error {
 	if b.follower != nil {
 		return errors.New("etcd store: already followed")
@@ -30,50 +38,83 @@ func (b *Backend) Follow(f keystore.Follower) error {
 	b.follower = f
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout)
 	defer cancel()
+	rev, err := b.present(ctx)
+	if err != nil {
+		if !b.cfg.StartWithoutEtcd {
+			return fmt.Errorf("follow etcd: %w: %v", ErrUnreachable, err)
+		}
+		b.start(0, registration{})
+		return nil
+	}
+	// Everything up to rev the store reads fresh, and the watch delivers
+	// everything after.
+	b.applied.Store(rev)
+	var reg registration
+	claimCtx, cancelClaim := context.WithTimeout(b.ctx, b.cfg.DialTimeout+b.cfg.ReplicaTTL+2*time.Second)
+	defer cancelClaim()
+	var held heldEntry
+	for {
+		err = b.claim(claimCtx, &reg, &held)
+		if !errors.Is(err, errHeld) {
+			break
+		}
+		if !b.sleep(500 * time.Millisecond) {
+			return keystore.ErrClosed
+		}
+	}
+	switch {
+	case errors.Is(err, ErrReplicaIDInUse):
+		return fmt.Errorf("follow etcd: %w", err)
+	case err != nil && !b.cfg.StartWithoutEtcd:
+		return fmt.Errorf("follow etcd: register replica %s: %w: %v", b.cfg.ReplicaID, ErrUnreachable, err)
+	}
+	b.start(rev+1, reg)
+	upCtx, cancelUp := context.WithTimeout(b.ctx, b.cfg.DialTimeout)
+	defer cancelUp()
+	select {
+	case <-b.up:
+		return nil
+	case <-upCtx.Done():
+		if b.cfg.StartWithoutEtcd {
+			return nil
+		}
+		return fmt.Errorf("follow etcd: not following writes within %v: %w", b.cfg.DialTimeout, ErrUnreachable)
+	}
+}
+
+func (b *Backend) start(next int64, reg registration) {
+	b.wg.Add(3)
+	go b.watchData(next)
+	go b.tend(reg)
+	go b.watchPeers()
+}
+
+// present reads etcd's current revision (linearizably), checking its
+// history on the way.
+func (b *Backend) present(ctx context.Context) (int64, error) {
 	resp, err := b.cli.Get(ctx, b.data, clientv3.WithCountOnly())
 	if err != nil {
-		return fmt.Errorf("follow etcd: %w: %v", ErrUnreachable, err)
+		return 0, err
 	}
-	// The store has read nothing yet: everything up to here it will read
-	// fresh, and the watch delivers everything after.
-	b.applied.Store(resp.Header.Revision)
-	began := time.Now()
-	if err := b.register(ctx); err != nil {
-		return fmt.Errorf("follow etcd: register replica %s: %w", b.cfg.ReplicaID, err)
+	if err := b.checkHeader(resp.Header); err != nil && !errors.Is(err, errRewound) {
+		return 0, err
 	}
-	b.leaseUp.Store(true)
-	b.armStale(began)
-	up := make(chan struct{})
-	b.wg.Add(4)
-	go b.watchData(resp.Header.Revision+1, up)
-	go b.keepAlive()
-	go b.ack()
-	go b.watchPeers()
-	select {
-	case <-up:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("follow etcd: watch not established within %v: %w", b.cfg.DialTimeout, ErrUnreachable)
-	}
+	return resp.Header.Revision, nil
 }
 
-// Fresh reports whether this replica is following every write now.
-func (b *Backend) Fresh() bool { return b.watchUp.Load() && b.leaseUp.Load() }
+// Fresh reports whether this replica is following every write now, and
+// says so to writers.
+func (b *Backend) Fresh() bool { return b.following() && b.published.Load() }
 
-// register grants a lease and publishes this replica under it.
-func (b *Backend) register(ctx context.Context) error {
-	ttl := int64((b.cfg.ReplicaTTL + time.Second - 1) / time.Second)
-	l, err := b.cli.Grant(ctx, ttl)
-	if err != nil {
-		return err
-	}
-	b.lease.Store(int64(l.ID))
-	_, err = b.cli.Put(ctx, b.replicas+b.cfg.ReplicaID, b.ackValue(), clientv3.WithLease(l.ID))
-	return err
-}
+// following: the watch is up and the lease renewed in time. Writers are
+// told only after (Fresh), so that no write returns without waiting for a
+// replica that serves its cache.
+func (b *Backend) following() bool { return b.watchUp.Load() && b.leaseUp.Load() }
+
+func (b *Backend) entryKey() string { return b.replicas + b.cfg.ReplicaID }
 
 func (b *Backend) ackValue() string {
-	if !b.Fresh() {
+	if !b.following() {
 		return notServing
 	}
 	return strconv.FormatInt(b.applied.Load(), 10)
@@ -101,14 +142,18 @@ func (b *Backend) armStale(began time.Time) {
 	})
 }
 
-// goStale takes one of the two conditions of freshness away and, if that
-// ends freshness, forgets everything cached: writes made while this replica
-// did not follow them are then read from etcd, never served from memory.
+// goStale takes one of the conditions of freshness away and, if that ends
+// freshness, forgets everything cached: writes made while this replica did
+// not follow them are then read from etcd, never served from memory.
 func (b *Backend) goStale(cond *atomic.Bool, why string) {
 	b.staleMu.Lock()
 	defer b.staleMu.Unlock()
 	wasFresh := b.Fresh()
-	if !cond.Swap(false) || !wasFresh {
+	if !cond.Swap(false) {
+		return
+	}
+	b.published.Store(false)
+	if !wasFresh {
 		return
 	}
 	if b.ctx.Err() == nil {
@@ -120,13 +165,23 @@ func (b *Backend) goStale(cond *atomic.Bool, why string) {
 
 func (b *Backend) goFresh(cond *atomic.Bool) {
 	b.staleMu.Lock()
-	wasFresh := b.Fresh()
 	cond.Store(true)
-	if !wasFresh && b.Fresh() {
-		b.log.Info("etcd store: following writes again", "replica", b.cfg.ReplicaID)
-	}
 	b.staleMu.Unlock()
 	b.signalAck()
+}
+
+// publishedFollowing records what the entry now says: that this replica
+// follows writes (then it is Fresh) or that it does not.
+func (b *Backend) publishedFollowing(value string) {
+	b.staleMu.Lock()
+	wasFresh := b.Fresh()
+	b.published.Store(value != notServing && b.following())
+	fresh := b.Fresh()
+	b.staleMu.Unlock()
+	if fresh && !wasFresh {
+		b.upOnce.Do(func() { close(b.up) })
+		b.log.Debug("etcd store: following writes", "replica", b.cfg.ReplicaID, "revision", value)
+	}
 }
 
 func (b *Backend) signalAck() {
@@ -137,48 +192,118 @@ func (b *Backend) signalAck() {
 }
 
 func (b *Backend) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-time.After(d):
+	case <-t.C:
 		return true
 	case <-b.ctx.Done():
 		return false
 	}
 }
 
-// watchData follows the buckets from revision from on, for good.
+// backoff spaces out retries against an etcd that does not answer: from
+// 200 ms, doubling to 5 s, with jitter so that replicas do not retry in
+// step.
+type backoff struct{ n int }
+
+func (r *backoff) next() time.Duration {
+	d := 200 * time.Millisecond << min(r.n, 5)
+	r.n++
+	d = min(d, 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (r *backoff) reset() { r.n = 0 }
+
+// watchData follows the buckets for good, from revision next (0: from the
+// present, trusting nothing cached).
 //
 // A watch that breaks is resumed where it stopped, and meanwhile the cache
 // stays trusted: a write committed in the gap does not return before this
 // replica has applied it (the barrier waits for its acknowledgement) or
-// its lease has expired (and it went stale before that). Only a gap it
-// cannot resume, or one that lasts, makes it forget its cache.
-func (b *Backend) watchData(from int64, up chan struct{}) {
+// its lease has expired (and it went stale before that). Before resuming,
+// the replica checks that etcd still has the history it follows (see
+// history.go); a gap it cannot resume, or one that lasts, makes it forget
+// its cache.
+func (b *Backend) watchData(next int64) {
 	defer b.wg.Done()
-	next := from
-	var gap *time.Timer
+	var (
+		gap     *time.Timer
+		retry   backoff
+		resumed bool // next continues a watch this replica applied
+	)
+	defer func() {
+		if gap != nil {
+			gap.Stop()
+		}
+	}()
 	for b.ctx.Err() == nil {
+		if b.resync.Swap(false) {
+			next = 0
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout)
+		var err error
+		switch {
+		case next == 0:
+			var rev int64
+			if rev, err = b.present(ctx); err == nil {
+				b.applied.Store(rev)
+				next = rev + 1
+			}
+		case resumed:
+			if err = b.verify(ctx); errors.Is(err, errRewound) {
+				b.rewind(err)
+			}
+		}
+		cancel()
+		if err != nil {
+			if !b.sleep(retry.next()) {
+				return
+			}
+			continue
+		}
 		// WithRequireLeader ends the watch when its member loses the
 		// quorum, instead of leaving it open and silent.
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(b.ctx))
+		wctx, cancelWatch := context.WithCancel(clientv3.WithRequireLeader(b.ctx))
+		b.watchMu.Lock()
+		b.watchCancel = cancelWatch
+		b.watchMu.Unlock()
+		if b.resync.Load() {
+			cancelWatch() // a rewind seen since the check above
+		}
 		wch := b.cli.Watch(wctx, b.data, clientv3.WithPrefix(), clientv3.WithRev(next),
 			clientv3.WithPrevKV(), clientv3.WithCreatedNotify())
 		why := "watch closed"
 		for resp := range wch {
 			if resp.Created {
+				if resp.Header.Revision < next-1 {
+					// A member's own revision may lag; a linearizable
+					// read tells a rewind from that.
+					vctx, vcancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout)
+					err := b.verify(vctx)
+					vcancel()
+					if err != nil {
+						if errors.Is(err, errRewound) {
+							b.rewind(err)
+						}
+						why = err.Error()
+						break
+					}
+				}
 				if gap != nil {
 					gap.Stop()
 					gap = nil
 				}
+				retry.reset()
 				b.goFresh(&b.watchUp)
-				if up != nil {
-					close(up)
-					up = nil
-				}
 				continue
 			}
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+				// The history this replica missed is gone: forget all of
+				// it and start again from the present.
 				why = "watch history compacted"
-				next = 0
+				b.resync.Store(true)
 				break
 			}
 			if err := resp.Err(); err != nil {
@@ -193,31 +318,19 @@ func (b *Backend) watchData(from int64, up chan struct{}) {
 				b.signalAck()
 			}
 		}
-		cancel()
-		if next == 0 {
-			// The history this replica missed is gone: forget all of it
-			// and start again from the present.
+		cancelWatch()
+		resumed = true
+		if b.resync.Load() {
 			b.goStale(&b.watchUp, why)
 		} else if gap == nil {
 			gap = time.AfterFunc(b.cfg.ReplicaTTL/3, func() { b.goStale(&b.watchUp, why+" and not resumed") })
 		}
-		if !b.sleep(200 * time.Millisecond) {
-			break
-		}
-		if next != 0 {
+		if !b.resync.Load() {
 			next = b.applied.Load() + 1
-			continue
 		}
-		ctx, cancel2 := context.WithTimeout(b.ctx, b.cfg.DialTimeout)
-		resp, err := b.cli.Get(ctx, b.data, clientv3.WithCountOnly())
-		cancel2()
-		if err == nil {
-			b.applied.Store(resp.Header.Revision)
-			next = resp.Header.Revision + 1
+		if !b.sleep(200 * time.Millisecond) {
+			return
 		}
-	}
-	if gap != nil {
-		gap.Stop()
 	}
 }
 
@@ -247,63 +360,6 @@ func (b *Backend) apply(ev *clientv3.Event) {
 	b.follower.Changed(bucket, key, value, prev)
 }
 
-// keepAlive renews the lease three times per TTL. A lease that expired
-// meanwhile (etcd was down longer than the TTL) is replaced.
-func (b *Backend) keepAlive() {
-	defer b.wg.Done()
-	t := time.NewTicker(b.cfg.ReplicaTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		began := time.Now()
-		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ReplicaTTL/3)
-		_, err := b.cli.KeepAliveOnce(ctx, clientv3.LeaseID(b.lease.Load()))
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			err = b.register(ctx)
-		}
-		cancel()
-		if err != nil {
-			if b.ctx.Err() == nil {
-				b.log.Debug("etcd store: lease renewal failed", "replica", b.cfg.ReplicaID, "err", err)
-			}
-			continue
-		}
-		b.armStale(began)
-		b.goFresh(&b.leaseUp)
-	}
-}
-
-// ack publishes the applied revision (or that this replica serves no
-// cache) whenever it changes.
-func (b *Backend) ack() {
-	defer b.wg.Done()
-	t := time.NewTicker(b.cfg.ReplicaTTL / 3)
-	defer t.Stop()
-	last := ""
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-b.ackNow:
-		case <-t.C:
-		}
-		v := b.ackValue()
-		if v == last {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ReplicaTTL/3)
-		_, err := b.cli.Put(ctx, b.replicas+b.cfg.ReplicaID, v, clientv3.WithLease(clientv3.LeaseID(b.lease.Load())))
-		cancel()
-		if err == nil {
-			last = v
-		}
-	}
-}
-
 // watchPeers wakes waiting writers whenever a replica's entry changes.
 func (b *Backend) watchPeers() {
 	defer b.wg.Done()
@@ -328,7 +384,10 @@ func (b *Backend) wakeWriters() {
 // waitReplicas returns once every other live replica has applied revision
 // rev or serves no cache. A replica that stops answering is waited for
 // until its lease expires; one that answers but never confirms, for twice
-// the TTL, after which the write reports keystore.ErrUnconfirmed.
+// the TTL, after which the write reports keystore.ErrUnconfirmed. A
+// confirmation counts only if it was written in the history etcd has now
+// (an entry never names a revision above its own), and for a TTL after
+// this replica saw etcd's history rewind, writes wait that TTL out too.
 func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 	deadline := time.NewTimer(2 * b.cfg.ReplicaTTL)
 	defer deadline.Stop()
@@ -342,15 +401,21 @@ func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 		if err != nil {
 			return fmt.Errorf("%w: list replicas: %v", keystore.ErrUnconfirmed, err)
 		}
+		if err := b.checkHeader(resp.Header); err != nil {
+			b.rewind(err)
+		}
 		var waiting []string
 		for _, kv := range resp.Kvs {
 			id := strings.TrimPrefix(string(kv.Key), b.replicas)
 			if id == b.cfg.ReplicaID || string(kv.Value) == notServing {
 				continue
 			}
-			if applied, err := strconv.ParseInt(string(kv.Value), 10, 64); err != nil || applied < rev {
+			if applied, err := strconv.ParseInt(string(kv.Value), 10, 64); err != nil || applied < rev || applied >= kv.ModRevision {
 				waiting = append(waiting, id)
 			}
+		}
+		if hold := b.holdAfterRewind(); hold > 0 {
+			waiting = append(waiting, fmt.Sprintf("(etcd history rewound: %v more)", hold.Round(time.Millisecond)))
 		}
 		if len(waiting) == 0 {
 			return nil
