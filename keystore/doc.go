@@ -14,11 +14,14 @@
 //     backend on every replica, which follows all writes and drops what
 //     they touch (the backend's Update returns only once they have). See
 //     cache for how a lookup racing a write cannot put the old record back.
-//   - Last-used times and credit spending are batched in memory and written
-//     every Options.LastUsedFlush and on Close: a crash loses at most that
-//     much of them (spent credits come back) and nothing else. Every other
-//     write, refills of credits included, is a committed, durable
-//     transaction when the call returns.
+//   - Last-used times are batched in memory and written every
+//     Options.LastUsedFlush and on Close: a crash loses at most that much
+//     of them and nothing else. Credits are spent from slices reserved in
+//     a committed write before any of them is spent, so the total allowed
+//     never exceeds the balance, across replicas and crashes; a crash
+//     strands at most the unspent part of one slice per metered key per
+//     process (see ledger). Every other write, refills of credits
+//     included, is a committed, durable transaction when the call returns.
 //   - Write closures may run more than once (Backend.Update), so they change
 //     nothing but their transaction; the ledger and the cache follow after
 //     the commit.
