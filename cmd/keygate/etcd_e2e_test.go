@@ -73,9 +73,14 @@ func runKeygate(t *testing.T, env []string, args ...string) (string, error) {
 // the others at once, a revoke through another is refused by all at once;
 // with etcd stopped, cached keys keep working for less than the replica
 // TTL and then every Check fails closed (503); with etcd back, replicas
-// follow writes again; and the store migrates back to a bbolt file.
+// follow writes again; and the store migrates back to a bbolt file. It
+// runs on the embedded etcd and on Debian's etcd binary.
 func TestThreeReplicasOverEtcd(t *testing.T) {
-	node := testetcd.Start(t)
+	testetcd.Each(t, testThreeReplicasOverEtcd)
+}
+
+func testThreeReplicasOverEtcd(t *testing.T, start func(testing.TB) testetcd.Server) {
+	node := start(t)
 	dir := t.TempDir()
 
 	// An existing single-node deployment's file, migrated into etcd.
@@ -160,7 +165,7 @@ func TestThreeReplicasOverEtcd(t *testing.T) {
 	if closedAt == 0 || closedAt > 2*time.Second {
 		t.Fatalf("replica kept allowing from its cache for %v after etcd stopped (replica_ttl 2s)", closedAt)
 	}
-	t.Logf("cache trusted for %v after etcd stopped; then 503", closedAt)
+	t.Logf("%s: cache trusted for %v after etcd stopped; then 503", node.Kind(), closedAt)
 	<-down
 	node.Restart(t)
 	deadline := time.Now().Add(30 * time.Second)
