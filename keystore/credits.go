@@ -97,7 +97,7 @@ const (
 )
 
 // sliceSize is what to reserve for a spend of cost from a record holding
-// rem (>= cost): about what this process spent in the last second, so a
+// rem (the caller makes sure the record covers the spend): about what this process spent in the last second, so a
 // hot key writes about once a second and a slow one once a request; no more
 // than a quarter of rem, so that near the end replicas do not strand
 // credits in slices while others are refused; and never more than
@@ -189,10 +189,8 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			b = &balance{}
 			l.bal[id] = b
 		}
+		// The slice held stays spendable meanwhile: the write adds to it.
 		r := reservation{id: id, holder: l.holder, cost: cost, recent: b.used + b.last, left: b.slice, epoch: b.epoch}
-		// The slice goes back to the record in the same transaction, so it
-		// may not be spent meanwhile.
-		b.slice = 0
 		done := make(chan struct{})
 		b.busy = done
 		l.mu.Unlock()
@@ -204,15 +202,14 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 		close(done)
 		switch {
 		case err != nil:
-			// The write may have landed or not: what it carried (the old
-			// slice, the new one) is stranded rather than risked twice.
+			// The write may have landed or not: the slice it took is
+			// stranded (its entry shows it) rather than risked twice.
 			l.mu.Unlock()
 			return 0, false, err
 		case out.owner != id:
 			// The key was rotated (the follower may not have said so yet):
 			// nothing was written, and the slice held is its successor's.
 			if !b.dropped {
-				b.slice += r.left
 				l.move(id, out.owner)
 			}
 			l.mu.Unlock()
@@ -233,9 +230,12 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			l.mu.Unlock()
 			continue
 		}
+		if out.void {
+			b.slice = 0
+		}
 		b.epoch, b.record, b.stale = out.epoch, out.record, false
-		b.slice += out.slice
-		b.entry = b.entry || out.wrote
+		b.slice += out.take
+		b.entry = b.entry || out.take > 0
 		ok := b.slice >= cost
 		b.exhausted = !ok
 		if ok {
@@ -254,7 +254,7 @@ type reservation struct {
 	id, holder string
 	cost       int64
 	recent     int64  // spent here in the last second or so
-	left       int64  // the slice held, returned by the write if still valid
+	left       int64  // the slice held
 	epoch      uint64 // the epoch left belongs to
 }
 
@@ -263,16 +263,16 @@ type reserved struct {
 	owner     string // the record holding the balance (id, or a successor)
 	gone      bool   // no such key, or no balance
 	unmetered bool
-	slice     int64  // the slice now held (0: refused)
-	wrote     bool   // a new slice was reserved
+	take      int64  // reserved now, to add to the slice held (0: none)
+	void      bool   // the slice held is of an older epoch
 	epoch     uint64 // the record's epoch
 	record    int64  // the record's credits_remaining after the write
 }
 
-// reserve runs r in one transaction: the slice held goes back (when its
-// epoch is still the record's) and a new one, enough for r.cost, comes out.
-// When the slice held still covers cost (verify after missed writes), the
-// record is only read.
+// reserve runs r in one transaction: enough for r.cost, with the slice
+// held (unless an older epoch's), comes out of the record. When the slice
+// held still covers cost (verify after missed writes), or the record
+// cannot, the record is only read.
 func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 	if s.fresh != nil {
 		var cancel context.CancelFunc
@@ -302,24 +302,21 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 		out.epoch, out.record = k.CreditsEpoch, *k.CreditsRemaining
 		left := r.left
 		if r.epoch != k.CreditsEpoch {
-			left = 0 // set since: the slice is void
+			left, out.void = 0, true // set since
 		}
-		if left >= r.cost {
-			out.slice = left
+		rem := *k.CreditsRemaining
+		if left >= r.cost || left+rem < r.cost {
 			return nil
 		}
-		rem := *k.CreditsRemaining + left
-		if rem < r.cost {
-			out.slice = left
-			return nil
-		}
-		take := sliceSize(r.cost, r.recent, rem)
-		out.slice, out.record, out.wrote = take, rem-take, true
+		out.take = max(sliceSize(r.cost, r.recent, rem), r.cost-left)
+		out.record = rem - out.take
 		k.CreditsRemaining = &out.record
 		if k.CreditsReserved == nil {
 			k.CreditsReserved = map[string]int64{}
 		}
-		k.CreditsReserved[r.holder] = take
+		// An upper bound of what this process may still spend: spends of
+		// left while this write is in flight are not subtracted.
+		k.CreditsReserved[r.holder] = left + out.take
 		return putJSON(tx, bucketKeys, owner, &k)
 	})
 	if err != nil {
