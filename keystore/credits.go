@@ -23,24 +23,28 @@ var ErrNotMetered = errors.New("key has no credit balance")
 // across crashes.
 //
 // A record's credits_remaining is the balance not handed out. A process
-// spends by reserving a slice in one write transaction (record -= slice,
-// credits_reserved[holder] = slice), spending it in memory, and reserving
-// again when it runs out. An unspent slice goes back (record += left, the
-// holder's entry removed) once the key has been idle for about a second,
-// and on Close. Credits are only ever spent after the write that took them
-// from the record committed, so a write that fails or a process that dies
-// can strand credits but never spend one twice.
+// spends by reserving a slice in one write transaction (record -= take,
+// credits_reserved[holder] = what it now holds), spending it in memory, and
+// reserving again when what it holds cannot cover a request (the leftover,
+// less than that cost, stays and the new take adds to it). An unspent slice
+// goes back (record += left, the holder's entry removed) once the key has
+// been idle for about a second, on Flush and on Close. Credits are only ever
+// spent after the write that took them from the record committed, so a
+// write that fails or a process that dies can strand credits but never
+// spend one twice.
 //
 // The bound: a crash (kill -9, a lost machine) strands at most the unspent
 // part of one slice per metered key per process, which the record's
 // credits_reserved entry for that process shows (the slice as reserved, an
-// upper bound of its unspent part). A failed reservation or return (the
-// store unreachable mid-commit) strands at most what it carried, also
-// bounded by one slice. A slice is at most max(cost, min(sliceCap,
-// ceil(remaining/4))) where remaining is the record's balance when it was
-// reserved; stranded credits are not returned automatically, since nobody
-// knows how much of the slice was spent: SetCredits or AddCredits puts
-// them back by hand.
+// upper bound of its unspent part). A slice is at most
+// max(cost, min(sliceCap, ceil(remaining/4))) + cost - 1, where cost is the
+// request that reserved it and remaining the record's balance then. A
+// reservation whose write fails (the store unreachable mid-commit) may
+// have landed, so the slice it took is stranded too (its entry shows it
+// until the holder's next reservation); a return that fails strands the
+// slice it carried. Stranded credits are not returned automatically, since
+// nobody knows how much of the slice was spent: SetCredits or AddCredits
+// settles them by hand.
 //
 // SetCredits bumps the record's credits_epoch and clears credits_reserved;
 // a slice belongs to the epoch it was reserved in and is dropped, not
