@@ -129,24 +129,23 @@ func (b *Backend) tend(reg registration) {
 	for b.ctx.Err() == nil {
 		err := b.tendOnce(&reg, &held)
 		wait := tick.C
-		var later <-chan time.Time
+		var later *time.Timer
 		if err != nil && !errors.Is(err, errHeld) {
 			if b.ctx.Err() == nil {
 				b.log.Debug("etcd store: replica entry", "replica", b.cfg.ReplicaID, "err", err)
 			}
-			t := time.NewTimer(retry.next())
-			later, wait = t.C, nil
-			defer t.Stop()
+			later, wait = time.NewTimer(retry.next()), nil
 		} else {
 			retry.reset()
+			later = time.NewTimer(time.Hour)
 		}
 		select {
 		case <-b.ctx.Done():
-			return
 		case <-b.ackNow:
 		case <-wait:
-		case <-later:
+		case <-later.C:
 		}
+		later.Stop()
 	}
 }
 
@@ -175,8 +174,10 @@ func (b *Backend) tendOnce(reg *registration, held *heldEntry) error {
 		if err != nil {
 			return err
 		}
-		if err := b.checkHeader(resp.ResponseHeader); err != nil {
-			b.rewind(err)
+		// Only the cluster id: a renewal's revision is the leader's
+		// applied one, which may trail what a watch delivered.
+		if h := resp.ResponseHeader; h != nil && h.ClusterId != 0 && b.clusterID.Load() != 0 && h.ClusterId != b.clusterID.Load() {
+			b.rewind(fmt.Errorf("%w: etcd cluster id changed from %x to %x", errRewound, b.clusterID.Load(), h.ClusterId))
 		}
 		reg.renewed = began
 		b.armStale(began)
