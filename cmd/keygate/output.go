@@ -191,6 +191,15 @@ func printKey(w io.Writer, k keystore.Key, now time.Time) error {
 	if k.CreditsRemaining != nil {
 		row("Credits", strconv.FormatInt(*k.CreditsRemaining, 10))
 	}
+	if len(k.CreditsReserved) > 0 {
+		// Slices held by processes, a crashed one's included: what an
+		// operator settles with --set or --add.
+		var held []string
+		for _, holder := range slices.Sorted(maps.Keys(k.CreditsReserved)) {
+			held = append(held, holder+"="+strconv.FormatInt(k.CreditsReserved[holder], 10))
+		}
+		row("Credits reserved", cell(strings.Join(held, ",")))
+	}
 	return tw.Flush()
 }
 
