@@ -629,14 +629,9 @@ func (c *k8sChecker) etcdListens(ct k8sContainerSpec, port int) bool {
 
 // redis: rate_limits.redis.addr is a Service whose port reaches Redis.
 func (c *k8sChecker) redis(cfg *config.Config) {
-	addr := cfg.RateLimits.Redis.Addr
-	if addr == "" {
-		c.add("keygate: rate_limits.redis.addr is not set: each replica would count budgets on its own")
-		return
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		c.add("keygate: rate_limits.redis.addr %q: %v", addr, err)
+	addr, host, port, problem := sharedRedis(cfg)
+	if problem != "" {
+		c.add("%s", problem)
 		return
 	}
 	svc, ok := c.m.services[host]

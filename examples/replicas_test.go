@@ -340,16 +340,25 @@ func (c *replicasChecker) store(kg replicasKeygateSetup) {
 	}
 }
 
-// redis checks that the replicas share the compose file's Redis.
-func (c *replicasChecker) redis(kg replicasKeygateSetup) {
-	addr := kg.cfg.RateLimits.Redis.Addr
+// sharedRedis splits the replicas' rate_limits.redis.addr into host and
+// port, or says what is wrong with it.
+func sharedRedis(cfg *config.Config) (addr, host, port, problem string) {
+	addr = cfg.RateLimits.Redis.Addr
 	if addr == "" {
-		c.add("keygate: rate_limits.redis.addr is not set: each replica would count budgets on its own")
-		return
+		return "", "", "", "keygate: rate_limits.redis.addr is not set: each replica would count budgets on its own"
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		c.add("keygate: rate_limits.redis.addr %q: %v", addr, err)
+		return addr, "", "", fmt.Sprintf("keygate: rate_limits.redis.addr %q: %v", addr, err)
+	}
+	return addr, host, port, ""
+}
+
+// redis checks that the replicas share the compose file's Redis.
+func (c *replicasChecker) redis(kg replicasKeygateSetup) {
+	addr, host, port, problem := sharedRedis(kg.cfg)
+	if problem != "" {
+		c.add("%s", problem)
 		return
 	}
 	svc, ok := c.cf.Services[host]
@@ -367,7 +376,8 @@ func (c *replicasChecker) redis(kg replicasKeygateSetup) {
 }
 
 // dependencies checks the start order: Keygate after a healthy etcd (it
-// refuses to start without one) and a started Redis, Envoy after healthy
+// would start without one, but answer 503 until etcd answers) and a
+// started Redis, Envoy after healthy
 // replicas (STRICT_DNS resolves them when it starts) and the backend.
 func (c *replicasChecker) dependencies() {
 	want := map[string]map[string]string{

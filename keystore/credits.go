@@ -130,18 +130,10 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 	l := s.ledger
 	fresh := s.fresh == nil || s.fresh()
 	l.mu.Lock()
-	if b := l.bal[id]; b != nil && fresh && !b.stale {
-		switch {
-		case b.slice >= int64(cost):
-			b.slice -= int64(cost)
-			b.used += int64(cost)
-			left := b.record + b.slice
+	if b := l.bal[id]; b != nil && fresh {
+		if left, ok, decided := b.local(int64(cost)); decided {
 			l.mu.Unlock()
-			return left, true, nil
-		case b.exhausted && b.record+b.slice < int64(cost):
-			left := b.record + b.slice
-			l.mu.Unlock()
-			return left, false, nil
+			return left, ok, nil
 		}
 	}
 	l.mu.Unlock()
@@ -150,6 +142,23 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 		return 0, false, fmt.Errorf("spend credits: %w", err)
 	}
 	return left, ok, nil
+}
+
+// local decides a spend of cost from what this process holds, with no
+// I/O: from the slice, or a refusal while the record was found short this
+// tick. decided is false when only the backend can tell. l.mu is held.
+func (b *balance) local(cost int64) (left int64, ok, decided bool) {
+	switch {
+	case b.stale:
+		return 0, false, false
+	case b.slice >= cost:
+		b.slice -= cost
+		b.used += cost
+		return b.record + b.slice, true, true
+	case b.exhausted && b.record+b.slice < cost:
+		return b.record + b.slice, false, true
+	}
+	return 0, false, false
 }
 
 // spendSlow reserves a new slice for id's balance (or, with verify, checks
@@ -177,17 +186,11 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 				return 0, false, ctx.Err()
 			}
 		}
-		if b != nil && !verify && !b.stale && b.slice >= cost {
-			b.slice -= cost
-			b.used += cost
-			left := b.record + b.slice
-			l.mu.Unlock()
-			return left, true, nil
-		}
-		if b != nil && !verify && !b.stale && b.exhausted && b.record+b.slice < cost {
-			left := b.record + b.slice
-			l.mu.Unlock()
-			return left, false, nil
+		if b != nil && !verify {
+			if left, ok, decided := b.local(cost); decided {
+				l.mu.Unlock()
+				return left, ok, nil
+			}
 		}
 		if b == nil {
 			b = &balance{}
@@ -278,13 +281,8 @@ type reserved struct {
 // held still covers cost (verify after missed writes), or the record
 // cannot, the record is only read.
 func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
-	if s.fresh != nil {
-		var cancel context.CancelFunc
-		if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.opts.LookupTimeout {
-			ctx, cancel = context.WithTimeout(ctx, s.opts.LookupTimeout)
-			defer cancel()
-		}
-	}
+	ctx, cancel := s.checkBound(ctx)
+	defer cancel()
 	var out reserved
 	err := s.b.Batch(ctx, func(tx Tx) error {
 		out = reserved{}

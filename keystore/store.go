@@ -214,38 +214,42 @@ func New(b Backend, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", b, err)
 	}
 	s := &Store{b: b, opts: opts, cache: c, ledger: newLedger(), stopOpen: func() {}}
-	sh, shared := b.(Shared)
-	if shared && opts.StartUnavailable {
-		// Follow first: it does not need the backend to answer, and the
-		// schema check below is retried until it does.
-		s.fresh = sh.Fresh
-		if err := sh.Follow(follower{s}); err != nil {
-			c.close()
-			return nil, fmt.Errorf("open store %s: %w", b, err)
-		}
+	fail := func(err error) (*Store, error) {
+		c.close()
+		return nil, fmt.Errorf("open store %s: %w", b, err)
 	}
+	sh, shared := b.(Shared)
+	follow := func() error {
+		if !shared {
+			return nil
+		}
+		s.fresh = sh.Fresh
+		return sh.Follow(follower{s})
+	}
+	// A store that may start unavailable follows first (Follow does not
+	// need the backend to answer) and checks its schema in the background
+	// until the backend answers.
+	later := shared && opts.StartUnavailable
 	timeout := opTimeout
-	if shared && opts.StartUnavailable {
-		timeout = startTimeout // the rest is tried again in the background
+	if later {
+		if err := follow(); err != nil {
+			return fail(err)
+		}
+		timeout = startTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := checkSchema(ctx, b, !opts.ReadOnly); err != nil {
-		if !shared || !opts.StartUnavailable || !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
-			c.close()
-			return nil, fmt.Errorf("open store %s: %w", b, err)
+		if !later || !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			return fail(err)
 		}
-		err = fmt.Errorf("%w: store %s not opened yet: %w", ErrUnavailable, b, err)
-		s.opening.Store(&err)
+		s.notOpenYet(err)
 		bg, stop := context.WithCancel(context.Background())
 		s.stopOpen = stop
 		go s.openLater(bg)
-	}
-	if shared && !opts.StartUnavailable {
-		s.fresh = sh.Fresh
-		if err := sh.Follow(follower{s}); err != nil {
-			c.close()
-			return nil, fmt.Errorf("open store %s: %w", b, err)
+	} else if !later {
+		if err := follow(); err != nil {
+			return fail(err)
 		}
 	}
 	s.usage = startUsage(s, opts.LastUsedFlush)
@@ -279,14 +283,19 @@ func (s *Store) openLater(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		werr := fmt.Errorf("%w: store %s not opened yet: %w", ErrUnavailable, s.b, err)
-		s.opening.Store(&werr)
+		s.notOpenYet(err)
 		level := slog.LevelDebug
 		if !errors.Is(err, ErrUnavailable) {
 			level = slog.LevelError // answers, but cannot be read by this build
 		}
 		s.opts.Logger.Log(ctx, level, "key store not opened yet", "store", s.b.String(), "err", err)
 	}
+}
+
+// notOpenYet records why the store cannot serve yet.
+func (s *Store) notOpenYet(cause error) {
+	err := fmt.Errorf("%w: store %s not opened yet: %w", ErrUnavailable, s.b, cause)
+	s.opening.Store(&err)
 }
 
 // notOpen is why the store cannot serve yet; nil once it can.
@@ -361,32 +370,33 @@ func (s *Store) view(ctx context.Context, fn func(tx Tx) error) error {
 	return s.b.View(ctx, fn)
 }
 
-// checkView is view for the Check path: bounded by LookupTimeout whatever
-// the caller's deadline, so a backend out of reach fails the Check fast.
-// A local file answers or fails at once, and a caller's deadline already
-// sooner needs no second one: neither pays for a timer.
+// checkView is view for the Check path, bounded by checkBound.
 func (s *Store) checkView(ctx context.Context, fn func(tx Tx) error) error {
 	if err := s.notOpen(); err != nil {
 		return err
 	}
-	if d, ok := ctx.Deadline(); s.fresh == nil || ok && time.Until(d) <= s.opts.LookupTimeout {
-		return s.b.View(ctx, fn)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
+	ctx, cancel := s.checkBound(ctx)
 	defer cancel()
 	return s.b.View(ctx, fn)
 }
 
-// Ping reports whether the backend can be read (readiness), waiting at
-// most 5 s.
+// checkBound bounds ctx by LookupTimeout for the Check path's work on a
+// shared backend (a read, a credit reservation), whatever the caller's
+// deadline, so that a backend out of reach fails the Check closed quickly.
+// A local file answers or fails at once, and a caller's deadline already
+// sooner needs no second one: neither pays for a timer.
+func (s *Store) checkBound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); s.fresh == nil || ok && time.Until(d) <= s.opts.LookupTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.LookupTimeout)
+}
+
+// Ping reports whether the backend can be read, waiting at most 5 s.
+// Readiness asks Ready, which knows more for a shared backend.
 func (s *Store) Ping() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return s.PingContext(ctx)
-}
-
-// PingContext is Ping bounded by ctx instead.
-func (s *Store) PingContext(ctx context.Context) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}

@@ -128,24 +128,19 @@ func (b *Backend) tend(reg registration) {
 	)
 	for b.ctx.Err() == nil {
 		err := b.tendOnce(&reg, &held)
-		wait := tick.C
-		var later *time.Timer
-		if err != nil && !errors.Is(err, errHeld) {
-			if b.ctx.Err() == nil {
-				b.log.Debug("etcd store: replica entry", "replica", b.cfg.ReplicaID, "err", err)
-			}
-			later, wait = time.NewTimer(retry.next()), nil
-		} else {
+		if err == nil || errors.Is(err, errHeld) {
 			retry.reset()
-			later = time.NewTimer(time.Hour)
+			select {
+			case <-b.ctx.Done():
+			case <-b.ackNow:
+			case <-tick.C:
+			}
+			continue
 		}
-		select {
-		case <-b.ctx.Done():
-		case <-b.ackNow:
-		case <-wait:
-		case <-later.C:
+		if b.ctx.Err() == nil {
+			b.log.Debug("etcd store: replica entry", "replica", b.cfg.ReplicaID, "err", err)
 		}
-		later.Stop()
+		b.sleep(retry.next())
 	}
 }
 
@@ -174,10 +169,8 @@ func (b *Backend) tendOnce(reg *registration, held *heldEntry) error {
 		if err != nil {
 			return err
 		}
-		// Only the cluster id: a renewal's revision is the leader's
-		// applied one, which may trail what a watch delivered.
-		if h := resp.ResponseHeader; h != nil && h.ClusterId != 0 && b.clusterID.Load() != 0 && h.ClusterId != b.clusterID.Load() {
-			b.rewind(fmt.Errorf("%w: etcd cluster id changed from %x to %x", errRewound, b.clusterID.Load(), h.ClusterId))
+		if err := b.checkCluster(resp.ResponseHeader); err != nil {
+			b.rewind(err)
 		}
 		reg.renewed = began
 		b.armStale(began)

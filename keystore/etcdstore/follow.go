@@ -89,15 +89,16 @@ func (b *Backend) start(next int64, reg registration) {
 	go b.watchPeers()
 }
 
-// present reads etcd's current revision (linearizably), checking its
-// history on the way.
+// present reads etcd's current revision (linearizably), from which a
+// replica follows without trusting anything it cached: a revision below
+// one applied is expected here, a new cluster is not.
 func (b *Backend) present(ctx context.Context) (int64, error) {
 	resp, err := b.cli.Get(ctx, b.data, clientv3.WithCountOnly())
 	if err != nil {
 		return 0, err
 	}
-	if err := b.checkHeader(resp.Header); err != nil && !errors.Is(err, errRewound) {
-		return 0, err
+	if err := b.checkCluster(resp.Header); err != nil {
+		b.rewind(err)
 	}
 	return resp.Header.Revision, nil
 }

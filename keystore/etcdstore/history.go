@@ -19,20 +19,28 @@ import (
 var errRewound = errors.New("etcd history rewound (restored from a snapshot?)")
 
 // checkHeader compares what an answer says about etcd with what this
-// replica has seen. Only answers of linearizable requests (reads by
-// default, transactions, lease renewals) may be given: a member's own
-// revision lags the cluster's, and would look like a rewind.
+// replica has seen: the cluster (checkCluster) and the revision. Only
+// answers of linearizable requests (reads by default, transactions) may be
+// given: a member's own revision lags the cluster's, and so does a lease
+// renewal's (the leader's applied revision), and would look like a rewind.
 func (b *Backend) checkHeader(h *etcdserverpb.ResponseHeader) error {
-	if h == nil {
-		return nil
-	}
-	if h.ClusterId != 0 {
-		if prev := b.clusterID.Swap(h.ClusterId); prev != 0 && prev != h.ClusterId {
-			return fmt.Errorf("%w: etcd cluster id changed from %x to %x", errRewound, prev, h.ClusterId)
-		}
+	if err := b.checkCluster(h); err != nil || h == nil {
+		return err
 	}
 	if applied := b.applied.Load(); h.Revision < applied {
 		return fmt.Errorf("%w: etcd is at revision %d, below revision %d this replica applied", errRewound, h.Revision, applied)
+	}
+	return nil
+}
+
+// checkCluster records etcd's cluster id from any answer, and reports a
+// change: a restore as a new cluster.
+func (b *Backend) checkCluster(h *etcdserverpb.ResponseHeader) error {
+	if h == nil || h.ClusterId == 0 {
+		return nil
+	}
+	if prev := b.clusterID.Swap(h.ClusterId); prev != 0 && prev != h.ClusterId {
+		return fmt.Errorf("%w: etcd cluster id changed from %x to %x", errRewound, prev, h.ClusterId)
 	}
 	return nil
 }

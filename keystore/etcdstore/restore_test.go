@@ -15,7 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/keygate/keygate/authz"
-	"github.com/keygate/keygate/internal/syncbuf"
 	"github.com/keygate/keygate/internal/testetcd"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -130,11 +129,13 @@ func TestRestoreDropsCache(t *testing.T) {
 				}
 				took := time.Since(began)
 				var wrong int
-				for i := range 40 {
-					if s := status(r5, k.Secret.Reveal()); s == "active" {
+				for range 40 {
+					switch s := status(r5, k.Secret.Reveal()); s {
+					case "active":
 						wrong++
-					} else if s != "revoked" && i > 0 && s != "error" {
-						t.Fatalf("r5: %s", s)
+					case "revoked":
+					default:
+						t.Fatalf("r5 after the revoke: %s", s)
 					}
 					time.Sleep(25 * time.Millisecond)
 				}
@@ -240,23 +241,30 @@ func TestDuplicateReplicaID(t *testing.T) {
 			t.Fatalf("error does not say what to do: %v", err)
 		}
 		t.Logf("refused after %v: %v", time.Since(began).Round(time.Millisecond), err)
-		// Started without etcd in reach, the same check runs in the
-		// background and keeps the replica out of service.
-		logs := &syncbuf.Buffer{}
-		late, err := openOn(t, srv.Endpoints(), "same", logs, true)
-		if err != nil && !errors.Is(err, etcdstore.ErrReplicaIDInUse) {
-			t.Fatal(err)
+		// Started while etcd is out of its reach, a replica claims its id
+		// in the background: held by a live replica, it serves no cache
+		// and is not ready, saying why.
+		p := newProxy(t, srv.Endpoint())
+		p.cut()
+		late, err := openOn(t, []string{p.endpoint()}, "same", nil, true)
+		if err != nil {
+			t.Fatalf("start without etcd in reach: %v", err)
 		}
-		if err == nil {
-			deadline := time.Now().Add(3 * ttl)
-			for late.s.Ready(t.Context()) == nil || late.b.Fresh() {
-				if time.Now().After(deadline) {
-					t.Fatal("a replica whose id is in use stays ready")
-				}
-				time.Sleep(50 * time.Millisecond)
+		p.heal()
+		deadline := time.Now().Add(ttl + 15*time.Second)
+		for err := late.s.Ready(t.Context()); !errors.Is(err, etcdstore.ErrReplicaIDInUse); err = late.s.Ready(t.Context()) {
+			if late.b.Fresh() {
+				t.Fatal("a replica whose id is in use follows writes (serves its cache)")
 			}
-			late.s.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("id in use not reported: ready says %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
+		if late.b.Fresh() {
+			t.Fatal("a replica whose id is in use follows writes (serves its cache)")
+		}
+		late.s.Close()
 		first.s.Close()
 		if _, err := openOn(t, srv.Endpoints(), "same", nil, false); err != nil {
 			t.Fatalf("id free again after the first replica closed: %v", err)
@@ -395,6 +403,9 @@ func TestReadyWithoutEtcd(t *testing.T) {
 		if !sawUnready {
 			t.Fatal("never not ready while etcd hung")
 		}
+		if !sawDegraded {
+			t.Fatal("never ready-but-degraded while the cache was still trusted")
+		}
 		t.Logf("%s: degraded seen %v, not ready after %v", srv.Kind(), sawDegraded, time.Since(paused).Round(time.Millisecond))
 	})
 }
@@ -441,7 +452,7 @@ func TestStartWithoutEtcd(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		cached(t, r, k.Secret.Reveal(), "active")
-		if _, err := seedless(t, srv).RevokeKey(t.Context(), k.ID); err != nil {
+		if _, err := mustOpenOn(t, srv, "writer").s.RevokeKey(t.Context(), k.ID); err != nil {
 			t.Fatal(err)
 		}
 		if s := status(r, k.Secret.Reveal()); s != "revoked" {
@@ -450,6 +461,38 @@ func TestStartWithoutEtcd(t *testing.T) {
 	})
 }
 
-func seedless(t *testing.T, srv testetcd.Server) *keystore.Store {
-	return mustOpenOn(t, srv, "writer").s
+// TestEntryOverwritten: another process writes this replica's entry while
+// it runs (two processes under one id). The replica stops serving its
+// cache and is not ready, naming the cause; lookups still read etcd.
+func TestEntryOverwritten(t *testing.T) {
+	n := testetcd.Start(t)
+	r := mustOpenOn(t, n, "twin")
+	tn, _ := setup(t, r.s)
+	k, err := r.s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached(t, r, k.Secret.Reveal(), "active")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.Endpoint()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	l, err := cli.Grant(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), "/keygate/replicas/twin", "1", clientv3.WithLease(l.ID)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !errors.Is(r.s.Ready(t.Context()), etcdstore.ErrReplicaIDInUse) || r.b.Fresh() {
+		if time.Now().After(deadline) {
+			t.Fatalf("entry overwritten: ready %v, fresh %v", r.s.Ready(t.Context()), r.b.Fresh())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := status(r, k.Secret.Reveal()); s != "active" {
+		t.Fatalf("lookup without the cache: %s", s)
+	}
 }
