@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/secret"
+	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 )
 
@@ -42,6 +43,10 @@ func TestReadyChecks(t *testing.T) {
 		{"both down, fail open", true, dialErr, dialErr, 503, `{"status":"unavailable","checks":{"redis":"failed","store":"failed"}}`},
 		{"redis out of time", false, nil, context.DeadlineExceeded, 503, `{"status":"unavailable","checks":{"redis":"timeout","store":"ok"}}`},
 		{"redis socket deadline", false, nil, fmt.Errorf("read tcp: %w", os.ErrDeadlineExceeded), 503, `{"status":"unavailable","checks":{"redis":"timeout","store":"ok"}}`},
+		// etcd out of reach while the replica still trusts its cache.
+		{"store degraded", false, keystore.Degraded(dialErr), nil, 200, `{"status":"degraded","checks":{"redis":"ok","store":"degraded"}}`},
+		{"store degraded, its timeout", false, keystore.Degraded(context.DeadlineExceeded), nil, 200, `{"status":"degraded","checks":{"redis":"ok","store":"degraded"}}`},
+		{"store degraded, redis down", false, keystore.Degraded(dialErr), dialErr, 503, `{"status":"unavailable","checks":{"redis":"failed","store":"degraded"}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, admin.Options{Ready: []admin.ReadyCheck{
