@@ -75,11 +75,25 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.active.Add(1) <= l.limit {
+		if l.take() {
 			return l.wrap(c), nil
 		}
-		l.active.Add(-1)
 		l.reject(c)
+	}
+}
+
+// take claims a slot if one is free. The count never goes above the
+// limit, not even for an instant, so Active (and the metric that reports
+// it) never shows more connections than the limit allows.
+func (l *Listener) take() bool {
+	for {
+		n := l.active.Load()
+		if n >= l.limit {
+			return false
+		}
+		if l.active.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
 }
 
