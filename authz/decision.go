@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"github.com/keygate/keygate/authz/ratelimit"
 	"net/netip"
 	"strings"
 	"time"
@@ -156,6 +157,21 @@ type Credential struct {
 	// AllowedIPs, when not empty, lists the only client networks the key
 	// may be used from; elsewhere it is refused (a leaked key stays useless).
 	AllowedIPs []netip.Prefix
+	// Limits are the key's own named limits, sorted by name: each replaces
+	// the tier's limit of the same name or adds to the tier's; one with
+	// Requests 0 turns the tier's limit of that name off for this key.
+	Limits []NamedLimit
+	// UserLimits, when not nil, are the limits of the key's user (UserID
+	// within TenantID), shared by all of the user's keys, replacing
+	// RateLimits.User for that user; an empty non-nil list: none.
+	UserLimits []NamedLimit
+}
+
+// NamedLimit is one of a set of limits (a tier's, a key's, a user's): its
+// name is what the RateLimit headers call it.
+type NamedLimit struct {
+	Name  string
+	Limit ratelimit.Limit
 }
 
 // Status of a key as stored.

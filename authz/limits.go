@@ -56,7 +56,7 @@ var DefaultTiers = map[string]ratelimit.Limit{
 // shared state could not be reached; RateLimits.SharedFailOpen decides what
 // then happens.
 type SharedLimiter interface {
-	Take(ctx context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error)
+	Take(ctx context.Context, cost int, charges []ratelimit.Charge[string], each []ratelimit.Result) (ratelimit.Result, error)
 }
 
 // Credits is the ledger of prepaid balances (Alloovium's credits): Spend
@@ -198,7 +198,7 @@ func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Tim
 		for i, ch := range charges {
 			shared[i] = ratelimit.Charge[string]{Key: [...]string{"key:", "org:", "tenant:"}[ch.Key.scope] + ch.Key.id, Limit: ch.Limit}
 		}
-		r, err := l.shared.Take(ctx, cost, shared)
+		r, err := l.shared.Take(ctx, cost, shared, nil)
 		if err == nil {
 			return charged{r, t, names[r.Index]}, nil
 		}

@@ -256,8 +256,8 @@ func (d *downLimiter) Take(context.Context, int, []ratelimit.Charge[string]) (ra
 // interface, standing in for Redis where only the wiring is under test.
 type localShared struct{ l *ratelimit.Limiter[string] }
 
-func (s localShared) Take(_ context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error) {
-	return s.l.Take(cost, charges...)
+func (s localShared) Take(_ context.Context, cost int, charges []ratelimit.Charge[string], each []ratelimit.Result) (ratelimit.Result, error) {
+	return s.l.TakeEach(s.l.Now(), cost, charges, each)
 }
 
 func TestSharedLimiterPolicy(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -35,6 +36,10 @@ type KeySpec struct {
 	// AllowedCIDRs lists the client networks (CIDRs or bare addresses) the
 	// key works from. Empty: any address.
 	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	// Limits are the key's own named limits (see Key.Limits).
+	Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
+	// Refill resets the key's credits on a schedule; it needs a balance.
+	Refill *Refill `json:"refill,omitempty"`
 }
 
 // CreatedKey is a new key with its secret, which is returned this once and
@@ -390,6 +395,12 @@ type KeyUpdate struct {
 	// AllowedCIDRs replaces the key's IP allowlist; an empty list removes
 	// it, so the key works from any address again.
 	AllowedCIDRs *[]string `json:"allowed_cidrs,omitempty"`
+	// Limits replaces the key's own named limits; an empty map removes
+	// them, so the tier's apply unchanged.
+	Limits *map[string]ratelimit.Limit `json:"limits,omitempty"`
+	// Refill sets the credit refill schedule; ClearRefill removes it.
+	Refill      *Refill `json:"refill,omitempty"`
+	ClearRefill bool    `json:"clear_refill,omitempty"`
 }
 
 // UpdateKey changes a key's settings. The next lookup of the key sees them.

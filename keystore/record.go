@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -67,6 +68,25 @@ type Key struct {
 	// works from, in canonical form ("10.0.0.0/8", "2001:db8::1/128"), so a
 	// leaked key is refused elsewhere. Empty: any address.
 	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	// Limits are the key's own named limits: each replaces the tier's
+	// limit of that name or adds one; requests 0 turns the tier's off.
+	Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
+	// Refill resets the credit balance on a schedule; LastRefillAt is the
+	// period boundary of the last refill applied (or when the schedule was
+	// set, before the first).
+	Refill       *Refill    `json:"refill,omitempty"`
+	LastRefillAt *time.Time `json:"last_refill_at,omitempty"`
+}
+
+// Refill is a schedule that sets a key's credit balance to Amount once
+// per period, at the period's start (UTC).
+type Refill struct {
+	// Interval is "daily" or "monthly".
+	Interval string `json:"interval"`
+	// Day is the day of the month a monthly refill falls on, 1 to 31; in
+	// a shorter month, its last day. Zero: 1.
+	Day    int   `json:"day,omitempty"`
+	Amount int64 `json:"amount"`
 }
 
 // State is a key's status as a client would experience it at a moment: the

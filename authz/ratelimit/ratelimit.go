@@ -25,7 +25,9 @@ import (
 type Limit struct {
 	Requests int
 	Window   time.Duration
-	Burst    int
+	// Burst applies to TokenBucket only.
+	Burst     int
+	Algorithm Algorithm
 }
 
 // Validate reports a limit that cannot work.
@@ -118,24 +120,34 @@ func (l *Limiter[K]) shardOf(key K) int {
 
 // Take charges cost to every bucket in charges, or to none.
 func (l *Limiter[K]) Take(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(l.now(), cost, true, charges)
+	return l.take(l.now(), cost, true, charges, nil)
+}
+
+// TakeEach is TakeAt that also describes every bucket: when each is at
+// least as long as charges, each[i] is charges[i]'s Result (for headers
+// that report every limit, not only the tightest).
+func (l *Limiter[K]) TakeEach(now time.Time, cost int, charges []Charge[K], each []Result) (Result, error) {
+	return l.take(now, cost, true, charges, each)
 }
 
 // TakeAt is Take at a moment the caller has already read from the clock
 // (a Check reads it once).
 func (l *Limiter[K]) TakeAt(now time.Time, cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(now, cost, true, charges)
+	return l.take(now, cost, true, charges, nil)
 }
 
 // Peek answers as Take would, without charging anything.
 func (l *Limiter[K]) Peek(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(l.now(), cost, false, charges)
+	return l.take(l.now(), cost, false, charges, nil)
 }
 
 // PeekAt is Peek at a given moment.
 func (l *Limiter[K]) PeekAt(now time.Time, cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(now, cost, false, charges)
+	return l.take(now, cost, false, charges, nil)
 }
+
+// Now reads the limiter's clock.
+func (l *Limiter[K]) Now() time.Time { return l.now() }
 
 // Empty reports whether no bucket holds state, without taking a lock:
 // then every bucket is full, and a Peek would admit anything a burst
@@ -143,7 +155,7 @@ func (l *Limiter[K]) PeekAt(now time.Time, cost int, charges ...Charge[K]) (Resu
 // skips the lock on the common path.
 func (l *Limiter[K]) Empty() bool { return l.size.Load() == 0 }
 
-func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[K]) (Result, error) {
+func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[K], each []Result) (Result, error) {
 	if cost < 1 {
 		return Result{}, ErrCost
 	}
@@ -200,6 +212,9 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 			r.RetryAfter = time.Duration(next - tau - now)
 		}
 		tats = append(tats, next)
+		if len(each) >= len(charges) {
+			each[i] = r
+		}
 		switch {
 		case !r.Allowed && (best.Allowed || r.RetryAfter > best.RetryAfter):
 			best = r

@@ -204,7 +204,7 @@ func prepare(cost int, c ratelimit.Charge[string]) (bucket, error) {
 // prefixed to make Redis keys. An error (Redis unreachable, slow past the
 // timeout, or answering an error) comes with a zero Result: it never
 // admits.
-func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge[string]) (ratelimit.Result, error) {
+func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge[string], each []ratelimit.Result) (ratelimit.Result, error) {
 	// Same order of checks as ratelimit.Limiter.
 	if cost < 1 {
 		return ratelimit.Result{}, ratelimit.ErrCost
@@ -242,7 +242,7 @@ func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge
 	if len(reply) != 2+len(charges) {
 		return ratelimit.Result{}, fmt.Errorf("redislimit: script answered %d values for %d buckets", len(reply), len(charges))
 	}
-	r := result(reply[1], reply[2:], bs)
+	r := result(reply[1], reply[2:], bs, each)
 	if r.Allowed != (reply[0] == 1) {
 		// Same numbers, same comparisons: this would be a bug here or in
 		// the script, and the caller must not trust either answer.
@@ -253,7 +253,7 @@ func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge
 
 // result is ratelimit.Limiter.take's decision and Result, line for line,
 // on the script's numbers (microseconds).
-func result(now int64, tats []int64, bs []bucket) ratelimit.Result {
+func result(now int64, tats []int64, bs []bucket, each []ratelimit.Result) ratelimit.Result {
 	us := func(d int64) time.Duration { return time.Duration(d) * time.Microsecond }
 	best := ratelimit.Result{Allowed: true, Remaining: -1}
 	for i, b := range bs {
@@ -267,6 +267,9 @@ func result(now int64, tats []int64, bs []bucket) ratelimit.Result {
 			r.Remaining = max(0, (b.tau-(tat-now))/b.interval)
 			r.Reset = us(tat - now)
 			r.RetryAfter = us(next - b.tau - now)
+		}
+		if len(each) >= len(bs) {
+			each[i] = r
 		}
 		switch {
 		case !r.Allowed && (best.Allowed || r.RetryAfter > best.RetryAfter):

@@ -28,7 +28,7 @@ func one(key string, lim ratelimit.Limit) []ratelimit.Charge[string] {
 
 func take(t *testing.T, l *Limiter, cost int, charges []ratelimit.Charge[string]) ratelimit.Result {
 	t.Helper()
-	r, err := l.Take(t.Context(), cost, charges)
+	r, err := l.Take(t.Context(), cost, charges, nil)
 	if err != nil {
 		t.Fatalf("take %d of %v: %v", cost, charges, err)
 	}
@@ -146,7 +146,7 @@ func TestExactUnderConcurrency(t *testing.T) {
 		wg.Go(func() {
 			l := replicas[g%len(replicas)]
 			for range 3 {
-				r, err := l.Take(t.Context(), 1, one("key:hot", lim))
+				r, err := l.Take(t.Context(), 1, one("key:hot", lim), nil)
 				switch {
 				case err != nil:
 					errs <- err
@@ -226,7 +226,7 @@ func TestRedisUnavailable(t *testing.T) {
 				t.Fatalf("direct = %v, want %v", l.direct, tc.direct)
 			}
 			// Warm up: a pooled connection, the script cached.
-			if _, err := l.Take(t.Context(), 1, one("k", standard)); err != nil {
+			if _, err := l.Take(t.Context(), 1, one("k", standard), nil); err != nil {
 				t.Fatal(err)
 			}
 			if tc.hang {
@@ -237,7 +237,7 @@ func TestRedisUnavailable(t *testing.T) {
 			}
 			for i := range 3 {
 				start := time.Now()
-				r, err := l.Take(t.Context(), 1, one("k", standard))
+				r, err := l.Take(t.Context(), 1, one("k", standard), nil)
 				elapsed := time.Since(start)
 				if err == nil || r.Allowed {
 					t.Fatalf("take %d with Redis down: %+v, %v; want an error and no admission", i, r, err)
@@ -260,10 +260,10 @@ func TestInvalidInput(t *testing.T) {
 	defer c.Close()
 	l := New(c, Options{})
 	ctx := t.Context()
-	if _, err := l.Take(ctx, 0, one("k", standard)); !errors.Is(err, ratelimit.ErrCost) {
+	if _, err := l.Take(ctx, 0, one("k", standard), nil); !errors.Is(err, ratelimit.ErrCost) {
 		t.Fatalf("cost 0: %v, want ErrCost", err)
 	}
-	if r, err := l.Take(ctx, 1, nil); err != nil || !r.Allowed || r.Remaining != -1 {
+	if r, err := l.Take(ctx, 1, nil, nil); err != nil || !r.Allowed || r.Remaining != -1 {
 		t.Fatalf("no charges: %+v %v, want admitted with Remaining -1", r, err)
 	}
 	for _, lim := range []ratelimit.Limit{
@@ -273,7 +273,7 @@ func TestInvalidInput(t *testing.T) {
 		{Requests: 2_000_000, Window: time.Second}, // 500 ns: finer than Redis's microseconds
 		{Requests: 1, Window: time.Hour, Burst: 1 << 30},
 	} {
-		if _, err := l.Take(ctx, 1, one("k", lim)); !errors.Is(err, ratelimit.ErrLimit) {
+		if _, err := l.Take(ctx, 1, one("k", lim), nil); !errors.Is(err, ratelimit.ErrLimit) {
 			t.Fatalf("limit %+v: %v, want ErrLimit", lim, err)
 		}
 	}
@@ -351,7 +351,7 @@ func TestMatchesInProcessLimiter(t *testing.T) {
 		skip += time.Duration(rng.IntN(300)) * time.Millisecond / time.Duration(1+rng.IntN(10))
 		at = now()
 		want, werr := ref.TakeAt(at, cost, charges...)
-		got, gerr := l.Take(t.Context(), cost, charges)
+		got, gerr := l.Take(t.Context(), cost, charges, nil)
 		if werr != nil || gerr != nil {
 			t.Fatalf("step %d: errors %v / %v", step, werr, gerr)
 		}
@@ -388,7 +388,7 @@ func BenchmarkTake(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			l := New(s.Client(b, func(o *redis.Options) { o.ContextTimeoutEnabled = direct }), Options{})
 			for b.Loop() {
-				if _, err := l.Take(ctx, 1, charges); err != nil {
+				if _, err := l.Take(ctx, 1, charges, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -412,7 +412,7 @@ func BenchmarkTakeThreeBucketsParallel(b *testing.B) {
 			{Key: "tenant:t", Limit: lim},
 		}
 		for pb.Next() {
-			if _, err := l.Take(ctx, 1, charges); err != nil {
+			if _, err := l.Take(ctx, 1, charges, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
