@@ -247,7 +247,7 @@ func TestCreditsThroughEngine(t *testing.T) {
 // downLimiter is a shared limiter that cannot be reached.
 type downLimiter struct{ calls atomic.Int64 }
 
-func (d *downLimiter) Take(context.Context, int, []ratelimit.Charge[string]) (ratelimit.Result, error) {
+func (d *downLimiter) Take(context.Context, int, []ratelimit.Charge[string], []ratelimit.Result) (ratelimit.Result, error) {
 	d.calls.Add(1)
 	return ratelimit.Result{}, errors.New("connection refused")
 }
