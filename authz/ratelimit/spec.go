@@ -120,3 +120,24 @@ func (l *Limit) UnmarshalJSON(b []byte) error {
 	*l = Limit{Requests: j.Requests, Window: w, Algorithm: alg, Burst: j.Burst}
 	return nil
 }
+
+// MaxNamed bounds the limits of one set (a tier's, a key's, a user's), so
+// that a request's charges stay few and its headers short.
+const MaxNamed = 8
+
+// ValidName reports whether name can name a limit: 1 to 64 of a-z, 0-9,
+// '_' and '-', starting with a letter or digit, so that it reads the same
+// in configs, URLs, Redis keys and the RateLimit headers.
+func ValidName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("limit name %q: want 1 to 64 characters", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '-')
+		if !ok {
+			return fmt.Errorf("limit name %q: want a-z, 0-9, '_' and '-', starting with a letter or digit", name)
+		}
+	}
+	return nil
+}
