@@ -61,7 +61,7 @@ func ParseWindow(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("window %q: want a duration such as 1m, 24h or 30d", s)
+		return 0, fmt.Errorf("%w: want a duration such as 1m, 24h or 30d", err)
 	}
 	return d, nil
 }
