@@ -52,6 +52,20 @@ var ErrNotMetered = errors.New("key has no credit balance")
 // follower's delivery of another replica's, which Update waits for).
 // AddCredits leaves slices valid.
 //
+// A refill schedule (Key.Refill) sets the balance to its amount once per
+// period, as SetCredits would (epoch bumped, credits_reserved cleared, so
+// slices reserved in the old period are void everywhere). It is applied
+// inside the transaction that reads the record for a reservation, an
+// AddCredits or a SetCredits (or an UpdateKey), and records its period's
+// start in last_refill_at, so with any number of replicas racing it is
+// applied once: the second transaction finds last_refill_at already at the
+// boundary. The fast path knows the next boundary (balance.next) and leaves
+// the decision to the record from then on, so no process spends an old
+// period's slice, or refuses from an old period's exhaustion, after it.
+// The crash bound above is unchanged: a refill voids stranded slices, as
+// SetCredits does. Key and ListKeys show a refill that is due but not yet
+// applied (nobody spent since the boundary) as applied, without writing it.
+//
 // Lock order: the ledger lock is never held while waiting for the backend.
 type ledger struct {
 	holder string // this Store's name in credits_reserved
@@ -65,6 +79,9 @@ type balance struct {
 	slice  int64  // reserved from the record, not yet spent
 	epoch  uint64 // the record's credits_epoch the slice belongs to
 	record int64  // the record's credits_remaining as last seen, for display
+	// next is the record's next refill boundary (Unix ns) as last seen, 0
+	// without a schedule: from then on only the record decides.
+	next int64
 
 	used int64 // spent in the current tick
 	last int64 // spent in the tick before
@@ -131,7 +148,12 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 	fresh := s.fresh == nil || s.fresh()
 	l.mu.Lock()
 	if b := l.bal[id]; b != nil && fresh {
-		if left, ok, decided := b.local(int64(cost)); decided {
+		// Keys without a refill schedule do not read the clock.
+		var now int64
+		if b.next != 0 {
+			now = s.opts.Now().UnixNano()
+		}
+		if left, ok, decided := b.local(int64(cost), now); decided {
 			l.mu.Unlock()
 			return left, ok, nil
 		}
@@ -146,10 +168,12 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 
 // local decides a spend of cost from what this process holds, with no
 // I/O: from the slice, or a refusal while the record was found short this
-// tick. decided is false when only the backend can tell. l.mu is held.
-func (b *balance) local(cost int64) (left int64, ok, decided bool) {
+// tick. decided is false when only the backend can tell: also once now
+// (Unix ns) reaches the next refill boundary, since the slice held and the
+// record as last seen belong to the period that ended. l.mu is held.
+func (b *balance) local(cost, now int64) (left int64, ok, decided bool) {
 	switch {
-	case b.stale:
+	case b.stale, b.next != 0 && now >= b.next:
 		return 0, false, false
 	case b.slice >= cost:
 		b.slice -= cost
@@ -187,7 +211,11 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			}
 		}
 		if b != nil && !verify {
-			if left, ok, decided := b.local(cost); decided {
+			var now int64
+			if b.next != 0 {
+				now = s.opts.Now().UnixNano()
+			}
+			if left, ok, decided := b.local(cost, now); decided {
 				l.mu.Unlock()
 				return left, ok, nil
 			}
@@ -240,7 +268,7 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 		if out.void {
 			b.slice = 0
 		}
-		b.epoch, b.record, b.stale = out.epoch, out.record, false
+		b.epoch, b.record, b.stale, b.next = out.epoch, out.record, false, out.next
 		b.slice += out.take
 		b.entry = b.entry || out.take > 0
 		ok := b.slice >= cost
@@ -274,12 +302,13 @@ type reserved struct {
 	void      bool   // the slice held is of an older epoch
 	epoch     uint64 // the record's epoch
 	record    int64  // the record's credits_remaining after the write
+	next      int64  // the record's next refill boundary (see balance.next)
 }
 
 // reserve runs r in one transaction: enough for r.cost, with the slice
 // held (unless an older epoch's), comes out of the record. When the slice
 // held still covers cost (verify after missed writes), or the record
-// cannot, the record is only read.
+// cannot, the record is only read, unless a refill fell due.
 func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 	ctx, cancel := s.checkBound(ctx)
 	defer cancel()
@@ -301,13 +330,17 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 			out.gone, out.unmetered = true, true
 			return nil
 		}
-		out.epoch, out.record = k.CreditsEpoch, *k.CreditsRemaining
+		refilled := applyRefill(&k.Key, s.now())
+		out.epoch, out.record, out.next = k.CreditsEpoch, *k.CreditsRemaining, refillNext(&k.Key)
 		left := r.left
 		if r.epoch != k.CreditsEpoch {
-			left, out.void = 0, true // set since
+			left, out.void = 0, true // set or refilled since
 		}
 		rem := *k.CreditsRemaining
 		if left >= r.cost || left+rem < r.cost {
+			if refilled {
+				return putJSON(tx, bucketKeys, owner, &k)
+			}
 			return nil
 		}
 		out.take = max(sliceSize(r.cost, r.recent, rem), r.cost-left)
@@ -510,8 +543,13 @@ func (l *ledger) rebase(id string, k *storedKey) {
 		l.move(id, k.CreditsOwner)
 	case k.CreditsEpoch > b.epoch:
 		b.slice, b.epoch, b.record, b.exhausted, b.entry = 0, k.CreditsEpoch, *k.CreditsRemaining, false, false
-	case k.CreditsEpoch == b.epoch && b.record != *k.CreditsRemaining:
-		b.record, b.exhausted = *k.CreditsRemaining, false
+		b.next = refillNext(&k.Key)
+	case k.CreditsEpoch == b.epoch:
+		if b.record != *k.CreditsRemaining {
+			b.record, b.exhausted = *k.CreditsRemaining, false
+		}
+		// A schedule set, changed or removed keeps the epoch.
+		b.next = refillNext(&k.Key)
 	}
 }
 
@@ -564,7 +602,8 @@ func (l *ledger) moved(m creditMove) {
 // metered. Both are written before they return (on every live replica of a
 // shared backend), and the returned Key shows the balance as Key does.
 // Slices reserved before an AddCredits stay valid; SetCredits voids them
-// everywhere, spent or not, so the balance afterwards is exactly n.
+// everywhere, spent or not, so the balance afterwards is exactly n. A
+// refill that fell due is applied first, so AddCredits adds to it.
 func (s *Store) AddCredits(ctx context.Context, id string, n int64) (Key, error) {
 	return s.changeCredits(ctx, id, false, func(cur *int64) (int64, error) {
 		if cur == nil {
@@ -589,6 +628,7 @@ func (s *Store) changeCredits(ctx context.Context, id string, set bool, next fun
 		if err != nil {
 			return err
 		}
+		applyRefill(&k.Key, s.now())
 		n, err := next(k.CreditsRemaining)
 		if err != nil {
 			return err

@@ -38,7 +38,9 @@ type KeySpec struct {
 	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 	// Limits are the key's own named limits (see Key.Limits).
 	Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
-	// Refill resets the key's credits on a schedule; it needs a balance.
+	// Refill sets the key's credits to its amount on a schedule, from the
+	// next boundary on (see Refill). A key with a schedule and no
+	// CreditsRemaining starts with the amount.
 	Refill *Refill `json:"refill,omitempty"`
 }
 
@@ -167,6 +169,18 @@ func (s *Store) validSpec(spec *KeySpec) error {
 	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
 		return refuse(ErrInvalid, "credits_remaining must not be negative")
 	}
+	if spec.Refill != nil {
+		r, err := validRefill(*spec.Refill)
+		if err != nil {
+			return err
+		}
+		spec.Refill = &r
+		if spec.CreditsRemaining == nil {
+			// A schedule refills a balance, so it needs one: it starts full.
+			n := r.Amount
+			spec.CreditsRemaining = &n
+		}
+	}
 	return validMetadata(spec.Metadata)
 }
 
@@ -215,6 +229,12 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 		CreditsRemaining: spec.CreditsRemaining,
 		AllowedCIDRs:     spec.AllowedCIDRs,
 	}, Hash: h[:]}
+	if spec.Refill != nil {
+		// The balance given is this period's: the first refill is at the
+		// next boundary.
+		start := spec.Refill.periodStart(now)
+		k.Refill, k.LastRefillAt = spec.Refill, &start
+	}
 	err = s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		if _, err := getTenant(tx, spec.TenantID); err != nil {
 			return err
@@ -374,9 +394,10 @@ func (s *Store) Key(ctx context.Context, id string) (Key, error) {
 // overlayCredits shows the balance as this process can spend it: the
 // record's remaining plus this process's unspent slice. Other replicas'
 // slices are in CreditsReserved, not counted (what they spent of them is
-// not known).
+// not known). A refill that fell due is shown applied (exactly its amount:
+// the slices of the period before are void).
 func (s *Store) overlayCredits(k *Key) {
-	if k.CreditsRemaining == nil {
+	if k.CreditsRemaining == nil || overlayRefill(k, s.now()) {
 		return
 	}
 	left := *k.CreditsRemaining + s.ledger.held(k.ID, k.CreditsEpoch)
@@ -398,7 +419,10 @@ type KeyUpdate struct {
 	// Limits replaces the key's own named limits; an empty map removes
 	// them, so the tier's apply unchanged.
 	Limits *map[string]ratelimit.Limit `json:"limits,omitempty"`
-	// Refill sets the credit refill schedule; ClearRefill removes it.
+	// Refill sets the credit refill schedule, from the next boundary on (a
+	// refill the old schedule had due is applied first); an unmetered key
+	// starts with the amount. ClearRefill removes the schedule and leaves
+	// the balance.
 	Refill      *Refill `json:"refill,omitempty"`
 	ClearRefill bool    `json:"clear_refill,omitempty"`
 }
@@ -411,6 +435,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 	}
 	if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
 		return Key{}, fmt.Errorf("update key: %w", refuse(ErrInvalid, "expires_at is not in the future (deactivate or revoke the key instead)"))
+	}
+	if u.Refill != nil && u.ClearRefill {
+		return Key{}, fmt.Errorf("update key: %w", refuse(ErrInvalid, "refill and clear_refill together"))
 	}
 	var out Key
 	err := s.modify(ctx, id, func(tx Tx, k *storedKey) error {
@@ -437,6 +464,11 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 				return err
 			}
 			k.AllowedCIDRs = cidrs
+		}
+		if u.Refill != nil || u.ClearRefill {
+			if err := setRefill(k, u.Refill, now); err != nil {
+				return err
+			}
 		}
 		if u.Tier != nil {
 			if err := s.validTier(*u.Tier); err != nil {
@@ -471,6 +503,11 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 	})
 	if err != nil {
 		return Key{}, fmt.Errorf("update key: %w", err)
+	}
+	if u.Refill != nil || u.ClearRefill {
+		// The ledger's next boundary, and a refill applied (bbolt has no
+		// follower to say so).
+		s.ledger.rebase(id, &storedKey{Key: out})
 	}
 	return out, nil
 }
@@ -677,6 +714,8 @@ func (s *Store) moveCredits(tx Tx, touch func(apikey.Hash), old, n *storedKey, n
 	}
 	n.CreditsRemaining, n.CreditsEpoch, n.CreditsReserved, n.CreditsOwner = old.CreditsRemaining, old.CreditsEpoch, old.CreditsReserved, ""
 	old.CreditsRemaining, old.CreditsEpoch, old.CreditsReserved, old.CreditsOwner = nil, 0, nil, n.ID
+	// The schedule refills the balance, so it moves with it.
+	old.Refill, old.LastRefillAt = nil, nil
 	// Walk back along the rotation chain while its keys are in grace: only
 	// those can still spend. Pointing them at the successor keeps their
 	// owner chain short; a key the walk misses (rotated before rotated_from

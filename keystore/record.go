@@ -79,7 +79,16 @@ type Key struct {
 }
 
 // Refill is a schedule that sets a key's credit balance to Amount once
-// per period, at the period's start (UTC).
+// per period, at the period's start (UTC): midnight for "daily", midnight
+// of Day for "monthly". It is applied once per period however many
+// replicas spend the key, by the first transaction that reads the record
+// after the boundary (a Check's reservation, AddCredits, SetCredits), and
+// voids the slices reserved in the period before, as SetCredits does (see
+// credits.go; the crash bound is unchanged). Missed periods do not stack:
+// a key unused for three months is refilled once, to Amount. A key nobody
+// used since the boundary shows the refill in Key and ListKeys already.
+// Setting a schedule records the current period's start as the last
+// refill, so the first refill is at the next boundary.
 type Refill struct {
 	// Interval is "daily" or "monthly".
 	Interval string `json:"interval"`
