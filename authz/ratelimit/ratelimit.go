@@ -1,12 +1,29 @@
-// Package ratelimit owns Keygate's in-process rate limiter: GCRA buckets
-// (the token bucket, kept as one timestamp per key) with a rate, a window
-// and a burst, charged a cost per request, exact under concurrency, and
-// forgetting keys whose bucket has refilled so memory follows the keys in
-// use rather than every key ever seen.
+// Package ratelimit owns Keygate's in-process rate limiter: buckets charged
+// a cost per request, exact under concurrency, and forgotten once their
+// state equals no state, so memory follows the keys in use rather than
+// every key ever seen.
+//
+// # Algorithms
+//
+// SlidingWindow, the default, promises what "100 requests/minute" says:
+// at most Requests in any rolling Window. It keeps a conservative slotted
+// window: the window W is cut into Slots slots of L = ceil(W/Slots),
+// aligned to the epoch, and a bucket keeps the cost admitted in each. At
+// time t it counts the current slot and the Slots before it, the oldest
+// counted whole although only part of it is still inside the rolling
+// window. So it never admits more than Requests in any window of length
+// W, and refuses early by at most L: a request is counted for between W
+// and W+L (W/16, 3.75 s for a minute). See admitSliding for the proof.
+//
+// TokenBucket is GCRA (one timestamp per key): Requests per Window on
+// average and up to Burst at once, for operators who want bursts above
+// the average. A client paced just under the average can get Burst plus
+// Requests in one rolling window.
 //
 // A request can be charged to several buckets at once (a key, its org, its
-// tenant): it is admitted only if every bucket admits it, and then all are
-// charged, in one step, so a refused request costs nothing anywhere.
+// tenant), of either algorithm: it is admitted only if every bucket admits
+// it, and then all are charged, in one step, so a refused request costs
+// nothing anywhere.
 package ratelimit
 
 import (
@@ -19,9 +36,10 @@ import (
 	"time"
 )
 
-// Limit is a rate: Requests per Window, with up to Burst requests at once
-// (a full bucket). Burst zero means Requests: "100 requests/minute" admits
-// 100 at once and then one every 600 ms.
+// Limit is a rate: Requests per Window. With SlidingWindow (the zero
+// Algorithm) that is at most Requests in any rolling Window; with
+// TokenBucket, Requests per Window on average and up to Burst at once
+// (a full bucket), Burst zero meaning Requests.
 type Limit struct {
 	Requests int
 	Window   time.Duration
@@ -29,6 +47,20 @@ type Limit struct {
 	Burst     int
 	Algorithm Algorithm
 }
+
+// Sliding-window bounds.
+const (
+	// Slots is how many slots a window is cut into: a request is counted
+	// for between Window and Window+Window/Slots. More slots refuse less
+	// early and cost 4 bytes a bucket each.
+	Slots = 16
+	// MaxRequests bounds a sliding window's Requests, so that a slot's
+	// count is a uint32 and no sum overflows.
+	MaxRequests = 1<<31 - 1
+	// MaxWindow bounds a sliding window's Window (about 146 years), so
+	// that every sum of times and slots fits an int64.
+	MaxWindow = time.Duration(1) << 62
+)
 
 // Validate reports a limit that cannot work.
 func (l Limit) Validate() error {
@@ -42,8 +74,42 @@ func (l Limit) Validate() error {
 	case l.Window/time.Duration(l.Requests) <= 0:
 		return fmt.Errorf("%d requests per %v is finer than a nanosecond", l.Requests, l.Window)
 	}
+	switch l.Algorithm {
+	case TokenBucket:
+	case SlidingWindow:
+		switch {
+		case l.Burst > 0:
+			return fmt.Errorf("burst %d: burst applies to %s, a sliding window admits at most requests in any window", l.Burst, NameTokenBucket)
+		case l.Requests > MaxRequests:
+			return fmt.Errorf("requests %d: a sliding window holds at most %d", l.Requests, MaxRequests)
+		case l.Window > MaxWindow:
+			return fmt.Errorf("window %v: a sliding window is at most %v", l.Window, MaxWindow)
+		}
+	default:
+		return fmt.Errorf("%v: want %s or %s", l.Algorithm, NameSlidingWindow, NameTokenBucket)
+	}
 	return nil
 }
+
+// usable is what Take needs of a limit: Validate's checks that keep its
+// arithmetic sound. A Burst on a sliding window, which Validate refuses
+// at config time, is ignored here rather than failing every request.
+func (l Limit) usable() bool {
+	if l.Requests <= 0 || l.Window <= 0 || l.Burst < 0 || l.interval() <= 0 {
+		return false
+	}
+	switch l.Algorithm {
+	case TokenBucket:
+		return true
+	case SlidingWindow:
+		return l.Requests <= MaxRequests && l.Window <= MaxWindow
+	}
+	return false
+}
+
+// slot is a sliding window's slot length L = ceil(W/Slots), in ns: Slots
+// slots cover at least the whole window.
+func (l Limit) slot() int64 { return (int64(l.Window) + Slots - 1) / Slots }
 
 func (l Limit) burst() int64 {
 	if l.Burst == 0 {
@@ -70,13 +136,17 @@ type Result struct {
 	Allowed bool
 	// Index of the Charge this result describes.
 	Index int
-	// Limit is the burst of that bucket: requests that fit at once.
+	// Limit is what fits at once in an empty bucket: a token bucket's
+	// burst, a sliding window's requests.
 	Limit int64
 	// Remaining is what the bucket still admits now.
 	Remaining int64
-	// Reset is when the bucket will be full again.
+	// Reset is when the bucket will be full again: every token back, or
+	// every counted request out of the window.
 	Reset time.Duration
-	// RetryAfter, on a refusal, is when this request's cost will fit.
+	// RetryAfter, on a refusal, is when this request's cost will fit, if
+	// nothing else is charged meanwhile. A cost that can never fit a
+	// sliding window gets Window plus a slot.
 	RetryAfter time.Duration
 }
 
@@ -98,8 +168,18 @@ type Limiter[K comparable] struct {
 
 type shard[K comparable] struct {
 	mu    sync.Mutex
-	tat   map[K]int64 // theoretical arrival time, unix ns
-	sweep int         // takes since the last sweep
+	tat   map[K]int64 // token buckets: theoretical arrival time, unix ns
+	win   map[K]*window
+	sweep int // takes since the last sweep
+}
+
+// window is a sliding-window bucket: the cost admitted in each of the
+// Slots+1 counted slots, oldest first, ending at slot last. A pointer in
+// the map, so that a Take updates it in place without allocating.
+type window struct {
+	slot   int64 // L, ns: a changed limit starts the bucket afresh
+	last   int64 // index of the newest slot, floor(unix ns / L)
+	counts [Slots + 1]uint32
 }
 
 // New returns a Limiter reading the clock now (nil: time.Now).
@@ -110,6 +190,7 @@ func New[K comparable](now func() time.Time) *Limiter[K] {
 	l := &Limiter[K]{seed: maphash.MakeSeed(), now: now}
 	for i := range l.shards {
 		l.shards[i].tat = map[K]int64{}
+		l.shards[i].win = map[K]*window{}
 	}
 	return l
 }
@@ -163,7 +244,7 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 		return Result{Allowed: true, Remaining: -1}, nil
 	}
 	for _, c := range charges {
-		if c.Limit.Requests <= 0 || c.Limit.interval() <= 0 || c.Limit.Burst < 0 {
+		if !c.Limit.usable() {
 			return Result{}, ErrLimit
 		}
 	}
@@ -191,27 +272,20 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 		}
 	}()
 
-	var newTATs [8]int64
-	tats := newTATs[:0]
+	var planArr [8]plan
+	plans := planArr[:0]
 	best := Result{Allowed: true, Remaining: -1}
 	for i, c := range charges {
-		interval := c.Limit.interval()
-		tau := interval * c.Limit.burst()
-		tat, ok := l.shards[shards[i]].tat[c.Key]
-		if !ok || tat < now {
-			tat = now
-		}
-		next := tat + int64(cost)*interval
-		r := Result{Index: i, Limit: c.Limit.burst(), Allowed: next-now <= tau}
-		if r.Allowed {
-			r.Remaining = (tau - (next - now)) / interval
-			r.Reset = time.Duration(next - now)
+		sh := &l.shards[shards[i]]
+		var r Result
+		var p plan
+		if c.Limit.Algorithm == TokenBucket {
+			r, p = admitToken(sh.tat[c.Key], c.Limit, now, cost)
 		} else {
-			r.Remaining = max(0, (tau-(tat-now))/interval)
-			r.Reset = time.Duration(tat - now)
-			r.RetryAfter = time.Duration(next - tau - now)
+			r, p = admitSliding(sh.win[c.Key], c.Limit, now, cost)
 		}
-		tats = append(tats, next)
+		r.Index = i
+		plans = append(plans, p)
 		if len(each) >= len(charges) {
 			each[i] = r
 		}
@@ -225,14 +299,159 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 	if best.Allowed && commit {
 		for i, c := range charges {
 			sh := &l.shards[shards[i]]
-			if _, ok := sh.tat[c.Key]; !ok {
-				l.size.Add(1)
+			if c.Limit.Algorithm == TokenBucket {
+				if _, ok := sh.tat[c.Key]; !ok {
+					l.size.Add(1)
+				}
+				sh.tat[c.Key] = plans[i].next
+			} else {
+				w := sh.win[c.Key]
+				if w == nil {
+					w = &window{}
+					sh.win[c.Key] = w
+					l.size.Add(1)
+				}
+				w.charge(plans[i])
 			}
-			sh.tat[c.Key] = tats[i]
 			l.size.Add(-int64(sh.maybeSweep(now)))
 		}
 	}
 	return best, nil
+}
+
+// plan is what a charge writes if the request is admitted, decided before
+// anything is written so that a refusal writes nothing. Writing a plan is
+// idempotent: a bucket named twice in one Take is charged once.
+type plan struct {
+	next  int64  // token bucket: the new TAT; sliding window: the newest slot
+	slot  int64  // sliding window: L
+	count uint32 // sliding window: the newest slot's count after the charge
+}
+
+// maxInc caps a token bucket's cost × interval: a cost that large never
+// fits, and the cap keeps tat + inc from overflowing.
+const maxInc = int64(1) << 62
+
+// admitToken is GCRA on a bucket whose TAT is tat (0: no state).
+func admitToken(tat int64, lim Limit, now int64, cost int) (Result, plan) {
+	interval := lim.interval()
+	tau := interval * lim.burst()
+	if tat < now {
+		tat = now
+	}
+	inc := maxInc
+	if int64(cost) <= maxInc/interval {
+		inc = int64(cost) * interval
+	}
+	next := tat + inc
+	r := Result{Limit: lim.burst(), Allowed: next-now <= tau}
+	if r.Allowed {
+		r.Remaining = (tau - (next - now)) / interval
+		r.Reset = time.Duration(next - now)
+	} else {
+		r.Remaining = max(0, (tau-(tat-now))/interval)
+		r.Reset = time.Duration(tat - now)
+		r.RetryAfter = time.Duration(next - tau - now)
+	}
+	return r, plan{next: next}
+}
+
+// admitSliding decides a sliding-window charge of cost at now (unix ns) on
+// w (nil: no state). Slot s (of length L) holds the requests admitted at
+// times in [s·L, (s+1)·L); at time t in slot c the counted slots are c−K
+// to c, K = Slots, and a request is admitted iff counted + cost <= N.
+//
+// Why no rolling window (t−W, t] ever holds more than N: it lies inside
+// slots c−K to c, since t−W >= c·L − K·L (as W <= K·L) and (t−W, t] thus
+// starts in slot c−K or later. Take r, the last request admitted inside
+// it: every earlier one inside it sits in r's counted slots, since r's
+// slot is c or earlier, and r was admitted only if they and r sum to at
+// most N. Requests after r inside it do not exist. And a request is
+// refused early by at most L: it is counted for at most (K+1)·L <= W+L.
+//
+// A time before the bucket's newest slot (a clock read before another
+// Take's, a clock stepped back) is counted in that newest slot: slots only
+// move forward, which the argument above needs.
+func admitSliding(w *window, lim Limit, now int64, cost int) (Result, plan) {
+	L := lim.slot()
+	n := int64(lim.Requests)
+	cur := floorDiv(now, L)
+	// src is the counted slots holding counts, oldest (cur−K) first; the
+	// slots after it, up to cur, are empty.
+	var src []uint32
+	if w != nil && w.slot == L {
+		if w.last > cur {
+			cur = w.last
+		}
+		if d := cur - w.last; d <= Slots {
+			src = w.counts[d:]
+		}
+	}
+	var counted int64
+	for _, c := range src {
+		counted += int64(c)
+	}
+	var atCur int64 // the newest slot's count
+	if len(src) == Slots+1 {
+		atCur = int64(src[Slots])
+	}
+	// Times relative to now: cur·L <= now unless clamped, and the offsets
+	// below stay under (K+1)·L, so nothing overflows.
+	start := cur*L - now
+	r := Result{Limit: n, Allowed: int64(cost) <= n-counted}
+	if r.Allowed {
+		r.Remaining = n - counted - int64(cost)
+		r.Reset = time.Duration(start + (Slots+1)*L)
+		return r, plan{next: cur, slot: L, count: uint32(atCur + int64(cost))}
+	}
+	r.Remaining = max(0, n-counted)
+	// Slot cur−K+i leaves the count at (cur+i+1)·L.
+	for i := len(src) - 1; i >= 0; i-- {
+		if src[i] != 0 {
+			r.Reset = time.Duration(start + int64(i+1)*L)
+			break
+		}
+	}
+	if int64(cost) > n {
+		r.RetryAfter = lim.Window + time.Duration(L)
+		return r, plan{}
+	}
+	left := counted
+	for i, c := range src {
+		if left -= int64(c); left <= n-int64(cost) {
+			r.RetryAfter = time.Duration(start + int64(i+1)*L)
+			break
+		}
+	}
+	return r, plan{}
+}
+
+// charge writes an admitted plan: it moves the window forward to the
+// plan's slot and sets that slot's count.
+func (w *window) charge(p plan) {
+	if w.slot != p.slot {
+		*w = window{slot: p.slot, last: p.next}
+	}
+	if d := p.next - w.last; d > Slots {
+		w.counts = [Slots + 1]uint32{}
+	} else if d > 0 {
+		copy(w.counts[:], w.counts[d:])
+		clear(w.counts[Slots+1-d:])
+	}
+	w.last = p.next
+	w.counts[Slots] = p.count
+}
+
+// gone reports whether every counted slot has left: then the window's
+// state equals no state.
+func (w *window) gone(now int64) bool { return w.last+Slots < floorDiv(now, w.slot) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }
 
 // sweepEvery bounds the work of forgetting idle keys: a shard is swept once
@@ -253,6 +472,12 @@ func (s *shard[K]) forget(now int64) (n int) {
 	for k, tat := range s.tat {
 		if tat <= now {
 			delete(s.tat, k)
+			n++
+		}
+	}
+	for k, w := range s.win {
+		if w.gone(now) {
+			delete(s.win, k)
 			n++
 		}
 	}
@@ -278,7 +503,7 @@ func (l *Limiter[K]) Len() int {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		n += len(s.tat)
+		n += len(s.tat) + len(s.win)
 		s.mu.Unlock()
 	}
 	return n

@@ -22,7 +22,9 @@ func (c *clock) add(d time.Duration) {
 
 func newClock() *clock { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
 
-var standard = Limit{Requests: 100, Window: time.Minute}
+// standard is the token bucket the tests of GCRA use; the sliding-window
+// tests are in sliding_test.go.
+var standard = Limit{Requests: 100, Window: time.Minute, Algorithm: TokenBucket}
 
 func TestStandardTier(t *testing.T) {
 	c := newClock()
@@ -64,7 +66,7 @@ func TestStandardTier(t *testing.T) {
 func TestBurstAndCost(t *testing.T) {
 	c := newClock()
 	l := New[string](c.now)
-	lim := Limit{Requests: 60, Window: time.Minute, Burst: 10}
+	lim := Limit{Requests: 60, Window: time.Minute, Burst: 10, Algorithm: TokenBucket}
 	r, _ := l.Take(4, Charge[string]{Key: "k", Limit: lim})
 	if !r.Allowed || r.Remaining != 6 || r.Limit != 10 {
 		t.Fatalf("cost 4 of burst 10: %+v", r)
@@ -85,7 +87,8 @@ func TestBurstAndCost(t *testing.T) {
 	if _, err := l.Take(0, Charge[string]{Key: "k", Limit: lim}); err != ErrCost {
 		t.Fatalf("cost 0: %v", err)
 	}
-	for _, bad := range []Limit{{}, {Requests: 1 << 30, Window: time.Second}, {Requests: 1, Window: time.Second, Burst: -1}} {
+	for _, bad := range []Limit{{}, {Requests: 1 << 30, Window: time.Second}, {Requests: 1, Window: time.Second, Burst: -1},
+		{Requests: 1 << 31, Window: time.Hour}, {Requests: 1, Window: MaxWindow + 1}, {Requests: 1, Window: time.Second, Algorithm: 7}} {
 		if _, err := l.Take(1, Charge[string]{Key: "k", Limit: bad}); err != ErrLimit {
 			t.Fatalf("Take with %+v: %v, want ErrLimit", bad, err)
 		}
@@ -99,10 +102,14 @@ func TestBurstAndCost(t *testing.T) {
 // TestExactUnderConcurrency: 50 goroutines race for the last tokens; exactly
 // as many are admitted as there were tokens.
 func TestExactUnderConcurrency(t *testing.T) {
-	for _, tokens := range []int{1, 7, 100} {
+	for _, tc := range []struct {
+		tokens int
+		alg    Algorithm
+	}{{1, TokenBucket}, {7, TokenBucket}, {100, TokenBucket}, {1, SlidingWindow}, {7, SlidingWindow}, {100, SlidingWindow}} {
+		tokens := tc.tokens
 		c := newClock()
 		l := New[string](c.now)
-		lim := Limit{Requests: tokens, Window: time.Hour}
+		lim := Limit{Requests: tokens, Window: time.Hour, Algorithm: tc.alg}
 		var admitted atomic.Int64
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -130,10 +137,16 @@ func TestExactUnderConcurrency(t *testing.T) {
 // refusal by one charges none, and concurrent takes over overlapping
 // buckets do not deadlock.
 func TestAllOrNothing(t *testing.T) {
+	for _, alg := range []Algorithm{TokenBucket, SlidingWindow} {
+		t.Run(alg.String(), func(t *testing.T) { testAllOrNothing(t, alg) })
+	}
+}
+
+func testAllOrNothing(t *testing.T, alg Algorithm) {
 	c := newClock()
 	l := New[string](c.now)
-	key := Limit{Requests: 10, Window: time.Hour}
-	tenant := Limit{Requests: 3, Window: time.Hour}
+	key := Limit{Requests: 10, Window: time.Hour, Algorithm: alg}
+	tenant := Limit{Requests: 3, Window: time.Hour, Algorithm: alg}
 	for i := 0; i < 3; i++ {
 		if r, _ := l.Take(1, Charge[string]{"key:a", key}, Charge[string]{"tenant:t", tenant}); !r.Allowed {
 			t.Fatalf("take %d refused", i)
@@ -164,18 +177,37 @@ func TestAllOrNothing(t *testing.T) {
 // TestEvictionBoundsMemory: a bucket that has refilled is forgotten, so the
 // state follows the keys in use, not every key ever seen.
 func TestEvictionBoundsMemory(t *testing.T) {
+	for _, alg := range []Algorithm{TokenBucket, SlidingWindow} {
+		t.Run(alg.String(), func(t *testing.T) { testEvictionBoundsMemory(t, alg) })
+	}
+}
+
+// refilled is how long after one take of cost 1 a bucket of lim equals no
+// state.
+func refilled(lim Limit) time.Duration {
+	if lim.Algorithm == TokenBucket {
+		return time.Duration(lim.interval())
+	}
+	return time.Duration((Slots + 1) * lim.slot())
+}
+
+func testEvictionBoundsMemory(t *testing.T, alg Algorithm) {
 	c := newClock()
 	l := New[string](c.now)
-	lim := Limit{Requests: 10, Window: time.Second}
+	lim := Limit{Requests: 10, Window: time.Second, Algorithm: alg}
 	for i := 0; i < 20000; i++ {
 		l.Take(1, Charge[string]{Key: fmt.Sprint("key-", i), Limit: lim})
 	}
 	if n := l.Len(); n != 20000 {
 		t.Fatalf("%d buckets held before any refilled, want 20000", n)
 	}
-	c.add(time.Second)
+	c.add(refilled(lim) - 1)
+	if l.Sweep(); l.Len() != 20000 {
+		t.Fatalf("%d buckets held 1ns before they refilled, want 20000", l.Len())
+	}
+	c.add(1)
 	// Takes by a few live keys sweep the shards they land in as they go.
-	live := Limit{Requests: 1 << 20, Window: time.Hour}
+	live := Limit{Requests: 1 << 20, Window: time.Hour, Algorithm: alg}
 	for i := 0; i < 4*numShards*sweepEvery; i++ {
 		l.Take(1, Charge[string]{Key: fmt.Sprint("live-", i%1000), Limit: live})
 	}
@@ -201,21 +233,10 @@ func TestLimitValidate(t *testing.T) {
 	}
 }
 
-func BenchmarkTake(b *testing.B) {
-	l := New[string](nil)
-	lim := Limit{Requests: 1 << 29, Window: time.Second}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			l.Take(1, Charge[string]{Key: "key:01a21098", Limit: lim})
-		}
-	})
-}
-
 func TestPeekChargesNothing(t *testing.T) {
 	c := newClock()
 	l := New[string](c.now)
-	lim := Limit{Requests: 2, Window: time.Hour}
+	lim := Limit{Requests: 2, Window: time.Hour, Algorithm: TokenBucket}
 	for i := 0; i < 5; i++ {
 		if r, _ := l.Peek(1, Charge[string]{"k", lim}); !r.Allowed || r.Remaining != 1 {
 			t.Fatalf("peek %d: %+v", i, r)
@@ -231,26 +252,32 @@ func TestPeekChargesNothing(t *testing.T) {
 // TestEmptyTracksState: Empty (the lock-free fast path of a Check) is true
 // exactly when no bucket holds state.
 func TestEmptyTracksState(t *testing.T) {
+	for _, alg := range []Algorithm{TokenBucket, SlidingWindow} {
+		t.Run(alg.String(), func(t *testing.T) { testEmptyTracksState(t, alg) })
+	}
+}
+
+func testEmptyTracksState(t *testing.T, alg Algorithm) {
 	c := newClock()
 	l := New[string](c.now)
 	if !l.Empty() {
 		t.Fatal("new limiter not empty")
 	}
-	lim := Limit{Requests: 1, Window: time.Second}
+	lim := Limit{Requests: 1, Window: time.Second, Algorithm: alg}
 	l.Take(1, Charge[string]{"a", lim})
 	l.Take(1, Charge[string]{"a", lim}) // refused: no new state
 	l.Take(1, Charge[string]{"b", lim})
 	if l.Empty() || l.Len() != 2 {
 		t.Fatalf("after two keys: empty=%v len=%d", l.Empty(), l.Len())
 	}
-	c.add(time.Second)
+	c.add(refilled(lim))
 	l.Sweep()
 	if !l.Empty() || l.Len() != 0 {
 		t.Fatalf("after refill and sweep: empty=%v len=%d", l.Empty(), l.Len())
 	}
 	for i := 0; i < 3*sweepEvery; i++ { // takes that sweep as they go
 		l.Take(1, Charge[string]{fmt.Sprint(i), lim})
-		c.add(time.Second)
+		c.add(refilled(lim))
 	}
 	l.Sweep()
 	if !l.Empty() {
