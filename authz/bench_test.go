@@ -28,7 +28,7 @@ func benchDecide(b *testing.B, headers func(valid string) map[string]string) {
 	// A budget the benchmark cannot exhaust, so it measures the allow path
 	// (with its rate-limit charge and headers), not the 429.
 	e, err := authz.New(authz.Config{Recorder: s, RateLimits: authz.RateLimits{
-		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
 	}}, s)
 	if err != nil {
 		b.Fatal(err)

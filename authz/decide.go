@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
@@ -136,7 +135,7 @@ func (e *Engine) authenticate(ctx context.Context, c *checking) outcome {
 	var throttle netip.Addr
 	c.addr, throttle = e.clientIP.addr(c.req)
 	if wait, ok := e.limits.throttled(throttle, c.now); ok {
-		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], nil, "", ratelimit.Result{RetryAfter: wait}, c.now))
+		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], nil, wait))
 	}
 	if c.raw.IsZero() {
 		e.limits.failed(throttle, c.now)
@@ -204,7 +203,7 @@ func (e *Engine) admit(ctx context.Context, c *checking) outcome {
 		return failed(fmt.Errorf("%w: rate limit: %w", ErrUnavailable, err))
 	}
 	if !rl.Allowed {
-		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], rl.tier, rl.bucket, rl.Result, c.now))
+		return c.refuseWith(e.rateLimited(e.denials[ReasonRateLimited], &rl, 0))
 	}
 	c.rl, c.credit = rl, -1
 	if c.cred.Metered && e.credits != nil {
@@ -240,8 +239,8 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 		} else {
 			d = e.allow(c.cred, c.strip, c.org)
 		}
-		if c.rl.bucket != "" {
-			d.ResponseHeaders = rateHeaders(d.ResponseHeaders, c.rl.tier, c.rl.bucket, c.rl.Result, c.now, false)
+		if c.rl.applied {
+			d.ResponseHeaders = rateHeaders(d.ResponseHeaders, &c.rl, false)
 		}
 		if c.credit >= 0 {
 			d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(c.credit, 10)})
@@ -272,15 +271,15 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 	return d
 }
 
-// rateLimited adds the rate-limit headers to a precomputed 429. The
-// failed-authentication throttle (no bucket name) says only when to retry.
-func (e *Engine) rateLimited(d Decision, t *tierLimit, name string, r ratelimit.Result, now time.Time) Decision {
+// rateLimited adds the rate-limit headers of ch to a precomputed 429. The
+// failed-authentication throttle (ch nil) says only when to retry.
+func (e *Engine) rateLimited(d Decision, ch *charged, wait time.Duration) Decision {
 	hs := make([]Header, 0, len(d.ResponseHeaders)+6)
 	hs = append(hs, d.ResponseHeaders...)
-	if name == "" {
-		hs = append(hs, Header{Name: "retry-after", Value: strconv.FormatInt(max(seconds(r.RetryAfter), 1), 10)})
+	if ch == nil {
+		hs = append(hs, Header{Name: "retry-after", Value: strconv.FormatInt(max(seconds(wait), 1), 10)})
 	} else {
-		hs = rateHeaders(hs, t, name, r, now, true)
+		hs = rateHeaders(hs, ch, true)
 	}
 	d.ResponseHeaders = hs
 	return d

@@ -197,8 +197,8 @@ func TestIntrospectionPays(t *testing.T) {
 	e := w.engine(t, authz.Config{
 		Policy:  authz.Policy{IntrospectionPath: "/me"},
 		Credits: w.store,
-		RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{
-			"standard": {Requests: 3, Window: time.Minute},
+		RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{
+			"standard": authz.One("standard", ratelimit.Limit{Requests: 3, Window: time.Minute}),
 		}},
 	}, nil)
 	me := func(k keystore.CreatedKey) authz.Decision {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/keygate/keygate/authz/ratelimit"
 )
 
 // FieldError is a problem with one setting of Config. Field is the
@@ -132,16 +131,18 @@ func (rl RateLimits) validate() []error {
 	var errs []error
 	for _, opt := range []struct {
 		field, name string
-		lim         ratelimit.Limit
-	}{{"RateLimits.Org", "org", rl.Org}, {"RateLimits.Tenant", "tenant", rl.Tenant}} {
-		if opt.lim.Requests != 0 { // zero requests: no such budget
-			if err := opt.lim.Validate(); err != nil {
-				errs = append(errs, fieldError(opt.field, fmt.Errorf("rate limit %s: %w", opt.name, err)))
-			}
+		set         LimitSet
+	}{{"RateLimits.Org", "org", rl.Org}, {"RateLimits.Tenant", "tenant", rl.Tenant}, {"RateLimits.User", "user", rl.User}} {
+		if err := opt.set.validate(); err != nil {
+			errs = append(errs, fieldError(opt.field, fmt.Errorf("rate limit %s: %w", opt.name, err)))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(rl.Tiers)) {
-		if err := rl.Tiers[name].Validate(); err != nil {
+		err := rl.Tiers[name].validate()
+		if err == nil && len(rl.Tiers[name]) == 0 {
+			err = errors.New("no limits")
+		}
+		if err != nil {
 			errs = append(errs, &FieldError{Field: "RateLimits.Tiers", Key: name, Err: fmt.Errorf("rate limit tier %q: %w", name, err)})
 		}
 	}
@@ -151,7 +152,7 @@ func (rl RateLimits) validate() []error {
 		}
 	}
 	if len(rl.Tiers) == 0 && !rl.PerKeyOff {
-		errs = append(errs, fieldError("RateLimits.Tiers", errors.New("rate limits: no tiers configured")))
+		errs = append(errs, fieldError("RateLimits.Tiers", errNoTiers))
 	}
 	if rl.FailedAuth.Requests > 0 {
 		if err := rl.FailedAuth.Validate(); err != nil {

@@ -39,11 +39,11 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 			Headers: authz.IdentityHeaders{Tier: "x-sig"},
 			Signing: authz.Signing{Secret: secret, Header: "x-sig"},
 		}, "Signing.Header", ""},
-		{"tier", authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{"gold": {Requests: 1}}}}, "RateLimits.Tiers", "gold"},
-		{"no tiers", authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{}}}, "RateLimits.Tiers", ""},
+		{"tier", authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{"gold": authz.One("gold", ratelimit.Limit{Requests: 1})}}}, "RateLimits.Tiers", "gold"},
+		{"no tiers", authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{}}}, "RateLimits.Tiers", ""},
 		{"default tier", authz.Config{RateLimits: authz.RateLimits{DefaultTier: "gold"}}, "RateLimits.DefaultTier", ""},
-		{"org", authz.Config{RateLimits: authz.RateLimits{Org: ratelimit.Limit{Requests: 1}}}, "RateLimits.Org", ""},
-		{"tenant", authz.Config{RateLimits: authz.RateLimits{Tenant: ratelimit.Limit{Requests: 1, Window: -time.Second}}}, "RateLimits.Tenant", ""},
+		{"org", authz.Config{RateLimits: authz.RateLimits{Org: authz.One("org", ratelimit.Limit{Requests: 1})}}, "RateLimits.Org", ""},
+		{"tenant", authz.Config{RateLimits: authz.RateLimits{Tenant: authz.One("tenant", ratelimit.Limit{Requests: 1, Window: -time.Second})}}, "RateLimits.Tenant", ""},
 		{"failed auth", authz.Config{RateLimits: authz.RateLimits{FailedAuth: ratelimit.Limit{Requests: 1, Window: time.Second, Burst: -1}}}, "RateLimits.FailedAuth", ""},
 		{"org header", authz.Config{Policy: authz.Policy{OrgHeader: ":org"}}, "Policy.OrgHeader", ""},
 		{"org header is a source", authz.Config{Policy: authz.Policy{OrgHeader: "x-api-token"}}, "Policy.OrgHeader", ""},
@@ -68,7 +68,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 	ok := authz.Config{
 		Sources:    []string{"x-api-key"},
 		Signing:    authz.Signing{Secret: secret},
-		RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{"gold": minute}, DefaultTier: "gold", Org: minute},
+		RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{"gold": authz.One("gold", minute)}, DefaultTier: "gold", Org: authz.One("org", minute)},
 		Policy:     authz.Policy{OrgHeader: "x-org-id", Rules: []authz.Rule{{Path: "/a"}}},
 	}
 	if err := ok.Validate(); err != nil {

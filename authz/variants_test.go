@@ -176,9 +176,3 @@ func FuzzRouteVariants(f *testing.F) {
 	})
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}

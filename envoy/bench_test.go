@@ -25,7 +25,7 @@ func BenchmarkAdapterCheck(b *testing.B) {
 	tn, _ := s.CreateTenant(b.Context(), "Bench")
 	k, _ := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
 	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
 	}}, s)
 	if err != nil {
 		b.Fatal(err)

@@ -51,7 +51,7 @@ func TestChangesUnderLoad(t *testing.T) {
 				Policy: authz.Policy{Rules: []authz.Rule{
 					{Name: "write", PathPrefix: "/", Scopes: c.spec.Scopes},
 				}},
-				RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 20, Window: time.Second}}},
+				RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 20, Window: time.Second})}},
 			})
 			k := h.key(t, c.spec)
 			req := checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()})

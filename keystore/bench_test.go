@@ -136,7 +136,7 @@ func (u uncached) LookupKey(_ context.Context, h apikey.Hash) (*authz.Credential
 
 func benchEngine(b *testing.B, l authz.Lookup) *authz.Engine {
 	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
 		// Off, or after 20 unknown keys from the one peer the throttle
 		// would answer before any lookup, and "unknown" would measure it.
 		FailedAuth: ratelimit.Limit{Requests: -1},
@@ -230,7 +230,7 @@ func rss() string {
 func BenchmarkCheckParallel(b *testing.B) {
 	bs := newBenchStore(b, 100_000)
 	e, err := authz.New(authz.Config{Recorder: bs.s, RateLimits: authz.RateLimits{
-		Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
 	}}, bs.s)
 	if err != nil {
 		b.Fatal(err)

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -142,12 +144,17 @@ type Config struct {
 	// its routes and policy. 0: 2s; -1s: only on SIGHUP.
 	ReloadInterval Duration `yaml:"reload_interval"`
 	RateLimits     struct {
-		// Tiers maps a key tier to its limit. Empty: standard 100/min,
-		// enterprise 1000/min (AlfaOne's). keys.tiers defaults to these names.
-		Tiers       map[string]limitConfig `yaml:"tiers"`
-		DefaultTier string                 `yaml:"default_tier"` // standard
-		Org         limitConfig            `yaml:"org"`          // none
-		Tenant      limitConfig            `yaml:"tenant"`       // none
+		// Tiers maps a key tier to its limits: one ({requests: 100,
+		// window: 1m}, named after the tier) and/or named ones under
+		// limits. Empty: standard 100/min, enterprise 1000/min (AlfaOne's).
+		// keys.tiers defaults to these names.
+		Tiers       map[string]limitSetConfig `yaml:"tiers"`
+		DefaultTier string                    `yaml:"default_tier"` // standard
+		// Org, Tenant and User are budgets shared by all keys of an org,
+		// a tenant, or a user (user_id within a tenant). None by default.
+		Org    limitSetConfig `yaml:"org"`
+		Tenant limitSetConfig `yaml:"tenant"`
+		User   limitSetConfig `yaml:"user"`
 		// FailedAuth throttles addresses presenting invalid keys. Zero:
 		// 20/min; requests: -1 turns it off.
 		FailedAuth limitConfig `yaml:"failed_auth"`
@@ -187,22 +194,75 @@ type routeConfig struct {
 	CaseInsensitive bool `yaml:"case_insensitive"` // false
 }
 
-// limitConfig is a rate: requests per window, burst at once (0: requests).
+// limitConfig is one limit: requests per window, counted by a sliding
+// window (at most requests in any rolling window) unless algorithm is
+// token_bucket, whose burst (0: requests) fits at once. A burst without
+// an algorithm means token_bucket, as it did before sliding windows.
 type limitConfig struct {
-	Requests int      `yaml:"requests"`
-	Window   Duration `yaml:"window"`
-	Burst    int      `yaml:"burst"`
+	Requests  int      `yaml:"requests"`
+	Window    Duration `yaml:"window"`
+	Burst     int      `yaml:"burst"`
+	Algorithm string   `yaml:"algorithm"`
 }
 
-func (l limitConfig) limit() ratelimit.Limit {
-	return ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Burst: l.Burst}
+func (l limitConfig) limit() (ratelimit.Limit, error) {
+	alg, err := ratelimit.ParseAlgorithm(l.Algorithm)
+	if l.Algorithm == "" && l.Burst != 0 {
+		alg = ratelimit.TokenBucket
+	}
+	return ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Burst: l.Burst, Algorithm: alg}, err
 }
 
-// Duration reads "10s"-style YAML values.
+func (l limitConfig) isZero() bool { return l == limitConfig{} }
+
+// limitSetConfig is a budget: one limit, named after the budget (the
+// tier, or "org", "tenant", "user"), and/or named limits under limits.
+type limitSetConfig struct {
+	limitConfig `yaml:",inline"`
+	Limits      map[string]limitConfig `yaml:"limits"`
+}
+
+// set converts s, named name when it is one limit, reporting problems
+// at their fields.
+// For a tier, a single limit with zero requests is an error; for a shared
+// budget it means none, as it always has.
+func (s limitSetConfig) set(name, field string, zeroIsNone bool, report func(field string, err error)) authz.LimitSet {
+	var out authz.LimitSet
+	add := func(name, field string, l limitConfig) {
+		lim, err := l.limit()
+		if err != nil {
+			report(field+".algorithm", err)
+		}
+		out = append(out, authz.NamedLimit{Name: name, Limit: lim})
+	}
+	single := !s.limitConfig.isZero()
+	if zeroIsNone {
+		single = s.Requests != 0
+	}
+	if single {
+		if err := ratelimit.ValidName(name); err != nil {
+			report(field, fmt.Errorf("a single limit is named after its budget: %w", err))
+		}
+		add(name, field, s.limitConfig)
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.Limits)) {
+		if n == name && single {
+			report(field+".limits."+n, fmt.Errorf("limit %q is also the single limit of %s", n, field))
+			continue
+		}
+		if err := ratelimit.ValidName(n); err != nil {
+			report(field+".limits."+n, err)
+		}
+		add(n, field+".limits."+n, s.Limits[n])
+	}
+	return out
+}
+
 type Duration time.Duration
 
+// UnmarshalYAML reads a Go duration ("10s", "1m") or whole days ("1d").
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
+	v, err := ratelimit.ParseWindow(n.Value)
 	if n.Kind != yaml.ScalarNode {
 		err = errors.New("want a duration such as 10s")
 	}
@@ -381,6 +441,7 @@ func (c *Config) validate(p *problems) {
 			}
 		}
 	}
+	c.limits(p.add)
 	if r := c.RateLimits.Redis; r.Addr != "" {
 		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
 			p.add("rate_limits.redis.addr", err)
@@ -446,6 +507,7 @@ var authzFields = map[string]string{
 	"RateLimits.DefaultTier":   "rate_limits.default_tier",
 	"RateLimits.Org":           "rate_limits.org",
 	"RateLimits.Tenant":        "rate_limits.tenant",
+	"RateLimits.User":          "rate_limits.user",
 	"RateLimits.FailedAuth":    "rate_limits.failed_auth",
 	"Policy.OrgHeader":         "policy.org_header",
 	"Policy.Environments":      "policy.environments",
@@ -592,19 +654,30 @@ func (c *Config) AuthzConfig(f apikey.Format) authz.Config {
 	}
 }
 
+// Limits is the rate-limit section for the decision core. Problems
+// (which validate reports) leave the limits they concern as read.
 func (c *Config) Limits() authz.RateLimits {
+	return c.limits(func(string, error) {})
+}
+
+func (c *Config) limits(report func(field string, err error)) authz.RateLimits {
 	rl := c.RateLimits
+	failed, err := rl.FailedAuth.limit()
+	if err != nil {
+		report("rate_limits.failed_auth.algorithm", err)
+	}
 	out := authz.RateLimits{
 		DefaultTier: rl.DefaultTier,
-		Org:         rl.Org.limit(),
-		Tenant:      rl.Tenant.limit(),
-		FailedAuth:  rl.FailedAuth.limit(),
+		Org:         rl.Org.set("org", "rate_limits.org", true, report),
+		Tenant:      rl.Tenant.set("tenant", "rate_limits.tenant", true, report),
+		User:        rl.User.set("user", "rate_limits.user", true, report),
+		FailedAuth:  failed,
 		PerKeyOff:   rl.PerKeyOff,
 	}
 	if len(rl.Tiers) > 0 {
-		out.Tiers = map[string]ratelimit.Limit{}
+		out.Tiers = map[string]authz.LimitSet{}
 		for name, l := range rl.Tiers {
-			out.Tiers[name] = l.limit()
+			out.Tiers[name] = l.set(name, "rate_limits.tiers."+name, false, report)
 		}
 	}
 	return out

@@ -174,12 +174,12 @@ func TestAuthzFieldsComplete(t *testing.T) {
 		ClientIP: authz.ClientIP{TrustedHops: 1},
 		Signing:  authz.Signing{Secret: []byte("short"), Header: "X"},
 		RateLimits: authz.RateLimits{
-			Tiers: map[string]ratelimit.Limit{"gold": bad}, DefaultTier: "silver",
-			Org: bad, Tenant: bad, FailedAuth: ratelimit.Limit{Requests: 1, Window: time.Second, Burst: -1},
+			Tiers: map[string]authz.LimitSet{"gold": authz.One("gold", bad)}, DefaultTier: "silver",
+			Org: authz.One("org", bad), Tenant: authz.One("tenant", bad), User: authz.One("user", bad), FailedAuth: ratelimit.Limit{Requests: 1, Window: time.Second, Burst: -1},
 		},
 		Policy: authz.Policy{OrgHeader: "X", Environments: []string{"prod"}, IntrospectionPath: "me"},
 	}.Validate()
-	noTiers := authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]ratelimit.Limit{}}}.Validate()
+	noTiers := authz.Config{RateLimits: authz.RateLimits{Tiers: map[string]authz.LimitSet{}}}.Validate()
 	seen := map[string]bool{}
 	for _, e := range append(Unjoin(err), Unjoin(noTiers)...) {
 		var fe *authz.FieldError

@@ -301,10 +301,17 @@ func (w *typeWalk) mapping(n *yaml.Node, field string, done map[string]bool, fie
 func yamlField(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			// The decoder reads an inline struct's keys as the outer one's.
+			if inner, ok := yamlField(f.Type, name); ok {
+				return inner, true
+			}
+			continue
+		}
 		if !f.IsExported() {
 			continue
 		}
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if tag == "" {
 			tag = strings.ToLower(f.Name)
 		}

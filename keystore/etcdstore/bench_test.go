@@ -81,7 +81,7 @@ func BenchmarkCheckByBackend(b *testing.B) {
 func benchDecide(b *testing.B, name string, s *keystore.Store, key func(i int) string, want authz.Reason) {
 	b.Run(name, func(b *testing.B) {
 		e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-			Tiers: map[string]ratelimit.Limit{"standard": {Requests: 1 << 29, Window: time.Second}},
+			Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
 			// Off, or after 20 unknown keys the throttle would answer
 			// before any lookup.
 			FailedAuth: ratelimit.Limit{Requests: -1},
