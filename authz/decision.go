@@ -161,9 +161,12 @@ type Credential struct {
 	// the tier's limit of the same name or adds to the tier's; one with
 	// Requests 0 turns the tier's limit of that name off for this key.
 	Limits []NamedLimit
-	// UserLimits, when not nil, are the limits of the key's user (UserID
-	// within TenantID), shared by all of the user's keys, replacing
-	// RateLimits.User for that user; an empty non-nil list: none.
+	// UserLimits are the limits of the key's user record (UserID within
+	// TenantID), sorted by name, shared by all of the user's keys: each
+	// replaces the configured per-user limit (RateLimits.User) of the same
+	// name or adds to them; one with Requests 0 turns that default off for
+	// this user. Nil when the key has no user, or its user no record or no
+	// limits: the defaults apply unchanged.
 	UserLimits []NamedLimit
 }
 

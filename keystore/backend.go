@@ -96,6 +96,7 @@ const (
 	bucketKeysByTenant = "keys_by_tenant" // tenant id/key id -> empty
 	bucketKeysByOrg    = "keys_by_org"    // org id/key id -> empty
 	bucketSlots        = "slots"          // tenant id/org id/slot -> key id
+	bucketUsers        = "users"          // tenant id/user id -> User JSON
 )
 
 // HashIndexBucket is the bucket whose keys are raw SHA-256 digests of API
@@ -105,7 +106,13 @@ const HashIndexBucket = bucketHashes
 
 // Buckets lists every bucket of the schema, for backends that create them
 // and for Copy.
-var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots}
+var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots, bucketUsers}
+
+// addedBuckets are buckets added to schema version 1 after its first
+// release. A file written before holds none of them until a writable open
+// creates them; a read-only open (keygate check) reads them as empty
+// rather than refuse a store that was valid when it was written.
+var addedBuckets = map[string]bool{bucketUsers: true}
 
 var (
 	metaSchemaVersion = []byte("schema_version")

@@ -153,7 +153,7 @@ func OpenBoltWith(path string, o BoltOptions) (Backend, error) {
 	} else {
 		err = db.View(func(tx *bolt.Tx) error {
 			for _, name := range Buckets {
-				if tx.Bucket([]byte(name)) == nil {
+				if tx.Bucket([]byte(name)) == nil && !addedBuckets[name] {
 					return fmt.Errorf("bucket %s missing: not a keygate store", name)
 				}
 			}
@@ -313,7 +313,16 @@ func (t boltTx) bucket(name string) (*bolt.Bucket, error) {
 	return b, nil
 }
 
+// absent reports a bucket added to the schema after the file was
+// written, in a file opened read-only: it reads as empty.
+func (t boltTx) absent(name string) bool {
+	return addedBuckets[name] && !t.tx.Writable() && t.tx.Bucket([]byte(name)) == nil
+}
+
 func (t boltTx) Get(bucket string, key []byte) ([]byte, error) {
+	if t.absent(bucket) {
+		return nil, nil
+	}
 	b, err := t.bucket(bucket)
 	if err != nil {
 		return nil, err
@@ -338,6 +347,9 @@ func (t boltTx) Delete(bucket string, key []byte) error {
 }
 
 func (t boltTx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
+	if t.absent(bucket) {
+		return nil
+	}
 	b, err := t.bucket(bucket)
 	if err != nil {
 		return err

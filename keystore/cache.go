@@ -209,7 +209,13 @@ func (c *cache) close() {
 func credentialCost(c *authz.Credential) int64 {
 	n := 200 + len(c.ID) + len(c.Name) + len(c.DisplayPrefix) + len(c.TenantID) + len(c.OrgID) +
 		len(c.UserID) + len(c.Environment) + len(c.Tier) + 2*len(c.ScopesHeader) + 16*len(c.Scopes) +
-		32*len(c.AllowedIPs)
+		32*len(c.AllowedIPs) + 64*(len(c.Limits)+len(c.UserLimits))
+	for _, l := range c.Limits {
+		n += len(l.Name)
+	}
+	for _, l := range c.UserLimits {
+		n += len(l.Name)
+	}
 	return int64(n)
 }
 
@@ -261,7 +267,10 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 			return fmt.Errorf("hash index names key %s, which is missing", id)
 		}
 		cred = k.credential()
-		return nil
+		// Read in the same snapshot as the key, so a credential never
+		// pairs a key with a user record of another moment.
+		cred.UserLimits, err = userLimits(tx, k.TenantID, k.UserID)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("look up key: %w", err)

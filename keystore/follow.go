@@ -49,6 +49,10 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 		}
 	case bucketOrgs:
 		s.orgTenants.Delete(string(key))
+	case bucketUsers:
+		// Any key may be the user's (keys are not indexed by user), and
+		// its credential carries the user's limits.
+		s.cache.invalidateAll()
 	}
 }
 

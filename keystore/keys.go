@@ -166,6 +166,9 @@ func (s *Store) validSpec(spec *KeySpec) error {
 		return err
 	}
 	spec.AllowedCIDRs = cidrs
+	if spec.Limits, err = validLimits(spec.Limits); err != nil {
+		return err
+	}
 	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
 		return refuse(ErrInvalid, "credits_remaining must not be negative")
 	}
@@ -228,6 +231,7 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 		Metadata:         spec.Metadata,
 		CreditsRemaining: spec.CreditsRemaining,
 		AllowedCIDRs:     spec.AllowedCIDRs,
+		Limits:           spec.Limits,
 	}, Hash: h[:]}
 	if spec.Refill != nil {
 		// The balance given is this period's: the first refill is at the
@@ -464,6 +468,13 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 				return err
 			}
 			k.AllowedCIDRs = cidrs
+		}
+		if u.Limits != nil {
+			limits, err := validLimits(*u.Limits)
+			if err != nil {
+				return err
+			}
+			k.Limits = limits
 		}
 		if u.Refill != nil || u.ClearRefill {
 			if err := setRefill(k, u.Refill, now); err != nil {

@@ -153,6 +153,7 @@ func (k *Key) credential() *authz.Credential {
 		Scopes:        append([]string(nil), k.Scopes...),
 		Status:        k.Status,
 		ScopesHeader:  strings.Join(k.Scopes, ","),
+		Limits:        namedLimits(k.Limits),
 	}
 	if k.ExpiresAt != nil {
 		c.ExpiresAt = *k.ExpiresAt
