@@ -17,6 +17,10 @@ func (a *api) routes() {
 	a.handle("POST /v1/tenants", a.createTenant)
 	a.handle("GET /v1/tenants", a.listTenants)
 	a.handle("GET /v1/tenants/{id}", byID(a.store.Tenant))
+	a.handle("PUT /v1/tenants/{tenant}/users/{user}", a.putUser)
+	a.handle("GET /v1/tenants/{tenant}/users/{user}", a.getUser)
+	a.handle("GET /v1/tenants/{tenant}/users", a.listUsers)
+	a.handle("DELETE /v1/tenants/{tenant}/users/{user}", a.deleteUser)
 
 	a.handle("POST /v1/orgs", a.createOrg)
 	a.handle("GET /v1/orgs", a.listOrgs)
