@@ -1,20 +1,22 @@
-// Package redislimit owns Keygate's cross-replica rate limiter: the GCRA
-// buckets of package ratelimit kept in Redis, so that every replica charges
-// the same buckets. It implements authz.SharedLimiter and answers exactly
-// as ratelimit.Limiter does (same Limit, same Result, same all-or-nothing
-// charging of several buckets), except that time has microsecond
+// Package redislimit owns Keygate's cross-replica rate limiter: the
+// buckets of package ratelimit (sliding windows and GCRA token buckets)
+// kept in Redis, so that every replica charges the same buckets. It
+// implements authz.SharedLimiter and answers exactly as ratelimit.Limiter
+// does (same Limit, same Result, same all-or-nothing charging of several
+// buckets of either algorithm), except that time has microsecond
 // granularity (see below).
 //
 // # Atomicity
 //
-// One Lua script does the whole Take: it reads every bucket's theoretical
-// arrival time (TAT), decides, and only if every bucket admits the request
-// writes all of them. Redis runs a script to completion before serving any
-// other command, so the check and the charge of all buckets are one step
-// for every client of that Redis: replicas racing for the last token cannot
-// both get it, and a refused request costs nothing anywhere. The script is
-// sent by EVALSHA, falling back to EVAL when the server does not have it
-// cached yet (after a restart or SCRIPT FLUSH).
+// One Lua script does the whole Take: it reads every bucket (a token
+// bucket's theoretical arrival time, TAT; a sliding window's slot counts),
+// decides, and only if every bucket admits the request writes all of
+// them. Redis runs a script to completion before serving any other
+// command, so the check and the charge of all buckets are one step for
+// every client of that Redis: replicas racing for the last request of a
+// window cannot both get it, and a refused request costs nothing anywhere.
+// The script is sent by EVALSHA, falling back to EVAL when the server does
+// not have it cached yet (after a restart or SCRIPT FLUSH).
 //
 // # Clock
 //
@@ -22,18 +24,32 @@
 // skewed clocks would otherwise disagree on how full a bucket is, and a
 // replica running ahead would refill buckets early for everyone. Durations
 // in the Result are relative to that clock, so they need no agreement
-// either. TATs are stored as integer microseconds since the epoch: Lua
-// numbers are doubles, exact only below 2^53, and microseconds stay well
-// below that (as do the bounds Take enforces on burst and cost), where
-// nanoseconds would not. A limit's interval (Window/Requests) is therefore
-// truncated to a whole microsecond, and a limit finer than one request per
-// microsecond per bucket is refused with ratelimit.ErrLimit.
+// either. Times are integer microseconds since the epoch: Lua numbers are
+// doubles, exact only below 2^53, and microseconds stay well below that
+// (as do the bounds Take enforces on windows, bursts and costs), where
+// nanoseconds would not. A token bucket's interval (Window/Requests) is
+// therefore truncated to a whole microsecond, and a limit finer than one
+// request per microsecond per bucket is refused with ratelimit.ErrLimit. A
+// sliding window's slot is ceil(Window/ratelimit.Slots) rounded up to a
+// whole microsecond (the same slot as ratelimit.Limiter's when
+// ratelimit.Slots microseconds divide the window), slot indices are
+// floor(µs / slot), and a window whose slots would be under a microsecond
+// is refused with ratelimit.ErrLimit. A time before a window's newest slot
+// (Redis's clock stepped back, or a failover to a primary whose clock is
+// behind) counts in that slot, as in ratelimit.Limiter.
 //
 // # Memory
 //
-// Each write sets the key's expiry to the time until its TAT (rounded up
-// to the millisecond): once a bucket has refilled its state equals no
-// state, and Redis drops the key by itself. Memory follows the keys in use.
+// A token bucket is a string, its TAT; each write sets the key's expiry to
+// the time until its TAT (rounded up to the millisecond). A sliding window
+// is a hash: field "L", its slot length, and one field per counted slot
+// (slot index → cost admitted in it), at most ratelimit.Slots+1 of them
+// since each write deletes the slots that have left; each write sets the
+// expiry to when its newest slot leaves the count. Either way, once a
+// bucket's state equals no state, Redis drops the key by itself: memory
+// follows the keys in use. A key of the other kind (a limit switched
+// algorithm) or a window of another slot length (a changed Window) reads
+// as no state and is replaced by the next admitted request.
 //
 // # Deployment: one Redis, not a cluster
 //
@@ -163,18 +179,54 @@ func (l *Limiter) Ping(ctx context.Context) error {
 	return nil
 }
 
+// The script counts K = 16 slots, as ratelimit.Limiter does: this fails
+// to compile if ratelimit.Slots changes without takeLua.
+var _ = [1]struct{}{}[ratelimit.Slots-16]
+
 // bucket is one charge as the script sees it, in microseconds.
 type bucket struct {
+	// slot is a sliding window's slot length L; 0 for a token bucket.
+	slot int64
+	// A token bucket.
 	interval int64 // one token
 	tau      int64 // capacity: interval × burst
 	inc      int64 // this request: interval × cost, capped just past maxSpan
 	burst    int64
+	// A sliding window.
+	n      int64         // requests
+	cost   int64         // this request's, uncapped
+	window time.Duration // for the RetryAfter of a cost that never fits
+}
+
+// args are the bucket's three arguments to the script.
+func (b bucket) args() (any, any, any) {
+	if b.slot == 0 {
+		return int64(0), b.inc, b.tau
+	}
+	// A cost above n never fits: n+1 refuses it as well and keeps the
+	// script's sums exact.
+	return b.slot, b.n, min(b.cost, b.n+1)
+}
+
+// replyLen is how many values the script answers for the bucket.
+func (b bucket) replyLen() int {
+	if b.slot == 0 {
+		return 1
+	}
+	return ratelimit.Slots + 2
 }
 
 func prepare(cost int, c ratelimit.Charge[string]) (bucket, error) {
 	lim := c.Limit
-	if lim.Requests <= 0 || lim.Window <= 0 || lim.Burst < 0 {
+	if lim.Requests <= 0 || lim.Window <= 0 || lim.Burst < 0 || lim.Window/time.Duration(lim.Requests) <= 0 {
 		return bucket{}, ratelimit.ErrLimit
+	}
+	switch lim.Algorithm {
+	case ratelimit.SlidingWindow:
+		return prepareSliding(cost, lim)
+	case ratelimit.TokenBucket:
+	default:
+		return bucket{}, fmt.Errorf("%w: %v", ratelimit.ErrLimit, lim.Algorithm)
 	}
 	interval := int64(lim.Window/time.Duration(lim.Requests)) / int64(time.Microsecond)
 	if interval <= 0 {
@@ -199,6 +251,22 @@ func prepare(cost int, c ratelimit.Charge[string]) (bucket, error) {
 	return b, nil
 }
 
+// prepareSliding: the slot is ceil(W/Slots) in whole microseconds, the
+// same as ratelimit.Limiter's (in nanoseconds) when Slots µs divide W.
+// The bounds of ratelimit.Limit.Validate keep every value the script
+// computes (slot ends up to now + W + 2 slots) below 2^53 µs.
+func prepareSliding(cost int, lim ratelimit.Limit) (bucket, error) {
+	if lim.Requests > ratelimit.MaxRequests || lim.Window > ratelimit.MaxWindow {
+		return bucket{}, fmt.Errorf("%w: %d requests per %v is over a sliding window's bounds", ratelimit.ErrLimit, lim.Requests, lim.Window)
+	}
+	w := int64(lim.Window)
+	if (w+ratelimit.Slots-1)/ratelimit.Slots < int64(time.Microsecond) {
+		return bucket{}, fmt.Errorf("%w: a window of %v has slots shorter than a microsecond", ratelimit.ErrLimit, lim.Window)
+	}
+	const slotNS = ratelimit.Slots * int64(time.Microsecond)
+	return bucket{slot: (w + slotNS - 1) / slotNS, n: int64(lim.Requests), cost: int64(cost), window: lim.Window}, nil
+}
+
 // Take charges cost to every bucket in charges, or to none, and describes
 // the tightest bucket as ratelimit.Limiter.Take does. Bucket names are
 // prefixed to make Redis keys. An error (Redis unreachable, slow past the
@@ -214,18 +282,21 @@ func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge
 	}
 	var bucketArr [4]bucket
 	bs := bucketArr[:0]
+	want := 2
 	for _, c := range charges {
 		b, err := prepare(cost, c)
 		if err != nil {
 			return ratelimit.Result{}, err
 		}
 		bs = append(bs, b)
+		want += b.replyLen()
 	}
 	keys := make([]string, len(charges))
-	args := make([]any, 0, 2*len(charges)+1)
+	args := make([]any, 0, 3*len(charges)+1)
 	for i, c := range charges {
 		keys[i] = l.prefix + c.Key
-		args = append(args, bs[i].inc, bs[i].tau)
+		a, b, d := bs[i].args()
+		args = append(args, a, b, d)
 	}
 	script := l.script
 	if l.nowUS != nil {
@@ -237,10 +308,8 @@ func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge
 	if err != nil {
 		return ratelimit.Result{}, fmt.Errorf("redislimit: take %q: %w", keys[0], err)
 	}
-	// The reply is {allowed, now, tat_1, ..., tat_n}: each TAT already
-	// raised to now, as the script saw it before charging.
-	if len(reply) != 2+len(charges) {
-		return ratelimit.Result{}, fmt.Errorf("redislimit: script answered %d values for %d buckets", len(reply), len(charges))
+	if len(reply) != want {
+		return ratelimit.Result{}, fmt.Errorf("redislimit: script answered %d values for %d buckets, want %d", len(reply), len(charges), want)
 	}
 	r := result(reply[1], reply[2:], bs, each)
 	if r.Allowed != (reply[0] == 1) {
@@ -252,22 +321,19 @@ func (l *Limiter) Take(ctx context.Context, cost int, charges []ratelimit.Charge
 }
 
 // result is ratelimit.Limiter.take's decision and Result, line for line,
-// on the script's numbers (microseconds).
-func result(now int64, tats []int64, bs []bucket, each []ratelimit.Result) ratelimit.Result {
-	us := func(d int64) time.Duration { return time.Duration(d) * time.Microsecond }
+// on the script's numbers (microseconds): per bucket, a token bucket's TAT
+// or a sliding window's current slot and counts.
+func result(now int64, reply []int64, bs []bucket, each []ratelimit.Result) ratelimit.Result {
 	best := ratelimit.Result{Allowed: true, Remaining: -1}
 	for i, b := range bs {
-		tat := tats[i]
-		next := tat + b.inc
-		r := ratelimit.Result{Index: i, Limit: b.burst, Allowed: next-now <= b.tau}
-		if r.Allowed {
-			r.Remaining = (b.tau - (next - now)) / b.interval
-			r.Reset = us(next - now)
+		var r ratelimit.Result
+		if b.slot == 0 {
+			r = tokenResult(now, reply[0], b)
 		} else {
-			r.Remaining = max(0, (b.tau-(tat-now))/b.interval)
-			r.Reset = us(tat - now)
-			r.RetryAfter = us(next - b.tau - now)
+			r = slidingResult(now, reply[0], reply[1:b.replyLen()], b)
 		}
+		reply = reply[b.replyLen():]
+		r.Index = i
 		if len(each) >= len(bs) {
 			each[i] = r
 		}
@@ -279,6 +345,58 @@ func result(now int64, tats []int64, bs []bucket, each []ratelimit.Result) ratel
 		}
 	}
 	return best
+}
+
+func us(d int64) time.Duration { return time.Duration(d) * time.Microsecond }
+
+func tokenResult(now, tat int64, b bucket) ratelimit.Result {
+	next := tat + b.inc
+	r := ratelimit.Result{Limit: b.burst, Allowed: next-now <= b.tau}
+	if r.Allowed {
+		r.Remaining = (b.tau - (next - now)) / b.interval
+		r.Reset = us(next - now)
+	} else {
+		r.Remaining = max(0, (b.tau-(tat-now))/b.interval)
+		r.Reset = us(tat - now)
+		r.RetryAfter = us(next - b.tau - now)
+	}
+	return r
+}
+
+// slidingResult is ratelimit's admitSliding on the counts of slots cur−K
+// to cur, oldest first.
+func slidingResult(now, cur int64, counts []int64, b bucket) ratelimit.Result {
+	L := b.slot
+	start := cur*L - now
+	var counted int64
+	for _, c := range counts {
+		counted += c
+	}
+	r := ratelimit.Result{Limit: b.n, Allowed: b.cost <= b.n-counted}
+	if r.Allowed {
+		r.Remaining = b.n - counted - b.cost
+		r.Reset = us(start + (ratelimit.Slots+1)*L)
+		return r
+	}
+	r.Remaining = max(0, b.n-counted)
+	for i := len(counts) - 1; i >= 0; i-- {
+		if counts[i] != 0 {
+			r.Reset = us(start + int64(i+1)*L)
+			break
+		}
+	}
+	if b.cost > b.n {
+		r.RetryAfter = b.window + us(L)
+		return r
+	}
+	left := counted
+	for i, c := range counts {
+		if left -= c; left <= b.n-b.cost {
+			r.RetryAfter = us(start + int64(i+1)*L)
+			break
+		}
+	}
+	return r
 }
 
 // run runs the script within the timeout. On a client that ignores

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,9 @@ import (
 // detector on two cores can make a round trip take far more than 50 ms.
 const slow = 5 * time.Second
 
-var standard = ratelimit.Limit{Requests: 100, Window: time.Minute}
+// standard is the token bucket of the GCRA tests; sliding windows are
+// tested in sliding_test.go.
+var standard = ratelimit.Limit{Requests: 100, Window: time.Minute, Algorithm: ratelimit.TokenBucket}
 
 func one(key string, lim ratelimit.Limit) []ratelimit.Charge[string] {
 	return []ratelimit.Charge[string]{{Key: key, Limit: lim}}
@@ -72,7 +75,7 @@ func TestStandardTier(t *testing.T) {
 func TestBurstAndCost(t *testing.T) {
 	s := testredis.Start(t)
 	l := New(s.Client(t), Options{Timeout: slow})
-	lim := ratelimit.Limit{Requests: 60, Window: time.Minute, Burst: 10} // a token a second, 10 at once
+	lim := ratelimit.Limit{Requests: 60, Window: time.Minute, Burst: 10, Algorithm: ratelimit.TokenBucket} // a token a second, 10 at once
 	start := time.Now()
 	if r := take(t, l, 4, one("k", lim)); !r.Allowed || r.Remaining != 6 || r.Limit != 10 {
 		t.Fatalf("cost 4 of burst 10: %+v", r)
@@ -102,7 +105,7 @@ func TestAllOrNothing(t *testing.T) {
 	s := testredis.Start(t)
 	c := s.Client(t)
 	l := New(c, Options{Timeout: slow})
-	tenant := ratelimit.Limit{Requests: 3, Window: time.Minute}
+	tenant := ratelimit.Limit{Requests: 3, Window: time.Minute, Algorithm: ratelimit.TokenBucket}
 	both := []ratelimit.Charge[string]{{Key: "key:a", Limit: standard}, {Key: "tenant:t", Limit: tenant}}
 	start := time.Now()
 	for i := 1; i <= 3; i++ {
@@ -133,12 +136,18 @@ func TestAllOrNothing(t *testing.T) {
 // Three clients stand for three Keygate replicas: every one of them sees
 // the same buckets, and no token is handed out twice.
 func TestExactUnderConcurrency(t *testing.T) {
+	for _, alg := range []ratelimit.Algorithm{ratelimit.TokenBucket, ratelimit.SlidingWindow} {
+		t.Run(alg.String(), func(t *testing.T) { testExactUnderConcurrency(t, alg) })
+	}
+}
+
+func testExactUnderConcurrency(t *testing.T, alg ratelimit.Algorithm) {
 	s := testredis.Start(t)
 	var replicas [3]*Limiter
 	for i := range replicas {
 		replicas[i] = New(s.Client(t), Options{Timeout: slow})
 	}
-	lim := ratelimit.Limit{Requests: 20, Window: time.Hour} // no refill while the test runs
+	lim := ratelimit.Limit{Requests: 20, Window: time.Hour, Algorithm: alg} // no refill while the test runs
 	var admitted, refused atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 150)
@@ -172,7 +181,7 @@ func TestBucketsExpire(t *testing.T) {
 	s := testredis.Start(t)
 	c := s.Client(t)
 	l := New(c, Options{Prefix: "test:", Timeout: slow})
-	lim := ratelimit.Limit{Requests: 2, Window: 200 * time.Millisecond} // a token per 100 ms
+	lim := ratelimit.Limit{Requests: 2, Window: 200 * time.Millisecond, Algorithm: ratelimit.TokenBucket} // a token per 100 ms
 	key := "test:key:e"
 	take(t, l, 1, one("key:e", lim))
 	if ttl := c.PTTL(t.Context(), key).Val(); ttl <= 0 || ttl > 100*time.Millisecond {
@@ -270,8 +279,14 @@ func TestInvalidInput(t *testing.T) {
 		{Requests: 0, Window: time.Minute},
 		{Requests: 1, Window: 0},
 		{Requests: 1, Window: time.Minute, Burst: -1},
-		{Requests: 2_000_000, Window: time.Second}, // 500 ns: finer than Redis's microseconds
-		{Requests: 1, Window: time.Hour, Burst: 1 << 30},
+		{Requests: 2_000_000, Window: time.Second, Algorithm: ratelimit.TokenBucket}, // 500 ns: finer than Redis's microseconds
+		{Requests: 1, Window: time.Hour, Burst: 1 << 30, Algorithm: ratelimit.TokenBucket},
+		{Requests: 1, Window: 15 * time.Microsecond},   // slots under a microsecond
+		{Requests: 1 << 31, Window: 24 * time.Hour},    // over MaxRequests
+		{Requests: 1, Window: ratelimit.MaxWindow + 1}, // over MaxWindow
+		{Requests: 1, Window: time.Hour, Algorithm: 9}, // no such algorithm
+		{Requests: 1 << 30, Window: time.Millisecond},  // finer than a nanosecond
+
 	} {
 		if _, err := l.Take(ctx, 1, one("k", lim), nil); !errors.Is(err, ratelimit.ErrLimit) {
 			t.Fatalf("limit %+v: %v, want ErrLimit", lim, err)
@@ -314,12 +329,19 @@ func TestScriptReloaded(t *testing.T) {
 // takes compare every Result field.
 func TestMatchesInProcessLimiter(t *testing.T) {
 	s := testredis.Start(t)
+	tb := ratelimit.TokenBucket
 	limits := map[string]ratelimit.Limit{
 		"key:a":    standard,
-		"key:b":    {Requests: 10, Window: time.Second, Burst: 3},
-		"org:o":    {Requests: 4, Window: time.Second},
-		"tenant:t": {Requests: 1000, Window: time.Minute, Burst: 50},
-		"tenant:u": {Requests: 5, Window: 10 * time.Millisecond, Burst: 2},
+		"key:b":    {Requests: 10, Window: time.Second, Burst: 3, Algorithm: tb},
+		"org:o":    {Requests: 4, Window: time.Second, Algorithm: tb},
+		"tenant:t": {Requests: 1000, Window: time.Minute, Burst: 50, Algorithm: tb},
+		"tenant:u": {Requests: 5, Window: 10 * time.Millisecond, Burst: 2, Algorithm: tb},
+		// Sliding windows, whose slots are whole microseconds.
+		"key:s":    {Requests: 100, Window: time.Minute},
+		"key:d":    {Requests: 300, Window: 24 * time.Hour},
+		"org:s":    {Requests: 4, Window: time.Second},
+		"tenant:s": {Requests: 5, Window: 10 * time.Millisecond},
+		"user:s":   {Requests: 20, Window: 160 * time.Millisecond},
 	}
 	names := make([]string, 0, len(limits))
 	for n := range limits {
@@ -336,8 +358,8 @@ func TestMatchesInProcessLimiter(t *testing.T) {
 	ref := ratelimit.New[string](nil)
 
 	rng := rand.New(rand.NewPCG(1, 2))
-	var admitted, multi int
-	for step := range 1500 {
+	var admitted, multi, slidingRefusals int
+	for step := range 3000 {
 		n := 1 + rng.IntN(3)
 		charges := make([]ratelimit.Charge[string], n)
 		for i := range charges {
@@ -350,13 +372,17 @@ func TestMatchesInProcessLimiter(t *testing.T) {
 		}
 		skip += time.Duration(rng.IntN(300)) * time.Millisecond / time.Duration(1+rng.IntN(10))
 		at = now()
-		want, werr := ref.TakeAt(at, cost, charges...)
-		got, gerr := l.Take(t.Context(), cost, charges, nil)
+		wantEach, gotEach := make([]ratelimit.Result, n), make([]ratelimit.Result, n)
+		want, werr := ref.TakeEach(at, cost, charges, wantEach)
+		got, gerr := l.Take(t.Context(), cost, charges, gotEach)
 		if werr != nil || gerr != nil {
 			t.Fatalf("step %d: errors %v / %v", step, werr, gerr)
 		}
-		if got != want {
-			t.Fatalf("step %d: cost %d on %v:\nredis     %+v\nratelimit %+v", step, cost, charges, got, want)
+		if got != want || !slices.Equal(gotEach, wantEach) {
+			t.Fatalf("step %d: cost %d on %v:\nredis     %+v %+v\nratelimit %+v %+v", step, cost, charges, got, gotEach, want, wantEach)
+		}
+		if !got.Allowed && charges[got.Index].Limit.Algorithm == ratelimit.SlidingWindow {
+			slidingRefusals++
 		}
 		if got.Allowed {
 			admitted++
@@ -367,10 +393,10 @@ func TestMatchesInProcessLimiter(t *testing.T) {
 	}
 	// The sequence must exercise both answers and other buckets than the
 	// first, or it proves little.
-	if admitted < 300 || admitted > 1200 || multi < 200 {
-		t.Fatalf("%d of 1500 admitted, %d described a later bucket: a poor test sequence", admitted, multi)
+	if admitted < 600 || admitted > 2400 || multi < 400 || slidingRefusals < 200 {
+		t.Fatalf("%d of 3000 admitted, %d described a later bucket, %d refused by a sliding window: a poor test sequence", admitted, multi, slidingRefusals)
 	}
-	t.Logf("%d of 1500 admitted, %d described a later bucket", admitted, multi)
+	t.Logf("%d of 3000 admitted, %d described a later bucket, %d refused by a sliding window", admitted, multi, slidingRefusals)
 }
 
 // One round trip to a local Redis. With ContextTimeoutEnabled the client
