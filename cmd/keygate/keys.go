@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,11 +22,13 @@ Usage:
   keygate keys create --tenant ID [--org ID] [--user ID] --name NAME [--scopes a,b]
                       [--env live|test] [--tier TIER] [--expires-in 720h] [--slot NAME]
                       [--metadata k=v,k2=v2] [--credits N] [--allowed-ips CIDR,IP]
+                      [--refill daily:AMOUNT | monthly:DAY:AMOUNT]
   keygate keys list [--tenant ID] [--org ID] [--status S] [--limit N] [--cursor C] [--all]
   keygate keys get ID
   keygate keys update ID [--name N] [--scopes a,b] [--tier T] [--status active|inactive]
                          [--expires-in D | --expires-at RFC3339 | --no-expiry]
                          [--allowed-ips CIDR,IP | --clear-allowed-ips]
+                         [--refill daily:AMOUNT | monthly:DAY:AMOUNT | --no-refill]
   keygate keys revoke ID
   keygate keys rotate ID [--grace 1h]
   keygate keys credits ID (--add N | --set N)
@@ -67,8 +70,9 @@ type (
 	// createKeyRequest is the body of POST /v1/keys.
 	createKeyRequest struct {
 		keySpecRequest
-		Slot             string `json:"slot,omitempty"`
-		CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+		Slot             string           `json:"slot,omitempty"`
+		CreditsRemaining *int64           `json:"credits_remaining,omitempty"`
+		Refill           *keystore.Refill `json:"refill,omitempty"`
 	}
 	// importKeyRequest is the body of POST /v1/keys/import.
 	importKeyRequest struct {
@@ -79,14 +83,16 @@ type (
 	}
 	// updateKeyRequest is the body of PATCH /v1/keys/ID.
 	updateKeyRequest struct {
-		Name         *string    `json:"name,omitempty"`
-		Scopes       *[]string  `json:"scopes,omitempty"`
-		Tier         *string    `json:"tier,omitempty"`
-		Status       *string    `json:"status,omitempty"`
-		ExpiresIn    string     `json:"expires_in,omitempty"`
-		ExpiresAt    *time.Time `json:"expires_at,omitempty"`
-		ClearExpiry  bool       `json:"clear_expiry,omitempty"`
-		AllowedCIDRs *[]string  `json:"allowed_cidrs,omitempty"`
+		Name         *string          `json:"name,omitempty"`
+		Scopes       *[]string        `json:"scopes,omitempty"`
+		Tier         *string          `json:"tier,omitempty"`
+		Status       *string          `json:"status,omitempty"`
+		ExpiresIn    string           `json:"expires_in,omitempty"`
+		ExpiresAt    *time.Time       `json:"expires_at,omitempty"`
+		ClearExpiry  bool             `json:"clear_expiry,omitempty"`
+		AllowedCIDRs *[]string        `json:"allowed_cidrs,omitempty"`
+		Refill       *keystore.Refill `json:"refill,omitempty"`
+		ClearRefill  bool             `json:"clear_refill,omitempty"`
 	}
 	// creditsRequest is the body of POST /v1/keys/ID/credits: one of the
 	// two.
@@ -236,15 +242,24 @@ func keysCreate(c *cli) *cobra.Command {
 	spec := addSpecFlags(m)
 	slot := m.fs.String("slot", "", "slot `name` holding one key: creating a key in it revokes the slot's previous key")
 	credits := m.fs.Int64("credits", 0, "prepaid request `credits` (default: unmetered)")
+	refill := m.fs.String("refill", "", refillHelp+" (default: --credits, or the amount)")
 	return m.runs(func(ctx context.Context, args []string) error {
 		if _, err := m.parse(args); err != nil {
 			return err
+		}
+		var schedule *keystore.Refill
+		if m.isSet("refill") {
+			r, err := parseRefill(m, *refill)
+			if err != nil {
+				return err
+			}
+			schedule = &r
 		}
 		spec, err := spec.request(m)
 		if err != nil {
 			return err
 		}
-		body := createKeyRequest{keySpecRequest: spec, Slot: *slot}
+		body := createKeyRequest{keySpecRequest: spec, Slot: *slot, Refill: schedule}
 		if m.isSet("credits") {
 			body.CreditsRemaining = credits
 		}
@@ -370,6 +385,8 @@ func keysUpdate(c *cli) *cobra.Command {
 	noExpiry := m.fs.Bool("no-expiry", false, "remove the expiry")
 	ips := m.fs.String("allowed-ips", "", "comma-separated client `networks` the key works from, CIDRs or addresses (replaces the list)")
 	clearIPs := m.fs.Bool("clear-allowed-ips", false, "remove the IP allowlist: the key works from any address")
+	refill := m.fs.String("refill", "", refillHelp+" (replaces the schedule; the first refill is at the next boundary)")
+	noRefill := m.fs.Bool("no-refill", false, "remove the refill schedule (the balance stays)")
 	return m.runs(func(ctx context.Context, args []string) error {
 		return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
 			var b updateKeyRequest
@@ -384,6 +401,18 @@ func keysUpdate(c *cli) *cobra.Command {
 			}
 			if m.isSet("allowed-ips") && *clearIPs {
 				return nil, m.usageErr("give --allowed-ips or --clear-allowed-ips, not both")
+			}
+			switch {
+			case m.isSet("refill") && *noRefill:
+				return nil, m.usageErr("give --refill or --no-refill, not both")
+			case m.isSet("refill"):
+				r, err := parseRefill(m, *refill)
+				if err != nil {
+					return nil, err
+				}
+				b.Refill = &r
+			case *noRefill:
+				b.ClearRefill = true
 			}
 			if m.isSet("name") {
 				b.Name = name
@@ -430,6 +459,37 @@ func keysUpdate(c *cli) *cobra.Command {
 			return b, nil
 		})
 	})
+}
+
+const refillHelp = "credit refill `schedule`: daily:AMOUNT (at 00:00 UTC) or monthly:DAY:AMOUNT (00:00 UTC on DAY, 1 to 31, in shorter months their last day); sets the balance to AMOUNT"
+
+// parseRefill parses --refill: "daily:AMOUNT" or "monthly:DAY:AMOUNT". The
+// server checks the ranges; this only gives a usage error for a shape it
+// cannot send.
+func parseRefill(m *mgmtCommand, v string) (keystore.Refill, error) {
+	bad := func() (keystore.Refill, error) {
+		return keystore.Refill{}, m.usageErr("--refill %q: want daily:AMOUNT or monthly:DAY:AMOUNT, e.g. monthly:1:100000", v)
+	}
+	parts := strings.Split(v, ":")
+	var r keystore.Refill
+	var err error
+	switch {
+	case len(parts) == 2 && parts[0] == keystore.RefillDaily:
+		r.Interval = keystore.RefillDaily
+		r.Amount, err = strconv.ParseInt(parts[1], 10, 64)
+	case len(parts) == 3 && parts[0] == keystore.RefillMonthly:
+		r.Interval = keystore.RefillMonthly
+		if r.Day, err = strconv.Atoi(parts[1]); err != nil || r.Day < 1 || r.Day > 31 {
+			return bad()
+		}
+		r.Amount, err = strconv.ParseInt(parts[2], 10, 64)
+	default:
+		return bad()
+	}
+	if err != nil || r.Amount < 0 {
+		return bad()
+	}
+	return r, nil
 }
 
 func keysRotate(c *cli) *cobra.Command {

@@ -191,6 +191,10 @@ func printKey(w io.Writer, k keystore.Key, now time.Time) error {
 	if k.CreditsRemaining != nil {
 		row("Credits", strconv.FormatInt(*k.CreditsRemaining, 10))
 	}
+	if k.Refill != nil {
+		row("Refill", cell(fmtRefill(*k.Refill)))
+		row("Last refill", fmtTimePtr(k.LastRefillAt, "never"))
+	}
 	if len(k.CreditsReserved) > 0 {
 		// Slices held by processes, a crashed one's included: what an
 		// operator settles with --set or --add.
@@ -201,6 +205,16 @@ func printKey(w io.Writer, k keystore.Key, now time.Time) error {
 		row("Credits reserved", cell(strings.Join(held, ",")))
 	}
 	return tw.Flush()
+}
+
+// fmtRefill writes a schedule as "monthly on day 1 to 100000" or "daily to
+// 500".
+func fmtRefill(r keystore.Refill) string {
+	to := " to " + strconv.FormatInt(r.Amount, 10)
+	if r.Interval == keystore.RefillMonthly {
+		return "monthly on day " + strconv.Itoa(max(r.Day, 1)) + to
+	}
+	return r.Interval + to
 }
 
 // printCreatedKey shows a new key and its secret, which the server returns
