@@ -367,7 +367,8 @@ func admitToken(tat int64, lim Limit, now int64, cost int) (Result, plan) {
 // it: every earlier one inside it sits in r's counted slots, since r's
 // slot is c or earlier, and r was admitted only if they and r sum to at
 // most N. Requests after r inside it do not exist. And a request is
-// refused early by at most L: it is counted for at most (K+1)·L <= W+L.
+// refused early by at most a slot: it is counted for at most (K+1)·L,
+// which is W+L when K divides W (and less than W+L+K ns otherwise).
 //
 // A time before the bucket's newest slot (a clock read before another
 // Take's, a clock stepped back) is counted in that newest slot: slots only

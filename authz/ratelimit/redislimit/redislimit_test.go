@@ -404,21 +404,24 @@ func TestMatchesInProcessLimiter(t *testing.T) {
 // goroutine, which costs a goroutine hand-off per call.
 func BenchmarkTake(b *testing.B) {
 	s := testredis.Start(b)
-	charges := one("key:bench", ratelimit.Limit{Requests: 1_000_000, Window: time.Second})
 	ctx := context.Background()
-	for _, direct := range []bool{false, true} {
-		name := "goroutine"
-		if direct {
-			name = "context-timeouts"
-		}
-		b.Run(name, func(b *testing.B) {
-			l := New(s.Client(b, func(o *redis.Options) { o.ContextTimeoutEnabled = direct }), Options{})
-			for b.Loop() {
-				if _, err := l.Take(ctx, 1, charges, nil); err != nil {
-					b.Fatal(err)
-				}
+	for _, alg := range []ratelimit.Algorithm{ratelimit.TokenBucket, ratelimit.SlidingWindow} {
+		charges := one("key:bench:"+alg.String(), ratelimit.Limit{Requests: 1_000_000, Window: time.Second, Algorithm: alg})
+		for _, direct := range []bool{false, true} {
+			name := "goroutine"
+			if direct {
+				name = "context-timeouts"
 			}
-		})
+			b.Run(alg.String()+"/"+name, func(b *testing.B) {
+				l := New(s.Client(b, func(o *redis.Options) { o.ContextTimeoutEnabled = direct }), Options{})
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := l.Take(ctx, 1, charges, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -426,10 +429,17 @@ func BenchmarkTake(b *testing.B) {
 // as one replica's Checks do.
 func BenchmarkTakeThreeBucketsParallel(b *testing.B) {
 	s := testredis.Start(b)
-	l := New(s.Client(b), Options{})
-	lim := ratelimit.Limit{Requests: 1_000_000, Window: time.Second}
+	for _, alg := range []ratelimit.Algorithm{ratelimit.TokenBucket, ratelimit.SlidingWindow} {
+		b.Run(alg.String(), func(b *testing.B) {
+			benchThree(b, New(s.Client(b), Options{Prefix: "b" + alg.String() + ":"}), ratelimit.Limit{Requests: 1_000_000, Window: time.Second, Algorithm: alg})
+		})
+	}
+}
+
+func benchThree(b *testing.B, l *Limiter, lim ratelimit.Limit) {
 	var id atomic.Int64
 	ctx := context.Background()
+	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		n := id.Add(1)
 		charges := []ratelimit.Charge[string]{
