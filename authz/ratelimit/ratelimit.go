@@ -199,9 +199,11 @@ func (l *Limiter[K]) shardOf(key K) int {
 	return int(maphash.Comparable(l.seed, key) % numShards)
 }
 
-// Take charges cost to every bucket in charges, or to none.
+// Take charges cost to every bucket in charges, or to none. It reads the
+// clock once it holds the buckets, so that each bucket sees its takes in
+// the order of their times.
 func (l *Limiter[K]) Take(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(l.now(), cost, true, charges, nil)
+	return l.take(time.Time{}, cost, true, charges, nil)
 }
 
 // TakeEach is TakeAt that also describes every bucket: when each is at
@@ -212,14 +214,16 @@ func (l *Limiter[K]) TakeEach(now time.Time, cost int, charges []Charge[K], each
 }
 
 // TakeAt is Take at a moment the caller has already read from the clock
-// (a Check reads it once).
+// (a Check reads it once). Another Take may come between that read and
+// this one's: a sliding window then counts this one in its newest slot
+// (see admitSliding), which keeps the promise.
 func (l *Limiter[K]) TakeAt(now time.Time, cost int, charges ...Charge[K]) (Result, error) {
 	return l.take(now, cost, true, charges, nil)
 }
 
 // Peek answers as Take would, without charging anything.
 func (l *Limiter[K]) Peek(cost int, charges ...Charge[K]) (Result, error) {
-	return l.take(l.now(), cost, false, charges, nil)
+	return l.take(time.Time{}, cost, false, charges, nil)
 }
 
 // PeekAt is Peek at a given moment.
@@ -236,6 +240,8 @@ func (l *Limiter[K]) Now() time.Time { return l.now() }
 // skips the lock on the common path.
 func (l *Limiter[K]) Empty() bool { return l.size.Load() == 0 }
 
+// take runs at the time at, or, if at is zero, at the clock's time once
+// the buckets are locked.
 func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[K], each []Result) (Result, error) {
 	if cost < 1 {
 		return Result{}, ErrCost
@@ -248,7 +254,6 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 			return Result{}, ErrLimit
 		}
 	}
-	now := at.UnixNano()
 	// Lock every shard involved, in index order so that concurrent
 	// multi-bucket takes cannot deadlock; then decide and commit at once.
 	var idx [8]int
@@ -271,6 +276,10 @@ func (l *Limiter[K]) take(at time.Time, cost int, commit bool, charges []Charge[
 			}
 		}
 	}()
+	if at.IsZero() {
+		at = l.now()
+	}
+	now := at.UnixNano()
 
 	var planArr [8]plan
 	plans := planArr[:0]

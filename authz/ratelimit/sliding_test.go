@@ -448,3 +448,23 @@ func TestTakeDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per Take on existing buckets", n)
 	}
 }
+
+// TestNewBucketAllocatesOnce: a new sliding window allocates its state,
+// and the map grows now and then; nothing else.
+func TestNewBucketAllocatesOnce(t *testing.T) {
+	l := New[string](nil)
+	keys := make([]string, 2000)
+	for i := range keys {
+		keys[i] = fmt.Sprint("key:", i)
+	}
+	i := 0
+	now := time.Now()
+	n := testing.AllocsPerRun(1000, func() {
+		l.TakeAt(now, 1, Charge[string]{keys[i], minute})
+		i++
+	})
+	t.Logf("%.2f allocations per new bucket", n)
+	if n > 1.5 {
+		t.Fatalf("%.2f allocations per new bucket, want 1 and the map's growth", n)
+	}
+}
