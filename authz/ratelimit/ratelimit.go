@@ -373,9 +373,10 @@ func admitToken(tat int64, lim Limit, now int64, cost int) (Result, plan) {
 // Why no rolling window (t−W, t] ever holds more than N: it lies inside
 // slots c−K to c, since t−W >= c·L − K·L (as W <= K·L) and (t−W, t] thus
 // starts in slot c−K or later. Take r, the last request admitted inside
-// it: every earlier one inside it sits in r's counted slots, since r's
-// slot is c or earlier, and r was admitted only if they and r sum to at
-// most N. Requests after r inside it do not exist. And a request is
+// it, in slot c_r <= c: every earlier one inside it sits in a slot from
+// c−K to c_r (slots only move forward), all among r's counted slots c_r−K
+// to c_r, and r was admitted only if they and r sum to at most N. Later
+// requests inside it do not exist. And a request is
 // refused early by at most a slot: it is counted for at most (K+1)·L,
 // which is W+L when K divides W (and less than W+L+K ns otherwise).
 //
