@@ -4,6 +4,9 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 func utc(y int, m time.Month, d, h, min, s, ns int) time.Time {
@@ -121,6 +124,12 @@ func TestRefillValidation(t *testing.T) {
 	given := f.create(t, KeySpec{CreditsRemaining: new(int64(7)), Refill: &Refill{Interval: RefillDaily, Amount: 500}})
 	if *given.CreditsRemaining != 7 || !given.LastRefillAt.Equal(utc(2026, 11, 25, 0, 0, 0, 0)) {
 		t.Fatalf("created with a balance: %d %v", *given.CreditsRemaining, given.LastRefillAt)
+	}
+
+	im, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "imported", Refill: &Refill{Interval: RefillMonthly, Day: 25, Amount: 8}},
+		Raw: apikey.NewSecret("legacy-key-0123456789abcdef")})
+	if err != nil || *im.CreditsRemaining != 8 || !im.LastRefillAt.Equal(utc(2026, 11, 25, 0, 0, 0, 0)) {
+		t.Fatalf("import with a refill: %+v %v", im, err)
 	}
 
 	// Update: an unmetered key becomes metered, full.
@@ -293,4 +302,38 @@ func TestRefillFastPathAllocs(t *testing.T) {
 	f.s.ledger.mu.Lock()
 	f.s.ledger.bal[ck.ID].slice = 0
 	f.s.ledger.mu.Unlock()
+}
+
+// BenchmarkRefillSpend is BenchmarkCreditSpend's "slice" for a key with a
+// refill schedule, whose fast path also reads the clock.
+func BenchmarkRefillSpend(b *testing.B) {
+	s, err := Open(b.TempDir()+"/keygate.db", Options{LastUsedFlush: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	tn, err := s.CreateTenant(b.Context(), "Acme")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ck, err := s.CreateKey(b.Context(), KeySpec{TenantID: tn.ID, Name: "k", Refill: &Refill{Interval: RefillDaily, Amount: 1 << 50}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &authz.Credential{ID: ck.ID, BalanceID: ck.ID, Metered: true}
+	if _, ok, err := s.Spend(b.Context(), c, 1); !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	s.ledger.mu.Lock()
+	s.ledger.bal[ck.ID].slice = 1 << 40
+	s.ledger.mu.Unlock()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, err := s.Spend(b.Context(), c, 1); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+	s.ledger.mu.Lock()
+	s.ledger.bal[ck.ID].slice = 0
+	s.ledger.mu.Unlock()
 }
