@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -23,20 +24,26 @@ Usage:
                       [--env live|test] [--tier TIER] [--expires-in 720h] [--slot NAME]
                       [--metadata k=v,k2=v2] [--credits N] [--allowed-ips CIDR,IP]
                       [--refill daily:AMOUNT | monthly:DAY:AMOUNT]
+                      [--limit NAME=REQ/WINDOW[,algorithm=token_bucket][,burst=N] ...]
   keygate keys list [--tenant ID] [--org ID] [--status S] [--limit N] [--cursor C] [--all]
   keygate keys get ID
   keygate keys update ID [--name N] [--scopes a,b] [--tier T] [--status active|inactive]
                          [--expires-in D | --expires-at RFC3339 | --no-expiry]
                          [--allowed-ips CIDR,IP | --clear-allowed-ips]
                          [--refill daily:AMOUNT | monthly:DAY:AMOUNT | --no-refill]
+                         [--limit NAME=REQ/WINDOW ... | --clear-limits]
   keygate keys revoke ID
   keygate keys rotate ID [--grace 1h]
   keygate keys credits ID (--add N | --set N)
   keygate keys delete ID
   keygate keys import --tenant ID [--org ID] --name NAME --key-stdin [--env E] [--tier T]
                       [--scopes a,b] [--display-prefix P] [--allowed-ips CIDR,IP]
+                      [--limit NAME=REQ/WINDOW ...]
       (or --key-sha256 HEX for a key known only by its hash; --key RAW also
       works but leaves the secret in shell history)
+
+A key's --limit replaces its tier's limit of that name or adds one;
+--limit per_day=0 turns the tier's per_day off for this key.
 
 Every subcommand also takes --admin-url, --admin-token-file and
 -o/--output table|json|yaml. Run "keygate keys SUBCOMMAND --help" for details.`
@@ -66,6 +73,8 @@ type (
 		ExpiresIn    string            `json:"expires_in,omitempty"`
 		Metadata     map[string]string `json:"metadata,omitempty"`
 		AllowedCIDRs []string          `json:"allowed_cidrs,omitempty"`
+		// Limits are the key's own named limits.
+		Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
 	}
 	// createKeyRequest is the body of POST /v1/keys.
 	createKeyRequest struct {
@@ -93,6 +102,8 @@ type (
 		AllowedCIDRs *[]string        `json:"allowed_cidrs,omitempty"`
 		Refill       *keystore.Refill `json:"refill,omitempty"`
 		ClearRefill  bool             `json:"clear_refill,omitempty"`
+		// Limits replaces the key's own limits; an empty map clears them.
+		Limits *map[string]ratelimit.Limit `json:"limits,omitempty"`
 	}
 	// creditsRequest is the body of POST /v1/keys/ID/credits: one of the
 	// two.
@@ -177,10 +188,11 @@ type specFlags struct {
 	expiresIn               time.Duration
 	metadata                metadataFlag
 	allowedIPs              string
+	limits                  limitFlag
 }
 
 func addSpecFlags(m *mgmtCommand) *specFlags {
-	f := &specFlags{metadata: metadataFlag{}}
+	f := &specFlags{metadata: metadataFlag{}, limits: limitFlag{}}
 	m.fs.StringVar(&f.tenant, "tenant", "", "`ID` of the tenant the key belongs to (required)")
 	m.fs.StringVar(&f.org, "org", "", "org `ID` for an org-level key (default: a tenant-level key)")
 	m.fs.StringVar(&f.user, "user", "", "user `ID` the key acts for, sent upstream as x-user-id")
@@ -191,6 +203,7 @@ func addSpecFlags(m *mgmtCommand) *specFlags {
 	m.fs.DurationVar(&f.expiresIn, "expires-in", 0, "lifetime, e.g. 720h (default: no expiry)")
 	m.fs.Var(f.metadata, "metadata", "free-form `key=value` pairs, comma-separated or repeated")
 	m.fs.StringVar(&f.allowedIPs, "allowed-ips", "", allowedIPsHelp)
+	m.fs.Var(f.limits, "limit", limitHelp)
 	return f
 }
 
@@ -226,6 +239,9 @@ func (f *specFlags) request(m *mgmtCommand) (keySpecRequest, error) {
 	}
 	if len(f.metadata) > 0 {
 		b.Metadata = map[string]string(f.metadata)
+	}
+	if len(f.limits) > 0 {
+		b.Limits = map[string]ratelimit.Limit(f.limits)
 	}
 	if m.isSet("allowed-ips") {
 		l, err := parseAllowedIPs(m, f.allowedIPs, " (leave it out to allow any address)")
@@ -387,6 +403,9 @@ func keysUpdate(c *cli) *cobra.Command {
 	clearIPs := m.fs.Bool("clear-allowed-ips", false, "remove the IP allowlist: the key works from any address")
 	refill := m.fs.String("refill", "", refillHelp+" (replaces the schedule; the first refill is at the next boundary)")
 	noRefill := m.fs.Bool("no-refill", false, "remove the refill schedule (the balance stays)")
+	limits := limitFlag{}
+	m.fs.Var(limits, "limit", limitHelp+"; replaces the key's limits")
+	clearLimits := m.fs.Bool("clear-limits", false, "remove the key's own limits: its tier's apply unchanged")
 	return m.runs(func(ctx context.Context, args []string) error {
 		return keyCommand(ctx, m, args, "PATCH", nil, func() (any, error) {
 			var b updateKeyRequest
@@ -436,6 +455,15 @@ func keysUpdate(c *cli) *cobra.Command {
 				b.AllowedCIDRs = &l
 			case *clearIPs:
 				b.AllowedCIDRs = &[]string{}
+			}
+			switch {
+			case m.isSet("limit") && *clearLimits:
+				return nil, m.usageErr("give --limit or --clear-limits, not both")
+			case m.isSet("limit"):
+				l := map[string]ratelimit.Limit(limits)
+				b.Limits = &l
+			case *clearLimits:
+				b.Limits = &map[string]ratelimit.Limit{}
 			}
 			switch {
 			case m.isSet("expires-in"):

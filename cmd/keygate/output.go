@@ -156,6 +156,14 @@ func printKey(w io.Writer, k keystore.Key, now time.Time) error {
 		allowed = strings.Join(k.AllowedCIDRs, ",")
 	}
 	row("Allowed IPs", cell(allowed))
+	// Only the key's own limits: its tier's are in the server's config.
+	for i, l := range limitLines(k.Limits) {
+		label := ""
+		if i == 0 {
+			label = "Limits"
+		}
+		row(label, cell(l))
+	}
 	state := string(k.StateAt(now))
 	if string(k.Status) != state {
 		state += " (stored: " + string(k.Status) + ")"
