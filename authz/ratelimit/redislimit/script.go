@@ -62,9 +62,9 @@ for i = 1, n do
     local stale = {}
     if not fresh then
       for j = 1, #h, 2 do
-        if h[j] ~= 'L' then
-          local s = tonumber(h[j])
-          counts[s] = tonumber(h[j+1])
+        local s, c = tonumber(h[j]), tonumber(h[j+1])
+        if h[j] ~= 'L' and s and c then
+          counts[s] = c
           if s > cur then cur = s end
         end
       end
