@@ -368,6 +368,16 @@ func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Tim
 		}
 		policy = strings.Join(items, ", ")
 	}
+	if !r.Allowed {
+		// each[i] is bucket i's answer had it been charged alone; nothing
+		// was charged, so what a bucket that had room still has is its
+		// answer's remaining plus the cost (exact for both algorithms).
+		for i := range each {
+			if each[i].Allowed {
+				each[i].Remaining += int64(cost)
+			}
+		}
+	}
 	return render(r, policy, defs, each, now), nil
 }
 
