@@ -175,4 +175,3 @@ func FuzzRouteVariants(f *testing.F) {
 		}
 	})
 }
-

@@ -113,9 +113,14 @@ type Options struct {
 	// a slow or unreachable Redis. Zero: DefaultTimeout. Negative: only
 	// the caller's context bounds it.
 	Timeout time.Duration
+	// Now, when set, replaces Redis's clock, for tests that move time by
+	// hand (every Limiter sharing the buckets must then read the same
+	// clock). Nil, as in production: Redis's TIME.
+	Now func() time.Time
 }
 
-// Limiter charges requests to GCRA buckets held in Redis. It is safe for
+// Limiter charges requests to buckets (sliding windows and token buckets)
+// held in Redis. It is safe for
 // concurrent use, and any number of Limiters (in any number of processes)
 // on the same Redis and prefix share the buckets.
 type Limiter struct {
@@ -160,6 +165,9 @@ func New(client redis.UniversalClient, opts Options) *Limiter {
 		opts.Timeout = DefaultTimeout
 	}
 	l := &Limiter{client: client, prefix: opts.Prefix, timeout: opts.Timeout, script: redisScript}
+	if now := opts.Now; now != nil {
+		l.nowUS = func() int64 { return now().UnixMicro() }
+	}
 	switch c := client.(type) {
 	case *redis.Client:
 		l.direct = c.Options().ContextTimeoutEnabled
