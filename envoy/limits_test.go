@@ -216,3 +216,83 @@ func TestNamedLimitsThroughServer(t *testing.T) {
 		t.Fatal("third request in one second admitted past per_second")
 	}
 }
+
+// TestUserLimitsThroughServer: keys of one user share the user's budget,
+// so creating keys multiplies nothing; another user has its own; a user's
+// record overrides and adds to the default, from the next Check on.
+func TestUserLimitsThroughServer(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	clk := &clock{t: t0}
+	h := start(t, authz.Config{Now: clk.now, RateLimits: authz.RateLimits{
+		User: authz.LimitSet{{Name: "per_minute", Limit: ratelimit.Limit{Requests: 5, Window: time.Minute}}},
+	}})
+	live := h.key(t, keystore.KeySpec{Tier: "enterprise", UserID: "dev-1"})
+	test := h.key(t, keystore.KeySpec{Tier: "enterprise", UserID: "dev-1", Environment: "test"})
+	ci := h.key(t, keystore.KeySpec{Tier: "enterprise", UserID: "dev-1"})
+	other := h.key(t, keystore.KeySpec{Tier: "enterprise", UserID: "dev-2"})
+	nobody := h.key(t, keystore.KeySpec{Tier: "enterprise"})
+	ok := func(k keystore.CreatedKey) (bool, map[string]string) {
+		resp := h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()}))
+		if o := resp.GetOkResponse(); o != nil {
+			return true, headerMap(o.GetResponseHeadersToAdd())
+		}
+		return false, headerMap(resp.GetDeniedResponse().GetHeaders())
+	}
+	n := 0
+	for i := range 12 {
+		if a, hdr := ok([]keystore.CreatedKey{live, test, ci}[i%3]); a {
+			n++
+			if i == 0 && hdr["ratelimit-policy"] != `"enterprise";q=1000;w=60, "user.per_minute";q=5;w=60` {
+				t.Fatalf("policy %q", hdr["ratelimit-policy"])
+			}
+		} else if hdr["x-ratelimit-limit"] != "5" {
+			t.Fatalf("refusal by the user's budget: %v", hdr)
+		}
+	}
+	if n != 5 {
+		t.Fatalf("three keys of one user: %d admitted, want the user's 5", n)
+	}
+	if a, _ := ok(other); !a {
+		t.Fatal("another user's key was limited by dev-1's budget")
+	}
+	if a, hdr := ok(nobody); !a || hdr["ratelimit-policy"] != `"enterprise";q=1000;w=60` {
+		t.Fatalf("a key with no user: allowed=%v policy %q", a, hdr["ratelimit-policy"])
+	}
+
+	// dev-1's record raises its per_minute to 8 and adds a per_hour, which
+	// the next Check applies.
+	if _, _, err := h.store.PutUser(t.Context(), h.tenant, "dev-1", keystore.UserSpec{Limits: map[string]ratelimit.Limit{
+		"per_minute": {Requests: 8, Window: time.Minute},
+		"per_hour":   {Requests: 4, Window: time.Hour}, // counts from now on
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	n = 0
+	for i := range 10 {
+		if a, _ := ok([]keystore.CreatedKey{live, ci}[i%2]); a {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("after raising dev-1 to 8 a minute: %d more admitted, want 3", n)
+	}
+	clk.set(t0.Add(2 * time.Minute))
+	n = 0
+	for range 5 {
+		if a, _ := ok(test); a {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("dev-1's per_hour of 4 with 3 spent: %d admitted, want 1", n)
+	}
+	// per_minute: 0 turns the default off for dev-2.
+	if _, _, err := h.store.PutUser(t.Context(), h.tenant, "dev-2", keystore.UserSpec{Limits: map[string]ratelimit.Limit{"per_minute": {}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if a, hdr := ok(other); !a {
+			t.Fatalf("dev-2 with its user limit off: request %d refused %v", i+1, hdr)
+		}
+	}
+}
