@@ -172,6 +172,9 @@ func (s *Store) validSpec(spec *KeySpec) error {
 	if spec.CreditsRemaining != nil && *spec.CreditsRemaining < 0 {
 		return refuse(ErrInvalid, "credits_remaining must not be negative")
 	}
+	if r, ok := s.opts.TierRefills[spec.Tier]; ok && spec.Refill == nil && spec.CreditsRemaining == nil {
+		spec.Refill = &r
+	}
 	if spec.Refill != nil {
 		r, err := validRefill(*spec.Refill)
 		if err != nil {

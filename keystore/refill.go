@@ -157,3 +157,10 @@ func setRefill(k *storedKey, r *Refill, now time.Time) error {
 	k.Refill, k.LastRefillAt = &v, &start
 	return nil
 }
+
+// ValidRefill reports a schedule the store would refuse, for a config
+// loader to refuse the same.
+func ValidRefill(r Refill) error {
+	_, err := validRefill(r)
+	return err
+}

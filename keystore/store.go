@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,10 @@ type Options struct {
 	// Tiers lists the rate-limit tiers a key may name; the first is the
 	// default for new keys. Nil: standard, enterprise.
 	Tiers []string
+	// TierRefills gives the keys of a tier, created with no balance or
+	// schedule of their own, a balance starting at the refill's amount and
+	// refilled on its schedule (a tier's monthly allowance of credits).
+	TierRefills map[string]Refill
 	// CacheMaxBytes bounds the memory of cached credentials. Zero: 64 MiB.
 	CacheMaxBytes int64
 	// NegativeCacheEntries bounds how many unknown hashes are remembered.
@@ -207,6 +212,14 @@ func New(b Backend, opts Options) (*Store, error) {
 	for _, t := range opts.Tiers {
 		if err := ValidTierName(t); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", b, err)
+		}
+	}
+	for t, r := range opts.TierRefills {
+		if !slices.Contains(opts.Tiers, t) {
+			return nil, fmt.Errorf("open store %s: refill of tier %q, which is not a tier", b, t)
+		}
+		if _, err := validRefill(r); err != nil {
+			return nil, fmt.Errorf("open store %s: refill of tier %q: %w", b, t, err)
 		}
 	}
 	c, err := newCache(opts.CacheMaxBytes, opts.NegativeCacheEntries)

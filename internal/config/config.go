@@ -148,8 +148,8 @@ type Config struct {
 		// window: 1m}, named after the tier) and/or named ones under
 		// limits. Empty: standard 100/min, enterprise 1000/min (AlfaOne's).
 		// keys.tiers defaults to these names.
-		Tiers       map[string]limitSetConfig `yaml:"tiers"`
-		DefaultTier string                    `yaml:"default_tier"` // standard
+		Tiers       map[string]tierConfig `yaml:"tiers"`
+		DefaultTier string                `yaml:"default_tier"` // standard
 		// Org, Tenant and User are budgets shared by all keys of an org,
 		// a tenant, or a user (user_id within a tenant). None by default.
 		Org    limitSetConfig `yaml:"org"`
@@ -220,6 +220,17 @@ func (l limitConfig) isZero() bool { return l == limitConfig{} }
 type limitSetConfig struct {
 	limitConfig `yaml:",inline"`
 	Limits      map[string]limitConfig `yaml:"limits"`
+}
+
+// tierConfig is a tier's limits and, optionally, the credits its keys
+// get: a balance of refill.amount, refilled on its schedule.
+type tierConfig struct {
+	limitSetConfig `yaml:",inline"`
+	Refill         *struct {
+		Interval string `yaml:"interval"` // daily or monthly
+		Day      int    `yaml:"day"`      // monthly: 1-31 (a shorter month's last day); 0: 1
+		Amount   int64  `yaml:"amount"`
+	} `yaml:"refill"`
 }
 
 // set converts s, named name when it is one limit, reporting problems
@@ -442,6 +453,11 @@ func (c *Config) validate(p *problems) {
 		}
 	}
 	c.limits(p.add)
+	for name, r := range c.tierRefills() {
+		if err := keystore.ValidRefill(r); err != nil {
+			p.add("rate_limits.tiers."+name+".refill", err)
+		}
+	}
 	if r := c.RateLimits.Redis; r.Addr != "" {
 		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
 			p.add("rate_limits.redis.addr", err)
@@ -624,11 +640,27 @@ func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 		MaxOrgKeys:           c.Keys.MaxOrgKeys,
 		MaxRotationGrace:     time.Duration(c.Keys.MaxRotationGrace),
 		Tiers:                c.Keys.Tiers,
+		TierRefills:          c.tierRefills(),
 		CacheMaxBytes:        c.Store.CacheMaxBytes,
 		NegativeCacheEntries: c.Store.NegativeCacheEntries,
 		LastUsedFlush:        time.Duration(c.Store.LastUsedFlush),
 		LookupTimeout:        time.Duration(c.Store.LookupTimeout),
 	}
+}
+
+// tierRefills are the tiers' credit refills; nil: none.
+func (c *Config) tierRefills() map[string]keystore.Refill {
+	var out map[string]keystore.Refill
+	for name, t := range c.RateLimits.Tiers {
+		if t.Refill == nil {
+			continue
+		}
+		if out == nil {
+			out = map[string]keystore.Refill{}
+		}
+		out[name] = keystore.Refill{Interval: t.Refill.Interval, Day: t.Refill.Day, Amount: t.Refill.Amount}
+	}
+	return out
 }
 
 // authzConfig is the engine's configuration; the policy is added by the
