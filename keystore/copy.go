@@ -14,6 +14,7 @@ type CopyStats struct {
 	Tenants int `json:"tenants"`
 	Orgs    int `json:"orgs"`
 	Keys    int `json:"keys"`
+	Users   int `json:"users"`
 	// Records counts every entry written, indexes included.
 	Records int `json:"records"`
 }
@@ -86,6 +87,8 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 					st.Orgs++
 				case bucketKeys:
 					st.Keys++
+				case bucketUsers:
+					st.Users++
 				}
 				if len(batch) == copyChunk {
 					return true, flush()

@@ -311,8 +311,8 @@ func TestUsersCopied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Copy(context.Background(), dst, src); err != nil {
-		t.Fatal(err)
+	if st, err := Copy(context.Background(), dst, src); err != nil || st.Users != 1 {
+		t.Fatalf("copied %+v, %v", st, err)
 	}
 	dst.Close()
 	c, err := Open(dstPath, Options{Now: f.clock.Now})
