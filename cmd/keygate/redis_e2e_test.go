@@ -41,7 +41,7 @@ func TestSharedLimitsThroughRedis(t *testing.T) {
 	if admitted != 3 {
 		t.Fatalf("admitted %d of a budget of 3", admitted)
 	}
-	if n, err := rs.Client(t).Exists(context.Background(), "keygate:rl:key:"+key["id"].(string)).Result(); err != nil || n != 1 {
+	if n, err := rs.Client(t).Exists(context.Background(), "keygate:rl:key:standard:"+key["id"].(string)).Result(); err != nil || n != 1 {
 		t.Fatalf("the key's bucket is not in Redis: %d %v", n, err)
 	}
 	rs.Stop()
