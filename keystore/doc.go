@@ -1,8 +1,10 @@
-// Package keystore owns Keygate's keys at rest: tenants, orgs and key
-// records in a Backend (a bbolt file by default, etcd for many replicas in
-// keystore/etcdstore), the SHA-256 hash index the Check path looks keys up
-// by, the cache in front of it, and the key lifecycle (create, import,
-// update, revoke, rotate, regenerate in a slot, delete).
+// Package keystore owns Keygate's keys at rest: tenants, orgs, users
+// (the user_id keys carry, with the limits all of a user's keys share) and
+// key records in a Backend (a bbolt file by default, etcd for many
+// replicas in keystore/etcdstore), the SHA-256 hash index the Check path
+// looks keys up by, the cache in front of it, the key lifecycle (create,
+// import, update, revoke, rotate, regenerate in a slot, delete) and
+// prepaid credits (spent from leased slices, refilled on a schedule).
 //
 // Contracts:
 //   - A raw key exists only in the result of CreateKey and RotateKey; the
@@ -20,8 +22,9 @@
 //     a committed write before any of them is spent, so the total allowed
 //     never exceeds the balance, across replicas and crashes; a crash
 //     strands at most the unspent part of one slice per metered key per
-//     process (see ledger). Every other write, refills of credits
-//     included, is a committed, durable transaction when the call returns.
+//     process (see ledger). A due refill is applied in the transaction
+//     that reads the balance, once per period. Every other write is a
+//     committed, durable transaction when the call returns.
 //   - Write closures may run more than once (Backend.Update), so they change
 //     nothing but their transaction; the ledger and the cache follow after
 //     the commit.

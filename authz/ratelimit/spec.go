@@ -96,29 +96,90 @@ func (l Limit) MarshalJSON() ([]byte, error) {
 	return json.Marshal(limitJSON{Requests: l.Requests, Window: FormatWindow(l.Window), Algorithm: l.Algorithm.String(), Burst: l.Burst})
 }
 
-// UnmarshalJSON reads what MarshalJSON writes, refusing unknown fields. It
-// does not Validate: a record's reader decides what to do with a limit
-// that cannot work, and the admin API refuses one before it is stored.
+// SpecError is a limit that cannot be read: its message names what was
+// wrong in the sender's own terms, quoting at most a short field value, so
+// an API can show it to the client that sent it.
+type SpecError struct{ msg string }
+
+func (e *SpecError) Error() string { return "limit: " + e.msg }
+
+func specError(format string, args ...any) error {
+	return &SpecError{msg: fmt.Sprintf(format, args...)}
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, refusing unknown and
+// repeated fields. A limit of zero requests (off, as an override) may
+// leave the window out. It does not Validate: a record's reader decides
+// what to do with a limit that cannot work, and the admin API refuses one
+// before it is stored.
 func (l *Limit) UnmarshalJSON(b []byte) error {
-	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
-		return errors.New("a limit cannot be null")
+	if err := uniqueFields(b); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var j limitJSON
 	if err := dec.Decode(&j); err != nil {
-		return fmt.Errorf("limit: %w", err)
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			return specError("%s: want a %s, not a JSON %s", te.Field, te.Type, te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return specError("unknown field %s", short(strings.TrimPrefix(err.Error(), "json: unknown field ")))
+		}
+		return specError("want an object such as {\"requests\": 100, \"window\": \"1m\"}")
 	}
 	alg, err := ParseAlgorithm(j.Algorithm)
 	if err != nil {
-		return err
+		return specError("algorithm %q: want %q or %q", short(j.Algorithm), NameSlidingWindow, NameTokenBucket)
 	}
-	w, err := ParseWindow(j.Window)
-	if err != nil {
-		return err
+	var w time.Duration
+	if j.Window != "" || j.Requests != 0 {
+		if w, err = ParseWindow(j.Window); err != nil {
+			return specError("window %q: want a duration such as 1m, 24h or 30d", short(j.Window))
+		}
 	}
 	*l = Limit{Requests: j.Requests, Window: w, Algorithm: alg, Burst: j.Burst}
 	return nil
+}
+
+// uniqueFields refuses an object that is not one, or names a field twice
+// (encoding/json would let the last win, so a body could mean one thing
+// to Keygate and another to whatever read it first).
+func uniqueFields(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	t, err := dec.Token()
+	if err == nil && t == nil {
+		return specError("a limit cannot be null (requests 0 turns one off)")
+	}
+	if err != nil || t != json.Delim('{') {
+		return specError("want an object such as {\"requests\": 100, \"window\": \"1m\"}")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return specError("malformed JSON")
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return specError("field %q twice", short(name))
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return specError("malformed JSON")
+		}
+	}
+	return nil
+}
+
+// short bounds what an error quotes back.
+func short(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // MaxNamed bounds the limits of one set (a tier's, a key's, a user's), so

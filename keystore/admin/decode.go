@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keygate/keygate/authz/ratelimit"
 )
 
 // decode reads one JSON object from the body into v. With optional, an
@@ -340,6 +342,10 @@ func decodeError(err error) error {
 		// encoding/json has no typed error for this case; checkFields
 		// refuses these first, so this is only a second line.
 		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	var lse *ratelimit.SpecError
+	if errors.As(err, &lse) {
+		return badRequest("%s", lse.Error())
 	}
 	var pe *time.ParseError
 	if errors.As(err, &pe) {

@@ -136,6 +136,21 @@ func TestKeyLimitsRoutes(t *testing.T) {
 	if r.status != http.StatusOK || len(k.Limits) != 1 || k.Limits["per_day"] != (ratelimit.Limit{}) {
 		t.Fatalf("replace: %d %s", r.status, r.body)
 	}
+	for body, want := range map[string]string{
+		`{"limits":{"per_day":{"requests":5,"window":"1x"}}}`:                 `limit: window "1x"`,
+		`{"limits":{"per_day":{"requests":5,"window":"1m","window":"1d"}}}`:   `duplicate field`,
+		`{"limits":{"per_day":{"requests":5,"window":"1m","algo":"x"}}}`:      `limit: unknown field "algo"`,
+		`{"limits":{"per_day":{"requests":"5","window":"1m"}}}`:               `limit: requests: want a int`,
+		`{"limits":{"per_day":null}}`:                                         `cannot be null`,
+		`{"limits":{"per_day":{"requests":5,"window":"1m","algorithm":"x"}}}`: `limit: algorithm "x"`,
+	} {
+		if r := f.do("PATCH", "/v1/keys/"+k.ID, body); r.status != 400 || !strings.Contains(r.errBody(t).Error, want) {
+			t.Errorf("PATCH %s: %d %s, want 400 %q", body, r.status, r.body, want)
+		}
+	}
+	if r := f.do("PATCH", "/v1/keys/"+k.ID, `{"limits":{"per_day":{"requests":0}}}`); r.status != http.StatusOK {
+		t.Errorf("a limit turned off without a window: %d %s", r.status, r.body)
+	}
 	r = f.do("PATCH", "/v1/keys/"+k.ID, `{"limits":{}}`)
 	if r.status != http.StatusOK || strings.Contains(string(r.body), `"limits"`) {
 		t.Fatalf("clear: %d %s", r.status, r.body)
