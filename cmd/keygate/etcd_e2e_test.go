@@ -97,7 +97,7 @@ func testThreeReplicasOverEtcd(t *testing.T, start func(testing.TB) testetcd.Ser
 	seed.Close()
 	env := []string{"KEYGATE_ETCD_ENDPOINTS=" + node.Endpoint(), "KEYGATE_CONFIG="}
 	out, err := runKeygate(t, env, "store", "migrate", "--from-bbolt", seedPath)
-	if err != nil || !strings.Contains(out, "copied 1 tenants, 0 orgs, 1 keys") {
+	if err != nil || !strings.Contains(out, "copied 1 tenants, 0 orgs, 0 users, 1 keys") {
 		t.Fatalf("migrate into etcd: %v\n%s", err, out)
 	}
 
@@ -190,7 +190,7 @@ func testThreeReplicasOverEtcd(t *testing.T, start func(testing.TB) testetcd.Ser
 	// And back to a file: one replica's worth of keys, revocations kept.
 	back := filepath.Join(dir, "back.db")
 	out, err = runKeygate(t, env, "store", "migrate", "--to-bbolt", back)
-	if err != nil || !strings.Contains(out, "copied 1 tenants, 0 orgs, 2 keys") {
+	if err != nil || !strings.Contains(out, "copied 1 tenants, 0 orgs, 0 users, 2 keys") {
 		t.Fatalf("migrate back to bbolt: %v\n%s", err, out)
 	}
 	b, err := keystore.Open(back, keystore.Options{ReadOnly: true})

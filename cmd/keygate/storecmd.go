@@ -81,6 +81,6 @@ func runStoreMigrate(ctx context.Context, cfgFile, etcd, from, to string, c *cli
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "copied %d tenants, %d orgs, %d keys (%d records) from %s to %s\n", st.Tenants, st.Orgs, st.Keys, st.Records, src, dst)
+	fmt.Fprintf(c.stdout, "copied %d tenants, %d orgs, %d users, %d keys (%d records) from %s to %s\n", st.Tenants, st.Orgs, st.Users, st.Keys, st.Records, src, dst)
 	return nil
 }
