@@ -127,6 +127,27 @@ func TestPromiseAcrossReplicas(t *testing.T) {
 			t.Fatalf("240 requests at once over 3 replicas: %d admitted, want exactly 100", n)
 		}
 	})
+	t.Run("a user's keys", func(t *testing.T) {
+		clk := &clock{t: t0}
+		r := startReplicas(t, clk, authz.RateLimits{User: authz.One("user", ratelimit.Limit{Requests: 7, Window: time.Minute})})
+		var secrets []string
+		for _, env := range []string{"live", "test", "live"} {
+			k, err := r.store.CreateKey(t.Context(), keystore.KeySpec{TenantID: r.tenant, Name: "dev", UserID: "dev-1", Environment: env, Tier: "enterprise"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, k.Secret.Reveal())
+		}
+		n := 0
+		for i := range 30 {
+			if r.allowed(t, i, secrets[i%3]) {
+				n++
+			}
+		}
+		if n != 7 {
+			t.Fatalf("three keys of one user over three replicas: %d admitted, want the user's 7", n)
+		}
+	})
 	t.Run("named limits", func(t *testing.T) {
 		clk := &clock{t: t0}
 		r := startReplicas(t, clk, authz.RateLimits{Tiers: map[string]authz.LimitSet{
