@@ -348,7 +348,7 @@ func (l *limits) take(ctx context.Context, c *Credential, cost int, now time.Tim
 		return charged{Result: ratelimit.Result{Allowed: true, Remaining: -1}}, nil
 	}
 	var eachBuf [maxCharges]ratelimit.Result
-	each := eachBuf[:0]
+	var each []ratelimit.Result
 	if len(charges) > maxCharges {
 		each = make([]ratelimit.Result, len(charges))
 	} else {
