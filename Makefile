@@ -90,9 +90,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZ_FAST) ./keystore/admin
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZ_SLOW) -fuzzminimizetime=2000x ./internal/config
 	$(GO) test -run='^$$' -fuzz='^FuzzParseWindow$$' -fuzztime=$(FUZZ_FAST) ./authz/ratelimit
-	$(GO) test -run='^$$' -fuzz='^FuzzLimitJSON$$' -fuzztime=$(FUZZ_FAST) ./authz/ratelimit
-	$(GO) test -run='^$$' -fuzz='^FuzzParseLimit$$' -fuzztime=$(FUZZ_FAST) ./cmd/keygate
-	$(GO) test -run='^$$' -fuzz='^FuzzParseRefill$$' -fuzztime=$(FUZZ_FAST) ./cmd/keygate
+	$(GO) test -run='^$$' -fuzz='^FuzzLimitJSON$$' -fuzztime=30000x ./authz/ratelimit
+	$(GO) test -run='^$$' -fuzz='^FuzzParseLimit$$' -fuzztime=30000x ./cmd/keygate
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRefill$$' -fuzztime=30000x ./cmd/keygate
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o keygate ./cmd/keygate
