@@ -59,6 +59,9 @@ type api struct {
 	now       func() time.Time
 	tokenHash [sha256.Size]byte
 	mux       *http.ServeMux
+	// observers are told of every request once it has been answered
+	// (the audit log, request metrics).
+	observers []observer
 }
 
 // New returns the admin API handler over s.
@@ -115,18 +118,27 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The pattern, not the path, is logged: paths carry ids and the pattern
 	// is what a reader groups requests by.
 	handler, route := a.mux.Handler(r)
+	req := r // the request as the handler saw it, principal included
 	defer func() {
 		a.log.LogAttrs(r.Context(), slog.LevelDebug, "admin request",
 			slog.String("method", r.Method),
 			slog.String("route", route),
 			slog.Int("status", sw.status()),
 			slog.Duration("duration", time.Since(start)))
+		o := Observed{Request: req, Route: route, Status: sw.status(), Principal: PrincipalFrom(req.Context())}
+		for _, fn := range a.observers {
+			fn(o)
+		}
 	}()
 
-	if !public[r.URL.Path] && !a.authorized(r) {
-		h.Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
-		writeError(sw, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required")
-		return
+	if !public[r.URL.Path] {
+		if !a.authorized(r) {
+			h.Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+			writeError(sw, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required")
+			return
+		}
+		req = r.WithContext(withPrincipal(r.Context(), &Principal{Name: "bootstrap", Bootstrap: true}))
+		r = req
 	}
 	if route == "" {
 		// ServeMux answers unknown paths and methods in plain text; keep
