@@ -97,6 +97,14 @@ const (
 	bucketKeysByOrg    = "keys_by_org"    // org id/key id -> empty
 	bucketSlots        = "slots"          // tenant id/org id/slot -> key id
 	bucketUsers        = "users"          // tenant id/user id -> User JSON
+	// Admin tokens: records by id, and the index of their hashes (hex).
+	bucketAdminTokens      = "admin_tokens"       // token id -> record JSON
+	bucketAdminTokenHashes = "admin_token_hashes" // hex sha256 -> token id
+	// The audit log, in time order: "<unix ns, 20 digits>/<writer>/<seq>".
+	bucketAudit = "audit"
+	// Per-key usage: "<key id>/<hour, unix s>/<writer>" -> that writer's
+	// totals for the hour (absolute, so a retried write counts once).
+	bucketUsage = "usage"
 )
 
 // HashIndexBucket is the bucket whose keys are raw SHA-256 digests of API
@@ -106,13 +114,14 @@ const HashIndexBucket = bucketHashes
 
 // Buckets lists every bucket of the schema, for backends that create them
 // and for Copy.
-var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots, bucketUsers}
+var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots, bucketUsers,
+	bucketAdminTokens, bucketAdminTokenHashes, bucketAudit, bucketUsage}
 
 // addedBuckets are buckets added to schema version 1 after its first
 // release. A file written before holds none of them until a writable open
 // creates them; a read-only open (keygate check) reads them as empty
 // rather than refuse a store that was valid when it was written.
-var addedBuckets = map[string]bool{bucketUsers: true}
+var addedBuckets = map[string]bool{bucketUsers: true, bucketAdminTokens: true, bucketAdminTokenHashes: true, bucketAudit: true, bucketUsage: true}
 
 var (
 	metaSchemaVersion = []byte("schema_version")
