@@ -49,6 +49,10 @@ type Config struct {
 		GRPC  string `yaml:"grpc"`  // 127.0.0.1:9001
 		Admin string `yaml:"admin"` // 127.0.0.1:9003
 		HTTP  string `yaml:"http"`  // 127.0.0.1:9002
+		// Metrics serves GET /metrics alone, apart from the admin API, so
+		// that a scraper needs no admin token (see metrics.require_token).
+		// "off": no metrics listener.
+		Metrics string `yaml:"metrics"` // 127.0.0.1:9004
 		// MaxConnections caps the connections each listener holds open at
 		// once; past it a new connection is closed as soon as it is
 		// accepted, so that a flood on one listener cannot take the file
@@ -59,6 +63,9 @@ type Config struct {
 			GRPC  int `yaml:"grpc"`  // 0: derived
 			HTTP  int `yaml:"http"`  // 0: derived
 			Admin int `yaml:"admin"` // 0: derived
+			// Scrapers need a connection or two each; the cap only keeps
+			// a listener anyone may reach from taking descriptors.
+			Metrics int `yaml:"metrics"` // 0: 32
 		} `yaml:"max_connections"`
 		// IdleTimeout closes a connection with no request in flight for
 		// this long (HTTP keep-alive; gRPC after a GOAWAY), so that idle
@@ -80,6 +87,13 @@ type Config struct {
 		// (e.g. inside a pod whose mesh sidecar does mTLS). False.
 		InsecurePublic bool `yaml:"insecure_public"`
 	} `yaml:"admin"`
+	Metrics struct {
+		// RequireToken makes the metrics listener ask for a bearer token:
+		// the bootstrap admin token or an admin token with the scope
+		// metrics:read. False: anyone who reaches the listener may
+		// scrape, which is why it serves the metrics and nothing else.
+		RequireToken bool `yaml:"require_token"`
+	} `yaml:"metrics"`
 	Keys struct {
 		Prefix        string   `yaml:"prefix"`         // ak
 		Sources       []string `yaml:"sources"`        // authorization, x-api-key, x-api-token
@@ -292,6 +306,12 @@ const (
 	DefaultGRPCListen  = "127.0.0.1:9001"
 	DefaultAdminListen = "127.0.0.1:9003"
 	DefaultHTTPListen  = "127.0.0.1:9002"
+	// DefaultMetricsListen is on loopback like the others: metrics are
+	// served without a token unless metrics.require_token is set, so
+	// exposing them is a choice.
+	DefaultMetricsListen = "127.0.0.1:9004"
+	// MetricsListenOff, as listen.metrics, opens no metrics listener.
+	MetricsListenOff = "off"
 )
 
 // Load reads path (none: defaults only) and checks all of it,
@@ -374,6 +394,9 @@ func (c *Config) applyDefaults() {
 	if c.Listen.HTTP == "" {
 		c.Listen.HTTP = DefaultHTTPListen
 	}
+	if c.Listen.Metrics == "" {
+		c.Listen.Metrics = DefaultMetricsListen
+	}
 	if c.Listen.IdleTimeout == 0 {
 		c.Listen.IdleTimeout = Duration(2 * time.Minute)
 	}
@@ -411,10 +434,15 @@ func (c *Config) validate(p *problems) {
 			p.add(l.field, err)
 		}
 	}
+	if c.Listen.Metrics != MetricsListenOff {
+		if _, _, err := net.SplitHostPort(c.Listen.Metrics); err != nil {
+			p.add("listen.metrics", fmt.Errorf("%w (or %q)", err, MetricsListenOff))
+		}
+	}
 	for _, m := range []struct {
 		field string
 		n     int
-	}{{"listen.max_connections.grpc", c.Listen.MaxConnections.GRPC}, {"listen.max_connections.http", c.Listen.MaxConnections.HTTP}, {"listen.max_connections.admin", c.Listen.MaxConnections.Admin}} {
+	}{{"listen.max_connections.grpc", c.Listen.MaxConnections.GRPC}, {"listen.max_connections.http", c.Listen.MaxConnections.HTTP}, {"listen.max_connections.admin", c.Listen.MaxConnections.Admin}, {"listen.max_connections.metrics", c.Listen.MaxConnections.Metrics}} {
 		if m.n < 0 {
 			p.add(m.field, errors.New("must not be negative (0: derived from the open-file limit)"))
 		}
