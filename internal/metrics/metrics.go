@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,9 @@ type Metrics struct {
 	reg       *prometheus.Registry
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	// grpc counts and times every call of the gRPC server.
+	grpc          *grpcprom.ServerMetrics
+	adminRequests *prometheus.CounterVec
 }
 
 // New registers Keygate's instruments and the Go and process collectors.
@@ -36,8 +40,10 @@ func New() *Metrics {
 			Help:    "Time to answer one Check, by adapter.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"adapter"}),
+		grpc:          newGRPCMetrics(),
+		adminRequests: newAdminRequests(),
 	}
-	m.reg.MustRegister(m.decisions, m.latency,
+	m.reg.MustRegister(m.decisions, m.latency, m.grpc, m.adminRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
