@@ -39,6 +39,9 @@ type Options struct {
 	// Metrics, when set, is served at GET /metrics behind the same token
 	// (Prometheus sends it with `authorization` in its scrape config).
 	Metrics http.Handler
+	// RequestMetrics, when set, is told of every request once answered,
+	// to count them by route pattern and status.
+	RequestMetrics func(Observed)
 }
 
 // statusClientClosedRequest is nginx's status for a request its client
@@ -96,6 +99,9 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 	}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	if opts.RequestMetrics != nil {
+		a.observers = append(a.observers, opts.RequestMetrics)
 	}
 	a.routes()
 	if opts.Metrics != nil {
