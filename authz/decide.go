@@ -53,6 +53,8 @@ type checking struct {
 	intro  bool // the introspection path
 	rl     charged
 	credit int64 // credits left; -1: not metered
+	// admitted: the key passed admit, for a UsageRecorder told in finish.
+	admitted bool
 	// refusal is a refusal with more than its precomputed form (missing
 	// scopes, rate-limit headers), when a stage's outcome is custom: kept
 	// here rather than in the outcome so that outcomes stay small to pass
@@ -216,7 +218,10 @@ func (e *Engine) admit(ctx context.Context, c *checking) outcome {
 		}
 		c.credit = left
 	}
-	if e.recorder != nil {
+	switch {
+	case e.usage != nil:
+		c.admitted = true
+	case e.recorder != nil:
 		e.recorder.KeyUsed(c.cred, c.now)
 	}
 	return proceed
@@ -229,7 +234,10 @@ func (e *Engine) admit(ctx context.Context, c *checking) outcome {
 // every other identity header is stripped, and so is every credential the
 // request carried.
 func (e *Engine) finish(c *checking, o outcome) Decision {
-	var d Decision
+	var (
+		d     Decision
+		spent int64
+	)
 	switch {
 	case o.reason == ReasonOK && c.cred == nil:
 		d = e.allow(nil, c.strip, "")
@@ -243,6 +251,7 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 			d.ResponseHeaders = rateHeaders(d.ResponseHeaders, &c.rl, false)
 		}
 		if c.credit >= 0 {
+			spent = int64(c.rt.cost)
 			d.ResponseHeaders = append(d.ResponseHeaders, Header{Name: "x-credits-remaining", Value: strconv.FormatInt(c.credit, 10)})
 		}
 	case o.custom:
@@ -268,6 +277,11 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 	d.ID = e.idBase + e.idSeq.Add(1)
 	d.Route = c.rt.name
 	d.Cost = c.rt.cost
+	if e.usage != nil && cred != nil {
+		// Every decision about a known key passes here once, whatever
+		// stage ended it: counting here cannot miss or double a refusal.
+		e.usage.KeyDecided(cred, c.now, Use{Status: d.Status, Admitted: c.admitted, Credits: spent})
+	}
 	return d
 }
 

@@ -33,6 +33,28 @@ type Recorder interface {
 	KeyUsed(c *Credential, at time.Time)
 }
 
+// UsageRecorder is a Recorder that also counts what every decision about a
+// known key did (per-key usage). The engine then tells it once per such
+// decision, through KeyDecided alone, so that the hot path takes the
+// recorder's lock once rather than twice. Like KeyUsed it must not block
+// or allocate for a key it has seen this hour.
+type UsageRecorder interface {
+	Recorder
+	KeyDecided(c *Credential, at time.Time, u Use)
+}
+
+// Use is what one decision about a known key did.
+type Use struct {
+	// Status is the status answered: 200 for an allow (a shadow allow
+	// included) or a reply, else the denial's.
+	Status int
+	// Admitted is what KeyUsed reports: the key passed every stage, so its
+	// last-used time moves.
+	Admitted bool
+	// Credits is what the request took from a metered key's balance.
+	Credits int64
+}
+
 // ErrUnavailable wraps every failure that made the engine fail closed.
 var ErrUnavailable = errors.New("authorization unavailable")
 
@@ -134,6 +156,7 @@ type Engine struct {
 	lookup   Lookup
 	orgs     OrgDirectory
 	recorder Recorder
+	usage    UsageRecorder // the recorder, when it counts decisions
 	now      func() time.Time
 	clientIP ClientIP
 	signer   *signer
@@ -203,6 +226,7 @@ func New(cfg Config, l Lookup) (*Engine, error) {
 		limits:   lim,
 		credits:  cfg.Credits,
 	}
+	e.usage, _ = cfg.Recorder.(UsageRecorder)
 	e.twinOf = append(e.twinOf, e.names[:]...)
 	for _, s := range e.sources {
 		if s != SourceAuthorization {

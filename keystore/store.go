@@ -99,6 +99,9 @@ type Options struct {
 	// LastUsedFlush is how often batched last-used times are written; it is
 	// also the most a crash can lose of them. Zero: 10 s.
 	LastUsedFlush time.Duration
+	// UsageRetention is how long per-key usage counts are kept; older
+	// hours are deleted about hourly. Zero: 90 days. Negative: forever.
+	UsageRetention time.Duration
 	// OpenTimeout is how long Open waits for another process's lock on the
 	// file. Zero: 1 s.
 	OpenTimeout time.Duration
@@ -143,6 +146,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LastUsedFlush == 0 {
 		o.LastUsedFlush = 10 * time.Second
+	}
+	if o.UsageRetention == 0 {
+		o.UsageRetention = DefaultUsageRetention
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = time.Second
@@ -336,8 +342,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Flush writes pending last-used times and gives unspent credit slices
-// back now, so the records show what was spent.
+// Flush writes pending last-used times and usage counts and gives unspent
+// credit slices back now, so the records show what was used and spent.
 func (s *Store) Flush() error { return errors.Join(s.usage.flush(), s.returnAll(false)) }
 
 // opTimeout bounds one admin write or read, whatever the caller's context

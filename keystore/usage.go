@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -23,6 +24,15 @@ type usage struct {
 	// them was the process's most contended.
 	seed    maphash.Seed
 	pending [usageShards]usageShard
+	// writer names this store's usage rows (see usagecount.go); late
+	// numbers the rows of counts that came after their hour was dropped.
+	writer string
+	late   atomic.Uint64
+	// flushing serializes flushes: two writing snapshots of the same
+	// key-hour out of order would leave the older total in the row.
+	flushing sync.Mutex
+	// nextPrune is when the loop next prunes usage rows.
+	nextPrune time.Time
 
 	done    chan struct{}
 	stopped chan struct{}
@@ -34,12 +44,22 @@ const usageShards = 32
 type usageShard struct {
 	mu   sync.Mutex
 	uses map[string]time.Time
+	// counts are the key-hours counted (usagecount.go); dropped is the
+	// latest hour of any dropped from here after it was written.
+	counts  map[string]*keyCounts
+	dropped int64
+}
+
+func (u *usage) shard(id string) *usageShard {
+	return &u.pending[maphash.String(u.seed, id)%usageShards]
 }
 
 func startUsage(s *Store, every time.Duration) *usage {
-	u := &usage{s: s, seed: maphash.MakeSeed(), done: make(chan struct{}), stopped: make(chan struct{})}
+	u := &usage{s: s, seed: maphash.MakeSeed(), writer: newWriterID(), done: make(chan struct{}), stopped: make(chan struct{})}
 	for i := range u.pending {
 		u.pending[i].uses = map[string]time.Time{}
+		u.pending[i].counts = map[string]*keyCounts{}
+		u.pending[i].dropped = noHour
 	}
 	go u.loop(every)
 	return u
@@ -47,7 +67,7 @@ func startUsage(s *Store, every time.Duration) *usage {
 
 // record keeps the later of at and what is pending for id.
 func (u *usage) record(id string, at time.Time) {
-	sh := &u.pending[maphash.String(u.seed, id)%usageShards]
+	sh := u.shard(id)
 	sh.mu.Lock()
 	if prev, ok := sh.uses[id]; !ok || at.After(prev) {
 		sh.uses[id] = at
@@ -87,9 +107,10 @@ func (u *usage) loop(every time.Duration) {
 		case <-u.done:
 			return
 		case <-t.C:
-			// A failed flush keeps its times pending for the next tick; the
-			// error surfaces on the final flush at Close.
+			// A failed flush keeps its times and counts pending for the
+			// next tick; the error surfaces on the final flush at Close.
 			_ = u.flush()
+			u.prune()
 		case <-ct.C:
 			// A slice that failed to go back is stranded, and shown as
 			// such in the record; there is nothing to retry.
@@ -102,10 +123,33 @@ func (u *usage) loop(every time.Duration) {
 // refuses transactions of more than 128 operations by default.
 const flushChunk = 64
 
-// flush writes pending times, in transactions of at most flushChunk
+// flush writes pending times and usage counts.
+func (u *usage) flush() error {
+	u.flushing.Lock()
+	defer u.flushing.Unlock()
+	return errors.Join(u.flushTimes(), u.flushCounts())
+}
+
+// prune deletes expired usage rows about hourly, and sooner while a run
+// stops at its bound. A failed run is retried the next hour: expired rows
+// only take room.
+func (u *usage) prune() {
+	now := u.s.now()
+	if now.Before(u.nextPrune) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	u.nextPrune = now.Add(pruneEvery)
+	if _, more, err := u.s.PruneUsage(ctx); err == nil && more {
+		u.nextPrune = now
+	}
+}
+
+// flushTimes writes pending times, in transactions of at most flushChunk
 // records. A key deleted meanwhile is skipped; a time never moves
 // backwards.
-func (u *usage) flush() error {
+func (u *usage) flushTimes() error {
 	batch := u.take()
 	if len(batch) == 0 {
 		return nil
