@@ -42,6 +42,9 @@ type Options struct {
 	// RequestMetrics, when set, is told of every request once answered,
 	// to count them by route pattern and status.
 	RequestMetrics func(Observed)
+	// Audit records every write and every refused request in the store's
+	// audit log, and serves it at GET /v1/audit.
+	Audit bool
 }
 
 // statusClientClosedRequest is nginx's status for a request its client
@@ -104,6 +107,9 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		a.observers = append(a.observers, opts.RequestMetrics)
 	}
 	a.routes()
+	if opts.Audit {
+		a.enableAudit()
+	}
 	if opts.Metrics != nil {
 		a.mux.Handle("GET /metrics", opts.Metrics)
 	}
@@ -120,6 +126,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := sw.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	r = begin(sw, r)
 
 	// The pattern, not the path, is logged: paths carry ids and the pattern
 	// is what a reader groups requests by.
