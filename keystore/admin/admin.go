@@ -2,14 +2,11 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/keygate/keygate/internal/secret"
@@ -19,9 +16,14 @@ import (
 
 // Options configures the admin API.
 type Options struct {
-	// Token is the bearer token every route but the probes requires.
-	// Required.
+	// Token is the bootstrap token: every right on every route but the
+	// probes, which need none. Token or TokenSource is required.
 	Token secret.Value
+	// TokenSource, when set, is asked for the bootstrap token on every
+	// request that presents one, so a replaced token file takes effect
+	// without a restart; it should be cheap (cache, re-read on change). An
+	// error refuses the bootstrap token (401) until it is readable again.
+	TokenSource func() (secret.Value, error)
 	// Logger receives one Debug line per request and the causes of 500s.
 	// Nil: discard.
 	Logger *slog.Logger
@@ -63,7 +65,7 @@ type api struct {
 	ready     []*probe
 	maxBody   int64
 	now       func() time.Time
-	tokenHash [sha256.Size]byte
+	bootstrap func() (secret.Value, error)
 	mux       *http.ServeMux
 	// observers are told of every request once it has been answered
 	// (the audit log, request metrics).
@@ -75,8 +77,12 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 	if s == nil {
 		return nil, errors.New("admin: nil store")
 	}
-	if opts.Token.IsZero() {
+	if opts.Token.IsZero() && opts.TokenSource == nil {
 		return nil, errors.New("admin: a token is required")
+	}
+	bootstrap := opts.TokenSource
+	if bootstrap == nil {
+		bootstrap = staticToken(opts.Token)
 	}
 	if opts.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("admin: negative MaxBodyBytes %d", opts.MaxBodyBytes)
@@ -91,7 +97,7 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		ready:     ready,
 		maxBody:   opts.MaxBodyBytes,
 		now:       opts.Now,
-		tokenHash: sha256.Sum256([]byte(opts.Token.Reveal())),
+		bootstrap: bootstrap,
 		mux:       http.NewServeMux(),
 	}
 	if a.log == nil {
@@ -145,13 +151,24 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	if !public[r.URL.Path] {
-		if !a.authorized(r) {
+		p, err := a.authenticate(r)
+		switch {
+		case errors.Is(err, errUnauthenticated):
 			h.Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
 			writeError(sw, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required")
 			return
+		case err != nil:
+			a.fail(sw, r, err)
+			return
 		}
-		req = r.WithContext(withPrincipal(r.Context(), &Principal{Name: "bootstrap", Bootstrap: true}))
+		req = r.WithContext(withPrincipal(r.Context(), p))
 		r = req
+		if route != "" {
+			if err := permitted(p, route); err != nil {
+				a.fail(sw, r, err)
+				return
+			}
+		}
 	}
 	if route == "" {
 		// ServeMux answers unknown paths and methods in plain text; keep
@@ -167,17 +184,6 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the server to close a connection whose body was cut off.
 	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
 	a.mux.ServeHTTP(sw, r)
-}
-
-// authorized compares SHA-256 digests in constant time, so neither the
-// token's bytes nor its length leak through timing.
-func (a *api) authorized(r *http.Request) bool {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	return subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) == 1
 }
 
 func (a *api) unrouted(w http.ResponseWriter, r *http.Request, h http.Handler) {
@@ -202,7 +208,13 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (a *api) handle(pattern string, fn handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
+		// Reach is checked here, where the path's values are known, for
+		// every route (see reachPath).
+		err := a.reachPath(r)
+		if err == nil {
+			err = fn(w, r)
+		}
+		if err != nil {
 			a.fail(w, r, err)
 		}
 	})

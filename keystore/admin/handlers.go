@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,6 +36,8 @@ func (a *api) routes() {
 	a.handle("POST /v1/keys/{id}/rotate", a.rotateKey)
 	a.handle("POST /v1/keys/{id}/credits", a.credits)
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+
+	a.adminTokenRoutes()
 }
 
 // byID answers GET of one record by the {id} in the path.
@@ -114,6 +117,9 @@ func (a *api) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
+	if _, ok := bound(r); ok {
+		return outOfReach("a new tenant")
+	}
 	t, err := a.store.CreateTenant(r.Context(), req.Name)
 	if err != nil {
 		return err
@@ -131,6 +137,9 @@ func (a *api) listTenants(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if p, ok := bound(r); ok {
+		ts = slices.DeleteFunc(ts, func(t keystore.Tenant) bool { return t.ID != p.TenantID })
+	}
 	writeJSON(w, http.StatusOK, list[keystore.Tenant]{ts})
 	return nil
 }
@@ -142,6 +151,9 @@ func (a *api) createOrg(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.TenantID == "" {
 		return badRequest("tenant_id is required")
+	}
+	if err := a.reachTenant(r, req.TenantID); err != nil {
+		return err
 	}
 	o, err := a.store.CreateOrg(r.Context(), req.TenantID, req.Name)
 	if err != nil {
@@ -156,6 +168,9 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "tenant_id"); err != nil {
 		return err
 	}
+	if err := a.reachListing(r, false); err != nil {
+		return err
+	}
 	tenantID := r.URL.Query().Get("tenant_id")
 	// The store lists nothing for an unknown tenant; a 404 tells the
 	// operator that the id, not the tenant, is wrong.
@@ -167,6 +182,9 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request) error {
 	orgs, err := a.store.Orgs(r.Context(), tenantID)
 	if err != nil {
 		return err
+	}
+	if p, ok := bound(r); ok && p.OrgID != "" {
+		orgs = slices.DeleteFunc(orgs, func(o keystore.Org) bool { return o.ID != p.OrgID })
 	}
 	writeJSON(w, http.StatusOK, list[keystore.Org]{orgs})
 	return nil
@@ -182,6 +200,9 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ExpiresAt = at
+	if err := a.reachNewKey(r, req.TenantID, req.OrgID); err != nil {
+		return err
+	}
 	k, err := a.store.CreateKey(r.Context(), req.KeySpec)
 	if err != nil {
 		return err
@@ -199,6 +220,9 @@ func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.ExpiresAt = at
+	if err := a.reachNewKey(r, req.TenantID, req.OrgID); err != nil {
+		return err
+	}
 	k, err := a.store.ImportKey(r.Context(), req.Import)
 	if err != nil {
 		return err
@@ -208,6 +232,9 @@ func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "tenant_id", "org_id", "status", "cursor", "limit"); err != nil {
+		return err
+	}
+	if err := a.reachListing(r, true); err != nil {
 		return err
 	}
 	q := r.URL.Query()
