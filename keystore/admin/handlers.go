@@ -36,6 +36,8 @@ func (a *api) routes() {
 	a.handle("POST /v1/keys/{id}/rotate", a.rotateKey)
 	a.handle("POST /v1/keys/{id}/credits", a.credits)
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+	a.handle("GET /v1/keys/{id}/usage", a.keyUsage)
+	a.handle("GET /v1/usage", a.usageTotals)
 
 	a.adminTokenRoutes()
 }
