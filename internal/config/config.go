@@ -38,6 +38,8 @@ type Config struct {
 		CacheMaxBytes        int64    `yaml:"cache_max_bytes"`        // 64 MiB
 		NegativeCacheEntries int64    `yaml:"negative_cache_entries"` // 100000; -1 disables
 		LastUsedFlush        Duration `yaml:"last_used_flush"`        // 10s
+		// UsageRetention is how long per-key usage counts are kept.
+		UsageRetention Duration `yaml:"usage_retention"` // 2160h (90 days)
 		// LookupTimeout bounds a Check's read of the store on a cache miss
 		// (an etcd out of reach fails the Check with 503 this quickly).
 		LookupTimeout Duration `yaml:"lookup_timeout"` // 1s
@@ -459,6 +461,9 @@ func (c *Config) validate(p *problems) {
 	if c.Store.LookupTimeout < 0 {
 		p.add("store.lookup_timeout", errors.New("must not be negative"))
 	}
+	if c.Store.UsageRetention < 0 {
+		p.add("store.usage_retention", errors.New("must not be negative"))
+	}
 	c.validateStore(p)
 	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
@@ -673,6 +678,7 @@ func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 		NegativeCacheEntries: c.Store.NegativeCacheEntries,
 		LastUsedFlush:        time.Duration(c.Store.LastUsedFlush),
 		LookupTimeout:        time.Duration(c.Store.LookupTimeout),
+		UsageRetention:       time.Duration(c.Store.UsageRetention),
 	}
 }
 
