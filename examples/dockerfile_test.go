@@ -661,6 +661,7 @@ func TestDockerfile(t *testing.T) {
 			"KEYGATE_GRPC_LISTEN="+strings.Replace(d.finalEnv["KEYGATE_GRPC_LISTEN"], ":"+grpcPort, ":"+port, 1),
 			"KEYGATE_HTTP_LISTEN=127.0.0.1:0",
 			"KEYGATE_ADMIN_LISTEN=127.0.0.1:0",
+			"KEYGATE_METRICS_LISTEN=127.0.0.1:0",
 			"KEYGATE_STORE="+filepath.Join(dir, "keygate.db"),
 			"KEYGATE_ADMIN_TOKEN=", "KEYGATE_ADMIN_TOKEN_FILE=", "KEYGATE_CONFIG=",
 		)

@@ -36,7 +36,7 @@ func TestAdminExposure(t *testing.T) {
 	serve := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		return run(ctx, []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0"},
+		return run(ctx, []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"},
 			io.Discard, io.Discard, func(k string) string { return env[k] })
 	}
 	write("{}\n")

@@ -209,7 +209,7 @@ func TestServeRefusesBadConfigWithValidateMessages(t *testing.T) {
 		}
 		store := filepath.Join(dir, "k.db")
 		env := map[string]string{"KEYGATE_ADMIN_TOKEN": "0123456789abcdef0123"}
-		err = run(context.Background(), []string{"serve", "--config", path, "--store", store, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+		err = run(context.Background(), []string{"serve", "--config", path, "--store", store, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"},
 			&bytes.Buffer{}, &bytes.Buffer{}, func(k string) string { return env[k] })
 		if err == nil {
 			t.Fatalf("serve accepted %s", path)

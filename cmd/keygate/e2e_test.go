@@ -78,6 +78,7 @@ func startServerCmd(t *testing.T, dir string, cmd *exec.Cmd, env ...string) *ser
 		"KEYGATE_GRPC_LISTEN=127.0.0.1:0",
 		"KEYGATE_ADMIN_LISTEN=127.0.0.1:0",
 		"KEYGATE_HTTP_LISTEN=127.0.0.1:0",
+		"KEYGATE_METRICS_LISTEN=127.0.0.1:0",
 		"KEYGATE_ADMIN_TOKEN=",
 		"KEYGATE_ADMIN_TOKEN_FILE=",
 	)
@@ -283,7 +284,7 @@ func TestServeConfigErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		env := map[string]string{"KEYGATE_ADMIN_TOKEN": "0123456789abcdef0123"}
-		err := run(context.Background(), []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+		err := run(context.Background(), []string{"serve", "--config", cfg, "--store", filepath.Join(dir, "k.db"), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"},
 			io.Discard, io.Discard, func(k string) string { return env[k] })
 		if err == nil {
 			t.Errorf("%s: serve accepted the config", name)

@@ -23,9 +23,12 @@ type listenerHandlers struct {
 	check *envoy.Server // gRPC ext_authz
 	http  http.Handler  // HTTP authorization (Envoy http_service, nginx, ...)
 	admin http.Handler  // admin API, /metrics, /healthz, /readyz
+	// metrics is the metrics listener's: GET /metrics only, since it may
+	// be open to anyone.
+	metrics http.Handler
 }
 
-// listenerGroup is serve's three listeners and the servers on them, owned
+// listenerGroup is serve's listeners and the servers on them, owned
 // as one, so that none is left open behind serve: startListeners closes
 // whatever it opened when a later step fails, and stop shuts them all down
 // in one order.
@@ -34,16 +37,18 @@ type listenerGroup struct {
 	timeout time.Duration // shutdown_timeout: the gRPC drain, then the HTTP shutdowns
 
 	grpcLn, adminLn, httpLn *connlimit.Listener
+	metricsLn               *connlimit.Listener // nil: listen.metrics off
 	grpc                    *grpc.Server
 	health                  *health.Server
 	admin, http             *http.Server
-	errc                    chan error // a server that stopped serving
+	metrics                 *http.Server // nil with metricsLn
+	errc                    chan error   // a server that stopped serving
 }
 
 // startListeners opens the capped listeners of cfg, registers them with m,
 // and starts serving h on them.
 func startListeners(cfg *config.Config, h listenerHandlers, m *metrics.Metrics, log *slog.Logger) (_ *listenerGroup, err error) {
-	g := &listenerGroup{log: log, timeout: time.Duration(cfg.ShutdownTimeout), errc: make(chan error, 3)}
+	g := &listenerGroup{log: log, timeout: time.Duration(cfg.ShutdownTimeout), errc: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			g.closeListeners()
@@ -62,7 +67,11 @@ func startListeners(cfg *config.Config, h listenerHandlers, m *metrics.Metrics, 
 		{&g.grpcLn, "grpc", cfg.Listen.GRPC, caps.grpc},
 		{&g.adminLn, "admin", cfg.Listen.Admin, caps.admin},
 		{&g.httpLn, "http", cfg.Listen.HTTP, caps.http},
+		{&g.metricsLn, "metrics", cfg.Listen.Metrics, caps.metrics},
 	} {
+		if l.addr == config.MetricsListenOff {
+			continue
+		}
 		ln, err := listenCapped(l.addr, l.cap, log.With("listener", l.name))
 		if err != nil {
 			return nil, fmt.Errorf("listen %s: %w", l.name, err)
@@ -77,7 +86,8 @@ func startListeners(cfg *config.Config, h listenerHandlers, m *metrics.Metrics, 
 	// connection, and its slot under the listener's cap, by being slow or
 	// silent.
 	idle := time.Duration(cfg.Listen.IdleTimeout)
-	g.grpc, g.health = newGRPCServer(h.check, idle)
+	g.grpc, g.health = newGRPCServer(h.check, idle, m.GRPCServerOptions()...)
+	m.InitGRPC(g.grpc)
 	g.admin, g.http = newAdminServer(h.admin, idle), newHTTPServer(h.http, idle)
 
 	go func() { g.errc <- fmt.Errorf("grpc server: %w", g.grpc.Serve(g.grpcLn)) }()
@@ -88,13 +98,19 @@ func startListeners(cfg *config.Config, h listenerHandlers, m *metrics.Metrics, 
 		go func() { g.errc <- fmt.Errorf("admin server: %w", g.admin.Serve(g.adminLn)) }()
 	}
 	go func() { g.errc <- fmt.Errorf("http server: %w", g.http.Serve(g.httpLn)) }()
+	if g.metricsLn != nil {
+		// The admin server's bounds fit: small requests, a large answer
+		// to a scraper that might stop reading.
+		g.metrics = newAdminServer(h.metrics, idle)
+		go func() { g.errc <- fmt.Errorf("metrics server: %w", g.metrics.Serve(g.metricsLn)) }()
+	}
 	return g, nil
 }
 
 // closeListeners closes the listeners opened so far, before any server
 // serves them.
 func (g *listenerGroup) closeListeners() {
-	for _, ln := range []*connlimit.Listener{g.grpcLn, g.adminLn, g.httpLn} {
+	for _, ln := range []*connlimit.Listener{g.grpcLn, g.adminLn, g.httpLn, g.metricsLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -137,13 +153,30 @@ func (g *listenerGroup) stop() {
 	if err := g.admin.Shutdown(ctx); err != nil {
 		g.log.Warn("admin shutdown", "error", err)
 	}
+	// Last, so that a scrape during the drain still sees it.
+	if g.metrics != nil {
+		if err := g.metrics.Shutdown(ctx); err != nil {
+			g.log.Warn("metrics shutdown", "error", err)
+		}
+	}
 }
 
-func newGRPCServer(check *envoy.Server, idle time.Duration) (*grpc.Server, *health.Server) {
-	return envoy.NewGRPCServer(check,
+// metricsAddr is the metrics listener's address for the log, "off" when
+// there is none.
+func (g *listenerGroup) metricsAddr() string {
+	if g.metricsLn == nil {
+		return config.MetricsListenOff
+	}
+	return g.metricsLn.Addr().String()
+}
+
+// newGRPCServer serves check with Keygate's bounds, plus extra options
+// (the metrics' interceptors).
+func newGRPCServer(check *envoy.Server, idle time.Duration, extra ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	return envoy.NewGRPCServer(check, append([]grpc.ServerOption{
 		// The HTTP/2 preface and settings must arrive this soon (grpc-go
 		// waits 120 s by default); Envoy sends them as it connects.
-		grpc.ConnectionTimeout(5*time.Second),
+		grpc.ConnectionTimeout(5 * time.Second),
 		// Envoy may ping idle connections (connection_keepalive), at
 		// intervals of 5 s or more; faster pings end the connection
 		// (too_many_pings) instead of costing a reply each.
@@ -165,7 +198,7 @@ func newGRPCServer(check *envoy.Server, idle time.Duration) (*grpc.Server, *heal
 		// Envoy sends many Checks over one connection, and opens another
 		// when this many are in flight on it.
 		grpc.MaxConcurrentStreams(1024),
-	)
+	}, extra...)...)
 }
 
 func newAdminServer(h http.Handler, idle time.Duration) *http.Server {

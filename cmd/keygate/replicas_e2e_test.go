@@ -324,7 +324,7 @@ func TestDuplicateReplicaIDServe(t *testing.T) {
 		cmd := exec.Command(keygateBin, "serve", "--replica-id", "dup-id")
 		cmd.Dir = sub("second")
 		cmd.Env = append(os.Environ(),
-			"KEYGATE_STORE=", "KEYGATE_GRPC_LISTEN=127.0.0.1:0", "KEYGATE_ADMIN_LISTEN=127.0.0.1:0", "KEYGATE_HTTP_LISTEN=127.0.0.1:0",
+			"KEYGATE_STORE=", "KEYGATE_GRPC_LISTEN=127.0.0.1:0", "KEYGATE_ADMIN_LISTEN=127.0.0.1:0", "KEYGATE_HTTP_LISTEN=127.0.0.1:0", "KEYGATE_METRICS_LISTEN=127.0.0.1:0",
 			"KEYGATE_ADMIN_TOKEN=", "KEYGATE_ADMIN_TOKEN_FILE=", "KEYGATE_CONFIG="+cfg, "KEYGATE_ETCD_ENDPOINTS=", "KEYGATE_REPLICA_ID=")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

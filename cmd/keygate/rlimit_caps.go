@@ -28,13 +28,18 @@ const (
 	// probes), but those few must always fit.
 	minAdminConns = 16
 	maxAdminConns = 1024
+	// Prometheus scrapes over one kept-alive connection; a few scrapers
+	// and a curl fit many times over, and a listener anyone may reach
+	// holds no more descriptors than this.
+	defaultMetricsConns = 32
 )
 
 // connCaps are the most connections each listener holds open at once.
-type connCaps struct{ grpc, http, admin int }
+type connCaps struct{ grpc, http, admin, metrics int }
 
 // defaultConnCaps splits what the reserve leaves of fileLimit (0: unknown)
-// between the listeners: gRPC and HTTP 40% each, admin 20%.
+// between the listeners: gRPC and HTTP 40% each, admin 20%. The metrics
+// listener's small fixed cap comes out of the reserve.
 func defaultConnCaps(fileLimit uint64) connCaps {
 	if fileLimit == 0 {
 		fileLimit = unknownFileLimit
@@ -66,16 +71,17 @@ func connectionCaps(cfg *config.Config, log *slog.Logger) connCaps {
 		log.Warn("open-file limit", "error", err)
 	}
 	caps := defaultConnCaps(fileLimit)
+	caps.metrics = defaultMetricsConns
 	for _, set := range []struct {
 		cap *int
 		n   int
-	}{{&caps.grpc, cfg.Listen.MaxConnections.GRPC}, {&caps.http, cfg.Listen.MaxConnections.HTTP}, {&caps.admin, cfg.Listen.MaxConnections.Admin}} {
+	}{{&caps.grpc, cfg.Listen.MaxConnections.GRPC}, {&caps.http, cfg.Listen.MaxConnections.HTTP}, {&caps.admin, cfg.Listen.MaxConnections.Admin}, {&caps.metrics, cfg.Listen.MaxConnections.Metrics}} {
 		if set.n > 0 {
 			*set.cap = set.n
 		}
 	}
 	log.Info("connection limits", "open_files", fileLimitText(fileLimit),
-		"grpc", caps.grpc, "http", caps.http, "admin", caps.admin)
+		"grpc", caps.grpc, "http", caps.http, "admin", caps.admin, "metrics", caps.metrics)
 	if fileLimit > 0 {
 		reserve := fdReserve + fileLimit/10
 		if sum := uint64(caps.grpc) + uint64(caps.http) + uint64(caps.admin); sum+reserve > fileLimit {

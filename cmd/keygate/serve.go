@@ -27,7 +27,7 @@ import (
 
 // serveFlags override the environment, which overrides the config file.
 type serveFlags struct {
-	config, store, etcd, replicaID, grpcListen, adminListen, httpListen string
+	config, store, etcd, replicaID, grpcListen, adminListen, httpListen, metricsListen string
 }
 
 func newServeCmd(c *cli) *cobra.Command {
@@ -46,6 +46,7 @@ func newServeCmd(c *cli) *cobra.Command {
 	fs.StringVar(&f.grpcListen, "grpc-listen", c.getenv("KEYGATE_GRPC_LISTEN"), "ext_authz gRPC `address` (env KEYGATE_GRPC_LISTEN; default 127.0.0.1:9001)")
 	fs.StringVar(&f.httpListen, "http-listen", c.getenv("KEYGATE_HTTP_LISTEN"), "HTTP authorization `address` (Envoy http_service, nginx, Traefik, Caddy) (env KEYGATE_HTTP_LISTEN; default 127.0.0.1:9002)")
 	fs.StringVar(&f.adminListen, "admin-listen", c.getenv("KEYGATE_ADMIN_LISTEN"), "admin API `address` (env KEYGATE_ADMIN_LISTEN; default 127.0.0.1:9003)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", c.getenv("KEYGATE_METRICS_LISTEN"), "Prometheus metrics `address`, GET /metrics only, without a token unless metrics.require_token (env KEYGATE_METRICS_LISTEN; default 127.0.0.1:9004; off: none)")
 	return cmd
 }
 
@@ -103,6 +104,13 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if err := m.RegisterStore(store); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	if err := m.RegisterBuildInfo(version); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	var scrapeToken metrics.TokenCheck // nil: scrapes need no token
+	if cfg.Metrics.RequireToken {
+		scrapeToken = metricsTokens(store, func() (secret.Value, error) { return token, nil })
+	}
 	adminHandler, err := newAdminHandler(cfg, store, shared, token, m, log)
 	if err != nil {
 		return err
@@ -123,9 +131,10 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 
 	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
 	g, err := startListeners(cfg, listenerHandlers{
-		check: envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
-		http:  envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
-		admin: adminHandler,
+		check:   envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
+		http:    envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
+		admin:   adminHandler,
+		metrics: m.Endpoint(scrapeToken),
 	}, m, log)
 	if err != nil {
 		return err
@@ -134,6 +143,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 		"grpc", g.grpcLn.Addr().String(),
 		"admin", g.adminLn.Addr().String(),
 		"http", g.httpLn.Addr().String(),
+		"metrics", g.metricsAddr(),
 		"store", cfg.StoreName(),
 		"version", version)
 	serveErr := g.wait(ctx)
@@ -149,7 +159,7 @@ func loadServeConfig(f serveFlags) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Store.Etcd.ReplicaID: f.replicaID, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen} {
+	for dst, v := range map[*string]string{&cfg.Store.Path: f.store, &cfg.Store.Etcd.ReplicaID: f.replicaID, &cfg.Listen.GRPC: f.grpcListen, &cfg.Listen.Admin: f.adminListen, &cfg.Listen.HTTP: f.httpListen, &cfg.Listen.Metrics: f.metricsListen} {
 		if v != "" {
 			*dst = v
 		}
@@ -188,6 +198,9 @@ func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.Sha
 		Logger:  log.With("listener", "admin"),
 		Ready:   ready,
 		Metrics: m.Handler(),
+		RequestMetrics: func(o admin.Observed) {
+			m.ObserveAdminRequest(o.Route, o.Status)
+		},
 	})
 }
 
