@@ -36,6 +36,7 @@ Usage:
   keygate keys rotate ID [--grace 1h]
   keygate keys credits ID (--add N | --set N)
   keygate keys delete ID
+  keygate keys usage ID [--from T] [--to T] [--granularity hour|day]
   keygate keys import --tenant ID [--org ID] --name NAME --key-stdin [--env E] [--tier T]
                       [--scopes a,b] [--display-prefix P] [--allowed-ips CIDR,IP]
                       [--limit NAME=REQ/WINDOW ...]
@@ -120,7 +121,7 @@ type (
 func newKeysCmd(c *cli) *cobra.Command {
 	return newGroupCmd(c, "keys", "manage API keys", keysLong,
 		keysCreate(c), keysList(c), keysGet(c), keysUpdate(c), keysRevoke(c),
-		keysRotate(c), keysCredits(c), keysDelete(c), keysImport(c))
+		keysRotate(c), keysCredits(c), keysDelete(c), keysImport(c), keysUsage(c))
 }
 
 // keysCredits refills (--add, negative to take away) or sets a key's
