@@ -130,6 +130,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		newOrgsCmd(c),
 		newKeysCmd(c),
 		newUsersCmd(c),
+		newAdminTokensCmd(c),
 		newConfigCmd(c),
 		newCheckCmd(c),
 		newStoreCmd(c),

@@ -72,7 +72,13 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if !config.IsLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
 		return fmt.Errorf("admin listener %s is not loopback: serve it with TLS (admin.tls_cert_file, admin.tls_key_file), or set admin.insecure_public if the network is otherwise protected", cfg.Listen.Admin)
 	}
-	token, err := admintoken.Resolve(cfg, c.getenv, log)
+	// The admin API asks tokens on every request, so a replaced token file
+	// takes effect without a restart.
+	tokens, err := admintoken.Source(cfg, c.getenv, log)
+	if err != nil {
+		return err
+	}
+	token, err := tokens() // the token at start, for what reads it once
 	if err != nil {
 		return err
 	}
@@ -111,7 +117,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if cfg.Metrics.RequireToken {
 		scrapeToken = metricsTokens(store, func() (secret.Value, error) { return token, nil })
 	}
-	adminHandler, err := newAdminHandler(cfg, store, shared, token, m, log)
+	adminHandler, err := newAdminHandler(cfg, store, shared, tokens, m, log)
 	if err != nil {
 		return err
 	}
@@ -185,8 +191,9 @@ func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, 
 	return authz.New(acfg, store)
 }
 
-// newAdminHandler builds the admin API over store, behind token.
-func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, token secret.Value, m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
+// newAdminHandler builds the admin API over store, behind the bootstrap
+// token tokens gives and the admin tokens in store.
+func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, tokens func() (secret.Value, error), m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
 	// Ready when a Check could succeed: the store answers, and so does a
 	// shared Redis unless fail_open lets Checks do without it.
 	ready := []admin.ReadyCheck{{Name: "store", Check: store.Ready}}
@@ -194,10 +201,10 @@ func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.Sha
 		ready = append(ready, admin.ReadyCheck{Name: "redis", Check: ping, Optional: !needed})
 	}
 	return admin.New(store, admin.Options{
-		Token:   token,
-		Logger:  log.With("listener", "admin"),
-		Ready:   ready,
-		Metrics: m.Handler(),
+		TokenSource: tokens,
+		Logger:      log.With("listener", "admin"),
+		Ready:       ready,
+		Metrics:     m.Handler(),
 		RequestMetrics: func(o admin.Observed) {
 			m.ObserveAdminRequest(o.Route, o.Status)
 		},
