@@ -62,8 +62,9 @@ func (a *api) createAdminToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 // mintable refuses a token that would give its creator more than it has:
-// a scope it lacks, or a reach wider than its own. It fills in the
-// creator's binding when the request names none.
+// a scope it lacks, a reach wider than its own, or a life longer than its
+// own. It fills in the creator's binding and expiry when the request
+// names none.
 func (a *api) mintable(r *http.Request, p *Principal, spec *keystore.AdminTokenSpec) error {
 	if p.Bootstrap {
 		return nil
@@ -71,6 +72,14 @@ func (a *api) mintable(r *http.Request, p *Principal, spec *keystore.AdminTokenS
 	for _, s := range spec.Scopes {
 		if !p.has(s) {
 			return &apiError{status: http.StatusForbidden, code: "insufficient_scope", msg: "a token cannot grant the scope " + quote(s) + ", which it does not hold"}
+		}
+	}
+	if p.ExpiresAt != nil {
+		if spec.ExpiresAt == nil {
+			spec.ExpiresAt = p.ExpiresAt
+		}
+		if spec.ExpiresAt.After(*p.ExpiresAt) {
+			return &apiError{status: http.StatusForbidden, code: "insufficient_scope", msg: "a token cannot create one that outlives it (it expires " + p.ExpiresAt.UTC().Format(time.RFC3339) + ")"}
 		}
 	}
 	switch {

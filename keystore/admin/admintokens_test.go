@@ -355,6 +355,20 @@ func TestAdminTokenMinting(t *testing.T) {
 		}
 	}
 	wantStatus(t, "org lists another tenant's", f.as(orgMinter, "GET", "/v1/admin-tokens?tenant_id="+w.tB.ID, ""), 403, "out_of_reach")
+
+	// An expiring token cannot mint one that outlives it; one that names
+	// no expiry gets its creator's.
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	expiring := f.mint(keystore.AdminTokenSpec{Scopes: []string{keystore.ScopeKeysRead, keystore.ScopeAdminTokensWrite}, ExpiresAt: &exp})
+	wantStatus(t, "outlive", f.as(expiring, "POST", "/v1/admin-tokens", `{"name":"x","scopes":["keys:read"],"expires_in":"2h"}`), 403, "insufficient_scope")
+	r = f.as(expiring, "POST", "/v1/admin-tokens", `{"name":"x","scopes":["keys:read"]}`)
+	wantStatus(t, "inherit expiry", r, 201, "")
+	var child keystore.AdminToken
+	r.decode(t, &child)
+	if child.ExpiresAt == nil || !child.ExpiresAt.Equal(exp) {
+		t.Fatalf("child of an expiring token expires %v, want %v", child.ExpiresAt, exp)
+	}
+	wantStatus(t, "shorter", f.as(expiring, "POST", "/v1/admin-tokens", `{"name":"x","scopes":["keys:read"],"expires_in":"30m"}`), 201, "")
 }
 
 // TestAdminTokenCreateShowsTokenOnce: the token is in the create answer

@@ -46,7 +46,7 @@ func (a *api) authenticate(r *http.Request) (*Principal, error) {
 		case err != nil:
 			return nil, err
 		}
-		return &Principal{TokenID: t.ID, Name: t.Name, Scopes: t.Scopes, TenantID: t.TenantID, OrgID: t.OrgID}, nil
+		return &Principal{TokenID: t.ID, Name: t.Name, Scopes: t.Scopes, TenantID: t.TenantID, OrgID: t.OrgID, ExpiresAt: t.ExpiresAt}, nil
 	}
 	boot, err := a.bootstrap()
 	if err != nil {

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"time"
 )
 
 // Principal is who an admin request acts as: the bootstrap token (every
@@ -19,6 +20,9 @@ type Principal struct {
 	// TenantID and OrgID, when set, bound what the token sees and manages.
 	TenantID, OrgID string
 	Bootstrap       bool
+	// ExpiresAt is when the token stops working; nil: never. A token
+	// cannot create one that outlives it.
+	ExpiresAt *time.Time
 }
 
 type principalKey struct{}
