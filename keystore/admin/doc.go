@@ -7,9 +7,15 @@
 // requests into store calls and store errors into HTTP statuses.
 //
 // Contracts:
-//   - Every route except the probes requires the bearer admin token, checked
-//     before routing so that an unauthenticated caller learns nothing about
-//     which paths exist.
+//   - Every route except the probes requires a bearer token, checked before
+//     routing so that an unauthenticated caller learns nothing about which
+//     paths exist: the bootstrap token (every right) or an admin token
+//     record, read from the store on every request so a revoke holds on the
+//     next one everywhere. A record holds scopes, one per route (scopeFor;
+//     a route under no known prefix is the bootstrap token's only), and may
+//     be bound to a tenant or an org: reachPath bounds every route by the
+//     ids in its path, and handlers bound their bodies and listings
+//     (reachTenant, reachOrg, reachKey, reachNewKey, reachListing).
 //   - Raw keys travel only in the bodies of create, rotate and import, and
 //     bodies are never logged; neither is the token. Responses carry
 //     Cache-Control: no-store because a created key is shown exactly once.
