@@ -1301,9 +1301,10 @@ func TestComposeChecksCatch(t *testing.T) {
 const istioDir = "istio"
 
 type meta struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Labels    map[string]string `json:"labels"`
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 type object struct {
@@ -1677,6 +1678,36 @@ func (c *meshChecker) provider(name string, g grpcProvider) {
 	}
 }
 
+// metricsScrape: Prometheus scrapes Keygate's metrics listener through
+// the pod's prometheus.io annotations (which Istio's metrics merging hands
+// to the sidecar's agent), so the listener must be on the pod's IP, a
+// container port named metrics, and the port the annotations name.
+func (c *meshChecker) metricsScrape(dep deployment, ct container) {
+	name := dep.Metadata.Name
+	addr, ok := ct.env("KEYGATE_METRICS_LISTEN")
+	if !ok {
+		c.add("Deployment %s: set KEYGATE_METRICS_LISTEN: the default is loopback, out of the scrape's reach", name)
+		return
+	}
+	port, public, err := listenAddr(addr)
+	if err != nil || !public {
+		c.add("Deployment %s: KEYGATE_METRICS_LISTEN=%s is not reachable on the pod's IP (%v)", name, addr, err)
+		return
+	}
+	if !slices.ContainsFunc(ct.Ports, func(p struct {
+		Name          string `json:"name"`
+		ContainerPort int    `json:"containerPort"`
+	}) bool {
+		return p.Name == "metrics" && fmt.Sprint(p.ContainerPort) == port
+	}) {
+		c.add("Deployment %s: KEYGATE_METRICS_LISTEN=%s, but no container port named metrics is %s", name, addr, port)
+	}
+	a := dep.Spec.Template.Metadata.Annotations
+	if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != port {
+		c.add("Deployment %s: the pods' annotations prometheus.io/scrape %q and prometheus.io/port %q do not point Prometheus at the metrics listener (port %s)", name, a["prometheus.io/scrape"], a["prometheus.io/port"], port)
+	}
+}
+
 // target finds the Deployment, container and container port a Service
 // port leads to.
 func (c *meshChecker) target(svc service, sp servicePort) (*deployment, *container, int) {
@@ -1793,6 +1824,7 @@ func (c *meshChecker) deployment(dep deployment) {
 				c.add("Deployment %s: KEYGATE_ADMIN_LISTEN=%s without a token: Keygate refuses to start", name, admin)
 			}
 		}
+		c.metricsScrape(dep, ct)
 		store, ok := ct.env("KEYGATE_STORE")
 		if !ok {
 			c.add("Deployment %s: set KEYGATE_STORE to a file on the data volume", name)
@@ -2236,6 +2268,15 @@ func TestIstioChecksCatch(t *testing.T) {
 			c := keygate(t, docs)
 			c["env"] = slices.DeleteFunc(c["env"].([]any), func(e any) bool { return e.(map[string]any)["name"] == "KEYGATE_ADMIN_TOKEN_FILE" })
 		}, "Keygate refuses to start"},
+		{"metrics on loopback", func(t *testing.T, docs []meshDoc) {
+			setEnv(t, docs, "KEYGATE_METRICS_LISTEN", "127.0.0.1:9004")
+		}, "KEYGATE_METRICS_LISTEN=127.0.0.1:9004 is not reachable"},
+		{"metrics on another port", func(t *testing.T, docs []meshDoc) {
+			setEnv(t, docs, "KEYGATE_METRICS_LISTEN", "0.0.0.0:9005")
+		}, "no container port named metrics is 9005"},
+		{"no scrape annotations", func(t *testing.T, docs []meshDoc) {
+			delete(sub(t, find(t, docs, "Deployment"), "spec", "template", "metadata"), "annotations")
+		}, "do not point Prometheus at the metrics listener"},
 		{"no hardening EnvoyFilter", func(t *testing.T, docs []meshDoc) {
 			sub(t, find(t, docs, "EnvoyFilter"), "metadata")["namespace"] = "other"
 		}, "no EnvoyFilter makes the sidecars it selects"},

@@ -288,6 +288,7 @@ func (c *k8sChecker) keygate() {
 		return
 	}
 	c.listeners(spec, ct, cfg, env)
+	c.metrics(dep.Spec.Template.Metadata, ct, cfg)
 	c.services(ct, labels, cfg, env)
 	c.pdb(dep)
 	c.hardening(spec, ct, cfg, env)
@@ -346,7 +347,7 @@ func (c *k8sChecker) config(spec k8sPodSpec, ct k8sContainerSpec, env map[string
 		}
 		return nil, false
 	}
-	for dst, name := range map[*string]string{&cfg.Listen.GRPC: "KEYGATE_GRPC_LISTEN", &cfg.Listen.HTTP: "KEYGATE_HTTP_LISTEN", &cfg.Listen.Admin: "KEYGATE_ADMIN_LISTEN", &cfg.Store.Path: "KEYGATE_STORE"} {
+	for dst, name := range map[*string]string{&cfg.Listen.GRPC: "KEYGATE_GRPC_LISTEN", &cfg.Listen.HTTP: "KEYGATE_HTTP_LISTEN", &cfg.Listen.Admin: "KEYGATE_ADMIN_LISTEN", &cfg.Listen.Metrics: "KEYGATE_METRICS_LISTEN", &cfg.Store.Path: "KEYGATE_STORE"} {
 		if v := value(env, name); v != "" {
 			*dst = v
 		}
@@ -426,6 +427,39 @@ func (c *k8sChecker) listeners(spec k8sPodSpec, ct k8sContainerSpec, cfg *config
 		if want := map[bool]string{true: "HTTPS", false: "HTTP"}[tlsOn]; cmpOr(g.Scheme, "HTTP") != want {
 			c.add("keygate: %s scheme %q, want %s (admin TLS is %v)", pr.kind, g.Scheme, want, tlsOn)
 		}
+	}
+}
+
+// metrics: Prometheus scrapes each pod (the kubernetes-pods discovery and
+// its prometheus.io annotations) on the metrics listener, which must be on
+// the pod's IP and a container port.
+func (c *k8sChecker) metrics(pod meta, ct k8sContainerSpec, cfg *config.Config) {
+	if cfg.Listen.Metrics == config.MetricsListenOff {
+		c.add("keygate: the metrics listener is off: nothing for Prometheus to scrape")
+		return
+	}
+	port, public, err := listenAddr(cfg.Listen.Metrics)
+	if err != nil || !public {
+		c.add("keygate: metrics listener %q is not reachable on the pod's IP: listen on 0.0.0.0 (%v)", cfg.Listen.Metrics, err)
+	}
+	n, _ := strconv.Atoi(port)
+	if !slices.ContainsFunc(ct.Ports, func(p struct {
+		Name          string `json:"name"`
+		ContainerPort int    `json:"containerPort"`
+	}) bool {
+		return p.ContainerPort == n && p.Name == "metrics"
+	}) {
+		c.add("keygate: the metrics listener's port %s is not a container port named metrics", port)
+	}
+	a := pod.Annotations
+	if a["prometheus.io/scrape"] != "true" {
+		c.add("keygate: the pods lack the annotation prometheus.io/scrape: \"true\"")
+	}
+	if a["prometheus.io/port"] != port {
+		c.add("keygate: annotation prometheus.io/port %q, but the metrics listener is on port %s", a["prometheus.io/port"], port)
+	}
+	if p := a["prometheus.io/path"]; p != "" && p != "/metrics" {
+		c.add("keygate: annotation prometheus.io/path %q: the metrics listener serves /metrics only", p)
 	}
 }
 
@@ -797,8 +831,16 @@ func TestKubernetesChecksCatch(t *testing.T) {
 			sub(t, container(t, docs), "readinessProbe", "httpGet")["port"] = 9001
 		}, "readinessProbe on port 9001"},
 		{"liveness on a port the container lacks", func(t *testing.T, docs []meshDoc) {
-			sub(t, container(t, docs), "livenessProbe", "httpGet")["port"] = 9004
-		}, "livenessProbe port 9004 is not a container port"},
+			sub(t, container(t, docs), "livenessProbe", "httpGet")["port"] = 9014
+		}, "livenessProbe port 9014 is not a container port"},
+		{"metrics on loopback", editConfig("metrics: 0.0.0.0:9004", "metrics: 127.0.0.1:9004"), "metrics listener \"127.0.0.1:9004\" is not reachable"},
+		{"metrics off", editConfig("metrics: 0.0.0.0:9004", "metrics: \"off\""), "metrics listener is off"},
+		{"scrape annotation on another port", func(t *testing.T, docs []meshDoc) {
+			sub(t, find(t, docs, "Deployment", k8sKeygate), "spec", "template", "metadata", "annotations")["prometheus.io/port"] = "9003"
+		}, `prometheus.io/port "9003"`},
+		{"no scrape annotation", func(t *testing.T, docs []meshDoc) {
+			delete(sub(t, find(t, docs, "Deployment", k8sKeygate), "spec", "template", "metadata", "annotations"), "prometheus.io/scrape")
+		}, `prometheus.io/scrape`},
 		{"admin container port moved", func(t *testing.T, docs []meshDoc) {
 			for _, p := range container(t, docs)["ports"].([]any) {
 				if p := p.(map[string]any); p["name"] == "admin" {
