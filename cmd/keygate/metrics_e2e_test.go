@@ -137,8 +137,8 @@ func TestMetricsListenerE2E(t *testing.T) {
 }
 
 // TestMetricsListenerTokenE2E: with metrics.require_token a scrape needs
-// the bootstrap token (or an admin token with metrics:read); without one
-// it is refused and shown nothing.
+// the bootstrap token or a live admin token with metrics:read; without
+// one it is refused and shown nothing.
 func TestMetricsListenerTokenE2E(t *testing.T) {
 	dir := t.TempDir()
 	s := startWithConfig(t, dir, writeConfig(t, dir, "metrics:\n  require_token: true\n"))
@@ -152,6 +152,21 @@ func TestMetricsListenerTokenE2E(t *testing.T) {
 	code, body := scrapeMetrics(t, url, "Bearer "+readToken(t, dir))
 	if code != http.StatusOK || !strings.Contains(body, "keygate_build_info") {
 		t.Errorf("scrape with the bootstrap token = %d:\n%.300s", code, body)
+	}
+
+	// An admin token with metrics:read scrapes, until it is revoked; one
+	// without that scope never does.
+	reader := s.cli(t, "admin-tokens", "create", "--name", "prometheus", "--scopes", "metrics:read")
+	keys := s.cli(t, "admin-tokens", "create", "--name", "ci", "--scopes", "keys:read")
+	if code, _ := scrapeMetrics(t, url, "Bearer "+reader["token"].(string)); code != http.StatusOK {
+		t.Errorf("scrape with a metrics:read admin token = %d", code)
+	}
+	if code, _ := scrapeMetrics(t, url, "Bearer "+keys["token"].(string)); code != http.StatusUnauthorized {
+		t.Errorf("scrape with a keys:read admin token = %d, want 401", code)
+	}
+	s.cli(t, "admin-tokens", "revoke", reader["id"].(string))
+	if code, _ := scrapeMetrics(t, url, "Bearer "+reader["token"].(string)); code != http.StatusUnauthorized {
+		t.Errorf("scrape with a revoked admin token = %d, want 401", code)
 	}
 	s.stop(t)
 }

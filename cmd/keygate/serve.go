@@ -78,8 +78,9 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if err != nil {
 		return err
 	}
-	token, err := tokens() // the token at start, for what reads it once
-	if err != nil {
+	// Read once now, so that a token that cannot be read stops serve
+	// before it listens.
+	if _, err := tokens(); err != nil {
 		return err
 	}
 
@@ -115,7 +116,8 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	}
 	var scrapeToken metrics.TokenCheck // nil: scrapes need no token
 	if cfg.Metrics.RequireToken {
-		scrapeToken = metricsTokens(store, func() (secret.Value, error) { return token, nil })
+		// The admin API's source: a replaced token file holds here too.
+		scrapeToken = metricsTokens(store, tokens)
 	}
 	adminHandler, err := newAdminHandler(cfg, store, shared, tokens, m, log)
 	if err != nil {
