@@ -226,7 +226,8 @@ rate_limits:
 log: {level: warn}
 EOF
 # At log level warn Keygate does not say which ports it got, so it is given
-# free ones rather than ":0".
+# free ones rather than ":0". The metrics are read from the admin listener:
+# the metrics listener is off, so that it takes no fixed port.
 mapfile -t port < <("$bin/report" ports 3)
 ((${#port[@]} == 3)) || die "could not find free ports"
 kg_grpc=127.0.0.1:${port[0]}
@@ -237,6 +238,7 @@ KEYGATE_CONFIG=$kgdir/keygate.yaml \
 	KEYGATE_GRPC_LISTEN=$kg_grpc \
 	KEYGATE_HTTP_LISTEN=$kg_http \
 	KEYGATE_ADMIN_LISTEN=$kg_admin \
+	KEYGATE_METRICS_LISTEN=off \
 	"$bin/keygate" serve >"$kgdir/serve.log" 2>&1 &
 kg_pid=$!
 pids+=("$kg_pid")
