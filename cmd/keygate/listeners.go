@@ -101,7 +101,12 @@ func startListeners(cfg *config.Config, h listenerHandlers, m *metrics.Metrics, 
 	if g.metricsLn != nil {
 		// The admin server's bounds fit: small requests, a large answer
 		// to a scraper that might stop reading.
-		g.metrics = newAdminServer(h.metrics, idle)
+		mh := h.metrics
+		if mh == nil {
+			// Never http.DefaultServeMux, which a nil handler would serve.
+			mh = http.NotFoundHandler()
+		}
+		g.metrics = newAdminServer(mh, idle)
 		go func() { g.errc <- fmt.Errorf("metrics server: %w", g.metrics.Serve(g.metricsLn)) }()
 	}
 	return g, nil

@@ -33,9 +33,13 @@ func TestServeListenersClosedOnFailure(t *testing.T) {
 		name    string
 		metrics func(t *testing.T) *metrics.Metrics
 		busy    bool // the HTTP address is taken
-		want    string
+		// busyMetrics: the metrics listener's address is taken, the last
+		// one opened.
+		busyMetrics bool
+		want        string
 	}{
 		{name: "listen", busy: true, want: "listen http"},
+		{name: "listen metrics", busyMetrics: true, want: "listen metrics"},
 		{name: "metrics", want: "metrics", metrics: func(t *testing.T) *metrics.Metrics {
 			// The admin listener's metrics are taken: registering them again
 			// fails once the gRPC and admin listeners are open.
@@ -51,9 +55,16 @@ func TestServeListenersClosedOnFailure(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg.Listen.GRPC, cfg.Listen.Admin, cfg.Listen.HTTP = freeAddr(t), freeAddr(t), freeAddr(t)
+			cfg.Listen.GRPC, cfg.Listen.Admin, cfg.Listen.HTTP, cfg.Listen.Metrics = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+			var taken []string
 			if tc.busy {
-				ln, err := net.Listen("tcp", cfg.Listen.HTTP)
+				taken = append(taken, cfg.Listen.HTTP)
+			}
+			if tc.busyMetrics {
+				taken = append(taken, cfg.Listen.Metrics)
+			}
+			for _, addr := range taken {
+				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -70,7 +81,11 @@ func TestServeListenersClosedOnFailure(t *testing.T) {
 				}
 				t.Fatalf("startListeners: %v, want an error naming %q", err, tc.want)
 			}
-			for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.Admin} {
+			closed := []string{cfg.Listen.GRPC, cfg.Listen.Admin}
+			if tc.busyMetrics {
+				closed = append(closed, cfg.Listen.HTTP)
+			}
+			for _, addr := range closed {
 				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					t.Errorf("%s is still bound after the failed start: %v", addr, err)
