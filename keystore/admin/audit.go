@@ -268,12 +268,11 @@ type auditLog struct {
 	anon *tokenBucket
 }
 
-const (
-	auditAppendTimeout = 2 * time.Second
-	// Unauthenticated entries stored per second, and in a burst.
-	anonAuditRate  = 10
-	anonAuditBurst = 100
-)
+const auditAppendTimeout = 2 * time.Second
+
+// Unauthenticated entries stored per second, and in a burst (variables for
+// tests).
+var anonAuditRate, anonAuditBurst float64 = 10, 100
 
 // enableAudit serves GET /v1/audit and records requests in the log.
 func (a *api) enableAudit() {

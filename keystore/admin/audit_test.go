@@ -247,3 +247,26 @@ func TestAuditDisabled(t *testing.T) {
 		t.Fatalf("entries %+v, %v", p.Entries, err)
 	}
 }
+
+// TestAuditUnauthenticatedFlood: anyone who reaches the port can send
+// requests without a token; past a burst they are logged but not stored,
+// so they cannot turn into as many store writes.
+func TestAuditUnauthenticatedFlood(t *testing.T) {
+	admin.SetAnonAuditLimit(t, 0.001, 5)
+	f := auditFixture(t)
+	const sent = 12
+	for range sent {
+		f.doAuth("POST", "/v1/tenants", `{"name":"x"}`, "Bearer nope")
+	}
+	stored := len(f.audit("action=admin.unauthorized"))
+	if stored != 5 {
+		t.Fatalf("%d of %d unauthenticated requests stored", stored, sent)
+	}
+	logs := f.logs.String()
+	if n := strings.Count(logs, `"msg":"admin audit"`); n != sent {
+		t.Fatalf("%d audit lines, want %d", n, sent)
+	}
+	if n := strings.Count(logs, `"stored":false`); n != sent-stored {
+		t.Fatalf("%d lines say not stored, want %d", n, sent-stored)
+	}
+}
