@@ -1,6 +1,6 @@
 // Command keygate runs the Keygate ext_authz server (`keygate serve`) and
 // manages tenants, orgs, keys and users through a running server's admin
-// API (`keygate tenants|orgs|keys|users ...`).
+// API (`keygate tenants|orgs|keys|users|admin-tokens ...`).
 //
 // It wires configuration, listeners, signals and shutdown; every decision is
 // made in the authz and keystore packages.
@@ -80,7 +80,7 @@ func exitCode(err error) int {
 
 const rootLong = `keygate: API-key authorization for Envoy and Istio (ext_authz)
 
-Management commands (tenants, orgs, keys, users) talk to a running
+Management commands (tenants, orgs, keys, users, admin-tokens) talk to a running
 server's admin API: --admin-url or KEYGATE_ADMIN_URL (default
 http://127.0.0.1:9003), token from KEYGATE_ADMIN_TOKEN, --admin-token-file,
 KEYGATE_ADMIN_TOKEN_FILE or ./keygate.admin-token. Flags win over the environment, which wins over
