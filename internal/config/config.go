@@ -77,8 +77,9 @@ type Config struct {
 		IdleTimeout Duration `yaml:"idle_timeout"` // 2m
 	} `yaml:"listen"`
 	Admin struct {
-		// TokenFile holds the admin bearer token. Empty: KEYGATE_ADMIN_TOKEN,
-		// else (admin on loopback only) a token generated beside the store.
+		// TokenFile holds the bootstrap admin token, read again whenever the
+		// file changes. Empty: KEYGATE_ADMIN_TOKEN, else (admin on loopback
+		// only) a token generated beside the store.
 		TokenFile string `yaml:"token_file"`
 		// TLSCertFile and TLSKeyFile serve the admin API over TLS. A
 		// listener that is not on loopback needs them, or InsecurePublic:
