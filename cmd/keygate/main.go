@@ -131,6 +131,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		newKeysCmd(c),
 		newUsersCmd(c),
 		newAdminTokensCmd(c),
+		newAuditCmd(c),
 		newConfigCmd(c),
 		newCheckCmd(c),
 		newStoreCmd(c),

@@ -136,6 +136,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	defer signal.Stop(hup)
 	go reload.Watch(ctx, cfg, stamp, engine, hup, log)
 	go sweepLimits(ctx, engine)
+	go store.RetainAudit(ctx, time.Duration(cfg.Admin.AuditRetention), log.With("listener", "admin"))
 
 	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
 	g, err := startListeners(cfg, listenerHandlers{
@@ -210,6 +211,7 @@ func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.Sha
 		RequestMetrics: func(o admin.Observed) {
 			m.ObserveAdminRequest(o.Route, o.Status)
 		},
+		Audit: true,
 	})
 }
 

@@ -89,6 +89,9 @@ type Config struct {
 		// InsecurePublic allows a non-loopback admin listener without TLS
 		// (e.g. inside a pod whose mesh sidecar does mTLS). False.
 		InsecurePublic bool `yaml:"insecure_public"`
+		// AuditRetention is how long entries of the admin audit log are
+		// kept; replicas prune older ones hourly. Negative: for ever.
+		AuditRetention Duration `yaml:"audit_retention"` // 2160h (90 days)
 	} `yaml:"admin"`
 	Metrics struct {
 		// RequireToken makes the metrics listener ask for a bearer token:
@@ -408,6 +411,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ReloadInterval == 0 {
 		c.ReloadInterval = Duration(2 * time.Second)
+	}
+	if c.Admin.AuditRetention == 0 {
+		c.Admin.AuditRetention = Duration(keystore.DefaultAuditRetention)
 	}
 	// Keys may only name tiers that have limits: with rate-limit tiers
 	// configured and keys.tiers not, the tiers are those names, the default
