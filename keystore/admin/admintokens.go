@@ -127,17 +127,23 @@ func (a *api) listAdminTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// deleteAdminToken revokes a token within the caller's reach; its next
-// request, on any replica, is refused.
+// deleteAdminToken revokes a token the caller could have minted: within
+// its reach, with no scope it lacks (so a narrow token cannot lock out the
+// tenant's broader ones). Its next request, on any replica, is refused.
 func (a *api) deleteAdminToken(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("token")
-	if p, ok := bound(r); ok {
+	if p := PrincipalFrom(r.Context()); p != nil && !p.Bootstrap {
 		t, err := a.store.AdminToken(r.Context(), id)
 		if err != nil {
 			return err
 		}
-		if t.TenantID != p.TenantID || p.OrgID != "" && t.OrgID != p.OrgID {
+		if _, ok := bound(r); ok && (t.TenantID != p.TenantID || p.OrgID != "" && t.OrgID != p.OrgID) {
 			return outOfReach("admin token " + quote(id))
+		}
+		for _, s := range t.Scopes {
+			if !p.has(s) {
+				return &apiError{status: http.StatusForbidden, code: "insufficient_scope", msg: "a token cannot revoke one that holds the scope " + quote(s) + ", which it does not hold"}
+			}
 		}
 	}
 	if err := a.store.DeleteAdminToken(r.Context(), id); err != nil {

@@ -345,6 +345,8 @@ func TestAdminTokenMinting(t *testing.T) {
 	}
 	wantStatus(t, "org deletes tenant-bound", f.as(orgMinter, "DELETE", "/v1/admin-tokens/"+tenantBound, ""), 403, "out_of_reach")
 	wantStatus(t, "tenant deletes other tenant's", f.as(tenantMinter, "DELETE", "/v1/admin-tokens/"+otherTenant, ""), 403, "out_of_reach")
+	narrow := f.mint(keystore.AdminTokenSpec{Scopes: []string{keystore.ScopeAdminTokensWrite}, TenantID: w.tA.ID})
+	wantStatus(t, "narrow deletes broader", f.as(narrow, "DELETE", "/v1/admin-tokens/"+tenantBound, ""), 403, "insufficient_scope")
 	wantStatus(t, "org deletes its child", f.as(orgMinter, "DELETE", "/v1/admin-tokens/"+got.ID, ""), 204, "")
 	wantStatus(t, "deleted twice", f.as(orgMinter, "DELETE", "/v1/admin-tokens/"+got.ID, ""), 404, "not_found")
 
