@@ -86,8 +86,9 @@ func saneRequestID(id string) bool {
 // auditActions names the actions of the routes whose name the generic
 // rule (actionOf) would get wrong or that read better named.
 var auditActions = map[string]string{
-	"POST /v1/keys/import": "keys.import",
-	"GET /metrics":         "metrics.read",
+	"POST /v1/keys/import":    "keys.import",
+	"GET /v1/keys/{id}/usage": "keys.usage",
+	"GET /metrics":            "metrics.read",
 }
 
 // Actions of requests that reached no handler.
@@ -146,7 +147,8 @@ func literalGroups(path string) (groups []string, endsWithID bool) {
 			continue
 		}
 		if seg != "" {
-			run = append(run, seg)
+			// admin-tokens: admin_tokens, like the targets' kinds.
+			run = append(run, strings.ReplaceAll(seg, "-", "_"))
 			endsWithID = false
 		}
 	}
@@ -160,19 +162,20 @@ func literalGroups(path string) (groups []string, endsWithID bool) {
 // it.
 var targetKinds = map[string]string{
 	"tenants": "tenant_id", "orgs": "org_id", "keys": "key_id", "users": "user_id",
-	"admin_tokens": "admin_token_id", "tokens": "admin_token_id",
+	"admin-tokens": "admin_token_id",
 }
 
 // kindOf is the target kind of a wildcard named name after the literals
-// group ("keys" and "id": key_id; "tenant": tenant_id).
+// group: the collection's kind ("keys/{id}": key_id, "admin-tokens/{token}":
+// admin_token_id), else one made of the names.
 func kindOf(group, name string) string {
-	if name != "id" {
-		return strings.TrimSuffix(name, "_id") + "_id"
-	}
 	if k, ok := targetKinds[group]; ok {
 		return k
 	}
-	return strings.TrimSuffix(group, "s") + "_id"
+	if name != "id" {
+		return strings.ReplaceAll(strings.TrimSuffix(name, "_id"), "-", "_") + "_id"
+	}
+	return strings.ReplaceAll(strings.TrimSuffix(group, "s"), "-", "_") + "_id"
 }
 
 // maxTargetLen bounds one stored id: path values of a refused request are

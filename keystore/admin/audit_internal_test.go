@@ -22,9 +22,12 @@ func TestActionOf(t *testing.T) {
 		"POST /v1/keys/{id}/rotate":                "keys.rotate",
 		"POST /v1/keys/{id}/credits":               "keys.credits",
 		"DELETE /v1/keys/{id}":                     "keys.delete",
-		"POST /v1/admin/tokens":                    "admin_tokens.create",
-		"DELETE /v1/admin/tokens/{id}":             "admin_tokens.delete",
+		"POST /v1/admin-tokens":                    "admin_tokens.create",
+		"GET /v1/admin-tokens":                     "admin_tokens.list",
+		"DELETE /v1/admin-tokens/{token}":          "admin_tokens.delete",
 		"POST /v1/admin/tokens/{id}/revoke":        "admin_tokens.revoke",
+		"GET /v1/keys/{id}/usage":                  "keys.usage",
+		"GET /v1/usage":                            "usage.list",
 		"GET /v1/audit":                            "audit.list",
 		"GET /metrics":                             "metrics.read",
 		"":                                         actionNoRoute,
@@ -42,7 +45,8 @@ func TestPathTargets(t *testing.T) {
 	}{
 		{"POST /v1/keys/{id}/revoke", "/v1/keys/k%2F1/revoke", map[string]string{"key_id": "k/1"}},
 		{"PUT /v1/tenants/{tenant}/users/{user}", "/v1/tenants/t1/users/ada%40example.com", map[string]string{"tenant_id": "t1", "user_id": "ada@example.com"}},
-		{"DELETE /v1/admin/tokens/{id}", "/v1/admin/tokens/at1", map[string]string{"admin_token_id": "at1"}},
+		{"DELETE /v1/admin-tokens/{token}", "/v1/admin-tokens/at1", map[string]string{"admin_token_id": "at1"}},
+		{"POST /v1/widgets/{id}/spin", "/v1/widgets/w1/spin", map[string]string{"widget_id": "w1"}},
 		{"GET /v1/orgs/{id}", "/v1/orgs/o1", map[string]string{"org_id": "o1"}},
 		{"POST /v1/keys", "/v1/keys", map[string]string{}},
 		{"POST /v1/keys/{id}/revoke", "/v1/keys/a/b/revoke", nil},
@@ -64,7 +68,7 @@ func TestLocationTargets(t *testing.T) {
 	for loc, want := range map[string]map[string]string{
 		"/v1/keys/k1":                   {"key_id": "k1"},
 		"/v1/tenants/t1/users/ada%2Fb":  {"tenant_id": "t1", "user_id": "ada/b"},
-		"/v1/admin/tokens/at1":          {"admin_token_id": "at1"},
+		"/v1/admin-tokens/at1":          {"admin_token_id": "at1"},
 		"/v1/orgs/o1":                   {"org_id": "o1"},
 		"https://x.example/v1/keys/k2?": {"key_id": "k2"},
 	} {

@@ -270,3 +270,84 @@ func TestAuditUnauthenticatedFlood(t *testing.T) {
 		t.Fatalf("%d lines say not stored, want %d", n, sent-stored)
 	}
 }
+
+// TestAuditScopedTokens: an admin token's entries name it (id and name,
+// never the token); a request refused for want of a scope is recorded; a
+// token bound to a tenant lists only the entries about its tenant.
+func TestAuditScopedTokens(t *testing.T) {
+	f := auditFixture(t)
+	var acme, globex keystore.Tenant
+	f.do("POST", "/v1/tenants", `{"name":"Acme"}`).decode(t, &acme)
+	f.do("POST", "/v1/tenants", `{"name":"Globex"}`).decode(t, &globex)
+	var tok struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	resp := f.do("POST", "/v1/admin-tokens", fmt.Sprintf(`{"name":"ci","scopes":["keys:write","keys:read","audit:read"],"tenant_id":%q}`, acme.ID))
+	resp.decode(t, &tok)
+	if resp.status != http.StatusCreated || tok.Token == "" {
+		t.Fatalf("create admin token: %d %s", resp.status, resp.body)
+	}
+	bearer := "Bearer " + tok.Token
+	var key struct {
+		ID string `json:"id"`
+	}
+	if r := f.doAuth("POST", "/v1/keys", fmt.Sprintf(`{"tenant_id":%q,"name":"k"}`, acme.ID), bearer); r.status != http.StatusCreated {
+		t.Fatalf("create key with the token: %d %s", r.status, r.body)
+	} else {
+		r.decode(t, &key)
+	}
+	// No scope for tenants: refused, and recorded.
+	if r := f.doAuth("POST", "/v1/tenants", `{"name":"x"}`, bearer); r.status != http.StatusForbidden {
+		t.Fatalf("create tenant with the token: %d", r.status)
+	}
+	// A key of another tenant is out of its reach.
+	var other struct {
+		ID string `json:"id"`
+	}
+	f.do("POST", "/v1/keys", fmt.Sprintf(`{"tenant_id":%q,"name":"g"}`, globex.ID)).decode(t, &other)
+	if r := f.doAuth("POST", "/v1/keys/"+other.ID+"/revoke", "", bearer); r.status != http.StatusForbidden && r.status != http.StatusNotFound {
+		t.Fatalf("revoke out of reach: %d", r.status)
+	}
+
+	all := f.audit("")
+	byToken := 0
+	for _, e := range all {
+		if e.TokenID != tok.ID {
+			continue
+		}
+		byToken++
+		if e.TokenName != "ci" || e.TenantID != acme.ID {
+			t.Errorf("entry by the token: %+v", e)
+		}
+	}
+	if byToken != 3 {
+		t.Fatalf("%d entries by the token, want 3: %+v", byToken, all)
+	}
+	raw, _ := json.Marshal(all)
+	if strings.Contains(string(raw), tok.Token) || strings.Contains(f.logs.String(), tok.Token) {
+		t.Fatal("the admin token reached the audit log")
+	}
+	if es := f.audit("action=admin_tokens.create"); len(es) != 1 || es[0].Targets["admin_token_id"] != tok.ID {
+		t.Fatalf("the token's creation: %+v", es)
+	}
+
+	// Listed with the bound token: its tenant's entries only.
+	r := f.doAuth("GET", "/v1/audit?limit=1000", "", bearer)
+	if r.status != http.StatusOK {
+		t.Fatalf("GET /v1/audit with the token: %d %s", r.status, r.body)
+	}
+	var page auditList
+	r.decode(t, &page)
+	if len(page.Data) == 0 {
+		t.Fatal("the bound token sees nothing")
+	}
+	for _, e := range page.Data {
+		if e.TenantID != acme.ID {
+			t.Errorf("the token bound to %s sees %+v", acme.ID, e)
+		}
+		if e.Targets["key_id"] == other.ID && e.TokenID == "" {
+			t.Errorf("sees the other tenant's key: %+v", e)
+		}
+	}
+}
