@@ -351,3 +351,26 @@ func TestAuditScopedTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditRotation: a rotation names the old key and the new one.
+func TestAuditRotation(t *testing.T) {
+	f := auditFixture(t)
+	var tn keystore.Tenant
+	f.do("POST", "/v1/tenants", `{"name":"Acme"}`).decode(t, &tn)
+	var old, rotated struct {
+		ID string `json:"id"`
+	}
+	f.do("POST", "/v1/keys", fmt.Sprintf(`{"tenant_id":%q,"name":"k"}`, tn.ID)).decode(t, &old)
+	if r := f.do("POST", "/v1/keys/"+old.ID+"/rotate", ""); r.status != http.StatusCreated {
+		t.Fatalf("rotate: %d %s", r.status, r.body)
+	} else {
+		r.decode(t, &rotated)
+	}
+	es := f.audit("action=keys.rotate")
+	if len(es) != 1 || es[0].Targets["key_id"] != old.ID || es[0].Targets["new_key_id"] != rotated.ID || es[0].TenantID != tn.ID {
+		t.Fatalf("rotation entry: %+v", es)
+	}
+	if es := f.audit("target=" + rotated.ID); len(es) != 1 {
+		t.Fatalf("by the new key's id: %+v", es)
+	}
+}
