@@ -42,11 +42,11 @@ type usage struct {
 const usageShards = 32
 
 type usageShard struct {
-	mu   sync.Mutex
-	uses map[string]time.Time
-	// counts are the key-hours counted (usagecount.go); dropped is the
-	// latest hour of any dropped from here after it was written.
-	counts  map[string]*keyCounts
+	mu sync.Mutex
+	// keys holds each key's pending use and counted hours (usagecount.go)
+	// in one entry, so that a Check hashes and finds its key once; dropped
+	// is the latest hour of any dropped from here after it was written.
+	keys    map[string]*keyCounts
 	dropped int64
 }
 
@@ -57,8 +57,7 @@ func (u *usage) shard(id string) *usageShard {
 func startUsage(s *Store, every time.Duration) *usage {
 	u := &usage{s: s, seed: maphash.MakeSeed(), writer: newWriterID(), done: make(chan struct{}), stopped: make(chan struct{})}
 	for i := range u.pending {
-		u.pending[i].uses = map[string]time.Time{}
-		u.pending[i].counts = map[string]*keyCounts{}
+		u.pending[i].keys = map[string]*keyCounts{}
 		u.pending[i].dropped = noHour
 	}
 	go u.loop(every)
@@ -69,9 +68,7 @@ func startUsage(s *Store, every time.Duration) *usage {
 func (u *usage) record(id string, at time.Time) {
 	sh := u.shard(id)
 	sh.mu.Lock()
-	if prev, ok := sh.uses[id]; !ok || at.After(prev) {
-		sh.uses[id] = at
-	}
+	sh.key(id).use(at)
 	sh.mu.Unlock()
 }
 
@@ -81,12 +78,16 @@ func (u *usage) take() map[string]time.Time {
 	for i := range u.pending {
 		sh := &u.pending[i]
 		sh.mu.Lock()
-		uses := sh.uses
-		sh.uses = make(map[string]time.Time, len(uses))
-		sh.mu.Unlock()
-		for id, at := range uses {
-			batch[id] = at
+		for id, kc := range sh.keys {
+			if !kc.used.IsZero() {
+				batch[id] = kc.used
+				kc.used = time.Time{}
+				if len(kc.hours) == 0 {
+					delete(sh.keys, id)
+				}
+			}
 		}
+		sh.mu.Unlock()
 	}
 	return batch
 }

@@ -79,10 +79,29 @@ type hourCount struct {
 	live, flushed UsageCounts
 }
 
-// keyCounts are a key's counted hours; almost always one, two at the turn
-// of an hour.
+// keyCounts is a key's pending use and counted hours: almost always one
+// hour, two at the turn of an hour.
 type keyCounts struct {
+	// used is the latest use not yet written (zero: none).
+	used  time.Time
 	hours []hourCount
+}
+
+// use keeps the later of at and the pending use.
+func (kc *keyCounts) use(at time.Time) {
+	if kc.used.IsZero() || at.After(kc.used) {
+		kc.used = at
+	}
+}
+
+// key returns id's entry, made if new. Called with sh.mu held.
+func (sh *usageShard) key(id string) *keyCounts {
+	kc := sh.keys[id]
+	if kc == nil {
+		kc = &keyCounts{}
+		sh.keys[id] = kc
+	}
+	return kc
 }
 
 // hourOf is the start of t's hour in unix seconds; false before 1970 or
@@ -134,18 +153,12 @@ func (u *usage) decided(id string, at time.Time, use authz.Use) {
 	sh := u.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	kc := sh.key(id)
 	if use.Admitted {
-		if prev, ok := sh.uses[id]; !ok || at.After(prev) {
-			sh.uses[id] = at
-		}
+		kc.use(at)
 	}
 	if !counted {
 		return
-	}
-	kc := sh.counts[id]
-	if kc == nil {
-		kc = &keyCounts{}
-		sh.counts[id] = kc
 	}
 	for i := range kc.hours {
 		if h := &kc.hours[i]; h.hour == hour {
@@ -219,7 +232,7 @@ func (u *usage) flushCounts() error {
 	for i := range u.pending {
 		sh := &u.pending[i]
 		sh.mu.Lock()
-		for id, kc := range sh.counts {
+		for id, kc := range sh.keys {
 			for _, h := range kc.hours {
 				if h.live != h.flushed {
 					w := h.writer
@@ -244,7 +257,7 @@ func (u *usage) flushCounts() error {
 		for _, r := range chunk {
 			sh := u.shard(r.id)
 			sh.mu.Lock()
-			if kc := sh.counts[r.id]; kc != nil {
+			if kc := sh.keys[r.id]; kc != nil {
 				for i := range kc.hours {
 					if h := &kc.hours[i]; h.hour == r.hour && (h.writer == r.writer || h.writer == "" && r.writer == u.writer) {
 						h.flushed = r.counts
@@ -262,7 +275,8 @@ func (u *usage) flushCounts() error {
 }
 
 // dropFlushed forgets the hours of id before now that are written as
-// counted, keeping memory to the keys used lately. Called with sh.mu held.
+// counted, and the key once nothing of it is pending, keeping memory to
+// the keys used lately. Called with sh.mu held.
 func (sh *usageShard) dropFlushed(id string, kc *keyCounts, now int64) {
 	kept := kc.hours[:0]
 	for _, h := range kc.hours {
@@ -274,8 +288,8 @@ func (sh *usageShard) dropFlushed(id string, kc *keyCounts, now int64) {
 	}
 	clear(kc.hours[len(kept):])
 	kc.hours = kept
-	if len(kc.hours) == 0 {
-		delete(sh.counts, id)
+	if len(kc.hours) == 0 && kc.used.IsZero() {
+		delete(sh.keys, id)
 	}
 }
 
@@ -306,7 +320,7 @@ func (u *usage) unflushed(id string, from, to int64, fn func(hour int64, writer 
 	sh := u.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if kc := sh.counts[id]; kc != nil {
+	if kc := sh.keys[id]; kc != nil {
 		for _, h := range kc.hours {
 			if h.hour >= from && h.hour < to {
 				w := h.writer

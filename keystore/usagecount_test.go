@@ -226,7 +226,7 @@ func TestUsageLateCountAfterDrop(t *testing.T) {
 	}
 	sh := f.s.usage.shard(k.ID)
 	sh.mu.Lock()
-	n := len(sh.counts)
+	n := len(sh.keys)
 	sh.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d keys still counted in memory after their hour was written", n)
@@ -366,5 +366,42 @@ func TestUsageConcurrentChecks(t *testing.T) {
 	now := f.clock.Now()
 	if got := total(f.usage(t, k.ID, now, now.Add(time.Second), Hourly)); got.Allowed != workers*per {
 		t.Fatalf("allowed %d, want %d", got.Allowed, workers*per)
+	}
+}
+
+// BenchmarkRecord is what the cached allow pays the recorder: the
+// last-used time alone (KeyUsed, before per-key usage) against the time
+// and the counts (KeyDecided), from every core at once.
+func BenchmarkRecord(b *testing.B) {
+	s, err := Open(b.TempDir()+"/k.db", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	creds := make([]*authz.Credential, 256)
+	for i := range creds {
+		creds[i] = &authz.Credential{ID: "key-" + string(rune('a'+i%26)) + string(rune('a'+i/26))}
+	}
+	now := time.Now()
+	for _, c := range creds {
+		s.KeyDecided(c, now, authz.Use{Status: 200, Admitted: true})
+	}
+	for _, bc := range []struct {
+		name string
+		fn   func(c *authz.Credential)
+	}{
+		{"KeyUsed", func(c *authz.Credential) { s.KeyUsed(c, now) }},
+		{"KeyDecided", func(c *authz.Credential) { s.KeyDecided(c, now, authz.Use{Status: 200, Admitted: true}) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					bc.fn(creds[i%len(creds)])
+					i++
+				}
+			})
+		})
 	}
 }

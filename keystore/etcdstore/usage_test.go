@@ -31,22 +31,30 @@ func TestUsageExactAcrossReplicas(t *testing.T) {
 	}
 	const workers, per = 6, 150
 	start := time.Now()
+	// Under load a replica may refuse (429, credits it cannot reserve in
+	// time) or fail closed (503, etcd slow): usage must count exactly the
+	// answers given, 503s aside, which are no decision about the key.
+	var mu sync.Mutex
+	byStatus := map[int]int64{}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := range per {
 				e := es[(w+i)%len(es)]
-				d, err := e.Decide(context.Background(), &authz.Request{Method: "GET", Path: "/v1/x", Peer: "10.0.0.1",
+				d, _ := e.Decide(context.Background(), &authz.Request{Method: "GET", Path: "/v1/x", Peer: "10.0.0.1",
 					Headers: map[string]string{"x-api-key": ck.Secret.Reveal()}})
-				if err != nil || d.Status != 200 {
-					t.Errorf("decide: status %d, err %v", d.Status, err)
-					return
-				}
+				mu.Lock()
+				byStatus[d.Status]++
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	want := keystore.UsageCounts{Allowed: workers * per, Credits: workers * per}
+	t.Logf("answers by status: %v", byStatus)
+	if byStatus[200] < workers*per/2 || byStatus[200]+byStatus[429]+byStatus[503] != workers*per {
+		t.Fatalf("answers by status: %v", byStatus)
+	}
+	want := keystore.UsageCounts{Allowed: byStatus[200], Credits: byStatus[200], Denied429: byStatus[429]}
 	for range 2 {
 		for _, r := range rs {
 			if err := r.s.Flush(); err != nil {
@@ -63,6 +71,7 @@ func TestUsageExactAcrossReplicas(t *testing.T) {
 				got.Allowed += b.Allowed
 				got.Credits += b.Credits
 				got.Denied401 += b.Denied401
+				got.Denied429 += b.Denied429
 			}
 			if got != want {
 				t.Fatalf("replica %d: %+v, want %+v", i, got, want)
@@ -90,7 +99,7 @@ func TestUsageExactAcrossReplicas(t *testing.T) {
 		}
 	}
 	rep, err := rs[2].s.UsageTotals(t.Context(), tn.ID, "", start, time.Now().Add(time.Second))
-	want.Denied401 = 9
+	want.Denied401 += 9
 	if err != nil || rep.Totals != want || len(rep.Keys) != 1 {
 		t.Fatalf("tenant totals %+v (err %v), want %+v", rep, err, want)
 	}
