@@ -104,3 +104,56 @@ func TestUsageExactAcrossReplicas(t *testing.T) {
 		t.Fatalf("tenant totals %+v (err %v), want %+v", rep, err, want)
 	}
 }
+
+// TestUsagePruneOnEtcd: a replica prunes rows past retention, whichever
+// replica wrote them, and keeps the recent ones.
+func TestUsagePruneOnEtcd(t *testing.T) {
+	// No flush tick (and so no pruning of the stores' own) during the test.
+	n, rs := three(t, keystore.Options{LastUsedFlush: time.Hour})
+	tn, _ := setup(t, rs[0].s)
+	ck, err := rs[0].s.CreateKey(t.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-100 * 24 * time.Hour)
+	past := open(t, n.Endpoint(), "past", keystore.Options{LastUsedFlush: time.Hour, Now: func() time.Time { return old }})
+	for _, at := range []struct {
+		s   *keystore.Store
+		now func() time.Time
+	}{{past.s, func() time.Time { return old }}, {rs[1].s, time.Now}} {
+		e, err := authz.New(authz.Config{Recorder: at.s, Now: at.now, RateLimits: authz.RateLimits{PerKeyOff: true}}, at.s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if d, _ := e.Decide(context.Background(), &authz.Request{Method: "GET", Path: "/x", Peer: "10.0.0.1",
+				Headers: map[string]string{"x-api-key": ck.Secret.Reveal()}}); d.Status != 200 {
+				t.Fatalf("status %d", d.Status)
+			}
+		}
+		if err := at.s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := func() int64 {
+		bs, err := rs[2].s.KeyUsage(t.Context(), ck.ID, old.Add(-time.Hour), time.Now().Add(time.Hour), keystore.Daily)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, b := range bs {
+			n += b.Allowed
+		}
+		return n
+	}
+	if got := sum(); got != 6 {
+		t.Fatalf("before pruning: %d allowed, want 6", got)
+	}
+	deleted, more, err := rs[2].s.PruneUsage(t.Context())
+	if err != nil || more || deleted != 1 {
+		t.Fatalf("prune: deleted %d, more %v, err %v; want the one old row", deleted, more, err)
+	}
+	if got := sum(); got != 3 {
+		t.Fatalf("after pruning: %d allowed, want 3", got)
+	}
+}
