@@ -245,7 +245,7 @@ func TestUsageLateCountAfterDrop(t *testing.T) {
 // TestUsageRetention: rows of hours older than the retention period go,
 // newer ones stay.
 func TestUsageRetention(t *testing.T) {
-	f := newFixture(t, Options{UsageRetention: 48 * time.Hour})
+	f := newFixture(t, Options{UsageRetention: 48 * time.Hour, LastUsedFlush: time.Hour})
 	k := f.create(t, KeySpec{})
 	e := usageEngine(t, f.s, f.clock.Now)
 	old := f.clock.Now()
@@ -272,7 +272,7 @@ func TestUsageRetention(t *testing.T) {
 // TestUsagePruneBounded: a backlog larger than one run is worked off over
 // several, across many keys.
 func TestUsagePruneBounded(t *testing.T) {
-	f := newFixture(t, Options{UsageRetention: time.Hour, MaxOrgKeys: -1})
+	f := newFixture(t, Options{UsageRetention: time.Hour, MaxOrgKeys: -1, LastUsedFlush: time.Hour})
 	var ks []CreatedKey
 	for range 4 {
 		ks = append(ks, f.create(t, KeySpec{}))
