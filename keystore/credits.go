@@ -272,6 +272,15 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 		b.slice += out.take
 		b.entry = b.entry || out.take > 0
 		ok := b.slice >= cost
+		if !ok && !out.short {
+			// The slice and the record had room, but spends from the slice
+			// while this write was in flight (a verify that took nothing,
+			// racing Checks that still trusted the slice) used what it
+			// counted on: reserve again rather than refuse a balance that
+			// is not empty.
+			l.mu.Unlock()
+			continue
+		}
 		b.exhausted = !ok
 		if ok {
 			b.slice -= cost
@@ -303,6 +312,9 @@ type reserved struct {
 	epoch     uint64 // the record's epoch
 	record    int64  // the record's credits_remaining after the write
 	next      int64  // the record's next refill boundary (see balance.next)
+	// short: the slice held and the record together could not cover the
+	// cost. Only then may the spend be refused.
+	short bool
 }
 
 // reserve runs r in one transaction: enough for r.cost, with the slice
@@ -337,7 +349,8 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 			left, out.void = 0, true // set or refilled since
 		}
 		rem := *k.CreditsRemaining
-		if left >= r.cost || left+rem < r.cost {
+		out.short = left+rem < r.cost
+		if left >= r.cost || out.short {
 			if refilled {
 				return putJSON(tx, bucketKeys, owner, &k)
 			}
