@@ -112,8 +112,10 @@ func OpenBoltWith(path string, o BoltOptions) (Backend, error) {
 	if !readOnly {
 		// The identity is taken from the very descriptor bbolt holds: a stat
 		// of the path after Open could already see a different file. bbolt
-		// calls OpenFile again only for Tx.WriteTo and Tx.CopyFile, which
-		// this backend does not use; the first file opened is the one held.
+		// calls OpenFile again only for Tx.CopyFile, which this backend does
+		// not use, and Tx.WriteTo with a WriteFlag, which Backup does not
+		// set (it reads the held descriptor); the first file opened is the
+		// one held.
 		var once sync.Once
 		opts.OpenFile = func(name string, flag int, mode os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, mode)

@@ -73,39 +73,57 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 		return nil
 	}
 	err = src.View(ctx, func(tx Tx) error {
-		for _, bucket = range Buckets {
-			if bucket == bucketMeta {
-				continue // the schema version, written above
-			}
-			err := tx.Scan(bucket, nil, nil, func(k, v []byte) (bool, error) {
-				// Slices are valid only inside the transaction.
-				batch = append(batch, kv{append([]byte(nil), k...), append([]byte{}, v...)})
-				switch bucket {
-				case bucketTenants:
-					st.Tenants++
-				case bucketOrgs:
-					st.Orgs++
-				case bucketKeys:
-					st.Keys++
-				case bucketUsers:
-					st.Users++
+		return scanAll(tx, false, &st, func(b string, k, v []byte) error {
+			if b != bucket {
+				if err := flush(); err != nil {
+					return err
 				}
-				if len(batch) == copyChunk {
-					return true, flush()
-				}
-				return true, nil
-			})
-			if err != nil {
-				return err
+				bucket = b
 			}
-			if err := flush(); err != nil {
-				return err
+			// Slices are valid only inside the transaction.
+			batch = append(batch, kv{append([]byte(nil), k...), append([]byte{}, v...)})
+			if len(batch) == copyChunk {
+				return flush()
 			}
-		}
-		return nil
+			return nil
+		})
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
 		return st, fmt.Errorf("copy from %s: %w", src, err)
 	}
 	return st, nil
+}
+
+// scanAll calls fn with every record of tx, bucket by bucket in the order
+// of Buckets, counting them in st (when not nil). The meta bucket is
+// skipped unless withMeta: Copy writes the schema version itself.
+func scanAll(tx Tx, withMeta bool, st *CopyStats, fn func(bucket string, k, v []byte) error) error {
+	if st == nil {
+		st = &CopyStats{}
+	}
+	for _, bucket := range Buckets {
+		if bucket == bucketMeta && !withMeta {
+			continue
+		}
+		err := tx.Scan(bucket, nil, nil, func(k, v []byte) (bool, error) {
+			switch bucket {
+			case bucketTenants:
+				st.Tenants++
+			case bucketOrgs:
+				st.Orgs++
+			case bucketKeys:
+				st.Keys++
+			case bucketUsers:
+				st.Users++
+			}
+			return true, fn(bucket, k, v)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -38,6 +38,7 @@ func (a *api) routes() {
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
 	a.handle("GET /v1/keys/{id}/usage", a.keyUsage)
 	a.handle("GET /v1/usage", a.usageTotals)
+	a.handle(routeBackup, a.backup)
 
 	a.adminTokenRoutes()
 }
