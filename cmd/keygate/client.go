@@ -254,7 +254,12 @@ func (ac *adminClient) do(ctx context.Context, method, path string, query url.Va
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return raw, nil
 	}
-	e := &apiError{Status: resp.StatusCode}
+	return nil, errorAnswer(resp.StatusCode, raw)
+}
+
+// errorAnswer is the *apiError of a non-2xx answer with body raw.
+func errorAnswer(status int, raw []byte) *apiError {
+	e := &apiError{Status: status}
 	var eb struct {
 		Error string `json:"error"`
 		Code  string `json:"code"`
@@ -264,10 +269,10 @@ func (ac *adminClient) do(ctx context.Context, method, path string, query url.Va
 	} else {
 		// Not the admin API's error shape: something else answers at
 		// --admin-url (a proxy, another service).
-		e.Code = strings.ReplaceAll(strings.ToLower(http.StatusText(resp.StatusCode)), " ", "_")
+		e.Code = strings.ReplaceAll(strings.ToLower(http.StatusText(status)), " ", "_")
 		e.Message = snippet(raw)
 	}
-	return nil, e
+	return e
 }
 
 // call is do that also decodes the answer into out (when not nil); the raw

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -12,9 +18,13 @@ import (
 	"github.com/keygate/keygate/keystore"
 )
 
-const storeLong = `Copy keys between a bbolt file and the configured store.
+const storeLong = `Back up the running server's store; copy keys between a bbolt file and the
+configured store.
 
 Usage:
+  keygate store backup FILE [--force] [--admin-url URL] [--admin-token-file FILE]
+      write a consistent copy of the running server's store (bbolt or etcd)
+      to FILE, a bbolt file, while it serves (bootstrap admin token only)
   keygate store migrate --from-bbolt FILE [--config FILE] [--etcd ENDPOINTS]
       copy a bbolt file into the configured store (etcd, for replicas)
   keygate store migrate --to-bbolt FILE [--config FILE] [--etcd ENDPOINTS]
@@ -45,7 +55,126 @@ func newStoreCmd(c *cli) *cobra.Command {
 		}
 		return runStoreMigrate(cmd.Context(), *cfgFile, *etcd, *from, *to, c)
 	}
-	return newGroupCmd(c, "store", "copy keys between a bbolt file and etcd", storeLong, migrate)
+	return newGroupCmd(c, "store", "back up the store; copy keys between a bbolt file and etcd", storeLong, migrate, newStoreBackupCmd(c))
+}
+
+func newStoreBackupCmd(c *cli) *cobra.Command {
+	m := newMgmtCommand(c, "backup FILE [--force]", "write a consistent copy of the running server's store to FILE")
+	force := m.fs.Bool("force", false, "replace FILE if it exists")
+	return m.runs(func(ctx context.Context, args []string) error {
+		pos, err := m.parse(args, "FILE")
+		if err != nil {
+			return err
+		}
+		file := pos[0]
+		if !*force {
+			if _, err := os.Lstat(file); err == nil {
+				return fmt.Errorf("%s: %s exists; give --force to replace it", m.name(), file)
+			}
+		}
+		ac, err := m.client()
+		if err != nil {
+			return err
+		}
+		n, err := backupTo(ctx, ac, file, *force)
+		if err != nil {
+			return err
+		}
+		if m.raw() {
+			return m.printValue(struct {
+				File  string `json:"file"`
+				Bytes int64  `json:"bytes"`
+			}{file, n})
+		}
+		fmt.Fprintf(c.stdout, "backed up the store to %s (%d bytes)\n", file, n)
+		return nil
+	})
+}
+
+// backupTo writes the server's copy of its store to file: into a temporary
+// file beside it, checked whole (the length the server announced, bbolt's
+// consistency check, the schema) and synced before it takes the name, so
+// that FILE is never a partial copy.
+func backupTo(ctx context.Context, ac *adminClient, file string, force bool) (n int64, err error) {
+	dir := filepath.Dir(file)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ac.base+"/v1/store/backup", nil)
+	if err != nil {
+		return 0, fmt.Errorf("admin API request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+ac.token.Reveal())
+	// A large store takes longer than one admin request may: only the
+	// caller's context bounds the copy.
+	hc := *ac.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return 0, fmt.Errorf("admin API at %s: %w (is keygate serve running? see --admin-url)", ac.base, err)
+		}
+		return 0, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
+		return 0, errorAnswer(resp.StatusCode, raw)
+	}
+	n, err = io.Copy(tmp, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("backup: read the copy: %w", err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return n, fmt.Errorf("backup: the copy was cut short: %d of %d bytes", n, resp.ContentLength)
+	}
+	if err := tmp.Sync(); err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	if err := keystore.VerifyBackup(ctx, tmp.Name()); err != nil {
+		return n, fmt.Errorf("backup: the copy is not whole: %w", err)
+	}
+	if force {
+		err = os.Rename(tmp.Name(), file)
+	} else {
+		// A link fails if file appeared meanwhile, where a rename would
+		// replace it.
+		if err = os.Link(tmp.Name(), file); err == nil {
+			err = os.Remove(tmp.Name())
+		}
+	}
+	if err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	done = true
+	return n, syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("backup: sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // runStoreMigrate moves a store between backends; keystore.Copy does the
