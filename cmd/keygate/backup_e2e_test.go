@@ -51,6 +51,20 @@ func TestStoreBackupWhileServing(t *testing.T) {
 		t.Fatalf("backup without a token succeeded\n%s", out)
 	}
 
+	// What the issue found: migrate from a live store fails, now at once
+	// and pointing at backup, and leaves no empty file behind.
+	cfg := filepath.Join(t.TempDir(), "keygate.yaml")
+	if err := os.WriteFile(cfg, []byte("store:\n  path: "+filepath.Join(dir, "keygate.db")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	migrated := filepath.Join(t.TempDir(), "migrated.db")
+	if out, err := runKeygate(t, env, "store", "migrate", "--to-bbolt", migrated, "--config", cfg); err == nil || !strings.Contains(out, "keygate store backup") {
+		t.Fatalf("migrate from a live store: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(migrated); !os.IsNotExist(err) {
+		t.Fatalf("migrate from a live store left %s: %v", migrated, err)
+	}
+
 	restored := startServerWith(t, t.TempDir(), "KEYGATE_STORE="+backup)
 	rc := newChecker(t, restored.grpcAddr)
 	if ok, status, _ := rc.check(key["key"].(string)); !ok {

@@ -192,22 +192,38 @@ func runStoreMigrate(ctx context.Context, cfgFile, etcd, from, to string, c *cli
 	if !cfg.UsesEtcd() && cfg.Store.Path == file {
 		return fmt.Errorf("%w: %s is the configured store itself", errUsage, file)
 	}
+	// The configured store first: a bbolt store a server holds fails here,
+	// before a new file is created that would then be left empty.
+	configured, err := cfg.OpenBackend(keystore.Options{ReadOnly: to != ""}, log)
+	if err != nil {
+		if errors.Is(err, keystore.ErrLocked) && to != "" {
+			return fmt.Errorf("%w (to copy a running server's store, use keygate store backup %s)", err, to)
+		}
+		return err
+	}
+	defer configured.Close()
+	created := false
+	if to != "" {
+		_, statErr := os.Stat(to)
+		created = errors.Is(statErr, os.ErrNotExist)
+	}
 	bolt, err := keystore.OpenBolt(file, from != "", 0)
 	if err != nil {
 		return err
 	}
 	defer bolt.Close()
-	configured, err := cfg.OpenBackend(keystore.Options{ReadOnly: to != ""}, log)
-	if err != nil {
-		return err
-	}
-	defer configured.Close()
 	dst, src := configured, bolt
 	if to != "" {
 		dst, src = bolt, configured
 	}
 	st, err := keystore.Copy(ctx, dst, src)
 	if err != nil {
+		if created {
+			// Nothing of it is worth keeping, and a half-written file
+			// in the way fails the next try as not empty.
+			bolt.Close()
+			os.Remove(to)
+		}
 		return err
 	}
 	fmt.Fprintf(c.stdout, "copied %d tenants, %d orgs, %d users, %d keys (%d records) from %s to %s\n", st.Tenants, st.Orgs, st.Users, st.Keys, st.Records, src, dst)
