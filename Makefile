@@ -12,7 +12,7 @@ FUZZ_FAST ?= 300000x
 FUZZ_SLOW ?= 20000x
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: run test deps tools vet lint unit fuzz bench bench-smoke build
+.PHONY: run test deps tools vet lint unit fuzz bench bench-smoke build release FORCE
 
 # Run Keygate on its embedded defaults: ./keygate.db, loopback listeners.
 run:
@@ -96,6 +96,33 @@ fuzz:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o keygate ./cmd/keygate
+
+# Release binaries, static (CGO_ENABLED=0) and free of this machine's paths
+# (-trimpath), cross-compiled: Go needs no emulation or C toolchain for
+# these. VERSION names the files and is stamped into `keygate version`; the
+# commit comes from the VCS (debug.ReadBuildInfo). cmd/keygate's
+# TestReleaseBuild runs the per-binary rule for one target.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+DIST     ?= dist
+PLATFORMS := linux/amd64 linux/arm64 darwin/arm64
+RELEASE_BINS := $(foreach p,$(PLATFORMS),$(DIST)/keygate_$(VERSION)_$(subst /,_,$(p)))
+
+# A fresh dist/, so that SHA256SUMS and the directory list the same files.
+release:
+	rm -rf $(DIST)
+	$(MAKE) --no-print-directory VERSION=$(VERSION) DIST=$(DIST) $(RELEASE_BINS)
+	cd $(DIST) && { command -v sha256sum >/dev/null && sha256sum $(notdir $(RELEASE_BINS)) || shasum -a 256 $(notdir $(RELEASE_BINS)); } > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+
+# % is <os>_<arch>. FORCE: go build decides what is stale, not make.
+# -buildvcs=auto overrides a GOFLAGS=-buildvcs=false in the environment: a
+# release must record its commit, wherever git can tell it.
+$(DIST)/keygate_$(VERSION)_%: FORCE
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 GOOS=$(word 1,$(subst _, ,$*)) GOARCH=$(word 2,$(subst _, ,$*)) \
+	  $(GO) build -trimpath -buildvcs=auto -ldflags='-s -w -X main.version=$(VERSION)' -o $@ ./cmd/keygate
+
+FORCE:
 
 # Every benchmark a hundred times: they keep compiling and running in CI.
 # Times are not asserted; BENCHMARKS.md has measured runs.

@@ -567,11 +567,13 @@ func TestCLIHelpEverywhere(t *testing.T) {
 			}
 		}
 	}
-	stdout, _, err := f.run("--version")
-	if err != nil || stdout != "keygate "+version+"\n" {
-		t.Errorf("--version: %v, %q", err, stdout)
+	for _, arg := range []string{"--version", "version"} {
+		stdout, _, err := f.run(arg)
+		if err != nil || stdout != "keygate "+build().String()+"\n" {
+			t.Errorf("%s: %v, %q", arg, err, stdout)
+		}
 	}
-	stdout, _, err = f.run("completion", "bash")
+	stdout, _, err := f.run("completion", "bash")
 	if err != nil || !strings.Contains(stdout, "keygate") {
 		t.Errorf("completion bash: %v", err)
 	}

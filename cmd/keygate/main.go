@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/keygate/keygate/internal/buildinfo"
 )
 
 func main() {
@@ -96,8 +98,14 @@ Exit codes:
   5  admin API: conflict (409)
   6  admin API: unauthorized or forbidden (401, 403)`
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and revision may be stamped at build time with -ldflags
+// "-X main.version=... -X main.revision=...": `make release` stamps its
+// version, the Dockerfile both (its build context has no .git to read a
+// commit from). Unstamped, buildinfo reads them from the module and VCS.
+var version, revision string
+
+// build is what `keygate version` and keygate_build_info report.
+func build() buildinfo.Info { return buildinfo.Get(version, revision) }
 
 // newRootCmd builds the command tree; a fresh tree for every run, so that
 // flag defaults read the environment given.
@@ -106,7 +114,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		Use:     "keygate",
 		Short:   "API-key authorization for Envoy and Istio (ext_authz)",
 		Long:    rootLong,
-		Version: version,
+		Version: build().String(),
 		// Only reached without a command: "keygate" alone.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SetOut(c.stderr)
@@ -141,7 +149,7 @@ func newRootCmd(c *cli) *cobra.Command {
 			Short: "print the version",
 			Args:  usageArgs(cobra.NoArgs),
 			RunE: func(*cobra.Command, []string) error {
-				_, err := fmt.Fprintln(c.stdout, "keygate", version)
+				_, err := fmt.Fprintln(c.stdout, "keygate", build())
 				return err
 			},
 		},

@@ -111,7 +111,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if err := m.RegisterStore(store); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if err := m.RegisterBuildInfo(version); err != nil {
+	if err := m.RegisterBuildInfo(build()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	var scrapeToken metrics.TokenCheck // nil: scrapes need no token
@@ -154,7 +154,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 		"http", g.httpLn.Addr().String(),
 		"metrics", g.metricsAddr(),
 		"store", cfg.StoreName(),
-		"version", version)
+		"version", build().String())
 	serveErr := g.wait(ctx)
 	g.stop()
 	log.Info("stopped")

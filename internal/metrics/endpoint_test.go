@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/keygate/keygate/internal/buildinfo"
 )
 
 // scrape asks h for target and returns the status and body.
@@ -28,7 +30,7 @@ func scrape(t *testing.T, h http.Handler, method, target, authorization string) 
 // GET /metrics, in text Prometheus parses, and nothing else.
 func TestEndpointServesMetricsOnly(t *testing.T) {
 	m := New()
-	if err := m.RegisterBuildInfo("v1.2.3"); err != nil {
+	if err := m.RegisterBuildInfo(buildinfo.Get("v1.2.3", "")); err != nil {
 		t.Fatal(err)
 	}
 	m.ObserveAdminRequest("GET /v1/keys/{id}", 200)

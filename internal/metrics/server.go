@@ -1,14 +1,14 @@
 package metrics
 
 import (
-	"runtime"
-	"runtime/debug"
 	"strconv"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/keygate/keygate/internal/buildinfo"
 )
 
 // checkBuckets fit a Check, which takes well under a millisecond from the
@@ -60,41 +60,17 @@ func (m *Metrics) ObserveAdminRequest(route string, status int) {
 
 // RegisterBuildInfo exposes keygate_build_info{version, revision,
 // go_version} 1, so that a dashboard tells which build each replica runs.
-// version is the one stamped at build time ("dev" or empty: the module
-// version, which go build records from the VCS).
-func (m *Metrics) RegisterBuildInfo(version string) error {
-	bi, _ := debug.ReadBuildInfo()
-	v, rev, gover := buildInfo(version, bi)
+// The labels are what `keygate version` prints: bi is
+// buildinfo.Get(main's stamps).
+func (m *Metrics) RegisterBuildInfo(bi buildinfo.Info) error {
 	return m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "keygate_build_info",
 		Help:        "Always 1; its labels are the build's version, VCS revision and Go version.",
-		ConstLabels: prometheus.Labels{"version": v, "revision": rev, "go_version": gover},
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": orUnknown(bi.Revision), "go_version": bi.GoVersion},
 	}, func() float64 { return 1 }))
 }
 
-// buildInfo picks the labels of keygate_build_info; bi may be nil (a
-// binary built without module support).
-func buildInfo(version string, bi *debug.BuildInfo) (v, revision, goVersion string) {
-	v, goVersion = version, runtime.Version()
-	if bi == nil {
-		return orUnknown(v), "unknown", goVersion
-	}
-	if v == "" || v == "dev" {
-		if mv := bi.Main.Version; mv != "" && mv != "(devel)" {
-			v = mv
-		}
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			revision = s.Value
-		}
-	}
-	if bi.GoVersion != "" {
-		goVersion = bi.GoVersion
-	}
-	return orUnknown(v), orUnknown(revision), goVersion
-}
-
+// orUnknown keeps a label that cannot be known distinct from a missing one.
 func orUnknown(s string) string {
 	if s == "" {
 		return "unknown"

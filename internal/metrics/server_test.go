@@ -1,34 +1,32 @@
 package metrics
 
 import (
-	"runtime/debug"
+	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/keygate/keygate/internal/buildinfo"
 )
 
+// TestBuildInfoLabels: the labels are buildinfo's, with an unknown
+// revision spelled out rather than left empty.
 func TestBuildInfoLabels(t *testing.T) {
-	bi := &debug.BuildInfo{
-		GoVersion: "go1.26.0",
-		Main:      debug.Module{Version: "v0.4.0"},
-		Settings:  []debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "true"}},
-	}
 	for _, c := range []struct {
-		version string
-		bi      *debug.BuildInfo
-		want    [3]string
+		bi   buildinfo.Info
+		want string
 	}{
-		// A version stamped at build time wins over the module's.
-		{"v0.5.0", bi, [3]string{"v0.5.0", "abc123", "go1.26.0"}},
-		{"dev", bi, [3]string{"v0.4.0", "abc123", "go1.26.0"}},
-		{"", bi, [3]string{"v0.4.0", "abc123", "go1.26.0"}},
-		{"dev", &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "(devel)"}}, [3]string{"dev", "unknown", "go1.26.0"}},
-		{"", &debug.BuildInfo{GoVersion: "go1.26.0"}, [3]string{"unknown", "unknown", "go1.26.0"}},
+		{buildinfo.Info{Version: "v0.4.0", Revision: "abc123-dirty", GoVersion: "go1.26.0"},
+			`keygate_build_info{go_version="go1.26.0",revision="abc123-dirty",version="v0.4.0"} 1`},
+		{buildinfo.Info{Version: "dev", GoVersion: "go1.26.0"},
+			`keygate_build_info{go_version="go1.26.0",revision="unknown",version="dev"} 1`},
 	} {
-		v, rev, gover := buildInfo(c.version, c.bi)
-		if got := [3]string{v, rev, gover}; got != c.want {
-			t.Errorf("buildInfo(%q, %+v) = %v, want %v", c.version, c.bi.Main, got, c.want)
+		m := New()
+		if err := m.RegisterBuildInfo(c.bi); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if v, rev, gover := buildInfo("dev", nil); v != "dev" || rev != "unknown" || gover == "" {
-		t.Errorf("buildInfo without build info = %q %q %q", v, rev, gover)
+		code, body := scrape(t, m.Endpoint(nil), "GET", "/metrics", "")
+		if code != http.StatusOK || !strings.Contains(body, c.want) {
+			t.Errorf("%+v: scrape %d lacks %s", c.bi, code, c.want)
+		}
 	}
 }
