@@ -37,6 +37,7 @@ type dfInstruction struct {
 
 type dfStage struct {
 	from, name string
+	platform   string // FROM --platform=...
 	ins        []dfInstruction
 }
 
@@ -59,11 +60,17 @@ func parseDockerfile(text string) (global []dfInstruction, stages []dfStage, err
 		if in.cmd == "FROM" {
 			f := strings.Fields(in.args)
 			// FROM [--platform=...] image [AS name]
-			f = slices.DeleteFunc(f, func(s string) bool { return strings.HasPrefix(s, "--") })
+			var platform string
+			f = slices.DeleteFunc(f, func(s string) bool {
+				if v, ok := strings.CutPrefix(s, "--platform="); ok {
+					platform = v
+				}
+				return strings.HasPrefix(s, "--")
+			})
 			if len(f) == 0 {
 				return fmt.Errorf("line %d: FROM without an image", in.line)
 			}
-			st := dfStage{from: f[0]}
+			st := dfStage{from: f[0], platform: platform}
 			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
 				st.name = f[2]
 			}
@@ -203,9 +210,10 @@ func shellWords(s string, vars map[string]string) ([]string, error) {
 	return words, nil
 }
 
-// dfVars parses ARG and ENV arguments: NAME=value pairs (quoted as in
-// shell), or ENV's legacy "NAME value".
-func dfVars(in dfInstruction, vars map[string]string) (map[string]string, error) {
+// dfVars parses ARG, ENV and LABEL arguments: NAME=value pairs (quoted as
+// in shell), or ENV's legacy "NAME value". An ARG without a value takes
+// its default from before the first FROM (global), as Docker's does.
+func dfVars(in dfInstruction, vars, global map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 	if f := strings.Fields(in.args); len(f) == 0 {
 		return nil, fmt.Errorf("line %d: %s without arguments", in.line, in.cmd)
@@ -220,8 +228,11 @@ func dfVars(in dfInstruction, vars map[string]string) (map[string]string, error)
 	}
 	for _, w := range words {
 		name, value, ok := strings.Cut(w, "=")
-		if !ok && in.cmd == "ENV" {
-			return nil, fmt.Errorf("line %d: ENV %q without a value", in.line, w)
+		if !ok && in.cmd != "ARG" {
+			return nil, fmt.Errorf("line %d: %s %q without a value", in.line, in.cmd, w)
+		}
+		if !ok {
+			value = global[name]
 		}
 		out[name] = value
 	}
@@ -233,38 +244,64 @@ type goBuild struct {
 	env    []string // NAME=value: the stage's ARGs and ENVs, then the command's own
 	args   []string // after "go": build, flags, packages
 	output string   // the -o path inside the image
+	// target is the command's own GOOS and GOARCH as written, with the
+	// platform ARGs buildx sets left unexpanded: "$TARGETOS".
+	target map[string]string
 }
+
+// platformArgs are the ARGs buildx sets for each platform it builds.
+var platformArgs = []string{"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"}
 
 // dockerfile is what the checks need to know about the Dockerfile.
 type dockerfile struct {
 	build      goBuild
 	builder    string // the build stage's image
 	buildStage string // its name
+	buildFrom  string // its FROM --platform
 	final      dfStage
 	finalEnv   map[string]string
-	versionArg string // the default of ARG VERSION, if the build stamps one
+	labels     map[string]string // the final stage's, expanded
+	versionArg string            // the default of ARG VERSION, if the build stamps one
 }
 
 // readDockerfile finds the stage that runs go build and the final stage.
 func readDockerfile(text string) (*dockerfile, error) {
-	_, stages, err := parseDockerfile(text)
+	globalIns, stages, err := parseDockerfile(text)
 	if err != nil {
 		return nil, err
 	}
-	d := &dockerfile{final: stages[len(stages)-1], finalEnv: map[string]string{}}
+	global := map[string]string{}
+	for _, in := range globalIns {
+		if in.cmd != "ARG" {
+			continue
+		}
+		kv, err := dfVars(in, global, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range kv {
+			global[k] = v
+		}
+	}
+	d := &dockerfile{final: stages[len(stages)-1], finalEnv: map[string]string{}, labels: map[string]string{}}
 	found := 0
 	for _, st := range stages {
 		vars := map[string]string{}
+		// raw is vars with the platform ARGs declared here unexpanded.
+		raw := map[string]string{}
 		var env []string
 		for _, in := range st.ins {
 			switch in.cmd {
 			case "ARG", "ENV":
-				kv, err := dfVars(in, vars)
+				kv, err := dfVars(in, vars, global)
 				if err != nil {
 					return nil, err
 				}
 				for k, v := range kv {
-					vars[k] = v
+					vars[k], raw[k] = v, v
+					if in.cmd == "ARG" && v == "" && slices.Contains(platformArgs, k) {
+						raw[k] = "$" + k
+					}
 					env = append(env, k+"="+v)
 					if in.cmd == "ARG" && k == "VERSION" {
 						d.versionArg = v
@@ -286,8 +323,22 @@ func readDockerfile(text string) (*dockerfile, error) {
 						continue
 					}
 					found++
-					d.build = goBuild{env: append(slices.Clone(env), own...), args: cmd[i+1:]}
-					d.builder, d.buildStage = st.from, st.name
+					d.build = goBuild{env: append(slices.Clone(env), own...), args: cmd[i+1:], target: map[string]string{}}
+					d.builder, d.buildStage, d.buildFrom = st.from, st.name, st.platform
+					rawWords, err := shellWords(in.args, raw)
+					if err != nil {
+						return nil, fmt.Errorf("line %d: %w", in.line, err)
+					}
+					for rawCmd := range splitCommands(rawWords) {
+						if !slices.Contains(rawCmd, "go") || !slices.Contains(rawCmd, "build") {
+							continue
+						}
+						for _, w := range rawCmd[:slices.Index(rawCmd, "go")] {
+							if k, v, ok := strings.Cut(w, "="); ok && (k == "GOOS" || k == "GOARCH") {
+								d.build.target[k] = v
+							}
+						}
+					}
 				}
 			}
 		}
@@ -305,15 +356,20 @@ func readDockerfile(text string) (*dockerfile, error) {
 	}
 	vars := map[string]string{}
 	for _, in := range d.final.ins {
-		if in.cmd == "ENV" || in.cmd == "ARG" {
-			kv, err := dfVars(in, vars)
+		if in.cmd == "ENV" || in.cmd == "ARG" || in.cmd == "LABEL" {
+			kv, err := dfVars(in, vars, global)
 			if err != nil {
 				return nil, err
 			}
 			for k, v := range kv {
-				vars[k] = v
-				if in.cmd == "ENV" {
+				switch in.cmd {
+				case "LABEL":
+					d.labels[k] = v
+				case "ENV":
 					d.finalEnv[k] = v
+					vars[k] = v
+				default:
+					vars[k] = v
 				}
 			}
 		}
@@ -402,6 +458,19 @@ func checkDockerfile(d *dockerfile, goVersion string) []string {
 	if d.build.output == "" {
 		add("go build has no -o: the binary's path cannot be copied into the final stage")
 	}
+	// Multi-arch without emulation: the compiler runs on the builder's
+	// platform and cross-compiles to the one buildx asks for. Without
+	// --platform=$BUILDPLATFORM each platform's build stage runs under
+	// QEMU; without GOOS/GOARCH from the target ARGs every image would
+	// hold a binary for the builder's architecture.
+	if d.buildFrom != "$BUILDPLATFORM" {
+		add("build stage FROM has --platform=%q, want --platform=$BUILDPLATFORM: the compiler would run emulated", d.buildFrom)
+	}
+	for k, want := range map[string]string{"GOOS": "$TARGETOS", "GOARCH": "$TARGETARCH"} {
+		if got := d.build.target[k]; got != want {
+			add("go build runs with %s=%q, want %s=%s (declared with ARG TARGETOS TARGETARCH): the binary would not be the target platform's", k, got, k, want)
+		}
+	}
 	// golang:1.26 must be able to build a module that says go 1.26.x.
 	if tag, ok := strings.CutPrefix(d.builder, "golang:"); !ok {
 		add("build stage image %q is not golang:<version>", d.builder)
@@ -463,7 +532,13 @@ func checkDockerfile(d *dockerfile, goVersion string) []string {
 			}
 		}
 	}
-	for _, name := range []string{"KEYGATE_GRPC_LISTEN", "KEYGATE_HTTP_LISTEN"} {
+	listeners := []string{"KEYGATE_GRPC_LISTEN", "KEYGATE_HTTP_LISTEN"}
+	// The metrics listener is optional (loopback by default, unreachable
+	// from outside the container); an image that opens it must expose it.
+	if v, ok := d.finalEnv["KEYGATE_METRICS_LISTEN"]; ok && v != "off" {
+		listeners = append(listeners, "KEYGATE_METRICS_LISTEN")
+	}
+	for _, name := range listeners {
 		host, port, err := net.SplitHostPort(d.finalEnv[name])
 		switch {
 		case err != nil:
@@ -473,6 +548,22 @@ func checkDockerfile(d *dockerfile, goVersion string) []string {
 		case !exposed[port]:
 			add("port %s of %s is not EXPOSEd", port, name)
 		}
+	}
+	// OCI labels: registries and scanners show them; version and revision
+	// must be the build's, the ones stamped into the binary.
+	for _, k := range []string{"title", "description", "source"} {
+		if d.labels["org.opencontainers.image."+k] == "" {
+			add("final stage has no LABEL org.opencontainers.image.%s", k)
+		}
+	}
+	if got := d.labels["org.opencontainers.image.licenses"]; got != "Apache-2.0" {
+		add("LABEL org.opencontainers.image.licenses=%q, want Apache-2.0 (LICENSE)", got)
+	}
+	if got, ok := d.labels["org.opencontainers.image.version"]; !ok || got != d.versionArg {
+		add("LABEL org.opencontainers.image.version=%q is not the VERSION build arg (%q) stamped into the binary", got, d.versionArg)
+	}
+	if _, ok := d.labels["org.opencontainers.image.revision"]; !ok {
+		add("final stage has no LABEL org.opencontainers.image.revision")
 	}
 	if in, ok := st.last("HEALTHCHECK"); !ok {
 		add("final stage has no HEALTHCHECK")
@@ -617,6 +708,17 @@ func TestDockerfile(t *testing.T) {
 		}
 		if !ok {
 			t.Fatal("the binary is dynamically linked: it cannot run on distroless/static")
+		}
+	})
+
+	// The licenses label (checked above) must say what LICENSE holds.
+	t.Run("license", func(t *testing.T) {
+		data, err := os.ReadFile("../LICENSE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(data, []byte("Apache License")) || !bytes.Contains(data, []byte("Version 2.0, January 2004")) {
+			t.Error("LICENSE is not the Apache License 2.0 the image's licenses label names")
 		}
 	})
 
@@ -767,7 +869,7 @@ func TestDockerfileChecksCatch(t *testing.T) {
 	cases := []struct {
 		name, old, new, want string
 	}{
-		{"cgo on", "CGO_ENABLED=0 go build", "go build", "CGO_ENABLED=0"},
+		{"cgo on", "CGO_ENABLED=0 GOOS=", "GOOS=", "CGO_ENABLED=0"},
 		{"runtime image with a shell", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:12-slim", "shell-less"},
 		{"root user", "USER nonroot:nonroot", "USER root", "is root"},
 		{"numeric root user", "USER nonroot:nonroot", "USER 0:0", "is root"},
@@ -782,7 +884,17 @@ func TestDockerfileChecksCatch(t *testing.T) {
 		{"port not exposed", "EXPOSE 9001 9002", "EXPOSE 9001", "not EXPOSEd"},
 		{"store outside the volume", "KEYGATE_STORE=/data/keygate.db", "KEYGATE_STORE=/var/keygate.db", "not in a VOLUME"},
 		{"workdir elsewhere", "WORKDIR /data\n", "WORKDIR /\n", "admin token"},
-		{"old Go", "FROM golang:1.26 AS build", "FROM golang:1.22 AS build", "go.mod"},
+		{"old Go", "golang:1.26 AS build", "golang:1.22 AS build", "go.mod"},
+		{"emulated build stage", "FROM --platform=$BUILDPLATFORM golang", "FROM golang", "--platform=$BUILDPLATFORM"},
+		{"no GOARCH", "GOARCH=$TARGETARCH go build", "go build", "GOARCH"},
+		{"fixed GOOS", "GOOS=$TARGETOS", "GOOS=linux", "GOOS"},
+		{"target args not declared", "ARG TARGETOS TARGETARCH\n", "", "GOOS"},
+		{"metrics port not exposed", "EXPOSE 9001 9002 9004", "EXPOSE 9001 9002", "port 9004"},
+		{"other license", `licenses="Apache-2.0"`, `licenses="MIT"`, "Apache-2.0"},
+		{"version label not the build's", `image.version="${VERSION}"`, `image.version="1.0"`, "VERSION build arg"},
+		{"no revision label", ` \
+      org.opencontainers.image.revision="${REVISION}"`, "", "image.revision"},
+		{"no source label", `org.opencontainers.image.source=`, `org.opencontainers.image.homepage=`, "image.source"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -804,7 +916,7 @@ func TestDockerfileChecksCatch(t *testing.T) {
 		})
 	}
 	t.Run("no go build", func(t *testing.T) {
-		if _, err := readDockerfile(strings.Replace(text, "CGO_ENABLED=0 go build", "CGO_ENABLED=0 go vet", 1)); err == nil {
+		if _, err := readDockerfile(strings.Replace(text, "$TARGETARCH go build", "$TARGETARCH go vet", 1)); err == nil {
 			t.Error("a Dockerfile without go build was accepted")
 		}
 	})
