@@ -37,7 +37,8 @@ func listKeyIDs(t *testing.T, s *keystore.Store) map[string]keystore.Key {
 // TestBackupWhileWriting copies an etcd store while a writer creates keys
 // one after another, and opens the copy as a bbolt store: it holds every
 // key created before the copy began, with its state, and of the keys
-// created meanwhile exactly a first few (one revision, not a mix).
+// created meanwhile exactly a first few (one revision, not a mix); copied
+// into an empty etcd, it is that store again.
 func TestBackupWhileWriting(t *testing.T) {
 	srv := testetcd.Start(t)
 	r := mustOpenOn(t, srv, "a")
@@ -149,6 +150,29 @@ func TestBackupWhileWriting(t *testing.T) {
 	}
 	if extra := len(got) - len(before) - seen; extra != 0 {
 		t.Errorf("the copy holds %d keys nobody created", extra)
+	}
+
+	// Restored into an empty etcd as `store migrate --from-bbolt` does.
+	if err := restored.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustOpenOn(t, testetcd.Start(t), "b")
+	src, err := keystore.OpenBolt(path, true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := keystore.Copy(ctx, fresh.b, src); err != nil {
+		t.Fatal(err)
+	}
+	inEtcd := listKeyIDs(t, fresh.s)
+	if len(inEtcd) != len(got) {
+		t.Errorf("restored into etcd: %d keys, the copy holds %d", len(inEtcd), len(got))
+	}
+	for id, want := range got {
+		if k, ok := inEtcd[id]; !ok || k.Status != want.Status {
+			t.Errorf("key %s restored into etcd: %+v, want %+v", id, k, want)
+		}
 	}
 	t.Logf("copy of %d bytes holds %d keys made before it and %d of the %d made during it", n, len(before), seen, len(during))
 }
