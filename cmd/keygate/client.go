@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/keygate/keygate/internal/admintoken"
+	"github.com/keygate/keygate/internal/config"
 	"github.com/keygate/keygate/internal/secret"
 )
 
@@ -166,19 +169,30 @@ func (m *mgmtCommand) client() (*adminClient, error) {
 
 // token finds the admin token. A --admin-token-file given on this command
 // line wins, since it is the most specific choice; otherwise
-// KEYGATE_ADMIN_TOKEN, then the token file (KEYGATE_ADMIN_TOKEN_FILE or the
-// one serve generates).
+// KEYGATE_ADMIN_TOKEN, then KEYGATE_ADMIN_TOKEN_FILE, then the first token
+// file that exists of tokenFiles.
 func (m *mgmtCommand) token() (secret.Value, error) {
+	files := []string{m.tokenFile}
 	if !m.isSet("admin-token-file") {
 		if t := strings.TrimSpace(m.c.getenv(admintoken.EnvToken)); t != "" {
 			return secret.New(t), nil
 		}
+		if m.c.getenv(admintoken.EnvFile) == "" {
+			files = tokenFiles(m.c.getenv)
+		}
 	}
-	raw, err := os.ReadFile(m.tokenFile)
+	var raw []byte
+	var err error
+	for _, f := range files {
+		if raw, err = os.ReadFile(f); !errors.Is(err, os.ErrNotExist) {
+			m.tokenFile = f
+			break
+		}
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return secret.Value{}, fmt.Errorf("no admin token: set KEYGATE_ADMIN_TOKEN, or give a token file with --admin-token-file "+
-			"or KEYGATE_ADMIN_TOKEN_FILE (%s does not exist)", m.tokenFile)
+			"or KEYGATE_ADMIN_TOKEN_FILE (none of %s exists)", strings.Join(files, ", "))
 	case err != nil:
 		return secret.Value{}, fmt.Errorf("read admin token: %w", err)
 	}
@@ -187,6 +201,29 @@ func (m *mgmtCommand) token() (secret.Value, error) {
 		return secret.Value{}, fmt.Errorf("no admin token: %s is empty; set KEYGATE_ADMIN_TOKEN or write the token to the file", m.tokenFile)
 	}
 	return secret.New(t), nil
+}
+
+// tokenFiles are where the CLI looks for the token serve generated, when
+// it is told of none: beside the store KEYGATE_STORE names, or else the one
+// the config file (KEYGATE_CONFIG) names; beside the default store; and in
+// the user's config directory (~/.config/keygate/admin-token), for a CLI
+// run from elsewhere.
+func tokenFiles(getenv func(string) string) []string {
+	var out []string
+	if store := getenv("KEYGATE_STORE"); store != "" {
+		out = append(out, admintoken.File(store))
+	} else if path := getenv("KEYGATE_CONFIG"); path != "" {
+		if cfg, err := config.Load(path); err == nil && cfg.Store.Path != "" {
+			out = append(out, admintoken.File(cfg.Store.Path))
+		}
+	}
+	if !slices.Contains(out, admintoken.DefaultFile) {
+		out = append(out, admintoken.DefaultFile)
+	}
+	if dir, err := os.UserConfigDir(); err == nil {
+		out = append(out, filepath.Join(dir, "keygate", "admin-token"))
+	}
+	return out
 }
 
 // adminClient calls the admin HTTP API.
