@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -74,37 +73,16 @@ func auditList(c *cli) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		out := rawPage{Data: []json.RawMessage{}}
-		next := *cursor
-		for {
-			if next != "" {
-				q.Set("cursor", next)
-			}
-			var p rawPage
-			if _, err := ac.call(ctx, "GET", pathOf("v1", "audit"), q, nil, &p); err != nil {
-				return err
-			}
-			out.Data = append(out.Data, p.Data...)
-			out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
-			if !*all || !p.HasMore {
-				break
-			}
-			// A cursor that does not move would loop forever.
-			if p.NextCursor == "" || p.NextCursor == next {
-				return fmt.Errorf("admin API: list audit: has_more without a new next_cursor")
-			}
-			next = p.NextCursor
+		out, err := listPages(ctx, ac, pathOf("v1", "audit"), q, *cursor, *all, "audit")
+		if err != nil {
+			return err
 		}
 		if m.raw() {
 			return m.printValue(out)
 		}
-		entries := make([]keystore.AuditEntry, 0, len(out.Data))
-		for _, r := range out.Data {
-			var e keystore.AuditEntry
-			if err := json.Unmarshal(r, &e); err != nil {
-				return fmt.Errorf("admin API: list audit: decode entry: %w", err)
-			}
-			entries = append(entries, e)
+		entries, err := decodePage[keystore.AuditEntry](out, "audit")
+		if err != nil {
+			return err
 		}
 		if err := printAudit(c.stdout, entries); err != nil {
 			return err

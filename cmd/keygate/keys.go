@@ -292,6 +292,45 @@ type rawPage struct {
 	HasMore    bool              `json:"has_more"`
 }
 
+// listPages lists path from cursor: one page, or with all every page after
+// it, following next_cursor; what names the listing in errors ("keys").
+func listPages(ctx context.Context, ac *adminClient, path string, q url.Values, cursor string, all bool, what string) (rawPage, error) {
+	out := rawPage{Data: []json.RawMessage{}}
+	next := cursor
+	for {
+		if next != "" {
+			q.Set("cursor", next)
+		}
+		var p rawPage
+		if _, err := ac.call(ctx, "GET", path, q, nil, &p); err != nil {
+			return rawPage{}, err
+		}
+		out.Data = append(out.Data, p.Data...)
+		out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
+		if !all || !p.HasMore {
+			return out, nil
+		}
+		// A cursor that does not move would loop forever.
+		if p.NextCursor == "" || p.NextCursor == next {
+			return rawPage{}, fmt.Errorf("admin API: list %s: has_more without a new next_cursor", what)
+		}
+		next = p.NextCursor
+	}
+}
+
+// decodePage decodes a listing's entries.
+func decodePage[T any](p rawPage, what string) ([]T, error) {
+	out := make([]T, 0, len(p.Data))
+	for _, r := range p.Data {
+		var v T
+		if err := json.Unmarshal(r, &v); err != nil {
+			return nil, fmt.Errorf("admin API: list %s: decode: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 func keysList(c *cli) *cobra.Command {
 	m := newMgmtCommand(c, "list", "list keys")
 	tenant := m.fs.String("tenant", "", "only keys of the tenant with this `ID`")
@@ -320,37 +359,16 @@ func keysList(c *cli) *cobra.Command {
 		if *limit > 0 {
 			q.Set("limit", fmt.Sprint(*limit))
 		}
-		out := rawPage{Data: []json.RawMessage{}}
-		next := *cursor
-		for {
-			if next != "" {
-				q.Set("cursor", next)
-			}
-			var p rawPage
-			if _, err := ac.call(ctx, "GET", pathOf("v1", "keys"), q, nil, &p); err != nil {
-				return err
-			}
-			out.Data = append(out.Data, p.Data...)
-			out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
-			if !*all || !p.HasMore {
-				break
-			}
-			// A cursor that does not move would loop forever.
-			if p.NextCursor == "" || p.NextCursor == next {
-				return fmt.Errorf("admin API: list keys: has_more without a new next_cursor")
-			}
-			next = p.NextCursor
+		out, err := listPages(ctx, ac, pathOf("v1", "keys"), q, *cursor, *all, "keys")
+		if err != nil {
+			return err
 		}
 		if m.raw() {
 			return m.printValue(out)
 		}
-		keys := make([]keystore.Key, 0, len(out.Data))
-		for _, r := range out.Data {
-			var k keystore.Key
-			if err := json.Unmarshal(r, &k); err != nil {
-				return fmt.Errorf("admin API: list keys: decode key: %w", err)
-			}
-			keys = append(keys, k)
+		keys, err := decodePage[keystore.Key](out, "keys")
+		if err != nil {
+			return err
 		}
 		if err := printKeys(c.stdout, keys, time.Now()); err != nil {
 			return err

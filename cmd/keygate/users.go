@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -106,37 +105,16 @@ func usersList(c *cli) *cobra.Command {
 		if *limit > 0 {
 			q.Set("limit", strconv.Itoa(*limit))
 		}
-		out := rawPage{Data: []json.RawMessage{}}
-		next := *cursor
-		for {
-			if next != "" {
-				q.Set("cursor", next)
-			}
-			var p rawPage
-			if _, err := ac.call(ctx, "GET", pathOf("v1", "tenants", pos[0], "users"), q, nil, &p); err != nil {
-				return err
-			}
-			out.Data = append(out.Data, p.Data...)
-			out.HasMore, out.NextCursor = p.HasMore, p.NextCursor
-			if !*all || !p.HasMore {
-				break
-			}
-			// A cursor that does not move would loop forever.
-			if p.NextCursor == "" || p.NextCursor == next {
-				return fmt.Errorf("admin API: list users: has_more without a new next_cursor")
-			}
-			next = p.NextCursor
+		out, err := listPages(ctx, ac, pathOf("v1", "tenants", pos[0], "users"), q, *cursor, *all, "users")
+		if err != nil {
+			return err
 		}
 		if m.raw() {
 			return m.printValue(out)
 		}
-		users := make([]keystore.User, 0, len(out.Data))
-		for _, r := range out.Data {
-			var u keystore.User
-			if err := json.Unmarshal(r, &u); err != nil {
-				return fmt.Errorf("admin API: list users: decode user: %w", err)
-			}
-			users = append(users, u)
+		users, err := decodePage[keystore.User](out, "users")
+		if err != nil {
+			return err
 		}
 		if err := printUsers(c.stdout, users); err != nil {
 			return err
