@@ -15,8 +15,8 @@ import (
 )
 
 // threeReplicas serves the admin API of three stores on one etcd, as three
-// keygate replicas would.
-func threeReplicas(t *testing.T, srv testetcd.Server) []*fixture {
+// keygate replicas would, each with opts.
+func threeReplicas(t *testing.T, srv testetcd.Server, opts admin.Options) []*fixture {
 	t.Helper()
 	var rs []*fixture
 	for i := range 3 {
@@ -33,7 +33,7 @@ func threeReplicas(t *testing.T, srv testetcd.Server) []*fixture {
 			b.Close()
 			t.Fatal(err)
 		}
-		rs = append(rs, newFixtureOn(t, s, admin.Options{}))
+		rs = append(rs, newFixtureOn(t, s, opts))
 	}
 	return rs
 }
@@ -44,7 +44,7 @@ func threeReplicas(t *testing.T, srv testetcd.Server) []*fixture {
 // every replica.
 func TestAdminTokensAcrossReplicas(t *testing.T) {
 	testetcd.Each(t, func(t *testing.T, start func(testing.TB) testetcd.Server) {
-		rs := threeReplicas(t, start(t))
+		rs := threeReplicas(t, start(t), admin.Options{})
 		var (
 			tA, tB keystore.Tenant
 			oA, oB keystore.Org

@@ -2,16 +2,12 @@ package admin_test
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/keygate/keygate/internal/testetcd"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
-	"github.com/keygate/keygate/keystore/etcdstore"
 )
 
 // TestAuditAcrossReplicas: three replicas on one etcd, each writing through
@@ -19,24 +15,7 @@ import (
 // write once, whichever replica it went through.
 func TestAuditAcrossReplicas(t *testing.T) {
 	testetcd.Each(t, func(t *testing.T, start func(testing.TB) testetcd.Server) {
-		srv := start(t)
-		var rs []*fixture
-		for i := range 3 {
-			b, err := etcdstore.Open(etcdstore.Config{
-				Endpoints: srv.Endpoints(), ReplicaTTL: 2 * time.Second, ReplicaID: fmt.Sprint("r", i),
-				DialTimeout: 3 * time.Second,
-				Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := keystore.New(b, keystore.Options{})
-			if err != nil {
-				b.Close()
-				t.Fatal(err)
-			}
-			rs = append(rs, newFixtureOn(t, s, admin.Options{Audit: true}))
-		}
+		rs := threeReplicas(t, start(t), admin.Options{Audit: true})
 
 		var tn keystore.Tenant
 		rs[0].do("POST", "/v1/tenants", `{"name":"Acme"}`).decode(t, &tn)
