@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,6 +69,19 @@ func TestAdminExposure(t *testing.T) {
 	if resp, err := http.Get("http://127.0.0.1:" + port + "/healthz"); err == nil && resp.StatusCode < 400 {
 		resp.Body.Close()
 		t.Fatal("the TLS admin listener answered plain HTTP")
+	}
+	// The CLI as the README shows it: an https --admin-url, the server's
+	// certificate (or its CA) trusted through SSL_CERT_FILE.
+	cli := func(extra ...string) ([]byte, error) {
+		cmd := exec.Command(keygateBin, "tenants", "list", "--admin-url", "https://127.0.0.1:"+port, "-o", "json")
+		cmd.Env = append(os.Environ(), append([]string{"KEYGATE_ADMIN_TOKEN=" + publicTestToken}, extra...)...)
+		return cmd.CombinedOutput()
+	}
+	if out, err := cli("SSL_CERT_FILE=" + certFile); err != nil {
+		t.Fatalf("keygate tenants list over HTTPS with SSL_CERT_FILE: %v\n%s", err, out)
+	}
+	if out, err := cli("SSL_CERT_FILE=/dev/null"); err == nil || !strings.Contains(string(out), "certificate") {
+		t.Fatalf("keygate tenants list over HTTPS trusting nothing: %v\n%s", err, out)
 	}
 	s.stop(t)
 

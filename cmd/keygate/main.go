@@ -84,9 +84,12 @@ const rootLong = `keygate: API-key authorization for Envoy and Istio (ext_authz)
 
 Management commands (tenants, orgs, keys, users, admin-tokens) talk to a running
 server's admin API: --admin-url or KEYGATE_ADMIN_URL (default
-http://127.0.0.1:9003), token from KEYGATE_ADMIN_TOKEN, --admin-token-file,
-KEYGATE_ADMIN_TOKEN_FILE or ./keygate.admin-token. Flags win over the environment, which wins over
-defaults. They print a table, or with -o/--output json one JSON object per
+http://127.0.0.1:9003); the token from --admin-token-file, else
+KEYGATE_ADMIN_TOKEN, else KEYGATE_ADMIN_TOKEN_FILE, else the first file that
+exists of: the one serve generated beside the store KEYGATE_STORE (or the
+config KEYGATE_CONFIG) names, ./keygate.admin-token,
+~/.config/keygate/admin-token. Flags win over the environment, which wins
+over defaults. They print a table, or with -o/--output json one JSON object per
 command, or yaml.
 
 Exit codes:
