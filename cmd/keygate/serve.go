@@ -20,6 +20,7 @@ import (
 	"github.com/keygate/keygate/internal/config/reload"
 	"github.com/keygate/keygate/internal/metrics"
 	"github.com/keygate/keygate/internal/secret"
+	"github.com/keygate/keygate/internal/telemetry"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/admin"
 	"github.com/keygate/keygate/keystore/apikey"
@@ -69,6 +70,12 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	if err != nil {
 		return err
 	}
+	// Off (nil) unless the file or OTEL_* asks: then nothing is wrapped.
+	tr, err := telemetry.Start(ctx, cfg.TracingSettings(build().Version), log.With("component", "tracing"))
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(tr, log)
 	if !config.IsLoopback(cfg.Listen.Admin) && cfg.Admin.TLSCertFile == "" && !cfg.Admin.InsecurePublic {
 		return fmt.Errorf("admin listener %s is not loopback: serve it with TLS (admin.tls_cert_file, admin.tls_key_file), or set admin.insecure_public if the network is otherwise protected", cfg.Listen.Admin)
 	}
@@ -103,7 +110,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 		return err
 	}
 	defer closeShared()
-	engine, err := newEngine(cfg, format, store, shared)
+	engine, err := newEngine(cfg, format, store, shared, tr)
 	if err != nil {
 		return err
 	}
@@ -119,7 +126,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 		// The admin API's source: a replaced token file holds here too.
 		scrapeToken = metricsTokens(store, tokens)
 	}
-	adminHandler, err := newAdminHandler(cfg, store, shared, tokens, m, log)
+	adminHandler, err := newAdminHandler(cfg, store, shared, tokens, m, tr, log)
 	if err != nil {
 		return err
 	}
@@ -139,10 +146,11 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	go store.RetainAudit(ctx, time.Duration(cfg.Admin.AuditRetention), log.With("listener", "admin"))
 
 	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
+	decider := tr.Decider(engine)
 	g, err := startListeners(cfg, listenerHandlers{
-		check:   envoy.NewServer(engine, log.With("listener", "grpc"), reporting...),
-		http:    envoy.NewHTTPHandler(engine, log.With("listener", "http"), reporting...),
-		admin:   adminHandler,
+		check:   envoy.NewServer(decider, log.With("listener", "grpc"), reporting...),
+		http:    envoy.NewHTTPHandler(decider, log.With("listener", "http"), reporting...),
+		admin:   tr.Admin(adminHandler),
 		metrics: m.Endpoint(scrapeToken),
 	}, m, log)
 	if err != nil {
@@ -180,10 +188,13 @@ func loadServeConfig(f serveFlags) (*config.Config, error) {
 }
 
 // newEngine builds the decision engine of cfg over store, rate limits
-// shared through shared (nil: in this process only).
-func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, shared authz.SharedLimiter) (*authz.Engine, error) {
+// shared through shared (nil: in this process only), its lookups traced
+// by tr (nil: not).
+func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, shared authz.SharedLimiter, tr *telemetry.Tracing) (*authz.Engine, error) {
 	acfg := cfg.AuthzConfig(format)
 	acfg.Recorder = store
+	// Named, not found by authz on the lookup, which tracing may wrap.
+	acfg.Orgs = store
 	acfg.Credits = store
 	acfg.RateLimits.Shared = shared
 	acfg.RateLimits.SharedFailOpen = cfg.RateLimits.Redis.FailOpen
@@ -191,12 +202,12 @@ func newEngine(cfg *config.Config, format apikey.Format, store *keystore.Store, 
 	if acfg.Policy, err = cfg.AuthzPolicy(); err != nil {
 		return nil, err
 	}
-	return authz.New(acfg, store)
+	return authz.New(acfg, tr.Lookup(store))
 }
 
 // newAdminHandler builds the admin API over store, behind the bootstrap
 // token tokens gives and the admin tokens in store.
-func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, tokens func() (secret.Value, error), m *metrics.Metrics, log *slog.Logger) (http.Handler, error) {
+func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.SharedLimiter, tokens func() (secret.Value, error), m *metrics.Metrics, tr *telemetry.Tracing, log *slog.Logger) (http.Handler, error) {
 	// Ready when a Check could succeed: the store answers, and so does a
 	// shared Redis unless fail_open lets Checks do without it.
 	ready := []admin.ReadyCheck{{Name: "store", Check: store.Ready}}
@@ -210,9 +221,20 @@ func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.Sha
 		Metrics:     m.Handler(),
 		RequestMetrics: func(o admin.Observed) {
 			m.ObserveAdminRequest(o.Route, o.Status)
+			tr.AdminObserved(o)
 		},
 		Audit: true,
 	})
+}
+
+// shutdownTracing sends the spans not yet exported, within a bound: a
+// collector out of reach must not hold up the exit.
+func shutdownTracing(tr *telemetry.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		log.Warn("tracing shutdown", "error", err)
+	}
 }
 
 // sweepLimits lets the engine forget rate-limit state that limits nothing,

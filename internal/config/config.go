@@ -190,6 +190,7 @@ type Config struct {
 			Prefix   string `yaml:"prefix"` // keygate:rl:
 		} `yaml:"redis"`
 	} `yaml:"rate_limits"`
+	Tracing tracingConfig `yaml:"tracing"` // off
 
 	file          string // where it was read from; empty for defaults
 	signingSecret []byte
@@ -472,6 +473,7 @@ func (c *Config) validate(p *problems) {
 		p.add("store.usage_retention", errors.New("must not be negative"))
 	}
 	c.validateStore(p)
+	c.validateTracing(p)
 	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
 	}
