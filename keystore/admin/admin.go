@@ -58,6 +58,8 @@ const realm = "keygate-admin"
 
 const defaultMaxBodyBytes = 1 << 20
 
+const routeMetrics = "GET /metrics"
+
 // api holds what every handler needs.
 type api struct {
 	store     *keystore.Store
@@ -67,6 +69,9 @@ type api struct {
 	now       func() time.Time
 	bootstrap func() (secret.Value, error)
 	mux       *http.ServeMux
+	// patterns lists what mux serves, in the order registered, so that
+	// tests can hold it against the OpenAPI document.
+	patterns []string
 	// observers are told of every request once it has been answered
 	// (the audit log, request metrics).
 	observers []observer
@@ -117,14 +122,16 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		a.enableAudit()
 	}
 	if opts.Metrics != nil {
-		a.mux.Handle("GET /metrics", opts.Metrics)
+		a.mux.Handle(routeMetrics, opts.Metrics)
+		a.patterns = append(a.patterns, routeMetrics)
 	}
 	return a, nil
 }
 
 // public lists the paths served without the token: probes run by kubelets
-// and load balancers that hold no secret.
-var public = map[string]bool{"/healthz": true, "/readyz": true}
+// and load balancers that hold no secret, and the OpenAPI document, which
+// holds none either and is read by tools before anyone signs in.
+var public = map[string]bool{"/healthz": true, "/readyz": true, "/v1/openapi.json": true}
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -207,6 +214,7 @@ func (a *api) tooLargeMessage() string {
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (a *api) handle(pattern string, fn handlerFunc) {
+	a.patterns = append(a.patterns, pattern)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		// Reach is checked here, where the path's values are known, for
 		// every route (see reachPath).

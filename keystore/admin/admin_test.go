@@ -58,7 +58,8 @@ func newFixtureOn(t *testing.T, s *keystore.Store, opts admin.Options) *fixture 
 		s.Close()
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	// Every exchange is held against the OpenAPI document (openapi_test.go).
+	srv := httptest.NewServer(checked(t, h))
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, store: s, srv: srv, logs: logs}
 }

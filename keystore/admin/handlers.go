@@ -14,6 +14,7 @@ import (
 func (a *api) routes() {
 	a.handle("GET /healthz", a.healthz)
 	a.handle("GET /readyz", a.readyz)
+	a.handle(routeOpenAPI, a.openapi)
 
 	a.handle("POST /v1/tenants", a.createTenant)
 	a.handle("GET /v1/tenants", a.listTenants)
