@@ -438,8 +438,13 @@ func TestFailedCheckAndDeadCollector(t *testing.T) {
 		t.Errorf("failed-closed Check status %v", s.Status)
 	}
 
-	// Nothing listens at port 1.
-	dead, err := Start(t.Context(), Settings{Enabled: true, Protocol: ProtocolHTTP, Endpoint: "http://127.0.0.1:1"}, log)
+	// Nothing listens at port 1. Exports are tried soon and given up
+	// quickly, so that the failure reaches the log within the test.
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "200")
+	warned := make(chan string, 16)
+	dead, err := Start(t.Context(), Settings{Enabled: true, Protocol: ProtocolHTTP, Endpoint: "http://127.0.0.1:1"},
+		slog.New(&recordHandler{level: slog.LevelWarn, records: warned}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,10 +452,53 @@ func TestFailedCheckAndDeadCollector(t *testing.T) {
 	if dec := f.check(t, dead.Decider(f.engine), f.raw, callerParent); !dec.Allow() {
 		t.Errorf("with the collector down: %+v", dec)
 	}
+	select {
+	case msg := <-warned:
+		if !strings.Contains(msg, "tracing export") || !strings.Contains(msg, "127.0.0.1:1") {
+			t.Errorf("export failure logged as %q", msg)
+		}
+		for _, sec := range f.secrets() {
+			if strings.Contains(msg, sec) {
+				t.Errorf("the export failure's log carries a secret: %q", msg)
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the failed export was not logged at Warn")
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	dead.Shutdown(ctx) // bounded: what it cannot send is dropped
 }
+
+// recordHandler sends every record at level or above, with its
+// attributes, to records (dropping what does not fit).
+type recordHandler struct {
+	level   slog.Level
+	records chan string
+	attrs   []slog.Attr
+}
+
+func (h *recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, a := range h.attrs {
+		b.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	select {
+	case h.records <- b.String():
+	default:
+	}
+	return nil
+}
+
+func (h *recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recordHandler{level: h.level, records: h.records, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h *recordHandler) WithGroup(string) slog.Handler { return h }
 
 type deciderFunc func(context.Context, *authz.Request) (authz.Decision, error)
 
