@@ -146,11 +146,15 @@ type Credential struct {
 	// not revoked.
 	RevokesAt time.Time
 
-	// Metered keys have a prepaid credit balance (Alloovium's credits),
-	// held by the key BalanceID names: the key itself, or, for a key in its
-	// rotation grace period, its successor, so that both spend one balance.
+	// Metered keys spend prepaid credits (Alloovium's): from a balance of
+	// their own, held by the key BalanceID names (the key itself, or, for a
+	// key in its rotation grace period, its successor, so that both spend
+	// one balance; empty: none), and from the balances of the accounts
+	// Accounts names (their owners': user, org, tenant). The Credits
+	// implementation reads these; the core only asks it when Metered.
 	Metered   bool
 	BalanceID string
+	Accounts  []string
 	// ScopesHeader is Scopes joined with ",", computed once by the store so
 	// the Check path does not join on every request.
 	ScopesHeader string

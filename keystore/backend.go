@@ -105,6 +105,9 @@ const (
 	// Per-key usage: "<key id>/<hour, unix s>/<writer>" -> that writer's
 	// totals for the hour (absolute, so a retried write counts once).
 	bucketUsage = "usage"
+	// Credit accounts of tenants, orgs and users: "tenant/<id>",
+	// "org/<id>", "user/<tenant id>/<user id>" -> Account JSON.
+	bucketAccounts = "accounts"
 )
 
 // HashIndexBucket is the bucket whose keys are raw SHA-256 digests of API
@@ -115,13 +118,13 @@ const HashIndexBucket = bucketHashes
 // Buckets lists every bucket of the schema, for backends that create them
 // and for Copy.
 var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucketHashes, bucketKeysByTenant, bucketKeysByOrg, bucketSlots, bucketUsers,
-	bucketAdminTokens, bucketAdminTokenHashes, bucketAudit, bucketUsage}
+	bucketAdminTokens, bucketAdminTokenHashes, bucketAudit, bucketUsage, bucketAccounts}
 
 // addedBuckets are buckets added to schema version 1 after its first
 // release. A file written before holds none of them until a writable open
 // creates them; a read-only open (keygate check) reads them as empty
 // rather than refuse a store that was valid when it was written.
-var addedBuckets = map[string]bool{bucketUsers: true, bucketAdminTokens: true, bucketAdminTokenHashes: true, bucketAudit: true, bucketUsage: true}
+var addedBuckets = map[string]bool{bucketUsers: true, bucketAdminTokens: true, bucketAdminTokenHashes: true, bucketAudit: true, bucketUsage: true, bucketAccounts: true}
 
 var (
 	metaSchemaVersion = []byte("schema_version")

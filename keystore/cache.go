@@ -269,8 +269,14 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 		cred = k.credential()
 		// Read in the same snapshot as the key, so a credential never
 		// pairs a key with a user record of another moment.
-		cred.UserLimits, err = userLimits(tx, k.TenantID, k.UserID)
-		return err
+		if cred.UserLimits, err = userLimits(tx, k.TenantID, k.UserID); err != nil {
+			return err
+		}
+		if cred.Accounts, err = accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
+			return err
+		}
+		cred.Metered = cred.Metered || len(cred.Accounts) > 0
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("look up key: %w", err)

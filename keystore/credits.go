@@ -136,14 +136,95 @@ func newLedger() *ledger {
 // the balance covers it. The remaining balance it returns is the record's
 // as last seen plus this process's unspent slice: exact for one process,
 // approximate across replicas (their slices are not counted).
+//
+// A key under accounts (Credential.Accounts) spends cost from each balance
+// that applies, its own first: a balance that cannot cover it refuses the
+// request, and what the others gave is put back into this process's
+// slices, so a refused request spends nothing. The remaining balance
+// returned is the one that limits the key: the smallest, or the one that
+// refused. A Flush or Close between a spend and its refund, which can
+// only happen while the process stops, strands the refund (at most cost
+// per balance, within the crash bound).
 func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64, bool, error) {
 	if cost < 1 {
 		return 0, false, fmt.Errorf("spend credits: cost %d", cost)
 	}
-	id := c.BalanceID
-	if id == "" {
-		id = c.ID
+	if len(c.Accounts) == 0 {
+		id := c.BalanceID
+		if id == "" {
+			id = c.ID
+		}
+		sp, err := s.spendOne(ctx, id, int64(cost))
+		return sp.left, sp.ok, err
 	}
+	var (
+		done  [4]spent // own, user, org, tenant
+		n     int
+		least int64 = -1
+	)
+	undo := func() {
+		for _, d := range done[:n] {
+			s.ledger.refund(d.id, d.epoch, int64(cost))
+		}
+	}
+	spendFrom := func(id string) (bool, error) {
+		sp, err := s.spendOne(ctx, id, int64(cost))
+		switch {
+		case isAccountID(id) && errors.Is(err, ErrNotFound):
+			// Closed since the credential was read: it no longer applies.
+			return true, nil
+		case err != nil:
+			undo()
+			return false, err
+		case !sp.ok:
+			undo()
+			least = sp.left
+			return false, nil
+		}
+		if n < len(done) {
+			done[n] = sp
+			n++
+		}
+		if least < 0 || sp.left < least {
+			least = sp.left
+		}
+		return true, nil
+	}
+	if c.BalanceID != "" {
+		if ok, err := spendFrom(c.BalanceID); !ok || err != nil {
+			return max(least, 0), false, err
+		}
+	}
+	for _, id := range c.Accounts {
+		if ok, err := spendFrom(id); !ok || err != nil {
+			return max(least, 0), false, err
+		}
+	}
+	return max(least, 0), true, nil
+}
+
+// spent is one balance's answer to a spend.
+type spent struct {
+	id    string
+	epoch uint64 // the balance's epoch the spend came out of
+	left  int64
+	ok    bool
+}
+
+// refund puts n back into id's slice after a spend of epoch that another
+// balance refused. A slice voided meanwhile (a SetCredits, a refill) takes
+// nothing back: the balance was set anew.
+func (l *ledger) refund(id string, epoch uint64, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.bal[id]; ok && !b.dropped && b.epoch == epoch {
+		b.slice += n
+		b.used -= n
+	}
+}
+
+// spendOne spends cost from the balance id (a key's or an account's).
+func (s *Store) spendOne(ctx context.Context, id string, cost int64) (spent, error) {
 	l := s.ledger
 	fresh := s.fresh == nil || s.fresh()
 	l.mu.Lock()
@@ -153,17 +234,18 @@ func (s *Store) Spend(ctx context.Context, c *authz.Credential, cost int) (int64
 		if b.next != 0 {
 			now = s.opts.Now().UnixNano()
 		}
-		if left, ok, decided := b.local(int64(cost), now); decided {
+		if left, ok, decided := b.local(cost, now); decided {
+			sp := spent{id: id, epoch: b.epoch, left: left, ok: ok}
 			l.mu.Unlock()
-			return left, ok, nil
+			return sp, nil
 		}
 	}
 	l.mu.Unlock()
-	left, ok, err := s.spendSlow(ctx, id, int64(cost), !fresh)
+	sp, err := s.spendSlow(ctx, id, cost, !fresh)
 	if err != nil {
-		return 0, false, fmt.Errorf("spend credits: %w", err)
+		return spent{}, fmt.Errorf("spend credits: %w", err)
 	}
-	return left, ok, nil
+	return sp, nil
 }
 
 // local decides a spend of cost from what this process holds, with no
@@ -188,16 +270,16 @@ func (b *balance) local(cost, now int64) (left int64, ok, decided bool) {
 // spendSlow reserves a new slice for id's balance (or, with verify, checks
 // the one held against the record) and spends cost from it. Only one
 // goroutine per balance writes; the others wait for it and try again.
-func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify bool) (int64, bool, error) {
+func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify bool) (spent, error) {
 	l := s.ledger
 	for {
 		if err := ctx.Err(); err != nil {
-			return 0, false, err
+			return spent{}, err
 		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
-			return 0, false, ErrClosed
+			return spent{}, ErrClosed
 		}
 		b := l.bal[id]
 		if b != nil && b.busy != nil {
@@ -207,7 +289,7 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return 0, false, ctx.Err()
+				return spent{}, ctx.Err()
 			}
 		}
 		if b != nil && !verify {
@@ -216,8 +298,9 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 				now = s.opts.Now().UnixNano()
 			}
 			if left, ok, decided := b.local(cost, now); decided {
+				sp := spent{id: id, epoch: b.epoch, left: left, ok: ok}
 				l.mu.Unlock()
-				return left, ok, nil
+				return sp, nil
 			}
 		}
 		if b == nil {
@@ -240,7 +323,7 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			// The write may have landed or not: the slice it took is
 			// stranded (its entry shows it) rather than risked twice.
 			l.mu.Unlock()
-			return 0, false, err
+			return spent{}, err
 		case out.owner != id:
 			// The key was rotated (the follower may not have said so yet):
 			// nothing was written, and the slice held is its successor's.
@@ -257,9 +340,12 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			b.dropped = true
 			l.mu.Unlock()
 			if out.unmetered {
-				return 0, false, vizerror.WrapWithMessage(fmt.Errorf("key %s: %w", id, ErrNotMetered), "key "+id+" has no credit balance")
+				return spent{}, vizerror.WrapWithMessage(fmt.Errorf("key %s: %w", id, ErrNotMetered), "key "+id+" has no credit balance")
 			}
-			return 0, false, notFound("key", id)
+			if isAccountID(id) {
+				return spent{}, notFound("account", id)
+			}
+			return spent{}, notFound("key", id)
 		case b.dropped || out.epoch < b.epoch:
 			// Deleted, or a SetCredits seen meanwhile outdated the slice.
 			l.mu.Unlock()
@@ -286,9 +372,9 @@ func (s *Store) spendSlow(ctx context.Context, id string, cost int64, verify boo
 			b.slice -= cost
 			b.used += cost
 		}
-		left := b.record + b.slice
+		sp := spent{id: id, epoch: b.epoch, left: b.record + b.slice, ok: ok}
 		l.mu.Unlock()
-		return left, ok, nil
+		return sp, nil
 	}
 }
 
@@ -327,13 +413,14 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 	var out reserved
 	err := s.b.Batch(ctx, func(tx Tx) error {
 		out = reserved{}
-		k, owner, found, err := balanceRecord(tx, r.id)
+		rec, found, err := loadMeter(tx, r.id)
 		if err != nil {
 			return err
 		}
-		out.owner = owner
+		out.owner = rec.owner
+		k := rec.m
 		switch {
-		case owner != r.id:
+		case rec.owner != r.id:
 			return nil
 		case !found:
 			out.gone = true
@@ -342,8 +429,8 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 			out.gone, out.unmetered = true, true
 			return nil
 		}
-		refilled := applyRefill(&k.Key, s.now())
-		out.epoch, out.record, out.next = k.CreditsEpoch, *k.CreditsRemaining, refillNext(&k.Key)
+		refilled := applyRefill(k, s.now())
+		out.epoch, out.record, out.next = k.CreditsEpoch, *k.CreditsRemaining, refillNext(k)
 		left := r.left
 		if r.epoch != k.CreditsEpoch {
 			left, out.void = 0, true // set or refilled since
@@ -352,7 +439,7 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 		out.short = left+rem < r.cost
 		if left >= r.cost || out.short {
 			if refilled {
-				return putJSON(tx, bucketKeys, owner, &k)
+				return rec.put(tx)
 			}
 			return nil
 		}
@@ -365,10 +452,10 @@ func (s *Store) reserve(ctx context.Context, r *reservation) (reserved, error) {
 		// An upper bound of what this process may still spend: spends of
 		// left while this write is in flight are not subtracted.
 		k.CreditsReserved[r.holder] = left + out.take
-		return putJSON(tx, bucketKeys, owner, &k)
+		return rec.put(tx)
 	})
 	if err != nil {
-		return reserved{}, fmt.Errorf("reserve credits of key %s: %w", r.id, err)
+		return reserved{}, fmt.Errorf("reserve credits of %s: %w", balanceName(r.id), err)
 	}
 	return out, nil
 }
@@ -462,10 +549,11 @@ func (s *Store) giveBack(todo []giveBack) error {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		err := s.b.Batch(ctx, func(tx Tx) error {
 			for i, g := range chunk {
-				k, owner, found, err := balanceRecord(tx, g.id)
+				rec, found, err := loadMeter(tx, g.id)
 				if err != nil {
 					return err
 				}
+				k := rec.m
 				now[i] = -1
 				if !found || k.CreditsRemaining == nil || k.CreditsEpoch != g.epoch {
 					continue // deleted, or set since: the slice is void
@@ -477,7 +565,7 @@ func (s *Store) giveBack(todo []giveBack) error {
 				now[i] = n
 				k.CreditsRemaining = &n
 				delete(k.CreditsReserved, s.ledger.holder)
-				if err := putJSON(tx, bucketKeys, owner, &k); err != nil {
+				if err := rec.put(tx); err != nil {
 					return err
 				}
 			}
@@ -519,6 +607,35 @@ func balanceRecord(tx Tx, id string) (k storedKey, owner string, found bool, err
 	}
 }
 
+// meterRecord is a record holding a balance as the ledger reads and
+// writes it: a key's or an account's.
+type meterRecord struct {
+	m     *Meter
+	owner string // the ledger id of the record holding the balance
+	put   func(Tx) error
+}
+
+// loadMeter reads the balance id spends: an account's, or a key's (its
+// own, or its successor's; see balanceRecord). m is never nil.
+func loadMeter(tx Tx, id string) (meterRecord, bool, error) {
+	if isAccountID(id) {
+		a := new(Account)
+		found, err := getJSON(tx, bucketAccounts, id, a)
+		return meterRecord{m: &a.Meter, owner: id, put: func(tx Tx) error { return putJSON(tx, bucketAccounts, id, a) }}, found, err
+	}
+	k, owner, found, err := balanceRecord(tx, id)
+	kp := &k
+	return meterRecord{m: &kp.Meter, owner: owner, put: func(tx Tx) error { return putJSON(tx, bucketKeys, owner, kp) }}, found, err
+}
+
+// balanceName names a ledger id in errors and logs.
+func balanceName(id string) string {
+	if isAccountID(id) {
+		return "account " + id
+	}
+	return "key " + id
+}
+
 // held returns this process's unspent slice of id's balance, if it belongs
 // to epoch.
 func (l *ledger) held(id string, epoch uint64) int64 {
@@ -541,28 +658,30 @@ func (l *ledger) live(id string) (int64, bool) {
 	return 0, false
 }
 
-// rebase takes a record another writer stored (a replica's reservation, a
-// refill or a rotation through another replica's admin API); nil: deleted.
-func (l *ledger) rebase(id string, k *storedKey) {
+// rebase takes a balance another writer stored (a replica's reservation,
+// a refill or a rotation through another replica's admin API) in the
+// record id: k is its balance (nil: deleted), successor the key whose
+// balance it spends now (a key rotated away from).
+func (l *ledger) rebase(id string, k *Meter, successor string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.bal[id]
 	switch {
 	case !ok:
-	case k == nil || k.CreditsOwner == "" && k.CreditsRemaining == nil:
+	case k == nil || successor == "" && k.CreditsRemaining == nil:
 		delete(l.bal, id)
 		b.dropped = true
-	case k.CreditsOwner != "":
-		l.move(id, k.CreditsOwner)
+	case successor != "":
+		l.move(id, successor)
 	case k.CreditsEpoch > b.epoch:
 		b.slice, b.epoch, b.record, b.exhausted, b.entry = 0, k.CreditsEpoch, *k.CreditsRemaining, false, false
-		b.next = refillNext(&k.Key)
+		b.next = refillNext(k)
 	case k.CreditsEpoch == b.epoch:
 		if b.record != *k.CreditsRemaining {
 			b.record, b.exhausted = *k.CreditsRemaining, false
 		}
 		// A schedule set, changed or removed keeps the epoch.
-		b.next = refillNext(&k.Key)
+		b.next = refillNext(k)
 	}
 }
 
@@ -641,7 +760,7 @@ func (s *Store) changeCredits(ctx context.Context, id string, set bool, next fun
 		if err != nil {
 			return err
 		}
-		applyRefill(&k.Key, s.now())
+		applyRefill(&k.Meter, s.now())
 		n, err := next(k.CreditsRemaining)
 		if err != nil {
 			return err
@@ -663,7 +782,7 @@ func (s *Store) changeCredits(ctx context.Context, id string, set bool, next fun
 	}
 	// The follower does the same for other replicas (and for this one on a
 	// shared backend); bbolt has only this.
-	s.ledger.rebase(id, &out)
+	s.ledger.rebase(id, &out.Meter, out.CreditsOwner)
 	s.overlayCredits(&out.Key)
 	return out.Key, nil
 }

@@ -26,9 +26,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 		old, oldOK := decodeKey(prev)
 		switch {
 		case curOK:
-			s.ledger.rebase(cur.ID, cur)
+			s.ledger.rebase(cur.ID, &cur.Meter, cur.CreditsOwner)
 		case value == nil && len(key) > 0:
-			s.ledger.rebase(string(key), nil)
+			s.ledger.rebase(string(key), nil, "")
 		}
 		// Last-used times and credit reservations are written often for
 		// every busy key; they change no credential, so they leave the
@@ -49,6 +49,19 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 		}
 	case bucketOrgs:
 		s.orgTenants.Delete(string(key))
+	case bucketAccounts:
+		var a Account
+		switch {
+		case value != nil && json.Unmarshal(value, &a) == nil:
+			s.ledger.rebase(string(key), &a.Meter, "")
+		default:
+			s.ledger.rebase(string(key), nil, "")
+		}
+		// An account opened or closed changes which balances its owner's
+		// keys spend: their cached credentials list them.
+		if value == nil || prev == nil {
+			s.cache.invalidateAll()
+		}
 	case bucketUsers:
 		// Any key may be the user's (keys are not indexed by user), and
 		// its credential carries the user's limits.

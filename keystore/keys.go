@@ -217,24 +217,24 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 		return Key{}, err
 	}
 	k := storedKey{Key: Key{
-		ID:               id,
-		Name:             spec.Name,
-		DisplayPrefix:    display,
-		TenantID:         spec.TenantID,
-		OrgID:            spec.OrgID,
-		UserID:           spec.UserID,
-		Environment:      spec.Environment,
-		Tier:             spec.Tier,
-		Scopes:           spec.Scopes,
-		Status:           authz.StatusActive,
-		Slot:             spec.Slot,
-		Imported:         imported,
-		CreatedAt:        now,
-		ExpiresAt:        spec.ExpiresAt,
-		Metadata:         spec.Metadata,
-		CreditsRemaining: spec.CreditsRemaining,
-		AllowedCIDRs:     spec.AllowedCIDRs,
-		Limits:           spec.Limits,
+		ID:            id,
+		Name:          spec.Name,
+		DisplayPrefix: display,
+		TenantID:      spec.TenantID,
+		OrgID:         spec.OrgID,
+		UserID:        spec.UserID,
+		Environment:   spec.Environment,
+		Tier:          spec.Tier,
+		Scopes:        spec.Scopes,
+		Status:        authz.StatusActive,
+		Slot:          spec.Slot,
+		Imported:      imported,
+		CreatedAt:     now,
+		ExpiresAt:     spec.ExpiresAt,
+		Metadata:      spec.Metadata,
+		Meter:         Meter{CreditsRemaining: spec.CreditsRemaining},
+		AllowedCIDRs:  spec.AllowedCIDRs,
+		Limits:        spec.Limits,
 	}, Hash: h[:]}
 	if spec.Refill != nil {
 		// The balance given is this period's: the first refill is at the
@@ -403,12 +403,17 @@ func (s *Store) Key(ctx context.Context, id string) (Key, error) {
 // slices are in CreditsReserved, not counted (what they spent of them is
 // not known). A refill that fell due is shown applied (exactly its amount:
 // the slices of the period before are void).
-func (s *Store) overlayCredits(k *Key) {
-	if k.CreditsRemaining == nil || overlayRefill(k, s.now()) {
+func (s *Store) overlayCredits(k *Key) { s.overlayMeter(k.ID, &k.Meter) }
+
+// overlayMeter shows the balance of the record id (a key's or an
+// account's) as this process sees it: a due refill as applied, else the
+// record's balance plus this process's unspent slice.
+func (s *Store) overlayMeter(id string, m *Meter) {
+	if m.CreditsRemaining == nil || overlayRefill(m, s.now()) {
 		return
 	}
-	left := *k.CreditsRemaining + s.ledger.held(k.ID, k.CreditsEpoch)
-	k.CreditsRemaining = &left
+	left := *m.CreditsRemaining + s.ledger.held(id, m.CreditsEpoch)
+	m.CreditsRemaining = &left
 }
 
 // KeyUpdate lists the fields to change; nil fields stay as they are.
@@ -521,7 +526,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 	if u.Refill != nil || u.ClearRefill {
 		// The ledger's next boundary, and a refill applied (bbolt has no
 		// follower to say so).
-		s.ledger.rebase(id, &storedKey{Key: out})
+		s.ledger.rebase(id, &out.Meter, out.CreditsOwner)
 	}
 	return out, nil
 }

@@ -49,6 +49,24 @@ type Key struct {
 	// RotatedFrom names the key this one replaced by rotation.
 	RotatedFrom string            `json:"rotated_from,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Meter is the key's own prepaid credit balance, if any.
+	Meter
+	// CreditsOwner, on a key rotated away from, names the key whose balance
+	// it spends during its grace period (its successor).
+	CreditsOwner string `json:"credits_owner,omitempty"`
+	// AllowedCIDRs, when not empty, lists the only client networks the key
+	// works from, in canonical form ("10.0.0.0/8", "2001:db8::1/128"), so a
+	// leaked key is refused elsewhere. Empty: any address.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	// Limits are the key's own named limits: each replaces the tier's
+	// limit of that name or adds one; requests 0 turns the tier's off.
+	Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
+}
+
+// Meter is a prepaid credit balance and its bookkeeping: a key's own, or
+// an account's (a tenant's, an org's, a user's; see accounts.go). Its
+// fields are inlined in the record that holds it.
+type Meter struct {
 	// CreditsRemaining is the optional prepaid balance; nil means unmetered.
 	// In the record it is the balance not handed out to any process; Key
 	// and ListKeys add this process's unspent slice (see credits.go).
@@ -61,16 +79,6 @@ type Key struct {
 	// it may still spend. An entry left by a process that crashed is what
 	// the crash stranded; SetCredits clears them all.
 	CreditsReserved map[string]int64 `json:"credits_reserved,omitempty"`
-	// CreditsOwner, on a key rotated away from, names the key whose balance
-	// it spends during its grace period (its successor).
-	CreditsOwner string `json:"credits_owner,omitempty"`
-	// AllowedCIDRs, when not empty, lists the only client networks the key
-	// works from, in canonical form ("10.0.0.0/8", "2001:db8::1/128"), so a
-	// leaked key is refused elsewhere. Empty: any address.
-	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
-	// Limits are the key's own named limits: each replaces the tier's
-	// limit of that name or adds one; requests 0 turns the tier's off.
-	Limits map[string]ratelimit.Limit `json:"limits,omitempty"`
 	// Refill resets the credit balance on a schedule; LastRefillAt is the
 	// period boundary of the last refill applied (or when the schedule was
 	// set, before the first).

@@ -81,7 +81,7 @@ func daysIn(y int, m time.Month) int {
 // refillDue reports whether k's schedule has a refill not yet applied at
 // now, and the period start it would be applied for. A schedule without a
 // LastRefillAt (a record written by hand) counts as due.
-func refillDue(k *Key, now time.Time) (time.Time, bool) {
+func refillDue(k *Meter, now time.Time) (time.Time, bool) {
 	if k.Refill == nil || k.CreditsRemaining == nil {
 		return time.Time{}, false
 	}
@@ -93,7 +93,7 @@ func refillDue(k *Key, now time.Time) (time.Time, bool) {
 // as SetCredits would: the balance becomes Amount, and the epoch moves on,
 // so that slices reserved in the old period are void everywhere. Missed
 // periods do not stack. It reports whether it changed k.
-func applyRefill(k *Key, now time.Time) bool {
+func applyRefill(k *Meter, now time.Time) bool {
 	start, due := refillDue(k, now)
 	if !due {
 		return false
@@ -109,7 +109,7 @@ func applyRefill(k *Key, now time.Time) bool {
 // overlayRefill shows a due refill as if applied, without writing it:
 // keys nobody has spent since the boundary still show the balance a Check
 // would see. It reports whether it did.
-func overlayRefill(k *Key, now time.Time) bool {
+func overlayRefill(k *Meter, now time.Time) bool {
 	start, due := refillDue(k, now)
 	if !due {
 		return false
@@ -122,7 +122,7 @@ func overlayRefill(k *Key, now time.Time) bool {
 
 // refillNext is when the fast path must next ask the record, in Unix ns:
 // the boundary after k's last refill. 0: no schedule.
-func refillNext(k *Key) int64 {
+func refillNext(k *Meter) int64 {
 	if k.Refill == nil || k.CreditsRemaining == nil {
 		return 0
 	}
@@ -137,7 +137,7 @@ func refillNext(k *Key) int64 {
 func setRefill(k *storedKey, r *Refill, now time.Time) error {
 	// A refill the old schedule had due is the key's: a change of
 	// schedule must not lose it.
-	applyRefill(&k.Key, now)
+	applyRefill(&k.Meter, now)
 	if r == nil {
 		k.Refill, k.LastRefillAt = nil, nil
 		return nil

@@ -91,6 +91,12 @@ type Options struct {
 	// schedule of their own, a balance starting at the refill's amount and
 	// refilled on its schedule (a tier's monthly allowance of credits).
 	TierRefills map[string]Refill
+	// AccountGrants opens a credit account for every tenant, org or user
+	// (by kind: AccountTenant, AccountOrg, AccountUser) created from now
+	// on, with the grant's amount (and refill schedule), in the
+	// transaction that creates it: once per owner, exactly. Owners created
+	// before keep what they have. See accounts.go.
+	AccountGrants map[string]Grant
 	// CacheMaxBytes bounds the memory of cached credentials. Zero: 64 MiB.
 	CacheMaxBytes int64
 	// NegativeCacheEntries bounds how many unknown hashes are remembered.
@@ -227,6 +233,9 @@ func New(b Backend, opts Options) (*Store, error) {
 		if _, err := validRefill(r); err != nil {
 			return nil, fmt.Errorf("open store %s: refill of tier %q: %w", b, t, err)
 		}
+	}
+	if err := validGrants(opts.AccountGrants); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", b, err)
 	}
 	c, err := newCache(opts.CacheMaxBytes, opts.NegativeCacheEntries)
 	if err != nil {

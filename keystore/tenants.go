@@ -30,7 +30,10 @@ func (s *Store) CreateTenant(ctx context.Context, name string) (Tenant, error) {
 	}
 	t := Tenant{ID: id, Name: name, CreatedAt: s.now()}
 	err = s.update(ctx, func(tx Tx, _ func(apikey.Hash)) error {
-		return putJSON(tx, bucketTenants, t.ID, &t)
+		if err := putJSON(tx, bucketTenants, t.ID, &t); err != nil {
+			return err
+		}
+		return s.grant(tx, Owner{Kind: AccountTenant, TenantID: t.ID}, t.CreatedAt)
 	})
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
@@ -78,7 +81,10 @@ func (s *Store) CreateOrg(ctx context.Context, tenantID, name string) (Org, erro
 		if _, err := getTenant(tx, tenantID); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketOrgs, o.ID, &o)
+		if err := putJSON(tx, bucketOrgs, o.ID, &o); err != nil {
+			return err
+		}
+		return s.grant(tx, Owner{Kind: AccountOrg, TenantID: tenantID, OrgID: o.ID}, o.CreatedAt)
 	})
 	if err != nil {
 		return Org{}, fmt.Errorf("create org: %w", err)

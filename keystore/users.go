@@ -100,7 +100,19 @@ func (s *Store) PutUser(ctx context.Context, tenantID, userID string, spec UserS
 			u.CreatedAt = old.CreatedAt
 		}
 		out, created = u, !found
-		return putJSON(tx, bucketUsers, string(userKey(tenantID, userID)), &u)
+		if err := putJSON(tx, bucketUsers, string(userKey(tenantID, userID)), &u); err != nil {
+			return err
+		}
+		if !created {
+			return nil
+		}
+		// A user whose account exists (opened by hand before the record)
+		// keeps it: the grant is for owners new to Keygate.
+		v, err := tx.Get(bucketAccounts, []byte(Owner{Kind: AccountUser, TenantID: tenantID, UserID: userID}.ID()))
+		if err != nil || v != nil {
+			return err
+		}
+		return s.grant(tx, Owner{Kind: AccountUser, TenantID: tenantID, UserID: userID}, now)
 	})
 	if err != nil {
 		return User{}, false, fmt.Errorf("put user: %w", err)
