@@ -395,3 +395,44 @@ func (s *Store) Accounts(ctx context.Context, tenantID string) ([]Account, error
 	}
 	return out, nil
 }
+
+// AccountUsage sums, per hour or UTC day from from to to, the usage of
+// the keys under o (credits included: what the account's keys spent): a
+// tenant's keys, an org's, or the keys of the tenant that name the user.
+// Like UsageTotals it counts the keys o holds now; it needs no account.
+func (s *Store) AccountUsage(ctx context.Context, o Owner, from, to time.Time, g Granularity) ([]UsageBucket, error) {
+	start, fh, th, err := usageRange(from, to, g)
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s: %w", o, err)
+	}
+	hours := map[int64]UsageCounts{}
+	err = s.view(ctx, func(tx Tx) error {
+		clear(hours)
+		if err := validOwner(tx, &o); err != nil {
+			return err
+		}
+		bucket, parent := bucketKeysByTenant, o.TenantID
+		if o.Kind == AccountOrg {
+			bucket, parent = bucketKeysByOrg, o.OrgID
+		}
+		return scanIDs(tx, bucket, parent, func(id string) error {
+			if o.Kind == AccountUser {
+				var k storedKey
+				if found, err := getJSON(tx, bucketKeys, id, &k); err != nil || !found || k.UserID != o.UserID {
+					return err
+				}
+			}
+			rows, _, err := s.hourRows(tx, id, fh, th)
+			for h, c := range rows {
+				sum := hours[h]
+				sum.add(c)
+				hours[h] = sum
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage of %s: %w", o, err)
+	}
+	return usageBuckets(hours, start, fh, th, g), nil
+}

@@ -434,6 +434,12 @@ func (s *Store) KeyUsage(ctx context.Context, id string, from, to time.Time, g G
 	if err != nil {
 		return nil, fmt.Errorf("usage of key %q: %w", id, err)
 	}
+	return usageBuckets(hours, start, fh, th, g), nil
+}
+
+// usageBuckets folds hourly counts into one bucket per hour or day from
+// fh to th (Unix s), empty ones included; start is fh as a time.
+func usageBuckets(hours map[int64]UsageCounts, start time.Time, fh, th int64, g Granularity) []UsageBucket {
 	step := int64(3600)
 	if g == Daily {
 		step = 86400
@@ -446,7 +452,7 @@ func (s *Store) KeyUsage(ctx context.Context, id string, from, to time.Time, g G
 		}
 		out = append(out, ub)
 	}
-	return out, nil
+	return out
 }
 
 // KeyUsageTotal is one key's share of UsageTotals.

@@ -191,6 +191,7 @@ type Config struct {
 		} `yaml:"redis"`
 	} `yaml:"rate_limits"`
 	Tracing tracingConfig `yaml:"tracing"` // off
+	Credits creditsConfig `yaml:"credits"` // no accounts granted
 
 	file          string // where it was read from; empty for defaults
 	signingSecret []byte
@@ -247,11 +248,7 @@ type limitSetConfig struct {
 // get: a balance of refill.amount, refilled on its schedule.
 type tierConfig struct {
 	limitSetConfig `yaml:",inline"`
-	Refill         *struct {
-		Interval string `yaml:"interval"` // daily or monthly
-		Day      int    `yaml:"day"`      // monthly: 1-31 (a shorter month's last day); 0: 1
-		Amount   int64  `yaml:"amount"`
-	} `yaml:"refill"`
+	Refill         *refillConfig `yaml:"refill"`
 }
 
 // set converts s, named name when it is one limit, reporting problems
@@ -474,6 +471,7 @@ func (c *Config) validate(p *problems) {
 	}
 	c.validateStore(p)
 	c.validateTracing(p)
+	c.validateCredits(p)
 	if _, err := c.Logger(io.Discard); err != nil {
 		p.add("log", err)
 	}
@@ -683,6 +681,7 @@ func (c *Config) StoreOptions(f apikey.Format) keystore.Options {
 		MaxRotationGrace:     time.Duration(c.Keys.MaxRotationGrace),
 		Tiers:                c.Keys.Tiers,
 		TierRefills:          c.tierRefills(),
+		AccountGrants:        c.accountGrants(),
 		CacheMaxBytes:        c.Store.CacheMaxBytes,
 		NegativeCacheEntries: c.Store.NegativeCacheEntries,
 		LastUsedFlush:        time.Duration(c.Store.LastUsedFlush),
@@ -701,7 +700,7 @@ func (c *Config) tierRefills() map[string]keystore.Refill {
 		if out == nil {
 			out = map[string]keystore.Refill{}
 		}
-		out[name] = keystore.Refill{Interval: t.Refill.Interval, Day: t.Refill.Day, Amount: t.Refill.Amount}
+		out[name] = *t.Refill.refill()
 	}
 	return out
 }
