@@ -27,6 +27,8 @@ import (
 const (
 	e2eTrace = "0af7651916cd43dd8448eb211c80319c"
 	e2eSpan  = "b7ad6b7169203331"
+	// The span of the request checked over HTTP (Envoy's http_service).
+	e2eHTTPSpan = "53995c3f42cd8ad8"
 )
 
 // otelOff empties the OTEL_* variables the test process may have, so that
@@ -96,6 +98,21 @@ func exercise(t *testing.T, s *server) tracedRun {
 			t.Fatalf("Check: %v", err)
 		}
 	}
+	// The same over the HTTP listener, as Envoy's http_service asks.
+	req, err = http.NewRequest("GET", s.httpAddr+"/envoy/api/v2/http", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("x-api-key", run.raw)
+	req.Header.Set("traceparent", "00-"+e2eTrace+"-"+e2eHTTPSpan+"-01")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP check: %d", resp.StatusCode)
+	}
 	s.stop(t)
 	return run
 }
@@ -138,6 +155,11 @@ func checkTraced(t *testing.T, rcv *testotlp.Receiver, run tracedRun, service st
 	}
 	if deny, _ := spanWith(spans, "keygate.check", "keygate.reason", "invalid_api_key"); hex.EncodeToString(deny.TraceId) != e2eTrace {
 		t.Errorf("the denied Check is not in the caller's trace")
+	}
+	if h, ok := spanWith(spans, "keygate.check", "url.path", "/api/v2/http"); !ok {
+		t.Errorf("no span for the Check over HTTP in %v", testotlp.Names(spans))
+	} else if hex.EncodeToString(h.ParentSpanId) != e2eHTTPSpan {
+		t.Errorf("the Check over HTTP is under %x, want its traceparent's %s", h.ParentSpanId, e2eHTTPSpan)
 	}
 
 	for _, route := range []string{"POST /v1/tenants", "POST /v1/keys"} {
