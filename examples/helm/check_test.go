@@ -207,6 +207,11 @@ func (c *checker) loadConfig() {
 	for _, mp := range mounts {
 		text = strings.ReplaceAll(text, " "+mp+"/", " "+c.inRoot(mp)+"/")
 	}
+	// The stand-in file too, for a real serve run on root
+	// (TestProbesAgainstServe).
+	if err := os.WriteFile(c.inRoot(path), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Parse(path, []byte(text))
 	if err != nil {
 		t.Fatalf("the ConfigMap's keygate.yaml does not load:\n%v\n--- (mapped under the test's root)\n%s", err, text)
