@@ -610,6 +610,8 @@ func (c *checker) notes(n string) {
 		"service: " + fullname + "." + namespace + ".svc.cluster.local\n",
 		"port: " + strconv.Itoa(int(c.m.grpcPort)) + "\n",
 		"get secret " + c.m.tokenName + " -o jsonpath='{.data." + c.m.tokenKey + "}'",
+		"exec " + map[string]string{"StatefulSet": "statefulset", "Deployment": "deploy"}[c.kind] + "/" + fullname + " -- keygate ",
+		"port-forward " + map[string]string{"StatefulSet": "statefulset", "Deployment": "deploy"}[c.kind] + "/" + fullname + " ",
 	} {
 		if !strings.Contains(n, want) {
 			t.Errorf("NOTES do not contain %q:\n%s", want, n)
