@@ -19,9 +19,11 @@ Rate limits are counted per replica: set rateLimits.redis.addr to share them.
 
 2. The admin API from your machine (it is on no Service):
 
-   kubectl -n {{ $ns }} port-forward {{ $kind }}/{{ $fullname }} 9003:9003
+   kubectl -n {{ $ns }} port-forward {{ $kind }}/{{ $fullname }} 9003:9003 &
+   export KEYGATE_ADMIN_TOKEN="$(kubectl -n {{ $ns }} get secret {{ include "keygate.tokenSecret" . }} -o jsonpath='{.data.{{ include "keygate.tokenKey" . }}}' | base64 -d)"
 {{- if .Values.admin.tls.enabled }}
-   keygate tenants list --admin-url https://127.0.0.1:9003   # trust the certificate in {{ include "keygate.tlsSecret" . }} (SSL_CERT_FILE)
+   kubectl -n {{ $ns }} get secret {{ include "keygate.tlsSecret" . }} -o jsonpath='{.data.{{ .Values.admin.tls.trustKey | replace "." "\\." }}}' | base64 -d > keygate-admin.crt
+   SSL_CERT_FILE=keygate-admin.crt keygate tenants list --admin-url https://127.0.0.1:9003
 {{- else }}
    keygate tenants list --admin-url http://127.0.0.1:9003
 {{- end }}
