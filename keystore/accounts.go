@@ -85,8 +85,10 @@ type Account struct {
 	UserID   string    `json:"user_id,omitempty"`
 	Created  time.Time `json:"created_at"`
 	// Granted is the grant the account was opened with when its owner was
-	// created (Options.AccountGrants); 0 for an account opened by hand.
-	Granted int64 `json:"granted,omitempty"`
+	// created (Options.AccountGrants), and GrantedAt when; both empty for
+	// an account opened by hand.
+	Granted   int64      `json:"granted,omitempty"`
+	GrantedAt *time.Time `json:"granted_at,omitempty"`
 	Meter
 }
 
@@ -126,7 +128,7 @@ func (s *Store) grant(tx Tx, o Owner, now time.Time) error {
 	if !ok {
 		return nil
 	}
-	a := Account{ID: o.ID(), Kind: o.Kind, TenantID: o.TenantID, OrgID: o.OrgID, UserID: o.UserID, Created: now, Granted: g.Amount}
+	a := Account{ID: o.ID(), Kind: o.Kind, TenantID: o.TenantID, OrgID: o.OrgID, UserID: o.UserID, Created: now, Granted: g.Amount, GrantedAt: &now}
 	n := g.Amount
 	a.CreditsRemaining = &n
 	if g.Refill != nil {

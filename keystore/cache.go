@@ -39,6 +39,8 @@ type cache struct {
 	// Close together both stop its worker). Writers share it; Close and
 	// Clear hold it alone. Gets need none: they work on a closed cache.
 	lifeMu sync.RWMutex
+	// clearing: a clear of every entry is scheduled (invalidateAll).
+	clearing atomic.Bool
 }
 
 // entry is one cached lookup result; cred is nil for an unknown hash. The
@@ -134,8 +136,20 @@ func (c *cache) invalidateAll() {
 		c.gens[i].Add(1)
 	}
 	// Outdated entries are never served; clearing only frees their memory.
+	// A clear resets ristretto's counters, ten per item the cache may hold
+	// (seconds for a large cache under the race detector), and the
+	// follower calls this on its one watch goroutine: so it runs aside,
+	// once for any number of invalidations while it waits.
+	if c.clearing.CompareAndSwap(false, true) {
+		go c.clear()
+	}
+}
+
+func (c *cache) clear() {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
+	// Reset first: an invalidation during this clear schedules another.
+	c.clearing.Store(false)
 	if c.closed.Load() {
 		return
 	}

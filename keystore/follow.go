@@ -58,8 +58,11 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			s.ledger.rebase(string(key), nil, "")
 		}
 		// An account opened or closed changes which balances its owner's
-		// keys spend: their cached credentials list them.
-		if value == nil || prev == nil {
+		// keys spend: their cached credentials list them. One granted to a
+		// new tenant or org has no keys yet, and a new user's grant comes
+		// with the user record's write, which invalidates by itself: so a
+		// sign-up does not empty every replica's cache.
+		if value == nil || prev == nil && a.GrantedAt == nil {
 			s.cache.invalidateAll()
 		}
 	case bucketUsers:
