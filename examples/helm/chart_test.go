@@ -114,6 +114,10 @@ func TestChartRefuses(t *testing.T) {
 		want string
 	}{
 		{"replicas on one bbolt file", []string{"--set", "replicaCount=2"}, "replicaCount > 1 needs store.etcd.endpoints"},
+		// values.schema.json is closed: a typo is not silently a default.
+		{"a misspelt value", []string{"--set", "replicaCont=3"}, "additional properties 'replicaCont' not allowed"},
+		{"a misspelt nested value", []string{"--set", "admin.tls.enable=false"}, "additional properties 'enable' not allowed"},
+		{"no replicas", []string{"--set", "replicaCount=0"}, "replicaCount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, err := runHelm(t, append([]string{"template", release, chartDir, "--namespace", namespace}, tc.args...)...)
