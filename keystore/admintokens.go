@@ -21,6 +21,11 @@ const (
 	ScopeMetricsRead      = "metrics:read"
 	ScopeAdminTokensRead  = "admin-tokens:read"
 	ScopeAdminTokensWrite = "admin-tokens:write"
+	// Credit accounts of tenants, orgs and users: reading them, and
+	// changing their balances. Apart from keys:write, so that a customer's
+	// token that manages its keys cannot grant itself credits.
+	ScopeCreditsRead  = "credits:read"
+	ScopeCreditsWrite = "credits:write"
 )
 
 // AdminScopes lists every admin token scope, in the order documented.
@@ -28,6 +33,7 @@ var AdminScopes = []string{
 	ScopeTenantsRead, ScopeTenantsWrite, ScopeKeysRead, ScopeKeysWrite,
 	ScopeUsageRead, ScopeAuditRead, ScopeMetricsRead,
 	ScopeAdminTokensRead, ScopeAdminTokensWrite,
+	ScopeCreditsRead, ScopeCreditsWrite,
 }
 
 // AdminTokenFormat is the text form of admin tokens: a prefix of its own,

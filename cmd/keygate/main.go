@@ -141,6 +141,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		newOrgsCmd(c),
 		newKeysCmd(c),
 		newUsersCmd(c),
+		newCreditsCmd(c),
 		newAdminTokensCmd(c),
 		newAuditCmd(c),
 		newConfigCmd(c),

@@ -22,25 +22,43 @@ type keyUsageAnswer struct {
 // keysUsage shows a key's usage per hour or day, with a bar per bucket.
 func keysUsage(c *cli) *cobra.Command {
 	m := newMgmtCommand(c, "usage ID [--from T] [--to T] [--granularity hour|day]", "show a key's usage per hour or day")
-	from := m.fs.String("from", "", "start `time`, RFC 3339 or a date such as 2026-11-01 (default: 24 hours or 30 days before --to)")
-	to := m.fs.String("to", "", "end `time`, exclusive, RFC 3339 or a date (default: now)")
-	gran := m.fs.String("granularity", "hour", "bucket `size`: hour or day")
+	period := newUsageFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
 		pos, err := m.parse(args, "ID")
 		if err != nil {
 			return err
 		}
-		if *gran != "hour" && *gran != "day" {
-			return m.usageErr("--granularity %q: want hour or day", *gran)
-		}
-		q := url.Values{"granularity": {*gran}}
-		for name, v := range map[string]string{"from": *from, "to": *to} {
-			if v != "" {
-				q.Set(name, v)
-			}
+		q, err := period.query(m)
+		if err != nil {
+			return err
 		}
 		return show(ctx, m, "GET", pathOf("v1", "keys", pos[0], "usage"), q, nil, printKeyUsage)
 	})
+}
+
+// usageFlags are a usage series' --from, --to and --granularity.
+type usageFlags struct{ from, to, gran *string }
+
+func newUsageFlags(m *mgmtCommand) usageFlags {
+	return usageFlags{
+		from: m.fs.String("from", "", "start `time`, RFC 3339 or a date such as 2026-11-01 (default: 24 hours or 30 days before --to)"),
+		to:   m.fs.String("to", "", "end `time`, exclusive, RFC 3339 or a date (default: now)"),
+		gran: m.fs.String("granularity", "hour", "bucket `size`: hour or day"),
+	}
+}
+
+// query is the series' query string.
+func (u usageFlags) query(m *mgmtCommand) (url.Values, error) {
+	if *u.gran != "hour" && *u.gran != "day" {
+		return nil, m.usageErr("--granularity %q: want hour or day", *u.gran)
+	}
+	q := url.Values{"granularity": {*u.gran}}
+	for name, v := range map[string]string{"from": *u.from, "to": *u.to} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	return q, nil
 }
 
 // barWidth is the longest bar of the usage chart, in cells.

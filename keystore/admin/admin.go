@@ -261,6 +261,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.refused(w, r, err, http.StatusBadRequest, "invalid_request", "invalid request")
 	case errors.Is(err, keystore.ErrNotFound):
 		a.refused(w, r, err, http.StatusNotFound, "not_found", "not found")
+	case errors.Is(err, keystore.ErrNoAccount):
+		a.refused(w, r, err, http.StatusNotFound, "no_account", "the owner has no credit balance")
 	case errors.Is(err, keystore.ErrNotMetered):
 		a.refused(w, r, err, http.StatusConflict, "not_metered", "the key has no credit balance")
 	case errors.Is(err, keystore.ErrConflict):

@@ -90,6 +90,10 @@ var auditActions = map[string]string{
 	"GET /v1/keys/{id}/usage": "keys.usage",
 	"GET /metrics":            "metrics.read",
 	routeBackup:               "store.backup",
+	// The three owners' accounts close under one verb each.
+	"DELETE /v1/tenants/{tenant}/credits":              "tenants.credits_delete",
+	"DELETE /v1/orgs/{id}/credits":                     "orgs.credits_delete",
+	"DELETE /v1/tenants/{tenant}/users/{user}/credits": "users.credits_delete",
 }
 
 // Actions of requests that reached no handler.

@@ -99,6 +99,8 @@ func scopeFor(pattern string) string {
 		return pick(keystore.ScopeAuditRead, "")
 	case under("/v1/usage"), under("/v1/keys") && strings.HasSuffix(path, "/usage"):
 		return pick(keystore.ScopeUsageRead, "")
+	case !under("/v1/keys") && (strings.HasSuffix(path, "/credits") || strings.Contains(path, "/credits/")):
+		return pick(keystore.ScopeCreditsRead, keystore.ScopeCreditsWrite)
 	case under("/v1/admin-tokens"):
 		return pick(keystore.ScopeAdminTokensRead, keystore.ScopeAdminTokensWrite)
 	case under("/v1/keys"), strings.HasPrefix(path, "/v1/tenants/") && strings.Contains(path, "/users"):

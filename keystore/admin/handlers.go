@@ -40,6 +40,7 @@ func (a *api) routes() {
 	a.handle("GET /v1/keys/{id}/usage", a.keyUsage)
 	a.handle("GET /v1/usage", a.usageTotals)
 	a.handle(routeBackup, a.backup)
+	a.accountRoutes()
 
 	a.adminTokenRoutes()
 }

@@ -18,18 +18,7 @@ type keyUsageList struct {
 // keyUsage answers a key's usage per hour or day. Without from and to it
 // shows the last 24 hours (hour) or 30 days (day), the current one last.
 func (a *api) keyUsage(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r, "from", "to", "granularity"); err != nil {
-		return err
-	}
-	g := keystore.Granularity(r.URL.Query().Get("granularity"))
-	if g == "" {
-		g = keystore.Hourly
-	}
-	span := 23 * time.Hour
-	if g == keystore.Daily {
-		span = 29 * 24 * time.Hour
-	}
-	from, to, err := a.period(r, span)
+	g, from, to, err := a.usagePeriod(r)
 	if err != nil {
 		return err
 	}
@@ -40,6 +29,25 @@ func (a *api) keyUsage(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, keyUsageList{KeyID: id, Granularity: g, Data: bs})
 	return nil
+}
+
+// usagePeriod reads a usage series' query: granularity (hour, the
+// default, or day), from and to; without them the last 24 hours or 30
+// days, the current one last.
+func (a *api) usagePeriod(r *http.Request) (g keystore.Granularity, from, to time.Time, err error) {
+	if err := onlyParams(r, "from", "to", "granularity"); err != nil {
+		return "", time.Time{}, time.Time{}, err
+	}
+	g = keystore.Granularity(r.URL.Query().Get("granularity"))
+	if g == "" {
+		g = keystore.Hourly
+	}
+	span := 23 * time.Hour
+	if g == keystore.Daily {
+		span = 29 * 24 * time.Hour
+	}
+	from, to, err = a.period(r, span)
+	return g, from, to, err
 }
 
 // usageTotals answers the summed usage of a tenant's or an org's keys,
