@@ -216,7 +216,8 @@ func (c *checker) loadConfig() {
 	if err != nil {
 		t.Fatalf("the ConfigMap's keygate.yaml does not load:\n%v\n--- (mapped under the test's root)\n%s", err, text)
 	}
-	c.file, _ = config.Parse(path, []byte(text))
+	file := *cfg // before the environment: what the file says
+	c.file = &file
 	// As serve's flags: the environment over the file.
 	for name, dst := range map[string]*string{
 		"KEYGATE_STORE": &cfg.Store.Path, "KEYGATE_REPLICA_ID": &cfg.Store.Etcd.ReplicaID,
