@@ -125,6 +125,16 @@ var (
 	keygateErr  error
 )
 
+// TestMain removes the keygate binary the tests built, which outlives
+// any one test (it is built once for all).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if keygatePath != "" {
+		_ = os.RemoveAll(filepath.Dir(keygatePath))
+	}
+	os.Exit(code)
+}
+
 // keygateBinary builds cmd/keygate from the repository, as the image does.
 func keygateBinary(t *testing.T) string {
 	t.Helper()
