@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/internal/vizerror"
@@ -128,6 +129,7 @@ func (s *Store) grant(tx Tx, o Owner, now time.Time) error {
 	if !ok {
 		return nil
 	}
+	s.anyAccounts.some()
 	a := Account{ID: o.ID(), Kind: o.Kind, TenantID: o.TenantID, OrgID: o.OrgID, UserID: o.UserID, Created: now, Granted: g.Amount, GrantedAt: &now}
 	n := g.Amount
 	a.CreditsRemaining = &n
@@ -200,10 +202,50 @@ func (s *Store) Account(ctx context.Context, o Owner) (Account, error) {
 	return a, nil
 }
 
+// accountsSeen tells whether a store holds any account, so that a lookup
+// in a store without any (most, and every one that does not use them)
+// reads no more than it did before accounts existed: on etcd every read is
+// a round trip. It is found out by the first lookup and set by every
+// account written here or seen by the follower, before the cache is
+// invalidated for it; a lookup that read "none" just before is not
+// cached (its generation is outdated), and the accounts that invalidate
+// nothing (grants to a new tenant or org) apply to no key yet.
+type accountsSeen struct{ state atomic.Int32 } // 0 unknown, 1 none, 2 some
+
+func (a *accountsSeen) some() { a.state.Store(2) }
+
+// none reports whether tx's store holds no account, scanning for one when
+// not known yet.
+func (a *accountsSeen) none(tx Tx) (bool, error) {
+	switch a.state.Load() {
+	case 1:
+		return true, nil
+	case 2:
+		return false, nil
+	}
+	found := false
+	err := tx.Scan(bucketAccounts, nil, nil, func(_, _ []byte) (bool, error) {
+		found = true
+		return false, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if found {
+		a.some()
+	} else {
+		a.state.CompareAndSwap(0, 1)
+	}
+	return !found, nil
+}
+
 // accountsOf lists the ids of the accounts a key with these owners spends
 // from, in the order they are charged: user, org, tenant. Read with the
 // key, in its snapshot.
-func accountsOf(tx Tx, tenantID, orgID, userID string) ([]string, error) {
+func (s *Store) accountsOf(tx Tx, tenantID, orgID, userID string) ([]string, error) {
+	if none, err := s.anyAccounts.none(tx); none || err != nil {
+		return nil, err
+	}
 	var ids []string
 	for _, o := range [...]Owner{
 		{Kind: AccountUser, TenantID: tenantID, UserID: userID},
@@ -297,6 +339,7 @@ func (s *Store) changeAccount(ctx context.Context, o Owner, open bool, fn func(*
 			if !open {
 				return noAccount(o)
 			}
+			s.anyAccounts.some()
 			zero := int64(0)
 			a = Account{ID: o.ID(), Kind: o.Kind, TenantID: o.TenantID, OrgID: o.OrgID, UserID: o.UserID, Created: s.now()}
 			a.CreditsRemaining = &zero

@@ -286,7 +286,7 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 		if cred.UserLimits, err = userLimits(tx, k.TenantID, k.UserID); err != nil {
 			return err
 		}
-		if cred.Accounts, err = accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
+		if cred.Accounts, err = s.accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
 			return err
 		}
 		cred.Metered = cred.Metered || len(cred.Accounts) > 0

@@ -50,6 +50,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 	case bucketOrgs:
 		s.orgTenants.Delete(string(key))
 	case bucketAccounts:
+		if value != nil {
+			s.anyAccounts.some()
+		}
 		var a Account
 		switch {
 		case value != nil && json.Unmarshal(value, &a) == nil:

@@ -183,6 +183,8 @@ type Store struct {
 	fresh func() bool
 	// ledger holds live credit balances (see credits.go).
 	ledger *ledger
+	// anyAccounts: whether the store holds a credit account (accountsOf).
+	anyAccounts accountsSeen
 	// lookupErrors counts failed lookups, for metrics.
 	lookupErrors atomic.Uint64
 	// resets counts whole-cache drops a shared backend asked for.
