@@ -34,7 +34,8 @@ type manifests struct {
 	services map[string]*corev1.Service
 	configs  map[string]*corev1.ConfigMap
 	deploys  map[string]*appsv1.Deployment
-	ownDocs  []doc // the documents of examples/envoy-gateway
+	ownDocs  []doc    // the documents of examples/envoy-gateway
+	files    []string // their files
 	dupes    []string
 }
 
@@ -95,6 +96,7 @@ func loadSet(t *testing.T, globs ...string) *manifests {
 	if len(files) == 0 {
 		t.Fatalf("no manifests match %q", globs)
 	}
+	m.files = files
 	for _, f := range files {
 		docs, err := decodeFile(f)
 		if err != nil {
