@@ -3,6 +3,7 @@ package admin
 import (
 	_ "embed"
 	"net/http"
+	"strconv"
 )
 
 // openapiDocument is the OpenAPI 3.1 description of this API. It is kept
@@ -18,7 +19,11 @@ const routeOpenAPI = "GET /v1/openapi.json"
 // (see public): it holds no secret, and the tools that read it (a browser
 // console, Swagger UI, client generators) fetch it before anyone signs in.
 func (a *api) openapi(w http.ResponseWriter, _ *http.Request) error {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	// Known in advance, so sent: HEAD answers the size, and clients need
+	// not read a chunked body.
+	h.Set("Content-Length", strconv.Itoa(len(openapiDocument)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(openapiDocument)
 	return nil

@@ -418,8 +418,11 @@ func TestOpenAPIDocument(t *testing.T) {
 	if r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Request-Id") == "" {
 		t.Errorf("headers %v: want Cache-Control no-store and an X-Request-Id", r.header)
 	}
-	if r := f.doAuth("HEAD", "/v1/openapi.json", "", ""); r.status != http.StatusOK || len(r.body) != 0 {
-		t.Errorf("HEAD /v1/openapi.json = %d, %d bytes", r.status, len(r.body))
+	if got, want := r.header.Get("Content-Length"), fmt.Sprint(len(file)); got != want {
+		t.Errorf("Content-Length = %q, want %s", got, want)
+	}
+	if r := f.doAuth("HEAD", "/v1/openapi.json", "", ""); r.status != http.StatusOK || len(r.body) != 0 || r.header.Get("Content-Length") != fmt.Sprint(len(file)) {
+		t.Errorf("HEAD /v1/openapi.json = %d, %d bytes, Content-Length %q", r.status, len(r.body), r.header.Get("Content-Length"))
 	}
 	r = f.doAuth("POST", "/v1/openapi.json", "{}", "")
 	if e := r.errBody(t); r.status != http.StatusMethodNotAllowed || e.Code != "method_not_allowed" || !strings.Contains(r.header.Get("Allow"), "GET") {
