@@ -223,7 +223,8 @@ func newAdminHandler(cfg *config.Config, store *keystore.Store, shared authz.Sha
 			m.ObserveAdminRequest(o.Route, o.Status)
 			tr.AdminObserved(o)
 		},
-		Audit: true,
+		Audit:   true,
+		Console: cfg.ConsoleOn(),
 	})
 }
 

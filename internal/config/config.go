@@ -92,6 +92,9 @@ type Config struct {
 		// AuditRetention is how long entries of the admin audit log are
 		// kept; replicas prune older ones hourly. Negative: for ever.
 		AuditRetention Duration `yaml:"audit_retention"` // 2160h (90 days)
+		// Console serves the key console at /ui/ on the admin listener.
+		// Nil (unset): true; see ConsoleOn.
+		Console *bool `yaml:"console"`
 	} `yaml:"admin"`
 	Metrics struct {
 		// RequireToken makes the metrics listener ask for a bearer token:
@@ -790,3 +793,8 @@ func IsLoopback(addr string) bool {
 
 // File is the path the config was read from; empty for the defaults.
 func (c *Config) File() string { return c.file }
+
+// ConsoleOn reports whether the admin listener serves the key console: on
+// unless admin.console is false. It grants nothing (the page signs in with
+// an admin token), so it is on by default.
+func (c *Config) ConsoleOn() bool { return c.Admin.Console == nil || *c.Admin.Console }

@@ -12,6 +12,7 @@ import (
 	"github.com/keygate/keygate/internal/secret"
 	"github.com/keygate/keygate/internal/vizerror"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/admin/ui"
 )
 
 // Options configures the admin API.
@@ -47,6 +48,10 @@ type Options struct {
 	// Audit records every write and every refused request in the store's
 	// audit log, and serves it at GET /v1/audit.
 	Audit bool
+	// Console serves the key console (package ui) at /ui/, without the
+	// token: the page holds no secret, and every call it makes to the API
+	// carries the token its user signs in with. False: not served.
+	Console bool
 }
 
 // statusClientClosedRequest is nginx's status for a request its client
@@ -75,6 +80,8 @@ type api struct {
 	// observers are told of every request once it has been answered
 	// (the audit log, request metrics).
 	observers []observer
+	// console: the key console is served at /ui/.
+	console bool
 }
 
 // New returns the admin API handler over s.
@@ -125,6 +132,13 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		a.mux.Handle(routeMetrics, opts.Metrics)
 		a.patterns = append(a.patterns, routeMetrics)
 	}
+	if opts.Console {
+		a.console = true
+		// Not in a.patterns: the console is not part of the API, and the
+		// OpenAPI document does not describe it.
+		a.mux.Handle("GET "+consolePrefix, ui.Handler())
+		a.mux.Handle("GET /ui", http.RedirectHandler(consolePrefix, http.StatusMovedPermanently))
+	}
 	return a, nil
 }
 
@@ -132,6 +146,17 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 // and load balancers that hold no secret, and the OpenAPI document, which
 // holds none either and is read by tools before anyone signs in.
 var public = map[string]bool{"/healthz": true, "/readyz": true, "/v1/openapi.json": true}
+
+// consolePrefix is where the console's assets are served (when on), without
+// the token like the paths in public: they are static files holding nothing.
+const consolePrefix = "/ui/"
+
+// isPublic reports whether r is served without the token. The console is
+// recognised by the route matched, not the path's prefix: a path such as
+// /ui/../v1/keys matches the API route it cleans to, and needs the token.
+func (a *api) isPublic(r *http.Request, route string) bool {
+	return public[r.URL.Path] || a.console && (route == "GET "+consolePrefix || route == "GET /ui")
+}
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -157,7 +182,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	if !public[r.URL.Path] {
+	if !a.isPublic(r, route) {
 		p, err := a.authenticate(r)
 		switch {
 		case errors.Is(err, errUnauthenticated):
