@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -261,14 +262,25 @@ func checked(t *testing.T, h http.Handler) http.Handler {
 		}
 		rec := &recorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		if r.Context().Err() != nil {
+		switch {
+		case r.Context().Err() != nil:
 			return // the client hung up: no one reads this answer
+		case consolePath(r.URL.Path):
+			return // the key console is served beside the API, not part of it
 		}
 		x := exchange{req: r, body: body, complete: complete, status: rec.statusCode(), header: rec.sentHeader(), resp: rec.body.Bytes()}
 		if err := c.check(r.Context(), x); err != nil {
 			t.Errorf("OpenAPI: %s %s → %d: %v", r.Method, r.URL.RequestURI(), x.status, err)
 		}
 	})
+}
+
+// consolePath reports a path of the key console (package ui), which the
+// admin listener serves beside the API; a path that cleans to an API route
+// ("/ui/../v1/keys") is the API's.
+func consolePath(p string) bool {
+	p = path.Clean("/" + p)
+	return p == "/ui" || strings.HasPrefix(p, "/ui/")
 }
 
 // readBody reads r's body for the checker, up to maxCheckedBody, and gives
@@ -583,5 +595,22 @@ func TestOpenAPIEmptyListings(t *testing.T) {
 		if r := f.do("GET", path, ""); r.status != http.StatusOK {
 			t.Errorf("GET %s = %d %s", path, r.status, r.body)
 		}
+	}
+}
+
+// TestOpenAPIConsoleIsNotTheAPI: the checker leaves the key console's
+// paths alone, and only those.
+func TestOpenAPIConsoleIsNotTheAPI(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/ui": true, "/ui/": true, "/ui/app.js": true,
+		"/uix": false, "/ui/../v1/keys": false, "/v1/ui": false, "/v1/keys": false,
+	} {
+		if got := consolePath(p); got != want {
+			t.Errorf("consolePath(%q) = %v, want %v", p, got, want)
+		}
+	}
+	f := newFixture(t, admin.Options{Console: true})
+	if r := f.doAuth("GET", "/ui/", "", ""); r.status != http.StatusOK {
+		t.Errorf("GET /ui/ with the console on = %d", r.status)
 	}
 }
