@@ -27,7 +27,9 @@ test: deps vet lint unit nested fuzz bench-smoke
 # redis-server, which the shared rate limiter's tests
 # (authz/ratelimit/redislimit) run; and etcd and etcdctl (Debian's
 # etcd-server and etcd-client), which internal/testetcd runs as clusters of
-# separate processes beside its embedded member. Installs the missing ones
+# separate processes beside its embedded member; and chromium, which the
+# key console's browser test (cmd/keygate/console_e2e_test.go) drives
+# headless through chromedp. Installs the missing ones
 # from Debian as root on a fresh machine, is a no-op where all are on PATH,
 # and stops `make test` when it cannot. (The nginx package may start a
 # system nginx on port 80, redis-server a system Redis on 6379 and
@@ -36,7 +38,7 @@ test: deps vet lint unit nested fuzz bench-smoke
 # loopback ports with their own pid files, data and temp files.)
 # Each entry is command:package, since etcd's commands are not named after
 # their packages.
-DEPS := nginx:nginx caddy:caddy redis-server:redis-server etcd:etcd-server etcdctl:etcd-client
+DEPS := nginx:nginx caddy:caddy redis-server:redis-server etcd:etcd-server etcdctl:etcd-client chromium:chromium
 
 deps: tools
 	@missing=; cmds=; for d in $(DEPS); do c=$${d%%:*}; p=$${d#*:}; \
@@ -53,6 +55,7 @@ deps: tools
 	@echo "caddy $$(caddy version)"
 	@redis-server --version
 	@etcd --version | head -1
+	@chromium --version 2>/dev/null
 
 tools:
 	@mkdir -p $(TOOLS)

@@ -39,6 +39,12 @@ function h(tag, props, ...children) {
 
 function clear(e) { e.replaceChildren(); }
 
+// label names a tenant or org in a menu: its name and the end of its id,
+// which tells apart two of the same name.
+function label(r) {
+  return r.name ? `${r.name} (…${r.id.slice(-6)})` : r.id;
+}
+
 function notice(text, info = false) {
   const n = $('notice');
   n.textContent = text;
@@ -77,8 +83,11 @@ function when(iso) {
 // expires_at, and rotating for a key revoked at a future instant (a
 // rotation's grace period).
 export function keyState(k, now = Date.now()) {
+  if (k.revoked_at) {
+    return Date.parse(k.revoked_at) > now ? 'rotating' : 'revoked';
+  }
   if (k.status === 'revoked') {
-    return k.revoked_at && Date.parse(k.revoked_at) > now ? 'rotating' : 'revoked';
+    return 'revoked';
   }
   if (k.expires_at && Date.parse(k.expires_at) <= now) {
     return 'expired';
@@ -188,7 +197,7 @@ function fillTenantFilter() {
   clear(sel);
   sel.append(h('option', { value: '' }, 'All tenants'));
   for (const t of state.tenants) {
-    sel.append(h('option', { value: t.id }, `${t.name || t.id} (${t.id})`));
+    sel.append(h('option', { value: t.id, title: t.id }, label(t)));
   }
   sel.value = state.tenantID;
   sel.disabled = state.tenants.length === 0;
@@ -211,7 +220,7 @@ async function refreshOrgs() {
   }
   sel.append(h('option', { value: '' }, 'All orgs'));
   for (const o of state.orgs) {
-    sel.append(h('option', { value: o.id }, `${o.name || o.id} (${o.id})`));
+    sel.append(h('option', { value: o.id, title: o.id }, label(o)));
   }
   if (!state.orgs.some(o => o.id === state.orgID)) {
     state.orgID = '';
@@ -402,11 +411,11 @@ function renderKey(k) {
   for (const [label, value] of rows) {
     dl.append(h('dt', {}, label), h('dd', { data: { field: label.toLowerCase().replace(' ', '-') } }, value));
   }
-  const revoked = k.status === 'revoked';
-  $('key-deactivate').hidden = k.status !== 'active';
-  $('key-reactivate').hidden = k.status !== 'inactive';
-  $('key-rotate').parentElement.hidden = revoked;
-  $('key-revoke').hidden = revoked && st !== 'rotating';
+  const revoked = st === 'revoked';
+  $('key-deactivate').hidden = revoked || k.status !== 'active';
+  $('key-reactivate').hidden = revoked || k.status !== 'inactive';
+  $('key-rotate').parentElement.hidden = revoked || st === 'rotating';
+  $('key-revoke').hidden = revoked;
   $('key-regenerate').hidden = !k.slot;
 }
 
@@ -559,7 +568,8 @@ async function createKey(ev) {
     const n = await api.call('POST', '/v1/keys', spec);
     $('create-dialog').close();
     $('create-form').reset();
-    showSecret(n.key, () => loadKeys(false));
+    showSecret(n.key, null);
+    await loadKeys(false);
   } catch (err) {
     const e = $('create-error');
     e.textContent = api.describe(err);
@@ -600,10 +610,16 @@ async function copySecret() {
   done.hidden = false;
 }
 
-function secretClosed() {
+// forgetSecret runs before the dialog closes (its button) and again on the
+// close event (Escape), which the browser fires a task later.
+function forgetSecret() {
   $('secret-value').textContent = '';
   $('secret-copied').hidden = true;
   window.getSelection().removeAllRanges();
+}
+
+function secretClosed() {
+  forgetSecret();
   const then = afterSecret;
   afterSecret = null;
   if (then) {
@@ -660,7 +676,7 @@ function wire() {
   $('key-revoke').addEventListener('click', revoke);
   $('usage-granularity').addEventListener('change', loadUsage);
   $('secret-copy').addEventListener('click', copySecret);
-  $('secret-close').addEventListener('click', () => $('secret-dialog').close());
+  $('secret-close').addEventListener('click', () => { forgetSecret(); $('secret-dialog').close(); });
   $('secret-dialog').addEventListener('close', secretClosed);
   $('confirm-ok').addEventListener('click', () => confirmDone(true));
   $('confirm-cancel').addEventListener('click', () => confirmDone(false));
