@@ -177,6 +177,23 @@ func apiGet(t *testing.T, s *server, token, path string, v any) int {
 	return resp.StatusCode
 }
 
+// apiPost writes to the admin API as the test.
+func apiPost(t *testing.T, s *server, token, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 type consoleKey struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
@@ -184,6 +201,7 @@ type consoleKey struct {
 	RotatedTo string `json:"rotated_to"`
 	RevokedAt string `json:"revoked_at"`
 	Env       string `json:"environment"`
+	Slot      string `json:"slot"`
 }
 
 func TestConsoleInBrowser(t *testing.T) {
@@ -368,11 +386,45 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("Check with the old key in its grace period: status %d", code)
 	}
 
+	// Regenerate in a slot (Alloy Embedded's button): a new key takes the
+	// slot, and the one it held is revoked at once.
+	slotted := s.cli(t, "keys", "create", "--tenant", tenant, "--org", org, "--name", "embedded", "--slot", "primary")
+	slottedID, slottedRaw := slotted["id"].(string), slotted["key"].(string)
+	p.click("#back-to-keys")
+	p.click(fmt.Sprintf(`#keys-body tr[data-key-id=%q] button.key-open`, slottedID))
+	p.until("the slotted key", `document.getElementById('key-title').textContent === 'embedded' && !document.getElementById('key-regenerate').hidden`)
+	p.click("#key-regenerate")
+	p.click("#confirm-ok")
+	p.do("the regenerated key's dialog", chromedp.WaitVisible(chromedp.ID("secret-value")))
+	regenRaw := eval[string](p, `document.getElementById('secret-value').textContent`)
+	p.click("#secret-close")
+	var inOrg struct{ Data []consoleKey }
+	apiGet(t, s, boot, "/v1/keys?org_id="+org, &inOrg)
+	var regenID string
+	for _, k := range inOrg.Data {
+		switch {
+		case k.ID == slottedID && k.Status != "revoked":
+			t.Fatalf("the key regenerated away from is %q", k.Status)
+		case k.ID != slottedID && k.Slot == "primary":
+			regenID = k.ID
+		}
+	}
+	if regenID == "" || len(inOrg.Data) != 5 {
+		t.Fatalf("the org's keys after regenerating in the UI: %+v", inOrg.Data)
+	}
+	p.until("the regenerated key's page", fmt.Sprintf(`(document.querySelector('#key-fields dd[data-field="id"]') || {}).textContent === %q`, regenID))
+	if ok, code, _ := chk.check(regenRaw); !ok {
+		t.Fatalf("Check with the regenerated key: status %d", code)
+	}
+	if ok, code, _ := chk.check(slottedRaw); ok || code != http.StatusUnauthorized {
+		t.Fatalf("Check with the key regenerated away from: allowed %v, status %d", ok, code)
+	}
+
 	// A narrow screen: the table turns into cards, and nothing scrolls
 	// sideways.
 	p.do("narrow", chromedp.EmulateViewport(390, 844))
 	p.click("#back-to-keys")
-	p.until("keys as cards", `getComputedStyle(document.querySelector('#keys-table thead')).display === 'none' && document.querySelectorAll('#keys-body tr').length === 3`)
+	p.until("keys as cards", `getComputedStyle(document.querySelector('#keys-table thead')).display === 'none' && document.querySelectorAll('#keys-body tr').length === 5`)
 	if st := eval[string](p, fmt.Sprintf(`document.querySelector('#keys-body tr[data-key-id=%q] .badge').textContent`, oldID)); st != "rotating" {
 		t.Errorf("a key in its rotation's grace period is listed %q", st)
 	}
@@ -380,6 +432,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("at 390 px wide the page is %d px wide", w)
 	}
 	p.screenshot("keys-390x844")
+	p.click(fmt.Sprintf(`#keys-body tr[data-key-id=%q] button.key-open`, regenID))
+	p.until("a key's page, narrow", `document.querySelector('#usage-chart svg') && document.querySelector('#audit-body tr')`)
+	if w := eval[int](p, `document.documentElement.scrollWidth`); w > 390 {
+		t.Errorf("a key's page at 390 px wide is %d px wide", w)
+	}
+	p.screenshot("key-390x844", true)
+	p.click("#back-to-keys")
+	p.until("the keys again", `document.querySelectorAll('#keys-body tr').length === 5`)
 	p.do("wide again", chromedp.EmulateViewport(1280, 800))
 	p.screenshot("keys-states-1280x800")
 
@@ -393,6 +453,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if n := eval[int](p, `document.querySelectorAll('#keys-body img, #keys-body b').length`); n != 0 || eval[string](p, `document.title`) == "owned" {
 		t.Fatal("a key's name was parsed as markup")
+	}
+
+	// The API's cursor pagination: 26 keys are a page of 25 and one more.
+	for i := range 26 {
+		if code := apiPost(t, s, boot, "/v1/keys", fmt.Sprintf(`{"tenant_id": %q, "name": "bulk-%02d"}`, otherTenant, i)); code != http.StatusCreated {
+			t.Fatalf("create key %d: %d", i, code)
+		}
+	}
+	eval[bool](p, fmt.Sprintf(`(() => { const s = document.getElementById('filter-tenant'); s.value = %q; s.dispatchEvent(new Event('change')); return true; })()`, otherTenant))
+	p.until("the first page", `document.querySelectorAll('#keys-body tr').length === 25 && !document.getElementById('keys-more').hidden`)
+	p.click("#keys-more")
+	p.until("the next page", `document.querySelectorAll('#keys-body tr').length === 26 && document.getElementById('keys-more').hidden`)
+	if got := eval[string](p, `document.querySelector('#keys-body tr:last-child button.key-open').textContent`); got != "bulk-25" {
+		t.Fatalf("the last key listed is %q, want bulk-25", got)
 	}
 
 	// Signing out forgets the token: the page can no longer call the API.
@@ -409,7 +483,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	orgToken := s.cli(t, "admin-tokens", "create", "--name", "acme-eu-console", "--org", org,
 		"--scopes", "keys:read,keys:write,tenants:read,usage:read,audit:read")["token"].(string)
 	p.do("sign in as the org", chromedp.SendKeys(chromedp.ID("signin-token"), orgToken), chromedp.Click(chromedp.ID("signin-submit")), chromedp.WaitVisible(chromedp.ID("view-keys")))
-	p.until("the org's keys", fmt.Sprintf(`document.querySelector('#keys-body tr[data-key-id=%q]') && document.querySelectorAll('#keys-body tr').length === 3`, rotated.RotatedTo))
+	p.until("the org's keys", fmt.Sprintf(`document.querySelector('#keys-body tr[data-key-id=%q]') && document.querySelectorAll('#keys-body tr').length === 5`, rotated.RotatedTo))
 	if eval[bool](p, fmt.Sprintf(`document.querySelector('#keys-body tr[data-key-id=%q]') !== null`, otherKey)) {
 		t.Fatal("the org-bound token's console lists another org's key")
 	}

@@ -59,7 +59,7 @@ export function usageChart(buckets, granularity) {
   });
   if (buckets.length > 0) {
     svg.append(el('text', { x: left, y: H - 8 }, label(buckets[0].start, granularity)));
-    svg.append(el('text', { x: W - right, y: H - 8, 'text-anchor': 'end' }, label(buckets[buckets.length - 1].start, granularity)));
+    svg.append(el('text', { x: W - right, y: H - 8, 'text-anchor': 'end' }, label(buckets[buckets.length - 1].start, granularity) + ' UTC'));
   }
   return { svg, allowed: allowedSum, denied: deniedSum };
 }
