@@ -498,5 +498,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.do("create a tenant as the org", chromedp.SendKeys(chromedp.ID("tenant-name"), "Mine"), chromedp.Click(chromedp.CSS("#tenant-form button")))
 	p.until("the refusal shown", `!document.getElementById('notice').hidden && document.getElementById('notice').textContent.includes('Not allowed')`)
 
+	// The org manages its own keys: one created here lands in its org.
+	p.click("#tab-keys")
+	p.click("#open-create")
+	p.do("create as the org", chromedp.SendKeys(chromedp.ID("create-name"), "self-service"), chromedp.Click(chromedp.ID("create-submit")), chromedp.WaitVisible(chromedp.ID("secret-value")))
+	selfRaw := eval[string](p, `document.getElementById('secret-value').textContent`)
+	p.click("#secret-close")
+	if ok, code, got := chk.check(selfRaw); !ok || got != tenant {
+		t.Fatalf("Check with the org's own new key: allowed %v, status %d, tenant %q", ok, code, got)
+	}
+	var mine struct{ Data []consoleKey }
+	apiGet(t, s, boot, "/v1/keys?org_id="+org, &mine)
+	if len(mine.Data) != 6 || mine.Data[5].Name != "self-service" {
+		t.Fatalf("the org's keys after its own create: %+v", mine.Data)
+	}
+	p.until("the org's new key listed", `document.querySelectorAll('#keys-body tr').length === 6`)
+
 	p.checkConsole()
 }

@@ -653,8 +653,8 @@ function confirmDone(v) {
 function wire() {
   $('signin-form').addEventListener('submit', signIn);
   $('sign-out').addEventListener('click', signOut);
-  $('tab-keys').addEventListener('click', () => { show('keys'); loadKeys(false); });
-  $('tab-tenants').addEventListener('click', showTenants);
+  $('tab-keys').addEventListener('click', () => { notice(''); show('keys'); loadKeys(false); });
+  $('tab-tenants').addEventListener('click', () => { notice(''); showTenants(); });
   $('filter-tenant').addEventListener('change', async ev => {
     state.tenantID = ev.target.value;
     state.orgID = '';
