@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench/run.sh: Keygate's load benchmark against the floor (bench/allowall,
-# an ext_authz server that allows everything). See bench/README.md.
+# bench/run.sh: Keygate's load benchmark against the floors (bench/allowall,
+# an ext_authz server that allows everything, and bench/allowhttp, an HTTP
+# server that answers 200 to everything). See bench/README.md.
 #
-#   bash bench/run.sh [-c 16] [-n 100000] [-r 3] [-w 5000] [-q 0] [-v valid,unknown,malformed]
+#   bash bench/run.sh [-m lean,http,ghz] [-l 60000] [-c 16] [-n 100000] [-r 3] [-w 5000] [-q 0] [-v valid,unknown,malformed] [-s] [-P]
 #
 # Everything runs from a temporary directory that is removed on exit, with
 # both servers stopped; the only thing left behind is ghz in bench/.tools.
@@ -21,14 +22,26 @@ warmup=5000
 rate=0
 variant_list=valid,unknown,malformed
 floor_args=()
+mode_list=lean,http,ghz
+lean_requests=60000
+pin=1
 
 usage() {
 	cat <<EOF
-Usage: bash bench/run.sh [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] [-q RATE] [-v VARIANTS] [-s]
+Usage: bash bench/run.sh [-m MODES] [-l LEAN_REQUESTS] [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] [-q RATE] [-v VARIANTS] [-s] [-P]
 
-  -c  concurrent ghz workers, all on one HTTP/2 connection (default $concurrency)
-  -n  Checks per measured run (default $requests)
-  -r  rounds; each round runs, per variant, the floor then Keygate (default $rounds)
+  -m  comma-separated clients and paths (default $mode_list):
+      lean  gRPC Checks from bench/lean (answers kept as raw bytes), valid key
+      http  /nginx and /forward from bench/lean against the HTTP floor
+            (bench/allowhttp), valid key, keep-alive connections
+      ghz   gRPC Checks from ghz, the second client (-n, -q, -v, -s)
+  -l  requests per measured lean run (default $lean_requests)
+  -P  do not pin: by default, on 2 cores or more, the load client runs on
+      core 0 and each server on core 1 with GOMAXPROCS=1
+  -c  concurrent workers: ghz's and lean gRPC's on one HTTP/2 connection,
+      lean HTTP's on as many keep-alive connections (default $concurrency)
+  -n  Checks per measured ghz run (default $requests)
+  -r  rounds; each round runs the floor then Keygate, per path and variant (default $rounds)
   -w  warm-up Checks before every measured run, not measured (default $warmup; 0: none)
   -q  offered load of the measured runs, Checks per second (ghz --rps): both
       servers get the same load, for latency at equal load; CPU per Check
@@ -44,8 +57,11 @@ Usage: bash bench/run.sh [-c CONCURRENCY] [-n REQUESTS] [-r ROUNDS] [-w WARMUP] 
 EOF
 }
 
-while getopts ':c:n:r:w:q:v:sh' opt; do
+while getopts ':m:l:Pc:n:r:w:q:v:sh' opt; do
 	case $opt in
+	m) mode_list=$OPTARG ;;
+	l) lean_requests=$OPTARG ;;
+	P) pin=0 ;;
 	c) concurrency=$OPTARG ;;
 	n) requests=$OPTARG ;;
 	r) rounds=$OPTARG ;;
@@ -68,13 +84,28 @@ if (($# > 0)); then
 	usage >&2
 	exit 2
 fi
-for flag in c:concurrency n:requests r:rounds w:warmup q:rate; do
+for flag in l:lean_requests c:concurrency n:requests r:rounds w:warmup q:rate; do
 	name=${flag#*:}
 	if ! [[ ${!name} =~ ^[0-9]+$ ]] || { [[ $name != warmup && $name != rate ]] && ((${!name} == 0)); }; then
 		echo "run.sh: -${flag%%:*} wants a whole number (above 0 but for -w and -q), got '${!name}'" >&2
 		exit 2
 	fi
 done
+IFS=, read -r -a modes <<<"$mode_list"
+declare -A mode=()
+for m in "${modes[@]}"; do
+	case $m in
+	lean | http | ghz) mode[$m]=1 ;;
+	*)
+		echo "run.sh: unknown mode '$m' (want lean, http, ghz)" >&2
+		exit 2
+		;;
+	esac
+done
+((${#mode[@]} > 0)) || {
+	echo "run.sh: -m names no mode" >&2
+	exit 2
+}
 IFS=, read -r -a variants <<<"$variant_list"
 for v in "${variants[@]}"; do
 	case $v in
@@ -113,15 +144,15 @@ pids=()
 # servers' logs first, since they are about to be deleted.
 cleanup() {
 	local rc=$? pid log
-	# ghz_pid is set only while a ghz run is under way.
-	for pid in ${ghz_pid:-} ${pids[@]+"${pids[@]}"}; do
+	# ghz_pid and lean_pid are set only while a run is under way.
+	for pid in ${ghz_pid:-} ${lean_pid:-} ${pids[@]+"${pids[@]}"}; do
 		kill "$pid" 2>/dev/null || true
 	done
-	for pid in ${ghz_pid:-} ${pids[@]+"${pids[@]}"}; do
+	for pid in ${ghz_pid:-} ${lean_pid:-} ${pids[@]+"${pids[@]}"}; do
 		wait "$pid" 2>/dev/null || true
 	done
 	if ((rc != 0)); then
-		for log in "$work"/keygate/serve.log "$work"/allowall.log; do
+		for log in "$work"/keygate/serve.log "$work"/allowall.log "$work"/allowhttp.log; do
 			if [[ -s $log ]]; then
 				echo "--- last lines of ${log##*/}:" >&2
 				tail -n 20 "$log" >&2
@@ -138,7 +169,7 @@ trap 'exit 143' TERM
 echo "# Keygate benchmark"
 cmdline=$(printf '%q ' bash "$0" "$@")
 echo "command:  ${cmdline% }"
-echo "settings: -c $concurrency -n $requests -r $rounds -w $warmup -q $rate -v $variant_list${floor_args[*]:+ -s (shaped floor)}"
+echo "settings: -m $mode_list -l $lean_requests -c $concurrency -n $requests -r $rounds -w $warmup -q $rate -v $variant_list${floor_args[*]:+ -s (shaped floor)}"
 echo "go:       $(go version)"
 echo "nproc:    $(nproc)"
 echo "cpu:      $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -148,8 +179,27 @@ echo "keygate:  $(git -C "$root" describe --always --dirty 2>/dev/null || echo '
 # was before and after, so a noisy run can be recognised.
 echo "load:     $(cut -d ' ' -f 1-3 /proc/loadavg) (1, 5, 15 min) before the build"
 
+# Pinned, the client and the server under test do not take each other's
+# core: each server (the floors and Keygate alike) gets core 1 and one P,
+# every load client core 0. The CPU a client burns then slows only itself.
+server_pin=()
+client_pin=()
+if ((pin)); then
+	if (($(nproc) < 2)); then
+		echo "pinning: off (one core: client and server share it)"
+	elif ! command -v taskset >/dev/null; then
+		echo "pinning: off (no taskset on PATH)"
+	else
+		server_pin=(env GOMAXPROCS=1 taskset -c 1)
+		client_pin=(taskset -c 0)
+		echo "pinning: load clients on core 0; each server on core 1, GOMAXPROCS=1"
+	fi
+else
+	echo "pinning: off (-P)"
+fi
+
 mkdir -p "$bin"
-(cd "$root" && go build -o "$bin/" ./cmd/keygate ./bench/allowall ./bench/report)
+(cd "$root" && go build -o "$bin/" ./cmd/keygate ./bench/allowall ./bench/allowhttp ./bench/lean ./bench/report)
 
 # ghz is installed from outside the module (from $work), so that it brings
 # its own dependency versions and leaves go.mod and go.sum alone. A binary
@@ -158,13 +208,15 @@ mkdir -p "$bin"
 ghz_built_from() {
 	go version -m "$ghz" 2>/dev/null | awk '$1 == "mod" { print $3 }'
 }
-if [[ ! -x $ghz || $(ghz_built_from) != "$GHZ_VERSION" ]]; then
-	echo "installing ghz $GHZ_VERSION into bench/.tools" >&2
-	(cd "$work" && GOBIN=$tools go install "$GHZ_PKG@$GHZ_VERSION")
+if [[ -n ${mode[ghz]:-} ]]; then
+	if [[ ! -x $ghz || $(ghz_built_from) != "$GHZ_VERSION" ]]; then
+		echo "installing ghz $GHZ_VERSION into bench/.tools" >&2
+		(cd "$work" && GOBIN=$tools go install "$GHZ_PKG@$GHZ_VERSION")
+	fi
+	# (ghz --version prints to stderr, and "dev" for a go-installed binary:
+	# the module version is the one that identifies it.)
+	echo "ghz:      $(ghz_built_from) (ghz --version: $("$ghz" --version 2>&1))"
 fi
-# (ghz --version prints to stderr, and "dev" for a go-installed binary:
-# the module version is the one that identifies it.)
-echo "ghz:      $(ghz_built_from) (ghz --version: $("$ghz" --version 2>&1))"
 
 # cpu_ticks prints the CPU time (user + system, all threads) a process has
 # used so far, in clock ticks. The fields are counted from after the
@@ -239,7 +291,7 @@ KEYGATE_CONFIG=$kgdir/keygate.yaml \
 	KEYGATE_HTTP_LISTEN=$kg_http \
 	KEYGATE_ADMIN_LISTEN=$kg_admin \
 	KEYGATE_METRICS_LISTEN=off \
-	"$bin/keygate" serve >"$kgdir/serve.log" 2>&1 &
+	${server_pin[@]+"${server_pin[@]}"} "$bin/keygate" serve >"$kgdir/serve.log" 2>&1 &
 kg_pid=$!
 pids+=("$kg_pid")
 for ((i = 0; ; i++)); do
@@ -258,18 +310,28 @@ mapfile -t derived < <("$bin/report" keys "$key")
 ((${#derived[@]} == 2)) || die "could not derive the unknown and malformed keys"
 declare -A key_of=([valid]=$key [unknown]=${derived[0]} [malformed]=${derived[1]})
 
-# --- the floor ------------------------------------------------------------
-"$bin/allowall" -listen 127.0.0.1:0 "${floor_args[@]}" >"$work/allowall.log" 2>&1 &
-floor_pid=$!
-pids+=("$floor_pid")
-floor_addr=
-for ((i = 0; ; i++)); do
-	alive "$floor_pid" || die "allowall exited while starting"
-	floor_addr=$(awk '$1 == "listening" { print $2; exit }' "$work/allowall.log")
-	[[ -n $floor_addr ]] && break
-	((i < 100)) || die "allowall did not say where it listens after 10s"
-	sleep 0.1
-done
+# --- the floors -----------------------------------------------------------
+# start_floor starts bench/NAME on a free port and sets started_pid and
+# started_addr from the "listening ADDR" line it prints.
+start_floor() { # name [flags...]
+	local name=$1
+	shift
+	${server_pin[@]+"${server_pin[@]}"} "$bin/$name" -listen 127.0.0.1:0 "$@" >"$work/$name.log" 2>&1 &
+	started_pid=$!
+	pids+=("$started_pid")
+	started_addr=
+	for ((i = 0; ; i++)); do
+		alive "$started_pid" || die "$name exited while starting"
+		started_addr=$(awk '$1 == "listening" { print $2; exit }' "$work/$name.log")
+		[[ -n $started_addr ]] && break
+		((i < 100)) || die "$name did not say where it listens after 10s"
+		sleep 0.1
+	done
+}
+start_floor allowall ${floor_args[@]+"${floor_args[@]}"}
+floor_pid=$started_pid floor_addr=$started_addr
+start_floor allowhttp
+hfloor_pid=$started_pid hfloor_addr=$started_addr
 
 # request prints the CheckRequest every run sends, with the given key: what
 # Envoy sends for GET https://api.example.com/api/v1/assessments, reduced
@@ -287,7 +349,7 @@ ghz_pid=
 ghz_run() { # addr data requests out [ghz flags...]
 	local addr=$1 data=$2 n=$3 out=$4
 	shift 4
-	"$ghz" --insecure --call "$CALL" -d "$data" -c "$concurrency" -n "$n" -O json -o "$out" "$@" "$addr" &
+	${client_pin[@]+"${client_pin[@]}"} "$ghz" --insecure --call "$CALL" -d "$data" -c "$concurrency" -n "$n" -O json -o "$out" "$@" "$addr" &
 	ghz_pid=$!
 	wait "$ghz_pid"
 	ghz_pid=
@@ -320,16 +382,67 @@ if ((rate > 0)); then
 	rate_flag=(--rps "$rate")
 fi
 
-echo
-echo "runs (floor = allowall, always sent the valid-key request):"
-# Floor and Keygate alternate, so that both share whatever the load client
-# and the machine do at that moment.
-for ((round = 1; round <= rounds; round++)); do
-	for v in "${variants[@]}"; do
-		measure floor valid "$round" "$floor_addr" "$floor_pid"
-		measure keygate "$v" "$round" "$kg_grpc" "$kg_pid"
+# --- the lean client --------------------------------------------------------
+# What nginx's auth_request (examples/nginx/nginx.conf) and Caddy's
+# forward_auth (examples/caddy/Caddyfile) send for the request the gRPC
+# runs describe: the original method and URI in headers, the client's
+# headers (the key among them), the client address as the proxy adds it.
+nginx_headers=(-host api.example.com
+	-H "X-Original-URI: /api/v1/assessments" -H "X-Original-Method: GET"
+	-H "X-Real-IP: 10.1.2.3" -H "X-Forwarded-For: 10.1.2.3" -H "x-api-key: $key")
+forward_headers=(-host api.example.com
+	-H "X-Forwarded-Method: GET" -H "X-Forwarded-Uri: /api/v1/assessments"
+	-H "X-Forwarded-Host: api.example.com" -H "X-Forwarded-Proto: https"
+	-H "X-Forwarded-For: 10.1.2.3" -H "x-api-key: $key")
+
+# lean_sent counts the requests the lean client sent Keygate (all valid
+# keys, each run's first, checked request and warm-up included), for the
+# check of Keygate's own decision counters at the end.
+lean_sent=0
+lean_run() { # server round pid grpc|http [lean flags...]
+	local server=$1 round=$2 pid=$3 kind=$4
+	shift 4
+	alive "$pid" || die "$server is gone"
+	${client_pin[@]+"${client_pin[@]}"} "$bin/lean" "$kind" -server "$server" -round "$round" -pid "$pid" -clk-tck "$clk_tck" \
+		-n "$lean_requests" -w "$warmup" -c "$concurrency" -o "$work/lean.jsonl" "$@" &
+	lean_pid=$!
+	wait "$lean_pid"
+	lean_pid=
+	if [[ $server == keygate ]]; then
+		lean_sent=$((lean_sent + lean_requests + warmup + 1))
+	fi
+}
+
+if [[ -n ${mode[lean]:-} || -n ${mode[http]:-} ]]; then
+	echo
+	echo "lean runs (valid key; gRPC floor = allowall, HTTP floor = allowhttp):"
+	grpc_request=$(request "$key")
+	for ((round = 1; round <= rounds; round++)); do
+		if [[ -n ${mode[lean]:-} ]]; then
+			lean_run floor "$round" "$floor_pid" grpc -addr "$floor_addr" -request "$grpc_request"
+			lean_run keygate "$round" "$kg_pid" grpc -addr "$kg_grpc" -request "$grpc_request"
+		fi
+		if [[ -n ${mode[http]:-} ]]; then
+			lean_run floor "$round" "$hfloor_pid" http -addr "$hfloor_addr" -path /nginx "${nginx_headers[@]}"
+			lean_run keygate "$round" "$kg_pid" http -addr "$kg_http" -path /nginx "${nginx_headers[@]}"
+			lean_run floor "$round" "$hfloor_pid" http -addr "$hfloor_addr" -path /forward "${forward_headers[@]}"
+			lean_run keygate "$round" "$kg_pid" http -addr "$kg_http" -path /forward "${forward_headers[@]}"
+		fi
 	done
-done
+fi
+
+if [[ -n ${mode[ghz]:-} ]]; then
+	echo
+	echo "ghz runs (the second client; floor = allowall, always sent the valid-key request):"
+	# Floor and Keygate alternate, so that both share whatever the load client
+	# and the machine do at that moment.
+	for ((round = 1; round <= rounds; round++)); do
+		for v in "${variants[@]}"; do
+			measure floor valid "$round" "$floor_addr" "$floor_pid"
+			measure keygate "$v" "$round" "$kg_grpc" "$kg_pid"
+		done
+	done
+fi
 
 echo "load:     $(cut -d ' ' -f 1-3 /proc/loadavg) (1, 5, 15 min) after the runs"
 rss_keygate=$(peak_rss_kb "$kg_pid")
@@ -337,6 +450,16 @@ rss_floor=$(peak_rss_kb "$floor_pid")
 printf 'Authorization: Bearer %s\n' "$(<"$KEYGATE_ADMIN_TOKEN_FILE")" >"$work/auth-header"
 curl -fsS -H @"$work/auth-header" "$KEYGATE_ADMIN_URL/metrics" >"$work/metrics.txt"
 
+if [[ -s $work/lean.jsonl ]]; then
+	echo
+	"$bin/lean" summary "$work/lean.jsonl"
+fi
 echo
-"$bin/report" summary -runs "$work/runs.tsv" -rss-keygate "$rss_keygate" -rss-floor "$rss_floor" \
-	-metrics "$work/metrics.txt" -warmup "$warmup" -rate "$rate"
+if [[ -n ${mode[ghz]:-} ]]; then
+	echo "ghz (the second client):"
+	"$bin/report" summary -runs "$work/runs.tsv" -rss-keygate "$rss_keygate" -rss-floor "$rss_floor" \
+		-metrics "$work/metrics.txt" -warmup "$warmup" -rate "$rate" -extra-allowed "$lean_sent"
+else
+	echo "keygate peak RSS (VmHWM): $((rss_keygate / 1024)) MiB   (gRPC floor: $((rss_floor / 1024)) MiB)"
+	"$bin/report" decisions -metrics "$work/metrics.txt" -allowed "$lean_sent"
+fi

@@ -1,11 +1,12 @@
 // Command report is the Go half of bench/run.sh: the parts that are easier
-// to get right in Go than in bash. It has five subcommands:
+// to get right in Go than in bash. It has six subcommands:
 //
 //	report ports N                 print N free loopback TCP ports
 //	report field NAME < JSON       print one string field of a JSON object
 //	report keys VALID_KEY          print an unknown key, then a malformed one
 //	report digest [flags] GHZ.json reduce one ghz run to a line of runs.tsv
 //	report summary [flags]         the medians, ratios and verdicts
+//	report decisions [flags]       Keygate's decision counters against what was sent
 //
 // It lives in the main module so that the keys it makes follow Keygate's
 // own key format (keystore/apikey), whatever that becomes.
@@ -30,7 +31,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: report ports|field|keys|digest|summary ...")
+		fmt.Fprintln(os.Stderr, "usage: report ports|field|keys|digest|summary|decisions ...")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +46,8 @@ func main() {
 		err = digest(args)
 	case "summary":
 		err = summary(args)
+	case "decisions":
+		err = decisions(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}
@@ -373,6 +376,7 @@ func summary(args []string) error {
 	metricsFile := fs.String("metrics", "", "Keygate's /metrics text, to check what it decided")
 	warmup := fs.Int64("warmup", 0, "warm-up Checks sent before each measured run")
 	rate := fs.Int64("rate", 0, "offered load of the measured runs (ghz --rps); 0: unthrottled")
+	extraAllowed := fs.Int64("extra-allowed", 0, "valid-key requests other clients (bench/lean) sent Keygate, warm-ups included")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -435,7 +439,16 @@ func summary(args []string) error {
 		fmt.Fprintln(w)
 	}
 	if *metricsFile != "" {
-		if err := checkDecisions(w, *metricsFile, by, *warmup); err != nil {
+		sent := func(variants ...string) int64 {
+			var n int64
+			for _, v := range variants {
+				for _, r := range by["keygate/"+v] {
+					n += r.requests + *warmup
+				}
+			}
+			return n
+		}
+		if err := checkDecisions(w, *metricsFile, sent("valid")+*extraAllowed, sent("unknown", "malformed")); err != nil {
 			return err
 		}
 	}
@@ -468,7 +481,7 @@ func readRuns(path string) ([]run, error) {
 // one refused as invalid_api_key. Anything else (a 429 from a tier limit
 // set too low, a 503) means the runs timed another code path than the
 // table says, and the numbers are not to be quoted.
-func checkDecisions(w io.Writer, path string, by map[string][]run, warmup int64) error {
+func checkDecisions(w io.Writer, path string, allowed, denied int64) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -489,21 +502,12 @@ func checkDecisions(w io.Writer, path string, by map[string][]run, warmup int64)
 		}
 		got[label(labels, "result")+"/"+label(labels, "reason")] += int64(v)
 	}
-	sent := func(variants ...string) int64 {
-		var n int64
-		for _, v := range variants {
-			for _, r := range by["keygate/"+v] {
-				n += r.requests + warmup
-			}
-		}
-		return n
-	}
 	want := map[string]int64{}
-	if n := sent("valid"); n > 0 {
-		want["allow/ok"] = n
+	if allowed > 0 {
+		want["allow/ok"] = allowed
 	}
-	if n := sent("unknown", "malformed"); n > 0 {
-		want["deny/invalid_api_key"] = n
+	if denied > 0 {
+		want["deny/invalid_api_key"] = denied
 	}
 	keys := make([]string, 0, len(got)+len(want))
 	for k := range got {
@@ -528,6 +532,22 @@ func checkDecisions(w io.Writer, path string, by map[string][]run, warmup int64)
 		return errors.New("keygate decided differently from what the runs meant to measure: the numbers above time another code path")
 	}
 	return nil
+}
+
+// decisions checks Keygate's decision counters when no ghz run was made
+// (summary checks them otherwise): every request the lean client sent was
+// a valid key, to be allowed.
+func decisions(args []string) error {
+	fs := flag.NewFlagSet("decisions", flag.ContinueOnError)
+	metricsFile := fs.String("metrics", "", "Keygate's /metrics text")
+	allowed := fs.Int64("allowed", 0, "valid-key requests sent, warm-ups included")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *metricsFile == "" || fs.NArg() > 0 {
+		return errors.New("usage: report decisions -metrics FILE -allowed N")
+	}
+	return checkDecisions(os.Stdout, *metricsFile, *allowed, 0)
 }
 
 // label returns one label's value from a Prometheus label list such as
