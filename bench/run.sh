@@ -121,7 +121,7 @@ die() {
 	echo "run.sh: $*" >&2
 	exit 1
 }
-for tool in go curl getconf nproc; do
+for tool in go getconf nproc; do
 	command -v "$tool" >/dev/null || die "$tool is needed and not on PATH"
 done
 [[ -r /proc/self/stat ]] || die "needs /proc (Linux): CPU time and peak memory come from /proc/PID"
@@ -447,8 +447,7 @@ fi
 echo "load:     $(cut -d ' ' -f 1-3 /proc/loadavg) (1, 5, 15 min) after the runs"
 rss_keygate=$(peak_rss_kb "$kg_pid")
 rss_floor=$(peak_rss_kb "$floor_pid")
-printf 'Authorization: Bearer %s\n' "$(<"$KEYGATE_ADMIN_TOKEN_FILE")" >"$work/auth-header"
-curl -fsS -H @"$work/auth-header" "$KEYGATE_ADMIN_URL/metrics" >"$work/metrics.txt"
+"$bin/report" get "$KEYGATE_ADMIN_URL/metrics" "$KEYGATE_ADMIN_TOKEN_FILE" >"$work/metrics.txt"
 
 if [[ -s $work/lean.jsonl ]]; then
 	echo

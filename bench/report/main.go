@@ -1,5 +1,5 @@
 // Command report is the Go half of bench/run.sh: the parts that are easier
-// to get right in Go than in bash. It has six subcommands:
+// to get right in Go than in bash. It has seven subcommands:
 //
 //	report ports N                 print N free loopback TCP ports
 //	report field NAME < JSON       print one string field of a JSON object
@@ -7,6 +7,7 @@
 //	report digest [flags] GHZ.json reduce one ghz run to a line of runs.tsv
 //	report summary [flags]         the medians, ratios and verdicts
 //	report decisions [flags]       Keygate's decision counters against what was sent
+//	report get URL TOKEN_FILE      GET an admin URL with the admin token, print the body
 //
 // It lives in the main module so that the keys it makes follow Keygate's
 // own key format (keystore/apikey), whatever that becomes.
@@ -21,17 +22,19 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: report ports|field|keys|digest|summary|decisions ...")
+		fmt.Fprintln(os.Stderr, "usage: report ports|field|keys|digest|summary|decisions|get ...")
 		os.Exit(2)
 	}
 	var err error
@@ -48,6 +51,8 @@ func main() {
 		err = summary(args)
 	case "decisions":
 		err = decisions(args)
+	case "get":
+		err = get(args, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}
@@ -548,6 +553,35 @@ func decisions(args []string) error {
 		return errors.New("usage: report decisions -metrics FILE -allowed N")
 	}
 	return checkDecisions(os.Stdout, *metricsFile, *allowed, 0)
+}
+
+// get prints the body of a GET to Keygate's admin listener, authorised by
+// the admin token in tokenFile: the script reads /metrics with it, so that
+// it needs no curl. The token goes in a header, never on a command line.
+func get(args []string, w io.Writer) error {
+	if len(args) != 2 {
+		return errors.New("usage: report get URL TOKEN_FILE")
+	}
+	token, err := os.ReadFile(args[1])
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodGet, args[0], nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", args[0], resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 // label returns one label's value from a Prometheus label list such as
