@@ -1,13 +1,16 @@
 // Package admin owns Keygate's admin HTTP API: the JSON routes through which
-// operators (and the keygate CLI) manage tenants, orgs and keys in a
-// keystore.Store, plus the unauthenticated /healthz and /readyz probes.
+// operators (and the keygate CLI and console) manage tenants, orgs, keys,
+// credit accounts and admin tokens in a keystore.Store, plus the
+// unauthenticated /healthz and /readyz probes, its OpenAPI document
+// (openapi.json) and the key console's page and assets (package ui).
 //
 // It owns the API's wire contract, not the key lifecycle: every rule about
 // what may change lives in keystore, and this package only translates
 // requests into store calls and store errors into HTTP statuses.
 //
 // Contracts:
-//   - Every route except the probes requires a bearer token, checked before
+//   - Every route except the probes, /v1/openapi.json and the console's
+//     page and assets (which hold nothing) requires a bearer token, checked before
 //     routing so that an unauthenticated caller learns nothing about which
 //     paths exist: the bootstrap token (every right) or an admin token
 //     record, read from the store on every request so a revoke holds on the
