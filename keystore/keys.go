@@ -87,6 +87,20 @@ func (s *Store) CreateKey(ctx context.Context, spec KeySpec) (CreatedKey, error)
 
 // ImportKey stores an existing key by its raw form or its SHA-256.
 func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
+	h, display, err := s.importHash(&im)
+	if err != nil {
+		return Key{}, fmt.Errorf("import key: %w", err)
+	}
+	k, err := s.insert(ctx, im.KeySpec, h, display, true)
+	if err != nil {
+		return Key{}, fmt.Errorf("import key: %w", err)
+	}
+	return k, nil
+}
+
+// importHash checks an import's key or hash and returns the hash and the
+// display prefix; it settles im's environment (ImportKeys shares it).
+func (s *Store) importHash(im *Import) (apikey.Hash, string, error) {
 	var (
 		h       apikey.Hash
 		display string
@@ -94,17 +108,17 @@ func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	)
 	switch {
 	case (raw == "") == (im.SHA256 == ""):
-		return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "give exactly one of key and key_sha256"))
+		return h, "", refuse(ErrInvalid, "give exactly one of key and key_sha256")
 	case raw != "":
 		if len(raw) > apikey.MaxLen || len(raw) < 16 {
-			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key must be 16 to %d bytes", apikey.MaxLen))
+			return h, "", refuse(ErrInvalid, "key must be 16 to %d bytes", apikey.MaxLen)
 		}
 		if !apikey.Plausible(raw) {
-			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key must be visible ASCII without ','"))
+			return h, "", refuse(ErrInvalid, "key must be visible ASCII without ','")
 		}
 		if p, err := s.opts.Format.Parse(raw); err == nil {
 			if im.Environment != "" && im.Environment != p.Env {
-				return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "environment %q contradicts the key's own %q", im.Environment, p.Env))
+				return h, "", refuse(ErrInvalid, "environment %q contradicts the key's own %q", im.Environment, p.Env)
 			}
 			im.Environment = p.Env
 		}
@@ -113,22 +127,18 @@ func (s *Store) ImportKey(ctx context.Context, im Import) (Key, error) {
 	default:
 		b, err := hex.DecodeString(im.SHA256)
 		if err != nil || len(b) != len(h) {
-			return Key{}, fmt.Errorf("import key: %w", refuse(ErrInvalid, "key_sha256 must be 64 hex digits"))
+			return h, "", refuse(ErrInvalid, "key_sha256 must be 64 hex digits")
 		}
 		copy(h[:], b)
 		if err := validText("display_prefix", im.DisplayPrefix, apikey.DisplayLen, false); err != nil {
-			return Key{}, fmt.Errorf("import key: %w", err)
+			return h, "", err
 		}
 		display = im.DisplayPrefix
 	}
 	if im.Environment == "" {
 		im.Environment = apikey.EnvLive
 	}
-	k, err := s.insert(ctx, im.KeySpec, h, display, true)
-	if err != nil {
-		return Key{}, fmt.Errorf("import key: %w", err)
-	}
-	return k, nil
+	return h, display, nil
 }
 
 func (s *Store) validSpec(spec *KeySpec) error {
@@ -201,20 +211,35 @@ func (s *Store) validTier(t string) error {
 
 // insert stores a new key record under hash h.
 func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display string, imported bool) (Key, error) {
-	if err := s.validSpec(&spec); err != nil {
+	now := s.now()
+	k, err := s.newKey(spec, h, display, imported, now)
+	if err != nil {
 		return Key{}, err
 	}
-	now := s.now()
+	err = s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
+		return s.insertTx(tx, touch, &k, now)
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	return k.Key, nil
+}
+
+// newKey validates spec and builds the record of a new key under hash h.
+func (s *Store) newKey(spec KeySpec, h apikey.Hash, display string, imported bool, now time.Time) (storedKey, error) {
+	if err := s.validSpec(&spec); err != nil {
+		return storedKey{}, err
+	}
 	if spec.ExpiresAt != nil {
 		if !spec.ExpiresAt.After(now) {
-			return Key{}, refuse(ErrInvalid, "expires_at is not in the future")
+			return storedKey{}, refuse(ErrInvalid, "expires_at is not in the future")
 		}
 		at := spec.ExpiresAt.UTC()
 		spec.ExpiresAt = &at
 	}
 	id, err := newID()
 	if err != nil {
-		return Key{}, err
+		return storedKey{}, err
 	}
 	k := storedKey{Key: Key{
 		ID:            id,
@@ -242,60 +267,69 @@ func (s *Store) insert(ctx context.Context, spec KeySpec, h apikey.Hash, display
 		start := spec.Refill.periodStart(now)
 		k.Refill, k.LastRefillAt = spec.Refill, &start
 	}
-	err = s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
-		if _, err := getTenant(tx, spec.TenantID); err != nil {
-			return err
-		}
-		if spec.OrgID != "" {
-			o, err := getOrg(tx, spec.OrgID)
-			if err != nil {
-				return err
-			}
-			if o.TenantID != spec.TenantID {
-				return refuse(ErrInvalid, "org %s belongs to another tenant", spec.OrgID)
-			}
-		}
-		if id, err := tx.Get(bucketHashes, h[:]); err != nil {
-			return err
-		} else if id != nil {
-			return refuse(ErrConflict, "this key is already stored")
-		}
-		replaced := ""
-		if spec.Slot != "" {
-			var err error
-			if replaced, err = revokeSlot(tx, touch, slotKey(&k.Key), now); err != nil {
-				return err
-			}
-		}
-		if err := s.checkOrgLimit(tx, spec.OrgID, now, replaced); err != nil {
-			return err
-		}
-		touch(h)
-		return putKey(tx, &k, true)
-	})
-	if err != nil {
-		return Key{}, err
+	return k, nil
+}
+
+// insertTx stores k, a new key, in tx. Every check comes before the first
+// write, so a refusal leaves tx as it was: ImportKeys goes on with the
+// next line in the same transaction.
+func (s *Store) insertTx(tx Tx, touch func(apikey.Hash), k *storedKey, now time.Time) error {
+	if _, err := getTenant(tx, k.TenantID); err != nil {
+		return err
 	}
-	return k.Key, nil
+	if k.OrgID != "" {
+		o, err := getOrg(tx, k.OrgID)
+		if err != nil {
+			return err
+		}
+		if o.TenantID != k.TenantID {
+			return refuse(ErrInvalid, "org %s belongs to another tenant", k.OrgID)
+		}
+	}
+	if id, err := tx.Get(bucketHashes, k.Hash); err != nil {
+		return err
+	} else if id != nil {
+		return refuse(ErrConflict, "this key is already stored")
+	}
+	var (
+		held  storedKey
+		found bool
+	)
+	if k.Slot != "" {
+		var err error
+		if held, found, err = slotHolder(tx, slotKey(&k.Key)); err != nil {
+			return err
+		}
+	}
+	if err := s.checkOrgLimit(tx, k.OrgID, now, held.ID); err != nil {
+		return err
+	}
+	if found {
+		if held.StateAt(now) != StateRevoked {
+			revokeAt(&held.Key, now)
+		}
+		touch(apikey.Hash(held.Hash))
+		if err := putKey(tx, &held, false); err != nil {
+			return err
+		}
+	}
+	touch(apikey.Hash(k.Hash))
+	return putKey(tx, k, true)
 }
 
 func slotKey(k *Key) []byte { return []byte(k.TenantID + "/" + k.OrgID + "/" + k.Slot) }
 
-// revokeSlot revokes the key a slot holds, if any, and returns its id.
-func revokeSlot(tx Tx, touch func(apikey.Hash), slot []byte, now time.Time) (string, error) {
+// slotHolder returns the key a slot holds, if any.
+func slotHolder(tx Tx, slot []byte) (storedKey, bool, error) {
 	id, err := tx.Get(bucketSlots, slot)
 	if id == nil || err != nil {
-		return "", err
+		return storedKey{}, false, err
 	}
-	old, err := getKey(tx, string(id))
+	k, err := getKey(tx, string(id))
 	if err != nil {
-		return "", fmt.Errorf("slot %s: %w", slot, err)
+		return storedKey{}, false, fmt.Errorf("slot %s: %w", slot, err)
 	}
-	if old.StateAt(now) != StateRevoked {
-		revokeAt(&old.Key, now)
-	}
-	touch(apikey.Hash(old.Hash))
-	return old.ID, putKey(tx, &old, false)
+	return k, true, nil
 }
 
 func revokeAt(k *Key, now time.Time) {

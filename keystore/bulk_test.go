@@ -1,0 +1,307 @@
+package keystore
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keygate/keygate/keystore/apikey"
+)
+
+func genKey(t testing.TB, s *Store) string {
+	t.Helper()
+	raw, err := s.opts.Format.Generate(apikey.EnvLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// badChecksum is a key in Keygate's format whose checksum does not match.
+func badChecksum(raw string) string {
+	last := raw[len(raw)-1]
+	c := byte('A')
+	if last == 'A' {
+		c = 'B'
+	}
+	return raw[:len(raw)-1] + string(c)
+}
+
+func TestImportKeysLines(t *testing.T) {
+	f := newFixture(t, Options{MaxOrgKeys: 2})
+	other, err := f.s.CreateTenant(t.Context(), "Other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherOrg, err := f.s.CreateOrg(t.Context(), other.ID, "Other EU")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := genKey(t, f.s)
+	if _, err := f.s.ImportKey(t.Context(), Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "stored"}, Raw: apikey.NewSecret(stored)}); err != nil {
+		t.Fatal(err)
+	}
+	dup := genKey(t, f.s)
+	sum := apikey.HashOf(genKey(t, f.s))
+	spec := func(name string) KeySpec { return KeySpec{TenantID: f.tenant.ID, Name: name} }
+	orgSpec := func(name string) KeySpec { return KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: name} }
+	tests := []struct {
+		name    string
+		im      Import
+		wantErr string // empty: imported
+	}{
+		{"raw", Import{KeySpec: spec("raw"), Raw: apikey.NewSecret(genKey(t, f.s))}, ""},
+		{"sha256", Import{KeySpec: spec("hash"), SHA256: hex.EncodeToString(sum[:]), DisplayPrefix: "ak_live_x"}, ""},
+		{"malformed key", Import{KeySpec: spec("m"), Raw: apikey.NewSecret("short")}, "key must be 16 to"},
+		{"key with a comma", Import{KeySpec: spec("m"), Raw: apikey.NewSecret("legacy,0123456789abcdef")}, "visible ASCII"},
+		// ImportKey keeps a key that only looks like Keygate's (a foreign
+		// key), and so does ImportKeys.
+		{"wrong checksum", Import{KeySpec: spec("c"), Raw: apikey.NewSecret(badChecksum(genKey(t, f.s)))}, ""},
+		{"bad sha256", Import{KeySpec: spec("h"), SHA256: "abc"}, "64 hex digits"},
+		{"both key and sha256", Import{KeySpec: spec("b"), Raw: apikey.NewSecret(genKey(t, f.s)), SHA256: hex.EncodeToString(sum[:])}, "exactly one"},
+		{"first of a duplicate", Import{KeySpec: spec("d1"), Raw: apikey.NewSecret(dup)}, ""},
+		{"duplicate in the batch", Import{KeySpec: spec("d2"), Raw: apikey.NewSecret(dup)}, "already stored"},
+		{"duplicate sha256 of a raw line", Import{KeySpec: spec("d3"), SHA256: hex.EncodeToString(func() []byte { h := apikey.HashOf(dup); return h[:] }())}, "already stored"},
+		{"duplicate of a stored key", Import{KeySpec: spec("s"), Raw: apikey.NewSecret(stored)}, "already stored"},
+		{"unknown tenant", Import{KeySpec: KeySpec{TenantID: "tnt_nope", Name: "u"}, Raw: apikey.NewSecret(genKey(t, f.s))}, "not found"},
+		{"org of another tenant", Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: otherOrg.ID, Name: "o"}, Raw: apikey.NewSecret(genKey(t, f.s))}, "another tenant"},
+		{"org key 1", Import{KeySpec: orgSpec("o1"), Raw: apikey.NewSecret(genKey(t, f.s))}, ""},
+		{"org key 2", Import{KeySpec: orgSpec("o2"), Raw: apikey.NewSecret(genKey(t, f.s))}, ""},
+		{"org limit exceeded in the batch", Import{KeySpec: orgSpec("o3"), Raw: apikey.NewSecret(genKey(t, f.s))}, "already has 2 usable keys"},
+		{"bad tier", Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "t", Tier: "platinum"}, Raw: apikey.NewSecret(genKey(t, f.s))}, "tier"},
+		{"bad scope", Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "t", Scopes: []string{"has space"}}, Raw: apikey.NewSecret(genKey(t, f.s))}, "scope"},
+		{"no name", Import{KeySpec: KeySpec{TenantID: f.tenant.ID}, Raw: apikey.NewSecret(genKey(t, f.s))}, "name"},
+		{"environment contradicts", Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "e", Environment: apikey.EnvTest}, Raw: apikey.NewSecret(genKey(t, f.s))}, "contradicts"},
+		{"last line fine", Import{KeySpec: spec("last"), Raw: apikey.NewSecret(genKey(t, f.s))}, ""},
+	}
+	ims := make([]Import, len(tests))
+	for i, tt := range tests {
+		ims[i] = tt.im
+	}
+	res, err := f.s.ImportKeys(t.Context(), ims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(tests) {
+		t.Fatalf("%d results for %d imports", len(res), len(tests))
+	}
+	for i, tt := range tests {
+		r := res[i]
+		switch {
+		case tt.wantErr == "" && r.Err != nil:
+			t.Errorf("%s: %v, want imported", tt.name, r.Err)
+		case tt.wantErr == "" && r.Key.ID == "":
+			t.Errorf("%s: no key in the result", tt.name)
+		case tt.wantErr != "" && (r.Err == nil || !strings.Contains(r.Err.Error(), tt.wantErr)):
+			t.Errorf("%s: error %v, want one containing %q", tt.name, r.Err, tt.wantErr)
+		case tt.wantErr != "" && r.Key.ID != "":
+			t.Errorf("%s: refused, yet a key %s in the result", tt.name, r.Key.ID)
+		}
+		if tt.wantErr == "" && r.Err == nil {
+			k, err := f.s.Key(t.Context(), r.Key.ID)
+			if err != nil || !k.Imported || k.Name != tt.im.Name {
+				t.Errorf("%s: stored key %+v, %v", tt.name, k, err)
+			}
+		}
+	}
+	// A refused line wrote nothing: its own hash is unknown unless another
+	// line (or the store before) holds it, and every index is whole.
+	for i, tt := range tests {
+		if tt.wantErr == "" || tt.im.Raw.Reveal() == "" || !apikey.Plausible(tt.im.Raw.Reveal()) || len(tt.im.Raw.Reveal()) < 16 {
+			continue
+		}
+		raw := tt.im.Raw.Reveal()
+		if raw == dup || raw == stored {
+			continue
+		}
+		if c := f.lookup(t, raw); c != nil {
+			t.Errorf("line %d (%s) was refused but its key is stored", i, tt.name)
+		}
+	}
+	checkIndexes(t, f.s)
+	var orgRaws []string
+	for _, tt := range tests {
+		if tt.im.OrgID != "" {
+			orgRaws = append(orgRaws, tt.im.Raw.Reveal())
+		}
+	}
+	if n := f.usableOrgKeys(t, f.org.ID, orgRaws); n != 2 {
+		t.Errorf("org holds %d usable keys, want 2 (the limit)", n)
+	}
+	if c := f.lookup(t, dup); c == nil || c.ID != res[7].Key.ID {
+		t.Errorf("duplicate: lookup finds %+v, want the first line's key %s", c, res[7].Key.ID)
+	}
+}
+
+// checkIndexes fails unless every index entry names a stored key that
+// agrees with it, and every key has all its entries: a half-written
+// import would leave one or the other.
+func checkIndexes(t *testing.T, s *Store) {
+	t.Helper()
+	err := s.view(t.Context(), func(tx Tx) error {
+		keys := map[string]storedKey{}
+		err := tx.Scan(bucketKeys, nil, nil, func(k, v []byte) (bool, error) {
+			sk, err := getKey(tx, string(k))
+			keys[string(k)] = sk
+			return true, err
+		})
+		if err != nil {
+			return err
+		}
+		hashes := 0
+		err = tx.Scan(bucketHashes, nil, nil, func(h, id []byte) (bool, error) {
+			hashes++
+			k, ok := keys[string(id)]
+			if !ok || !bytes.Equal(k.Hash, h) {
+				return false, fmt.Errorf("hash index entry for key %s names no key with that hash", id)
+			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		if hashes != len(keys) {
+			return fmt.Errorf("%d hash index entries for %d keys", hashes, len(keys))
+		}
+		for _, ix := range []struct {
+			bucket string
+			parent func(storedKey) string
+		}{
+			{bucketKeysByTenant, func(k storedKey) string { return k.TenantID }},
+			{bucketKeysByOrg, func(k storedKey) string { return k.OrgID }},
+		} {
+			n, want := 0, 0
+			for _, k := range keys {
+				if ix.parent(k) != "" {
+					want++
+				}
+			}
+			err := tx.Scan(ix.bucket, nil, nil, func(e, _ []byte) (bool, error) {
+				n++
+				parent, id, _ := strings.Cut(string(e), "/")
+				k, ok := keys[id]
+				if !ok || ix.parent(k) != parent {
+					return false, fmt.Errorf("%s entry %s names no such key", ix.bucket, e)
+				}
+				return true, nil
+			})
+			if err != nil {
+				return err
+			}
+			if n != want {
+				return fmt.Errorf("%s: %d entries for %d keys", ix.bucket, n, want)
+			}
+		}
+		return tx.Scan(bucketSlots, nil, nil, func(slot, id []byte) (bool, error) {
+			k, ok := keys[string(id)]
+			if !ok || string(slotKey(&k.Key)) != string(slot) {
+				return false, fmt.Errorf("slot %s names no key in it", slot)
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("indexes: %v", err)
+	}
+}
+
+func TestImportKeysSlotAndCache(t *testing.T) {
+	f := newFixture(t, Options{MaxOrgKeys: 1})
+	raws := []string{genKey(t, f.s), genKey(t, f.s), genKey(t, f.s)}
+	// A lookup before the import puts the key in the negative cache.
+	f.lookupWarm(t, raws[0])
+	var ims []Import
+	for i, raw := range raws {
+		ims = append(ims, Import{KeySpec: KeySpec{TenantID: f.tenant.ID, OrgID: f.org.ID, Name: fmt.Sprint("slot ", i), Slot: "primary"}, Raw: apikey.NewSecret(raw)})
+	}
+	res, err := f.s.ImportKeys(t.Context(), ims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		// Each takes the slot from the one before, so the org (limit 1)
+		// never holds two usable keys.
+		if r.Err != nil {
+			t.Fatalf("line %d: %v", i, r.Err)
+		}
+	}
+	for i, raw := range raws {
+		c := f.lookup(t, raw)
+		if c == nil {
+			t.Fatalf("key %d unknown after the import (negative cache kept?)", i)
+		}
+		if active := c.Status == "active"; active != (i == 2) {
+			t.Errorf("key %d: status %s", i, c.Status)
+		}
+	}
+	checkIndexes(t, f.s)
+}
+
+func TestImportKeysBatches(t *testing.T) {
+	f := newFixture(t, Options{})
+	n := boltImportBatch*2 + 7
+	ims := make([]Import, n)
+	for i := range ims {
+		ims[i] = Import{KeySpec: KeySpec{TenantID: f.tenant.ID, Name: "k"}, Raw: apikey.NewSecret(genKey(t, f.s))}
+	}
+	ims[boltImportBatch].Tier = "nope" // the first line of the second batch
+	res, err := f.s.ImportKeys(t.Context(), ims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i, r := range res {
+		if r.Err != nil {
+			failed++
+			if i != boltImportBatch {
+				t.Errorf("line %d: %v", i, r.Err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d lines failed, want 1", failed)
+	}
+	if c := f.lookup(t, ims[n-1].Raw.Reveal()); c == nil {
+		t.Error("the last line's key is not stored")
+	}
+	checkIndexes(t, f.s)
+}
+
+// BenchmarkImportKeys imports b.N keys in one call into a bbolt store;
+// ns/op is the cost of one key, commits included. The 1M figure:
+//
+//	go test -run='^$' -bench=ImportKeys -benchtime=1000000x ./keystore
+func BenchmarkImportKeys(b *testing.B) {
+	bk, err := OpenBolt(filepath.Join(b.TempDir(), "keygate.db"), false, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(bk, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	tenant, err := s.CreateTenant(context.Background(), "Acme")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ims := make([]Import, b.N)
+	for i := range ims {
+		ims[i] = Import{KeySpec: KeySpec{TenantID: tenant.ID, Name: "bench"}, Raw: apikey.NewSecret(genKey(b, s))}
+	}
+	b.ResetTimer()
+	res, err := s.ImportKeys(context.Background(), ims)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			b.Fatalf("line %d: %v", i, r.Err)
+		}
+	}
+}
