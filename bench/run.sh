@@ -15,6 +15,8 @@ readonly GHZ_PKG=github.com/bojand/ghz/cmd/ghz
 readonly GHZ_VERSION=v0.93.0
 readonly CALL=envoy.service.auth.v3.Authorization.Check
 
+# Kept for the "command:" line: getopts consumes "$@".
+args=("$@")
 concurrency=16
 requests=100000
 rounds=3
@@ -167,7 +169,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "# Keygate benchmark"
-cmdline=$(printf '%q ' bash "$0" "$@")
+cmdline=$(printf '%q ' bash "$0" ${args[@]+"${args[@]}"})
 echo "command:  ${cmdline% }"
 echo "settings: -m $mode_list -l $lean_requests -c $concurrency -n $requests -r $rounds -w $warmup -q $rate -v $variant_list${floor_args[*]:+ -s (shaped floor)}"
 echo "go:       $(go version)"
@@ -316,6 +318,9 @@ declare -A key_of=([valid]=$key [unknown]=${derived[0]} [malformed]=${derived[1]
 start_floor() { # name [flags...]
 	local name=$1
 	shift
+	# Created here, so that the loop below never reads a file the server
+	# has not opened yet.
+	: >"$work/$name.log"
 	${server_pin[@]+"${server_pin[@]}"} "$bin/$name" -listen 127.0.0.1:0 "$@" >"$work/$name.log" 2>&1 &
 	started_pid=$!
 	pids+=("$started_pid")
