@@ -31,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -186,9 +187,10 @@ func spread(n, c int, lat []time.Duration, do func(worker int) error) (time.Dura
 	return time.Since(start), errors.Join(errs...)
 }
 
-// quantile returns the q-quantile of sorted latencies (nearest rank).
+// quantile returns the q-quantile of sorted latencies (nearest rank: the
+// smallest latency at least a fraction q of them do not exceed).
 func quantile(sorted []time.Duration, q float64) time.Duration {
-	i := int(float64(len(sorted))*q+0.5) - 1
+	i := int(math.Ceil(float64(len(sorted))*q)) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
