@@ -37,6 +37,10 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// MaxBodyBytes bounds a request body. Zero: 1 MiB.
 	MaxBodyBytes int64
+	// MaxImportBytes bounds the NDJSON body of a bulk import (POST
+	// /v1/keys/import), which is streamed line by line, each line at most
+	// 64 KiB. Zero: 512 MiB.
+	MaxImportBytes int64
 	// Now turns expires_in into expires_at. Nil: time.Now.
 	Now func() time.Time
 	// Metrics, when set, is served at GET /metrics behind the same token
@@ -71,6 +75,7 @@ type api struct {
 	log       *slog.Logger
 	ready     []*probe
 	maxBody   int64
+	maxImport int64
 	now       func() time.Time
 	bootstrap func() (secret.Value, error)
 	mux       *http.ServeMux
@@ -108,6 +113,7 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 		log:       opts.Logger,
 		ready:     ready,
 		maxBody:   opts.MaxBodyBytes,
+		maxImport: opts.MaxImportBytes,
 		now:       opts.Now,
 		bootstrap: bootstrap,
 		mux:       http.NewServeMux(),
@@ -117,6 +123,9 @@ func New(s *keystore.Store, opts Options) (http.Handler, error) {
 	}
 	if a.maxBody == 0 {
 		a.maxBody = defaultMaxBodyBytes
+	}
+	if a.maxImport <= 0 {
+		a.maxImport = defaultMaxImportBytes
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -208,13 +217,17 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.unrouted(sw, r, handler)
 		return
 	}
-	if r.ContentLength > a.maxBody {
-		writeError(sw, http.StatusRequestEntityTooLarge, "body_too_large", a.tooLargeMessage())
+	limit := a.maxBody
+	if isBulkImport(r, route) {
+		limit = a.maxImport
+	}
+	if r.ContentLength > limit {
+		writeError(sw, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body is larger than %d bytes", limit))
 		return
 	}
 	// The original writer is given to MaxBytesReader so that it can tell
 	// the server to close a connection whose body was cut off.
-	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	a.mux.ServeHTTP(sw, r)
 }
 

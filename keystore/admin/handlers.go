@@ -216,6 +216,9 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) importKey(w http.ResponseWriter, r *http.Request) error {
+	if isBulkImport(r, r.Pattern) {
+		return a.bulkImport(w, r)
+	}
 	var req importRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
