@@ -604,15 +604,19 @@ func keysDelete(c *cli) *cobra.Command {
 }
 
 func keysImport(c *cli) *cobra.Command {
-	m := newMgmtCommand(c, "import --tenant ID --name NAME (--key-stdin | --key-sha256 HEX | --key RAW)", "import an existing key")
+	m := newMgmtCommand(c, "import (--tenant ID --name NAME (--key-stdin | --key-sha256 HEX | --key RAW) | --file KEYS.jsonl)", "import an existing key, or many from an NDJSON file")
 	spec := addSpecFlags(m)
 	key := m.fs.String("key", "", "the raw `key` (prefer --key-stdin: this leaves the key in shell history)")
 	keySHA := m.fs.String("key-sha256", "", "hex SHA-256 of the key, for systems that kept only hashes")
 	keyFromStdin := m.fs.Bool("key-stdin", false, "read the raw key from standard input")
 	display := m.fs.String("display-prefix", "", "`prefix` shown in listings for a --key-sha256 import")
+	file := m.fs.String("file", "", "import every line of this NDJSON `file` (- for standard input), each an import object as the admin API takes it; exit 1 if any line fails")
 	return m.runs(func(ctx context.Context, args []string) error {
 		if _, err := m.parse(args); err != nil {
 			return err
+		}
+		if m.isSet("file") {
+			return keysImportFile(ctx, m, *file)
 		}
 		n := 0
 		for _, f := range []string{"key", "key-sha256", "key-stdin"} {
