@@ -28,15 +28,17 @@ const (
 	// defaultMaxImportBytes bounds an NDJSON body (Options.MaxImportBytes):
 	// a million lines of about 200 bytes with room to spare.
 	defaultMaxImportBytes = 512 << 20
-	// importBatch is how many lines go to the store at once. The store
-	// splits a batch further where its backend needs smaller
-	// transactions (etcd).
-	importBatch = 1000
 	// importBatchTime is how long the connection may take per batch,
 	// beyond the server's own read and write timeouts, which bound a whole
 	// request and would cut off a large import.
 	importBatchTime = time.Minute
 )
+
+// importBatch is how many lines go to the store at once, as many as one
+// bbolt transaction of keystore.ImportKeys takes. The store splits a batch
+// further where its backend needs smaller transactions (etcd). A variable
+// for tests.
+var importBatch = 10000
 
 // ndjsonTypes are the media types of a bulk import body.
 var ndjsonTypes = map[string]bool{"application/x-ndjson": true, "application/jsonl": true}

@@ -226,6 +226,7 @@ func TestBulkImportReach(t *testing.T) {
 }
 
 func TestBulkImportLimits(t *testing.T) {
+	t.Cleanup(admin.SetImportBatch(1000))
 	f := newFixture(t, admin.Options{MaxImportBytes: 300 << 10, MaxBodyBytes: 1 << 10})
 	tn, _, _ := f.seed()
 	var body bytes.Buffer
