@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,7 +145,8 @@ func (s *server) stop(t *testing.T) {
 func (s *server) cli(t *testing.T, args ...string) map[string]any {
 	t.Helper()
 	cmd := exec.Command(keygateBin, append(args, "--output", "json")...)
-	cmd.Env = append(s.env, "KEYGATE_ADMIN_URL="+s.admin)
+	// Clipped: callers run at once, and must not append into one array.
+	cmd.Env = append(slices.Clip(s.env), "KEYGATE_ADMIN_URL="+s.admin)
 	cmd.Dir = s.dir // the CLI finds ./keygate.admin-token there, as in the README
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,7 +120,8 @@ func createKey(t *testing.T, s *server, tenant, name string) (raw, id string) {
 // tryCLI runs the keygate CLI against s and returns its output and error.
 func tryCLI(s *server, args ...string) (string, error) {
 	cmd := exec.Command(keygateBin, append(args, "--output", "json")...)
-	cmd.Env = append(s.env, "KEYGATE_ADMIN_URL="+s.admin)
+	// Clipped: callers run at once, and must not append into one array.
+	cmd.Env = append(slices.Clip(s.env), "KEYGATE_ADMIN_URL="+s.admin)
 	cmd.Dir = s.dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -53,6 +53,7 @@ func (b *Backend) claim(ctx context.Context, reg *registration, held *heldEntry)
 			b.lease.Store(int64(l.ID))
 		}
 		v := b.ackValue()
+		before := b.applied.Load()
 		resp, err := b.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, v, clientv3.WithLease(reg.lease))).
@@ -64,7 +65,7 @@ func (b *Backend) claim(ctx context.Context, reg *registration, held *heldEntry)
 		if err != nil {
 			return err
 		}
-		if err := b.checkHeader(resp.Header); err != nil {
+		if err := b.checkHeader(resp.Header, before); err != nil {
 			b.rewind(err)
 		}
 		if resp.Succeeded {
@@ -189,6 +190,7 @@ func (b *Backend) sync(ctx context.Context, reg *registration) error {
 	if v != reg.value {
 		then = append(then, clientv3.OpPut(key, v, clientv3.WithLease(reg.lease)))
 	}
+	before := b.applied.Load()
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", reg.rev)).
 		Then(then...).Else(clientv3.OpGet(key)).Commit()
@@ -199,7 +201,7 @@ func (b *Backend) sync(ctx context.Context, reg *registration) error {
 	if err != nil {
 		return err
 	}
-	if err := b.checkHeader(resp.Header); err != nil {
+	if err := b.checkHeader(resp.Header, before); err != nil {
 		b.rewind(err)
 		return nil // publish again once the watch starts over
 	}

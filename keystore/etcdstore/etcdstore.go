@@ -251,11 +251,12 @@ func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64
 		if len(t.order) == 0 {
 			return 0, nil
 		}
+		before := b.applied.Load()
 		resp, err := b.cli.Txn(ctx).If(t.compares()...).Then(t.ops()...).Commit()
 		if err != nil {
 			return 0, b.closedErr(fmt.Errorf("%w: etcd commit: %w", keystore.ErrUnavailable, err))
 		}
-		if err := b.checkHeader(resp.Header); err != nil {
+		if err := b.checkHeader(resp.Header, before); err != nil {
 			b.rewind(err)
 		}
 		if resp.Succeeded {
@@ -282,11 +283,12 @@ func (b *Backend) closedErr(err error) error {
 // Ping reads from etcd (a linearizable read, so a member cut off from the
 // quorum fails it).
 func (b *Backend) Ping(ctx context.Context) error {
+	before := b.applied.Load()
 	resp, err := b.cli.Get(ctx, b.data+"meta/", clientv3.WithCountOnly())
 	if err != nil {
 		return fmt.Errorf("%w: etcd %s: %w", keystore.ErrUnavailable, strings.Join(b.cfg.Endpoints, ","), err)
 	}
-	if err := b.checkHeader(resp.Header); err != nil {
+	if err := b.checkHeader(resp.Header, before); err != nil {
 		b.rewind(err)
 	}
 	return nil

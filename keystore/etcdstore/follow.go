@@ -398,11 +398,12 @@ func (b *Backend) waitReplicas(ctx context.Context, rev int64) error {
 		b.peersMu.Lock()
 		changed := b.peersChanged
 		b.peersMu.Unlock()
+		before := b.applied.Load()
 		resp, err := b.cli.Get(ctx, b.replicas, clientv3.WithPrefix())
 		if err != nil {
 			return fmt.Errorf("%w: list replicas: %v", keystore.ErrUnconfirmed, err)
 		}
-		if err := b.checkHeader(resp.Header); err != nil {
+		if err := b.checkHeader(resp.Header, before); err != nil {
 			b.rewind(err)
 		}
 		var waiting []string

@@ -23,12 +23,16 @@ var errRewound = errors.New("etcd history rewound (restored from a snapshot?)")
 // answers of linearizable requests (reads by default, transactions) may be
 // given: a member's own revision lags the cluster's, and so does a lease
 // renewal's (the leader's applied revision), and would look like a rewind.
-func (b *Backend) checkHeader(h *etcdserverpb.ResponseHeader) error {
+// before is b.applied as loaded before the request was sent: the watch
+// may apply revisions newer than the answer while the answer travels, and
+// only a revision this replica had applied before asking is one etcd must
+// still be at.
+func (b *Backend) checkHeader(h *etcdserverpb.ResponseHeader, before int64) error {
 	if err := b.checkCluster(h); err != nil || h == nil {
 		return err
 	}
-	if applied := b.applied.Load(); h.Revision < applied {
-		return fmt.Errorf("%w: etcd is at revision %d, below revision %d this replica applied", errRewound, h.Revision, applied)
+	if h.Revision < before {
+		return fmt.Errorf("%w: etcd is at revision %d, below revision %d this replica applied", errRewound, h.Revision, before)
 	}
 	return nil
 }
@@ -51,11 +55,12 @@ func (b *Backend) verify(ctx context.Context) error {
 	// Loaded before the read: the entry only moves forward, so a write
 	// made meanwhile makes the read newer than want, never older.
 	want := b.entryRev.Load()
+	before := b.applied.Load()
 	resp, err := b.cli.Get(ctx, b.entryKey())
 	if err != nil {
 		return err
 	}
-	if err := b.checkHeader(resp.Header); err != nil {
+	if err := b.checkHeader(resp.Header, before); err != nil {
 		return err
 	}
 	if want == 0 {
