@@ -50,6 +50,17 @@ func newOwnerFlags(m *mgmtCommand) ownerFlags {
 	}
 }
 
+// parse reads the command line (positional args named want) and the
+// owner, returning the positional args and the account's path.
+func (o ownerFlags) parse(m *mgmtCommand, args []string, want ...string) ([]string, string, error) {
+	pos, err := m.parse(args, want...)
+	if err != nil {
+		return nil, "", err
+	}
+	path, err := o.path(m)
+	return pos, path, err
+}
+
 // path is the account's path in the admin API.
 func (o ownerFlags) path(m *mgmtCommand) (string, error) {
 	switch {
@@ -67,10 +78,7 @@ func creditsGet(c *cli) *cobra.Command {
 	m := newMgmtCommand(c, "get (--tenant ID | --org ID | --tenant ID --user ID)", "show an owner's credit account")
 	owner := newOwnerFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
-		if _, err := m.parse(args); err != nil {
-			return err
-		}
-		path, err := owner.path(m)
+		_, path, err := owner.parse(m, args)
 		if err != nil {
 			return err
 		}
@@ -83,17 +91,13 @@ func creditsChange(c *cli, verb, short string) *cobra.Command {
 	m := newMgmtCommand(c, verb+" N (--tenant ID | --org ID | --tenant ID --user ID)", short)
 	owner := newOwnerFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
-		pos, err := m.parse(args, "N")
+		pos, path, err := owner.parse(m, args, "N")
 		if err != nil {
 			return err
 		}
 		n, err := strconv.ParseInt(pos[0], 10, 64)
 		if err != nil {
 			return m.usageErr("%q: want a whole number of credits", pos[0])
-		}
-		path, err := owner.path(m)
-		if err != nil {
-			return err
 		}
 		return show(ctx, m, "POST", path, nil, map[string]int64{verb: n}, printAccount)
 	})
@@ -105,15 +109,12 @@ func creditsRefill(c *cli) *cobra.Command {
 	clearIt := m.fs.Bool("clear", false, "remove the schedule (the balance stays)")
 	owner := newOwnerFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
-		if _, err := m.parse(args); err != nil {
+		_, path, err := owner.parse(m, args)
+		if err != nil {
 			return err
 		}
 		if m.isSet("schedule") == *clearIt {
 			return m.usageErr("give exactly one of --schedule and --clear")
-		}
-		path, err := owner.path(m)
-		if err != nil {
-			return err
 		}
 		var body any = map[string]bool{"clear_refill": true}
 		if !*clearIt {
@@ -131,10 +132,7 @@ func creditsClose(c *cli) *cobra.Command {
 	m := newMgmtCommand(c, "close (--tenant ID | --org ID | --tenant ID --user ID)", "close an owner's account: its keys stop spending from it")
 	owner := newOwnerFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
-		if _, err := m.parse(args); err != nil {
-			return err
-		}
-		path, err := owner.path(m)
+		_, path, err := owner.parse(m, args)
 		if err != nil {
 			return err
 		}
@@ -155,14 +153,11 @@ func creditsUsage(c *cli) *cobra.Command {
 	owner := newOwnerFlags(m)
 	period := newUsageFlags(m)
 	return m.runs(func(ctx context.Context, args []string) error {
-		if _, err := m.parse(args); err != nil {
-			return err
-		}
-		q, err := period.query(m)
+		_, path, err := owner.parse(m, args)
 		if err != nil {
 			return err
 		}
-		path, err := owner.path(m)
+		q, err := period.query(m)
 		if err != nil {
 			return err
 		}

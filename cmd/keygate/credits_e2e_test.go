@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -137,18 +136,7 @@ func TestAccountCreditsReplicas(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "keygate.yaml")
 	writeFile(t, cfg, accountsConfig("store:\n  etcd:\n    endpoints: [\""+strings.Join(node.Endpoints(), "\", \"")+"\"]\n    replica_ttl: 2s\n"))
-	var rs []*server
-	var cs []checker
-	for i := range 3 {
-		rdir := filepath.Join(dir, fmt.Sprint("r", i))
-		if err := os.Mkdir(rdir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		s := startServerWith(t, rdir, replicaEnv(cfg, fmt.Sprint("r", i))...)
-		rs = append(rs, s)
-		cs = append(cs, newChecker(t, s.grpcAddr))
-	}
-	waitReady(t, rs, 15*time.Second)
+	rs, cs := startReplicasOn(t, cfg, 3)
 
 	// Tenants created at the same moment through two replicas: each has
 	// its grant once, as every replica reads it.

@@ -47,8 +47,13 @@ func replicaEnv(cfg, id string) []string {
 // each is ready.
 func startReplicas(t *testing.T, endpoints []string, n int) ([]*server, []checker) {
 	t.Helper()
+	return startReplicasOn(t, etcdConfig(t, t.TempDir(), endpoints), n)
+}
+
+// startReplicasOn is startReplicas with the config file cfg.
+func startReplicasOn(t *testing.T, cfg string, n int) ([]*server, []checker) {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := etcdConfig(t, dir, endpoints)
 	var rs []*server
 	var cs []checker
 	for i := range n {
