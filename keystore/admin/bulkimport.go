@@ -79,6 +79,15 @@ type pendingLine struct {
 	err  error // refused before the store saw it
 }
 
+// lineBatch is a batch of lines read and decoded; err is the read error
+// that ended the body early (nil at its end); last is the number of the
+// last line read.
+type lineBatch struct {
+	lines []pendingLine
+	err   error
+	last  int
+}
+
 func (a *api) bulkImport(w http.ResponseWriter, r *http.Request) error {
 	rc := http.NewResponseController(w)
 	// Outcomes are written while the body is still being read.
@@ -92,15 +101,19 @@ func (a *api) bulkImport(w http.ResponseWriter, r *http.Request) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(importBatchTime))
 	}
 	extend()
-	br := bufio.NewReaderSize(r.Body, maxImportLine+1)
+	// Lines are read and decoded while the batch before commits: both
+	// take CPU, and a server has more than one core.
+	batches := make(chan lineBatch, 1)
+	quit := make(chan struct{})
+	go a.readImportLines(r, batches, quit)
 	var (
 		sum     importSummary
-		batch   []pendingLine
 		started bool
 		enc     = json.NewEncoder(w)
-		lineNo  = 0
+		lineNo  int
+		stop    error
 	)
-	flush := func() error {
+	flush := func(batch []pendingLine) error {
 		if len(batch) == 0 {
 			return nil
 		}
@@ -143,32 +156,24 @@ func (a *api) bulkImport(w http.ResponseWriter, r *http.Request) error {
 				return werr
 			}
 		}
-		batch = batch[:0]
 		_ = rc.Flush()
 		extend()
 		return err
 	}
-	var stop error
-	for {
-		line, tooLong, err := readLine(br)
-		if err != nil && !errors.Is(err, io.EOF) {
+	for b := range batches {
+		if stop != nil {
+			continue // draining: the reader is being stopped
+		}
+		lineNo = b.last
+		if err := flush(b.lines); err != nil {
 			stop = err
-			break
+		} else if b.err != nil {
+			stop = b.err
 		}
-		if len(line) > 0 || tooLong {
-			lineNo++
-			batch = append(batch, a.decodeImportLine(r, lineNo, line, tooLong))
-		} else if !errors.Is(err, io.EOF) {
-			lineNo++ // a blank line keeps its number, and is skipped
-		}
-		if len(batch) == importBatch || errors.Is(err, io.EOF) {
-			if ferr := flush(); ferr != nil {
-				stop = ferr
-				break
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			break
+		if stop != nil {
+			// Unblock a read in progress, and stop the reader.
+			close(quit)
+			_ = rc.SetReadDeadline(time.Now())
 		}
 	}
 	if stop != nil && !started {
@@ -189,6 +194,48 @@ func (a *api) bulkImport(w http.ResponseWriter, r *http.Request) error {
 	// The status is sent: a client that hung up has nothing to be told.
 	_ = enc.Encode(sum)
 	return nil
+}
+
+// readImportLines reads r's body line by line, decodes each line and
+// sends them in batches until the body ends, a read fails or quit is
+// closed; it closes batches when done, so that the handler, which waits
+// for that, returns only once the body is no longer read.
+func (a *api) readImportLines(r *http.Request, batches chan<- lineBatch, quit <-chan struct{}) {
+	defer close(batches)
+	br := bufio.NewReaderSize(r.Body, maxImportLine+1)
+	var (
+		batch  []pendingLine
+		lineNo int
+	)
+	for {
+		line, tooLong, err := readLine(br)
+		eof := errors.Is(err, io.EOF)
+		if err != nil && !eof {
+			// The partial line is dropped: the body was cut off.
+			line, tooLong = nil, false
+		}
+		if len(line) > 0 || tooLong {
+			lineNo++
+			batch = append(batch, a.decodeImportLine(r, lineNo, line, tooLong))
+		} else if err == nil {
+			lineNo++ // a blank line keeps its number, and is skipped
+		}
+		if len(batch) == importBatch || err != nil {
+			b := lineBatch{lines: batch, last: lineNo}
+			if !eof {
+				b.err = err
+			}
+			select {
+			case batches <- b:
+			case <-quit:
+				return
+			}
+			batch = nil
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // readLine reads one line without its end. A line longer than
