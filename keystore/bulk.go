@@ -42,8 +42,9 @@ const (
 // nothing; the other imports of its batch still commit. The org key limit
 // and slots apply as they would to the same imports made one by one in
 // order. The results are in the order of ims. The error is a failure of the
-// store itself: the results before the failed batch hold what committed,
-// the rest are zero.
+// store itself; the results returned with it are those of the batches that
+// committed before it, a prefix of ims (the failed batch may or may not
+// have committed, as with any write the store could not confirm).
 func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, error) {
 	out := make([]ImportResult, len(ims))
 	now := s.now()
@@ -70,9 +71,6 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 		}
 		end, err := s.importBatch(ctx, keys, out, next, now, shared)
 		if err != nil {
-			for i := next; i < len(out); i++ {
-				out[i] = ImportResult{}
-			}
 			return out[:next], fmt.Errorf("import keys: %w", err)
 		}
 		next = end
