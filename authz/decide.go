@@ -247,7 +247,7 @@ func (e *Engine) finish(c *checking, o outcome) Decision {
 		} else {
 			d = e.allow(c.cred, c.strip, c.org)
 		}
-		if c.rl.applied {
+		if c.rl.applied && !e.limits.quietAllows {
 			d.ResponseHeaders = rateHeaders(d.ResponseHeaders, &c.rl, false)
 		}
 		if c.credit >= 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -294,5 +295,32 @@ func TestSharedLimiterPolicy(t *testing.T) {
 	}
 	if down.calls.Load() < 4 {
 		t.Fatalf("the shared limiter was asked %d times", down.calls.Load())
+	}
+}
+
+// TestQuietAllows: with QuietAllows an allowed request's answer carries no
+// rate-limit headers, the limit still counts it, and the 429 that follows
+// carries them all.
+func TestQuietAllows(t *testing.T) {
+	w := newLimitWorld(t)
+	e := w.engine(t, authz.Config{RateLimits: authz.RateLimits{QuietAllows: true, Tiers: map[string]authz.LimitSet{
+		"standard":   authz.One("standard", ratelimit.Limit{Requests: 2, Window: time.Minute}),
+		"enterprise": authz.One("enterprise", ratelimit.Limit{Requests: 100, Window: time.Minute}),
+	}}}, nil)
+	key := map[string]string{"x-api-key": w.std.Secret.Reveal()}
+	for i := range 2 {
+		d := decideFrom(t, e, "", key, nil)
+		if !d.Allow() {
+			t.Fatalf("request %d of 2: %s", i+1, d.Reason)
+		}
+		for _, h := range d.ResponseHeaders {
+			if strings.Contains(h.Name, "ratelimit") {
+				t.Fatalf("allow %d carries %s with QuietAllows", i+1, h.Name)
+			}
+		}
+	}
+	d := decideFrom(t, e, "", key, nil)
+	if d.Reason != authz.ReasonRateLimited || header(d.ResponseHeaders, "x-ratelimit-remaining") != "0" || header(d.ResponseHeaders, "retry-after") == "" {
+		t.Fatalf("third request: %s, headers %v: want a 429 with every rate-limit header", d.Reason, d.ResponseHeaders)
 	}
 }

@@ -26,6 +26,8 @@ type reporting struct {
 	log      *slog.Logger
 	observer Observer
 	access   bool
+	// metadata: gRPC answers carry dynamic metadata (the default).
+	metadata bool
 }
 
 // Option configures an adapter.
@@ -34,6 +36,11 @@ type Option func(*reporting)
 // WithObserver has every decision and its duration reported (metrics).
 func WithObserver(o Observer) Option { return func(r *reporting) { r.observer = o } }
 
+// WithMetadata sets whether gRPC answers carry dynamic metadata (on by
+// default): off, each answer is about a third smaller, for deployments
+// whose access logs and rate-limit descriptors do not read it.
+func WithMetadata(on bool) Option { return func(r *reporting) { r.metadata = on } }
+
 // WithAccessLog logs every decision at Info, allows included.
 func WithAccessLog(on bool) Option { return func(r *reporting) { r.access = on } }
 
@@ -41,7 +48,7 @@ func newReporting(d Decider, log *slog.Logger, opts []Option) reporting {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := reporting{decider: d, log: log}
+	r := reporting{decider: d, log: log, metadata: true}
 	for _, o := range opts {
 		o(&r)
 	}

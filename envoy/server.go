@@ -21,6 +21,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -44,6 +45,33 @@ func NewServer(d Decider, log *slog.Logger, opts ...Option) *Server {
 // CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
+	r, d := s.decide(ctx, req)
+	resp := Response(d)
+	if !s.metadata {
+		resp.DynamicMetadata = nil
+	}
+	s.report(ctx, "grpc", &r, &d, start)
+	return resp, nil
+}
+
+// checkWire is Check as the gRPC server runs it: the answer encoded into
+// a buffer gRPC returns to its pool once sent (see wire.go).
+func (s *Server) checkWire(ctx context.Context, req *authv3.CheckRequest) mem.Buffer {
+	start := time.Now()
+	r, d := s.decide(ctx, req)
+	var meta metaFields
+	if s.metadata {
+		meta = metadataOf(&d)
+	}
+	n := responseSize(&d, &meta)
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(n)
+	*buf = appendResponse((*buf)[:0], &d, &meta)
+	s.report(ctx, "grpc", &r, &d, start)
+	return mem.NewBuffer(buf, pool)
+}
+
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (authz.Request, authz.Decision) {
 	r := requestOf(req)
 	d, err := s.decider.Decide(ctx, &r)
 	if err != nil {
@@ -52,9 +80,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	resp := Response(d)
-	s.report(ctx, "grpc", &r, &d, start)
-	return resp, nil
+	return r, d
 }
 
 // requestOf translates a CheckRequest. Envoy sends lower-case header names;
@@ -158,40 +184,50 @@ var appendFalse = wrapperspb.Bool(false)
 // metadata is emitted by Envoy under envoy.filters.http.ext_authz, for
 // access logs and rate-limit descriptors.
 func metadata(d authz.Decision) *structpb.Struct {
+	m := metadataOf(&d)
 	// Every value lives in one block: three allocations per Check (block,
 	// map, struct) rather than two per field.
 	b := &metaBlock{}
 	fields := make(map[string]*structpb.Value, maxMetaFields+1)
-	n := 0
-	add := func(name, v string) {
-		b.strs[n].StringValue = v
-		b.vals[n].Kind = &b.strs[n]
-		fields[name] = &b.vals[n]
-		n++
+	for i := range m.n {
+		b.strs[i].StringValue = m.value(i)
+		b.vals[i].Kind = &b.strs[i]
+		fields[m.names[i]] = &b.vals[i]
 	}
-	add("decision", string(d.Reason))
-	add("decision_id", authz.FormatID(d.ID))
-	add("route", d.Route)
+	b.num.NumberValue = m.cost
+	b.vals[m.n].Kind = &b.num
+	fields[metaCost] = &b.vals[m.n]
+	return &structpb.Struct{Fields: fields}
+}
+
+// metadataOf lists d's metadata fields.
+func metadataOf(d *authz.Decision) metaFields {
+	var m metaFields
+	m.add("decision", string(d.Reason))
+	m.idAt, m.id = m.n, d.ID
+	m.add("decision_id", "")
+	m.add("route", d.Route)
 	if d.WouldDeny != "" {
-		add("would_deny", string(d.WouldDeny))
+		m.add("would_deny", string(d.WouldDeny))
 	}
 	// Envoy's rate limit filter can build descriptors from these
 	// (metadata actions on envoy.filters.http.ext_authz), so an operator
 	// running envoyproxy/ratelimit can key global limits on them.
 	if c := d.Credential; c != nil {
-		add("tenant_id", c.TenantID)
-		add("api_key_id", c.ID)
-		add("environment", c.Environment)
-		add("rate_limit_tier", c.Tier)
+		m.add("tenant_id", c.TenantID)
+		m.add("api_key_id", c.ID)
+		m.add("environment", c.Environment)
+		m.add("rate_limit_tier", c.Tier)
 		if c.OrgID != "" {
-			add("org_id", c.OrgID)
+			m.add("org_id", c.OrgID)
 		}
 	}
-	b.num.NumberValue = float64(max(d.Cost, 1))
-	b.vals[n].Kind = &b.num
-	fields["cost"] = &b.vals[n]
-	return &structpb.Struct{Fields: fields}
+	m.cost = float64(max(d.Cost, 1))
+	return m
 }
+
+// metaCost names the metadata's one number field, the request's cost.
+const metaCost = "cost"
 
 // maxMetaFields is how many string fields metadata sets at most.
 const maxMetaFields = 9

@@ -54,10 +54,10 @@ func newEngine(t *testing.T, cfg authz.Config) (*keystore.Store, *authz.Engine, 
 
 // start runs the real gRPC server on a loopback port over a real store and
 // returns a client built from go-control-plane's generated types.
-func start(t *testing.T, cfg authz.Config) *harness {
+func start(t *testing.T, cfg authz.Config, opts ...envoy.Option) *harness {
 	t.Helper()
 	s, e, tn := newEngine(t, cfg)
-	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil))
+	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil, opts...))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -449,6 +449,36 @@ func TestRateLimitThroughServer(t *testing.T) {
 	for i := 0; i < 101; i++ {
 		if h.check(t, checkRequest(map[string]string{"x-api-key": ent.Secret.Reveal()})).GetOkResponse() == nil {
 			t.Fatalf("enterprise request %d refused", i+1)
+		}
+	}
+}
+
+// TestMetadataSwitch: with WithMetadata(false) the answers Envoy gets, allow
+// and denial, carry no dynamic metadata and are otherwise unchanged; by
+// default they do.
+func TestMetadataSwitch(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		h := start(t, authz.Config{}, envoy.WithMetadata(on))
+		k := h.key(t, keystore.KeySpec{})
+		allow := h.check(t, checkRequest(map[string]string{"x-api-key": k.Secret.Reveal()}))
+		deny := h.check(t, checkRequest(map[string]string{"x-api-key": "ak_live_nope"}))
+		if allow.GetOkResponse() == nil || deny.GetDeniedResponse().GetStatus().GetCode() != 401 {
+			t.Fatalf("metadata %v: allow %v, deny %v", on, allow, deny)
+		}
+		if got := allow.GetOkResponse().GetHeaders(); len(got) == 0 {
+			t.Fatalf("metadata %v: allow sets no identity headers", on)
+		}
+		for name, resp := range map[string]*authv3.CheckResponse{"allow": allow, "deny": deny} {
+			fields := resp.GetDynamicMetadata().GetFields()
+			if on && fields["decision_id"].GetStringValue() == "" {
+				t.Fatalf("%s with metadata: %v", name, fields)
+			}
+			if !on && resp.GetDynamicMetadata() != nil {
+				t.Fatalf("%s without metadata carries %v", name, fields)
+			}
+		}
+		if on && allow.GetDynamicMetadata().GetFields()["api_key_id"].GetStringValue() != k.ID {
+			t.Fatalf("allow metadata %v, want api_key_id %s", allow.GetDynamicMetadata(), k.ID)
 		}
 	}
 }

@@ -145,7 +145,7 @@ func runServe(ctx context.Context, f serveFlags, c *cli) error {
 	go sweepLimits(ctx, engine)
 	go store.RetainAudit(ctx, time.Duration(cfg.Admin.AuditRetention), log.With("listener", "admin"))
 
-	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access)}
+	reporting := []envoy.Option{envoy.WithObserver(m), envoy.WithAccessLog(cfg.Log.Access), envoy.WithMetadata(cfg.MetadataOn())}
 	decider := tr.Decider(engine)
 	g, err := startListeners(cfg, listenerHandlers{
 		check:   envoy.NewServer(decider, log.With("listener", "grpc"), reporting...),

@@ -182,6 +182,9 @@ type Config struct {
 		// 20/min; requests: -1 turns it off.
 		FailedAuth limitConfig `yaml:"failed_auth"`
 		PerKeyOff  bool        `yaml:"per_key_off"` // false
+		// AllowHeaders: rate-limit headers on allowed requests' responses
+		// (always on 429s).
+		AllowHeaders *bool `yaml:"allow_headers"` // true
 		// Redis shares the key, org and tenant budgets between replicas.
 		Redis struct {
 			Addr         string `yaml:"addr"`          // host:port; empty: budgets per replica
@@ -193,6 +196,12 @@ type Config struct {
 			Prefix   string `yaml:"prefix"` // keygate:rl:
 		} `yaml:"redis"`
 	} `yaml:"rate_limits"`
+	Envoy struct {
+		// DynamicMetadata: gRPC answers carry dynamic metadata (decision,
+		// tenant, key id... under envoy.filters.http.ext_authz). Nil
+		// (unset): true; see MetadataOn.
+		DynamicMetadata *bool `yaml:"dynamic_metadata"`
+	} `yaml:"envoy"`
 	Tracing tracingConfig `yaml:"tracing"` // off
 	Credits creditsConfig `yaml:"credits"` // no accounts granted
 
@@ -750,6 +759,7 @@ func (c *Config) limits(report func(field string, err error)) authz.RateLimits {
 		User:        rl.User.set("user", "rate_limits.user", true, report),
 		FailedAuth:  failed,
 		PerKeyOff:   rl.PerKeyOff,
+		QuietAllows: rl.AllowHeaders != nil && !*rl.AllowHeaders,
 	}
 	if len(rl.Tiers) > 0 {
 		out.Tiers = map[string]authz.LimitSet{}
@@ -793,6 +803,12 @@ func IsLoopback(addr string) bool {
 
 // File is the path the config was read from; empty for the defaults.
 func (c *Config) File() string { return c.file }
+
+// MetadataOn reports whether gRPC answers carry dynamic metadata: on
+// unless envoy.dynamic_metadata is false.
+func (c *Config) MetadataOn() bool {
+	return c.Envoy.DynamicMetadata == nil || *c.Envoy.DynamicMetadata
+}
 
 // ConsoleOn reports whether the admin listener serves the key console: on
 // unless admin.console is false. It grants nothing (the page signs in with

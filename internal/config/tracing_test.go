@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keygate/keygate/internal/telemetry"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
 func TestTracingSettings(t *testing.T) {
@@ -51,6 +52,25 @@ func TestTracingProblemsAtTheirFields(t *testing.T) {
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestAnswerSwitches: envoy.dynamic_metadata and rate_limits.allow_headers
+// are on unless set to false.
+func TestAnswerSwitches(t *testing.T) {
+	for file, want := range map[string]bool{
+		"": true,
+		"envoy:\n  dynamic_metadata: true\nrate_limits:\n  allow_headers: true\n":   true,
+		"envoy:\n  dynamic_metadata: false\nrate_limits:\n  allow_headers: false\n": false,
+	} {
+		cfg, err := Parse("t.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ac := cfg.AuthzConfig(apikey.Format{})
+		if cfg.MetadataOn() != want || ac.RateLimits.QuietAllows == want {
+			t.Errorf("%q: metadata %v, quiet allows %v; want metadata %v", file, cfg.MetadataOn(), ac.RateLimits.QuietAllows, want)
 		}
 	}
 }
