@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/keygate/keygate/internal/vizerror"
@@ -35,6 +36,13 @@ const (
 	maxKeyCompares  = 8
 )
 
+// importLanes is how many batches ImportKeys keeps in flight on a shared
+// backend. Each etcd commit is a consensus round and an fsync, which etcd
+// shares among the proposals that arrive together, and each waits for
+// every replica to apply it: batches that run side by side overlap those
+// waits. bbolt has one writer, so there batches go one at a time.
+const importLanes = 8
+
 // ImportKeys stores many existing keys, each validated exactly as ImportKey
 // validates one, in batches of one transaction each. An import that is
 // refused (a malformed key, a hash already stored or earlier in ims, an
@@ -42,9 +50,15 @@ const (
 // nothing; the other imports of its batch still commit. The org key limit
 // and slots apply as they would to the same imports made one by one in
 // order. The results are in the order of ims. The error is a failure of the
-// store itself; the results returned with it are those of the batches that
-// committed before it, a prefix of ims (the failed batch may or may not
-// have committed, as with any write the store could not confirm).
+// store itself; the results returned with it are a prefix of ims whose
+// batches all committed (imports after it may or may not have been
+// stored, as with any write the store could not confirm: importing them
+// again reports those that were as already stored).
+//
+// On a shared backend several batches commit at once. Imports that could
+// see each other's writes (the same hash, the same org, the same slot)
+// stay in one lane, in the order of ims; lanes share nothing else an
+// import reads, so the results are those of importing one by one.
 func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, error) {
 	out := make([]ImportResult, len(ims))
 	now := s.now()
@@ -64,38 +78,157 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 		}
 	}
 	_, shared := s.b.(Shared)
-	for next := 0; next < len(ims); {
-		if out[next].Err != nil {
-			next++
-			continue
+	n := 1
+	if shared {
+		n = importLanes
+	}
+	lanes := importLanesOf(keys, n)
+	// committed[i]: line i's outcome is settled (refused before any
+	// batch, or its batch committed).
+	committed := make([]bool, len(ims))
+	for i, k := range keys {
+		committed[i] = k == nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for _, lane := range lanes {
+		wg.Go(func() {
+			for next := 0; next < len(lane); {
+				end, err := s.importBatch(ctx, keys, out, lane, next, now, shared)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					cancel() // the other lanes stop at their next batch
+					return
+				}
+				for _, i := range lane[next:end] {
+					committed[i] = true
+				}
+				next = end
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		prefix := 0
+		for prefix < len(ims) && committed[prefix] {
+			prefix++
 		}
-		end, err := s.importBatch(ctx, keys, out, next, now, shared)
-		if err != nil {
-			return out[:next], fmt.Errorf("import keys: %w", err)
-		}
-		next = end
+		return out[:prefix], fmt.Errorf("import keys: %w", firstErr)
 	}
 	return out, nil
 }
 
-// importBatch stores keys from start on in one transaction, as many as
-// one transaction may carry, and returns where the next batch starts.
-func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []ImportResult, start int, now time.Time, shared bool) (int, error) {
-	end := start
+// importLanesOf splits the lines of keys that are still to be stored into
+// at most n lanes, each in the order of keys. Lines that share a hash, an
+// org or a slot (a tenant-level one: an org's slots are the org's) go
+// into one lane, as one of them may decide another's result; the groups
+// so joined are dealt to the lane with the fewest lines so far.
+func importLanesOf(keys []*storedKey, n int) [][]int {
+	if n <= 1 {
+		var lane []int
+		for i, k := range keys {
+			if k != nil {
+				lane = append(lane, i)
+			}
+		}
+		return [][]int{lane}
+	}
+	// Union-find over lines: parent[i] == i for a group's first line.
+	parent := make([]int, len(keys))
+	find := func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	first := map[string]int{} // what lines share → the first line with it
+	join := func(i int, what string) {
+		j, ok := first[what]
+		if !ok {
+			first[what] = i
+			return
+		}
+		if a, b := find(i), find(j); a != b {
+			// The earlier line stays the root: groups are dealt in the
+			// order of their first lines.
+			parent[max(a, b)] = min(a, b)
+		}
+	}
+	for i, k := range keys {
+		parent[i] = i
+		if k == nil {
+			continue
+		}
+		join(i, "h"+string(k.Hash))
+		switch {
+		case k.OrgID != "":
+			join(i, "o"+k.OrgID)
+		case k.Slot != "":
+			join(i, "s"+string(slotKey(&k.Key)))
+		}
+	}
+	size := make([]int, len(keys))
+	for i, k := range keys {
+		if k != nil {
+			size[find(i)]++
+		}
+	}
+	lanes := make([][]int, n)
+	load := make([]int, n)
+	laneOf := make([]int, len(keys))
+	for i, k := range keys {
+		if k == nil {
+			continue
+		}
+		root := find(i)
+		if root == i {
+			l := 0
+			for j := range load {
+				if load[j] < load[l] {
+					l = j
+				}
+			}
+			laneOf[i] = l
+			load[l] += size[i]
+		}
+		l := laneOf[root]
+		lanes[l] = append(lanes[l], i)
+	}
+	var nonEmpty [][]int
+	for _, lane := range lanes {
+		if len(lane) > 0 {
+			nonEmpty = append(nonEmpty, lane)
+		}
+	}
+	return nonEmpty
+}
+
+// importBatch stores the lines lane[next:] in one transaction, as many as
+// one transaction may carry, and returns where in lane the next batch
+// starts.
+func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []ImportResult, lane []int, next int, now time.Time, shared bool) (int, error) {
+	end := next
 	err := s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
+		if err := prefetch(tx, importReads(keys, lane[next:min(next+maxSharedBatch, len(lane))])); err != nil {
+			return err
+		}
 		ct := &countingTx{Tx: tx, read: map[string]bool{}, written: map[string]bool{}}
-		end = start
-		for i := start; i < len(keys); i++ {
-			if shared && i > start && (len(ct.written)+maxKeyWrites > sharedTxnBudget || ct.compares+maxKeyCompares > sharedTxnBudget) {
+		end = next
+		for p := next; p < len(lane); p++ {
+			if shared && p > next && (len(ct.written)+maxKeyWrites > sharedTxnBudget || ct.compares+maxKeyCompares > sharedTxnBudget) {
 				break
 			}
-			if !shared && i-start == boltImportBatch {
+			if !shared && p-next == boltImportBatch {
 				break
 			}
-			end = i + 1
-			if keys[i] == nil {
-				continue // refused before the batch
-			}
+			end = p + 1
+			i := lane[p]
 			err := s.insertTx(ct, touch, keys[i], now)
 			if _, refused := vizerror.As(err); refused || errors.Is(err, ErrNotFound) {
 				// insertTx checks before it writes: tx is as it was.
@@ -110,9 +243,31 @@ func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []Import
 		return nil
 	})
 	if err != nil {
-		return start, err
+		return next, err
 	}
 	return end, nil
+}
+
+// maxSharedBatch bounds how many imports one shared transaction can carry:
+// each writes at least three records (key, hash, tenant index).
+const maxSharedBatch = sharedTxnBudget/3 + 1
+
+// importReads is what insertTx reads first for each of lines (the
+// tenant, the org, the hash index, the slot), for a backend that reads
+// them faster together.
+func importReads(keys []*storedKey, lines []int) []BucketKey {
+	reads := make([]BucketKey, 0, 3*len(lines))
+	for _, i := range lines {
+		k := keys[i]
+		reads = append(reads, BucketKey{bucketTenants, []byte(k.TenantID)}, BucketKey{bucketHashes, k.Hash})
+		if k.OrgID != "" {
+			reads = append(reads, BucketKey{bucketOrgs, []byte(k.OrgID)})
+		}
+		if k.Slot != "" {
+			reads = append(reads, BucketKey{bucketSlots, slotKey(&k.Key)})
+		}
+	}
+	return reads
 }
 
 // countingTx counts what a shared backend's transaction will send at

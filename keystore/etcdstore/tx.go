@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -16,23 +17,33 @@ import (
 // scanPage is how many keys one range read of a Scan fetches.
 const scanPage = 512
 
+// prefetchChunk is how many reads one Prefetch round trip carries: etcd
+// refuses a transaction of more than 128 operations by default (reads
+// included), and a cluster may be configured lower.
+const prefetchChunk = 100
+
+var _ keystore.Prefetcher = (*tx)(nil)
+
 // tx is one attempt at a transaction. Reads see one snapshot (the revision
 // of the first read) plus the transaction's own buffered writes; at commit
 // every read is compared, so the commit fails if anything read changed.
 type tx struct {
-	ctx    context.Context
-	kv     clientv3.KV
-	data   string // key prefix of the buckets
-	track  bool   // record reads for compares (an Update, not a View)
-	rev    int64  // snapshot revision, 0 until the first read
-	reads  map[string]int64
+	ctx   context.Context
+	kv    clientv3.KV
+	data  string // key prefix of the buckets
+	track bool   // record reads for compares (an Update, not a View)
+	rev   int64  // snapshot revision, 0 until the first read
+	reads map[string]int64
+	// seen holds every record read at rev (by Get or Prefetch), so that
+	// a record is fetched once however often the transaction reads it.
+	seen   map[string]seenKV
 	ranges [][2]string
 	writes map[string]*string // nil: deleted
 	order  []string
 }
 
 func newTx(ctx context.Context, kv clientv3.KV, data string, track bool) *tx {
-	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, writes: map[string]*string{}}
+	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, seen: map[string]seenKV{}, writes: map[string]*string{}}
 }
 
 func (t *tx) key(bucket string, key []byte) string {
@@ -72,6 +83,25 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, 
 	return resp, nil
 }
 
+// seenKV is a record as read at the snapshot: rev 0 and a nil value for
+// one that is absent (etcd's mod revision of a missing key is 0, which is
+// what the commit compares then).
+type seenKV struct {
+	rev int64
+	v   []byte
+}
+
+func seenOf(kvs []*mvccpb.KeyValue) seenKV {
+	if len(kvs) != 1 {
+		return seenKV{}
+	}
+	v := kvs[0].Value
+	if v == nil {
+		v = []byte{}
+	}
+	return seenKV{rev: kvs[0].ModRevision, v: v}
+}
+
 func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 	k := t.key(bucket, key)
 	if w, ok := t.writes[k]; ok {
@@ -80,22 +110,74 @@ func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 		}
 		return []byte(*w), nil
 	}
-	resp, err := t.get(k)
-	if err != nil {
-		return nil, fmt.Errorf("%w: etcd get: %w", keystore.ErrUnavailable, err)
-	}
-	var rev int64
-	var v []byte
-	if len(resp.Kvs) == 1 {
-		rev, v = resp.Kvs[0].ModRevision, resp.Kvs[0].Value
-		if v == nil {
-			v = []byte{}
+	r, ok := t.seen[k]
+	if !ok {
+		resp, err := t.get(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: etcd get: %w", keystore.ErrUnavailable, err)
 		}
+		r = seenOf(resp.Kvs)
+		t.seen[k] = r
 	}
 	if t.track {
-		t.reads[k] = rev
+		t.reads[k] = r.rev
 	}
-	return v, nil
+	return r.v, nil
+}
+
+// Prefetch reads every record of reads not yet read or written, in
+// transactions of prefetchChunk reads at the snapshot revision (the first
+// one sets it when nothing was read before). Only Get puts a record in
+// the read set compared at commit.
+func (t *tx) Prefetch(reads []keystore.BucketKey) error {
+	var keys []string
+	queued := map[string]bool{}
+	for _, r := range reads {
+		k := t.key(r.Bucket, r.Key)
+		if _, ok := t.seen[k]; ok || queued[k] {
+			continue
+		}
+		if _, ok := t.writes[k]; ok {
+			continue
+		}
+		queued[k] = true
+		keys = append(keys, k)
+	}
+	for len(keys) > 0 {
+		chunk := keys[:min(prefetchChunk, len(keys))]
+		keys = keys[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, k := range chunk {
+			var opts []clientv3.OpOption
+			if t.rev != 0 {
+				opts = append(opts, clientv3.WithRev(t.rev))
+			}
+			ops[i] = clientv3.OpGet(k, opts...)
+		}
+		if t.ctx.Err() != nil {
+			return t.ctx.Err()
+		}
+		resp, err := t.kv.Txn(t.ctx).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("%w: etcd prefetch: %w", keystore.ErrUnavailable, err)
+		}
+		if len(resp.Responses) != len(chunk) {
+			return fmt.Errorf("%w: etcd prefetch: %d answers to %d reads", keystore.ErrUnavailable, len(resp.Responses), len(chunk))
+		}
+		if t.rev == 0 {
+			// A transaction that only reads reads at the revision its
+			// header carries.
+			t.rev = resp.Header.Revision
+		}
+		for i, k := range chunk {
+			rr := resp.Responses[i].GetResponseRange()
+			if rr == nil {
+				return fmt.Errorf("%w: etcd prefetch: answer %d is not a range", keystore.ErrUnavailable, i)
+			}
+			t.seen[k] = seenOf(rr.Kvs)
+		}
+	}
+	return nil
 }
 
 func (t *tx) buffer(k string, v *string) error {

@@ -1,0 +1,30 @@
+package keystore
+
+// Prefetcher is a Tx that can read many records in one round trip. A
+// backend whose every read is a network round trip (etcd) offers it; one
+// that reads from memory (bbolt) need not.
+//
+// Prefetch reads reads at the transaction's snapshot and keeps them, so
+// that the Gets of them that follow are answered without a round trip,
+// with what a Get would have answered then. It is only a hint: a record
+// prefetched and never read with Get plays no part in the transaction
+// (a shared backend compares at commit only what Get returned), and a
+// record the transaction wrote is still read as written.
+type Prefetcher interface {
+	Prefetch(reads []BucketKey) error
+}
+
+// BucketKey names one record.
+type BucketKey struct {
+	Bucket string
+	Key    []byte
+}
+
+// prefetch hands reads to tx when it can take them.
+func prefetch(tx Tx, reads []BucketKey) error {
+	p, ok := tx.(Prefetcher)
+	if !ok || len(reads) == 0 {
+		return nil
+	}
+	return p.Prefetch(reads)
+}
