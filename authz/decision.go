@@ -8,7 +8,10 @@ import (
 )
 
 // Request is what the core needs to know about one HTTP request, whatever
-// proxy asked. Adapters fill it; the core never sees their types.
+// proxy asked. Adapters fill it; the core never sees their types. Its
+// strings may share memory with the whole message the proxy sent (the gRPC
+// adapter reads them in place): what outlives a decision (a cache entry, a
+// map key) is cloned first, so that it does not keep the message alive.
 type Request struct {
 	Method string
 	// Path is the request target as the proxy saw it, including any raw

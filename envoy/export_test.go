@@ -9,7 +9,8 @@ import (
 // CheckWire runs the gRPC server's Check (the encoded answer) for
 // benchmarks and returns the answer's length, its buffer back to the pool.
 func CheckWire(s *Server, ctx context.Context, req *authv3.CheckRequest) int {
-	b := s.checkWire(ctx, req)
+	r := requestOf(req)
+	b := s.checkWire(ctx, &r)
 	n := b.Len()
 	b.Free()
 	return n

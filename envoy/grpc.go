@@ -61,27 +61,28 @@ var checkService = grpc.ServiceDesc{
 var checkInfo = &grpc.UnaryServerInfo{FullMethod: authv3.Authorization_Check_FullMethodName}
 
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(authv3.CheckRequest)
+	in := new(wireRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	s := srv.(*Server)
 	if interceptor == nil {
-		return s.checkWire(ctx, in), nil
+		return s.checkWire(ctx, &in.Request), nil
 	}
 	info := *checkInfo
 	info.Server = srv
 	return interceptor(ctx, in, &info, func(ctx context.Context, req any) (any, error) {
-		r, ok := req.(*authv3.CheckRequest)
+		r, ok := req.(*wireRequest)
 		if !ok {
 			return nil, fmt.Errorf("check: an interceptor replaced the request with %T", req)
 		}
-		return s.checkWire(ctx, r), nil
+		return s.checkWire(ctx, &r.Request), nil
 	})
 }
 
-// wireCodec is gRPC's proto codec, except for answers already encoded (a
-// mem.Buffer from checkWire), which it sends as they are.
+// wireCodec is gRPC's proto codec, except for a Check: its request is read
+// straight from the wire into a wireRequest (see wirerequest.go), and its
+// answer, already encoded (a mem.Buffer from checkWire), is sent as it is.
 type wireCodec struct{ encoding.CodecV2 }
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -89,4 +90,12 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return mem.BufferSlice{b}, nil
 	}
 	return c.CodecV2.Marshal(v)
+}
+
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if w, ok := v.(*wireRequest); ok {
+		// The copy outlives data, which gRPC reuses once this returns.
+		return decodeRequest(data.Materialize(), w)
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }

@@ -45,7 +45,8 @@ func NewServer(d Decider, log *slog.Logger, opts ...Option) *Server {
 // CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	r, d := s.decide(ctx, req)
+	r := requestOf(req)
+	d := s.decide(ctx, &r)
 	resp := Response(d)
 	if !s.metadata {
 		resp.DynamicMetadata = nil
@@ -56,9 +57,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 // checkWire is Check as the gRPC server runs it: the answer encoded into
 // a buffer gRPC returns to its pool once sent (see wire.go).
-func (s *Server) checkWire(ctx context.Context, req *authv3.CheckRequest) mem.Buffer {
+func (s *Server) checkWire(ctx context.Context, r *authz.Request) mem.Buffer {
 	start := time.Now()
-	r, d := s.decide(ctx, req)
+	d := s.decide(ctx, r)
 	var meta metaFields
 	if s.metadata {
 		meta = metadataOf(&d)
@@ -67,20 +68,19 @@ func (s *Server) checkWire(ctx context.Context, req *authv3.CheckRequest) mem.Bu
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(n)
 	*buf = appendResponse((*buf)[:0], &d, &meta)
-	s.report(ctx, "grpc", &r, &d, start)
+	s.report(ctx, "grpc", r, &d, start)
 	return mem.NewBuffer(buf, pool)
 }
 
-func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (authz.Request, authz.Decision) {
-	r := requestOf(req)
-	d, err := s.decider.Decide(ctx, &r)
+func (s *Server) decide(ctx context.Context, r *authz.Request) authz.Decision {
+	d, err := s.decider.Decide(ctx, r)
 	if err != nil {
 		// The decision is already the fail-closed denial; the cause is for
 		// operators. It never contains the key: the core does not put it in
 		// errors.
 		s.log.LogAttrs(ctx, slog.LevelError, "check failed closed", slog.String("error", err.Error()))
 	}
-	return r, d
+	return d
 }
 
 // requestOf translates a CheckRequest. Envoy sends lower-case header names;
