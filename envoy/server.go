@@ -64,10 +64,10 @@ func (s *Server) checkWire(ctx context.Context, r *authz.Request) mem.Buffer {
 	if s.metadata {
 		meta = metadataOf(&d)
 	}
-	n := responseSize(&d, &meta)
+	sz := responseSize(&d, &meta)
 	pool := mem.DefaultBufferPool()
-	buf := pool.Get(n)
-	*buf = appendResponse((*buf)[:0], &d, &meta)
+	buf := pool.Get(sz.total)
+	*buf = appendResponse((*buf)[:0], &d, &meta, sz)
 	s.report(ctx, "grpc", r, &d, start)
 	return mem.NewBuffer(buf, pool)
 }

@@ -65,7 +65,7 @@ func AppendResponse(b []byte, d *authz.Decision, metadata bool) []byte {
 	if metadata {
 		meta = metadataOf(d)
 	}
-	return appendResponse(b, d, &meta)
+	return appendResponse(b, d, &meta, responseSize(d, &meta))
 }
 
 // ResponseSize is len(AppendResponse(nil, d, metadata)).
@@ -74,14 +74,20 @@ func ResponseSize(d *authz.Decision, metadata bool) int {
 	if metadata {
 		meta = metadataOf(d)
 	}
-	return responseSize(d, &meta)
+	return responseSize(d, &meta).total
 }
 
-func appendResponse(b []byte, d *authz.Decision, meta *metaFields) []byte {
+// sizes are the lengths of a response and of its two largest parts, so
+// that writing it measures each part once.
+type sizes struct {
+	total, answer, meta int // answer: the ok_response or denied_response
+}
+
+func appendResponse(b []byte, d *authz.Decision, meta *metaFields, sz sizes) []byte {
 	if d.Kind == authz.KindAllow {
 		b = appendMessage(b, fResponseStatus, statusSize(int64(code.Code_OK), ""))
 		b = appendStatus(b, int64(code.Code_OK), "")
-		b = appendMessage(b, fResponseOK, okSize(d))
+		b = appendMessage(b, fResponseOK, sz.answer)
 		b = appendOptions(b, fOKHeaders, d.Set, nil)
 		for _, name := range d.Remove {
 			b = protowire.AppendTag(b, fOKRemove, protowire.BytesType)
@@ -92,7 +98,7 @@ func appendResponse(b []byte, d *authz.Decision, meta *metaFields) []byte {
 		c, msg := int64(grpcCode(d.Status)), string(d.Reason)
 		b = appendMessage(b, fResponseStatus, statusSize(c, msg))
 		b = appendStatus(b, c, msg)
-		b = appendMessage(b, fResponseDenied, deniedSize(d))
+		b = appendMessage(b, fResponseDenied, sz.answer)
 		b = appendMessage(b, fDeniedStatus, scalarSize(fHTTPStatusCode, uint64(d.Status)))
 		b = appendScalar(b, fHTTPStatusCode, uint64(d.Status))
 		b = appendOptions(b, fDeniedHeaders, d.ResponseHeaders, nil)
@@ -100,23 +106,26 @@ func appendResponse(b []byte, d *authz.Decision, meta *metaFields) []byte {
 		b = appendString(b, fDeniedBody, d.Body)
 	}
 	if meta.n > 0 {
-		b = appendMessage(b, fResponseMetadata, meta.size())
+		b = appendMessage(b, fResponseMetadata, sz.meta)
 		b = meta.append(b)
 	}
 	return b
 }
 
-func responseSize(d *authz.Decision, meta *metaFields) int {
-	var n int
+func responseSize(d *authz.Decision, meta *metaFields) sizes {
+	var sz sizes
 	if d.Kind == authz.KindAllow {
-		n = messageSize(fResponseStatus, statusSize(int64(code.Code_OK), "")) + messageSize(fResponseOK, okSize(d))
+		sz.answer = okSize(d)
+		sz.total = messageSize(fResponseStatus, statusSize(int64(code.Code_OK), "")) + messageSize(fResponseOK, sz.answer)
 	} else {
-		n = messageSize(fResponseStatus, statusSize(int64(grpcCode(d.Status)), string(d.Reason))) + messageSize(fResponseDenied, deniedSize(d))
+		sz.answer = deniedSize(d)
+		sz.total = messageSize(fResponseStatus, statusSize(int64(grpcCode(d.Status)), string(d.Reason))) + messageSize(fResponseDenied, sz.answer)
 	}
 	if meta.n > 0 {
-		n += messageSize(fResponseMetadata, meta.size())
+		sz.meta = meta.size()
+		sz.total += messageSize(fResponseMetadata, sz.meta)
 	}
-	return n
+	return sz
 }
 
 func okSize(d *authz.Decision) int {
@@ -195,13 +204,17 @@ func headerSize(h *authz.Header) int {
 
 // optionSize: the header, append as an empty BoolValue (false, present),
 // and append_action.
-func optionSize(h *authz.Header) int {
-	return messageSize(fOptionHeader, headerSize(h)) + messageSize(fOptionAppend, 0) + scalarSize(fOptionAppendAction, overwriteAction)
+func optionSize(h *authz.Header) int { return optionSizeOf(headerSize(h)) }
+
+// optionSizeOf is optionSize of a header of encoded length n.
+func optionSizeOf(n int) int {
+	return messageSize(fOptionHeader, n) + messageSize(fOptionAppend, 0) + scalarSize(fOptionAppendAction, overwriteAction)
 }
 
 func appendOption(b []byte, field protowire.Number, h *authz.Header) []byte {
-	b = appendMessage(b, field, optionSize(h))
-	b = appendMessage(b, fOptionHeader, headerSize(h))
+	n := headerSize(h)
+	b = appendMessage(b, field, optionSizeOf(n))
+	b = appendMessage(b, fOptionHeader, n)
 	b = appendString(b, fHeaderKey, h.Name)
 	b = appendString(b, fHeaderValue, h.Value)
 	b = appendMessage(b, fOptionAppend, 0)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,7 +22,7 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	// grpc counts and times every call of the gRPC server.
-	grpc          *grpcprom.ServerMetrics
+	grpc          *grpcMetrics
 	adminRequests *prometheus.CounterVec
 }
 

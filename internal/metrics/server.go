@@ -3,7 +3,6 @@ package metrics
 import (
 	"strconv"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
@@ -15,26 +14,19 @@ import (
 // cache and up to the store's lookup_timeout on a miss.
 var checkBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
 
-// newGRPCMetrics counts and times every gRPC call by service, method and
-// code (grpc_server_handled_total, grpc_server_handling_seconds, ...): the
-// Checks Envoy sends, the health probes and reflection.
-func newGRPCMetrics() *grpcprom.ServerMetrics {
-	return grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(checkBuckets)))
-}
-
 // GRPCServerOptions are the interceptors that feed the gRPC server
 // metrics; pass them to the server, then call InitGRPC.
 func (m *Metrics) GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(m.grpc.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.grpc.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(m.grpc.unary),
+		grpc.ChainStreamInterceptor(m.grpc.stream),
 	}
 }
 
 // InitGRPC starts every method of s at zero, so that a rate over a
 // method's first errors is not lost to a series that did not exist yet.
 func (m *Metrics) InitGRPC(s reflection.ServiceInfoProvider) {
-	m.grpc.InitializeMetrics(s)
+	m.grpc.initialize(s)
 }
 
 // unrouted is the route label of an admin request no route matched: the
