@@ -463,7 +463,7 @@ func (s *Store) AccountUsage(ctx context.Context, o Owner, from, to time.Time, g
 		return scanIDs(tx, bucket, parent, func(id string) error {
 			if o.Kind == AccountUser {
 				var k storedKey
-				if found, err := getJSON(tx, bucketKeys, id, &k); err != nil || !found || k.UserID != o.UserID {
+				if found, err := getKeyRecord(tx, id, &k); err != nil || !found || k.UserID != o.UserID {
 					return err
 				}
 			}

@@ -91,7 +91,7 @@ const (
 	bucketMeta         = "meta"
 	bucketTenants      = "tenants"
 	bucketOrgs         = "orgs"
-	bucketKeys         = "keys"           // key id -> storedKey JSON
+	bucketKeys         = "keys"           // key id -> storedKey (keycodec.go)
 	bucketHashes       = "key_hashes"     // sha256 -> key id
 	bucketKeysByTenant = "keys_by_tenant" // tenant id/key id -> empty
 	bucketKeysByOrg    = "keys_by_org"    // org id/key id -> empty
@@ -125,34 +125,6 @@ var Buckets = []string{bucketMeta, bucketTenants, bucketOrgs, bucketKeys, bucket
 // creates them; a read-only open (keygate check) reads them as empty
 // rather than refuse a store that was valid when it was written.
 var addedBuckets = map[string]bool{bucketUsers: true, bucketAdminTokens: true, bucketAdminTokenHashes: true, bucketAudit: true, bucketUsage: true, bucketAccounts: true}
-
-var (
-	metaSchemaVersion = []byte("schema_version")
-	schemaVersion     = []byte("1")
-)
-
-// checkSchema fails unless the backend holds this build's schema; with
-// create, an empty backend is given it.
-func checkSchema(ctx context.Context, b Backend, create bool) error {
-	check := func(tx Tx) error {
-		v, err := tx.Get(bucketMeta, metaSchemaVersion)
-		switch {
-		case err != nil:
-			return err
-		case v == nil && create:
-			return tx.Put(bucketMeta, metaSchemaVersion, schemaVersion)
-		case v == nil:
-			return fmt.Errorf("no schema version: not a keygate store")
-		case string(v) != string(schemaVersion):
-			return fmt.Errorf("schema version %s, this build reads %s", v, schemaVersion)
-		}
-		return nil
-	}
-	if !create {
-		return b.View(ctx, check)
-	}
-	return b.Update(ctx, check)
-}
 
 func getJSON(tx Tx, bucket, id string, v any) (bool, error) {
 	raw, err := tx.Get(bucket, []byte(id))

@@ -273,7 +273,7 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 			return err
 		}
 		var k storedKey
-		found, err := getJSON(tx, bucketKeys, string(id), &k)
+		found, err := getKeyRecord(tx, string(id), &k)
 		if err != nil {
 			return err
 		}

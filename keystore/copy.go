@@ -28,10 +28,10 @@ type CopyStats struct {
 // flush interval of them.
 func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 	var st CopyStats
-	if err := checkSchema(ctx, src, false); err != nil {
+	if err := checkSchema(ctx, src, false, nil); err != nil {
 		return st, fmt.Errorf("copy from %s: %w", src, err)
 	}
-	if err := checkSchema(ctx, dst, true); err != nil {
+	if err := checkSchema(ctx, dst, true, nil); err != nil {
 		return st, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	err := dst.View(ctx, func(tx Tx) error {
@@ -81,7 +81,7 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 				bucket = b
 			}
 			// Slices are valid only inside the transaction.
-			batch = append(batch, kv{append([]byte(nil), k...), append([]byte{}, v...)})
+			batch = append(batch, kv{append([]byte(nil), k...), copyValue(b, k, v)})
 			if len(batch) == copyChunk {
 				return flush()
 			}
@@ -126,4 +126,17 @@ func scanAll(tx Tx, withMeta bool, st *CopyStats, fn func(bucket string, k, v []
 		}
 	}
 	return nil
+}
+
+// copyValue is v as Copy writes it to a store of this build's schema: a
+// key record of schema 1 (JSON) in the binary form, anything else as it
+// is (a record that cannot be decoded too: copied, not lost).
+func copyValue(bucket string, k, v []byte) []byte {
+	if bucket == bucketKeys && isJSONRecord(v) {
+		var sk storedKey
+		if decodeKeyRecord(string(k), v, &sk) == nil {
+			return encodeKeyRecord(nil, &sk)
+		}
+	}
+	return append([]byte{}, v...)
 }

@@ -600,7 +600,7 @@ func (s *Store) giveBack(todo []giveBack) error {
 func balanceRecord(tx Tx, id string) (k storedKey, owner string, found bool, err error) {
 	for hops := 0; ; hops++ {
 		k = storedKey{}
-		if found, err = getJSON(tx, bucketKeys, id, &k); err != nil || !found || k.CreditsOwner == "" || hops == 8 {
+		if found, err = getKeyRecord(tx, id, &k); err != nil || !found || k.CreditsOwner == "" || hops == 8 {
 			return k, id, found, err
 		}
 		id = k.CreditsOwner
@@ -625,7 +625,7 @@ func loadMeter(tx Tx, id string) (meterRecord, bool, error) {
 	}
 	k, owner, found, err := balanceRecord(tx, id)
 	kp := &k
-	return meterRecord{m: &kp.Meter, owner: owner, put: func(tx Tx) error { return putJSON(tx, bucketKeys, owner, kp) }}, found, err
+	return meterRecord{m: &kp.Meter, owner: owner, put: func(tx Tx) error { return putKeyRecord(tx, owner, kp) }}, found, err
 }
 
 // balanceName names a ledger id in errors and logs.

@@ -22,8 +22,8 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			s.cache.invalidate(apikey.Hash(key))
 		}
 	case bucketKeys:
-		cur, curOK := decodeKey(value)
-		old, oldOK := decodeKey(prev)
+		cur, curOK := decodeKey(key, value)
+		old, oldOK := decodeKey(key, prev)
 		switch {
 		case curOK:
 			s.ledger.rebase(cur.ID, &cur.Meter, cur.CreditsOwner)
@@ -82,12 +82,14 @@ func (f follower) Reset() {
 	f.s.ledger.forget()
 }
 
-func decodeKey(raw []byte) (*storedKey, bool) {
+// decodeKey reads a followed key record, in either form: an older
+// replica may still write JSON.
+func decodeKey(id, raw []byte) (*storedKey, bool) {
 	if raw == nil {
 		return nil, false
 	}
 	var k storedKey
-	if json.Unmarshal(raw, &k) != nil {
+	if decodeKeyRecord(string(id), raw, &k) != nil {
 		return nil, false
 	}
 	return &k, true

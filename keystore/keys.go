@@ -379,7 +379,7 @@ func (s *Store) orgFull(tx Tx, orgID string, now time.Time, except string) (bool
 // putKey writes a key record; with index it also writes its index entries
 // (for a new key).
 func putKey(tx Tx, k *storedKey, index bool) error {
-	if err := putJSON(tx, bucketKeys, k.ID, k); err != nil {
+	if err := putKeyRecord(tx, k.ID, k); err != nil {
 		return err
 	}
 	if !index {
@@ -402,9 +402,27 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 	return nil
 }
 
+// putKeyRecord writes k's record under id in the binary form.
+func putKeyRecord(tx Tx, id string, k *storedKey) error {
+	return tx.Put(bucketKeys, []byte(id), encodeKeyRecord(nil, k))
+}
+
+// getKeyRecord reads the record of key id, in either form, into k.
+func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
+	raw, err := tx.Get(bucketKeys, []byte(id))
+	if err != nil || raw == nil {
+		*k = storedKey{}
+		return false, err
+	}
+	if err := decodeKeyRecord(id, raw, k); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 func getKey(tx Tx, id string) (storedKey, error) {
 	var k storedKey
-	found, err := getJSON(tx, bucketKeys, id, &k)
+	found, err := getKeyRecord(tx, id, &k)
 	if err != nil {
 		return storedKey{}, err
 	}

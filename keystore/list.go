@@ -90,7 +90,14 @@ func (s *Store) CountKeys(ctx context.Context) (map[State]int, error) {
 	now := s.now()
 	out := map[State]int{StateActive: 0, StateInactive: 0, StateRevoked: 0, StateExpired: 0}
 	err := s.view(ctx, func(tx Tx) error {
-		return forEachJSON(tx, bucketKeys, func(k *storedKey) { out[k.StateAt(now)]++ })
+		var k storedKey
+		return tx.Scan(bucketKeys, nil, nil, func(id, v []byte) (bool, error) {
+			if err := decodeKeyRecord(string(id), v, &k); err != nil {
+				return false, err
+			}
+			out[k.StateAt(now)]++
+			return true, nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count keys: %w", err)

@@ -269,7 +269,7 @@ func New(b Backend, opts Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := checkSchema(ctx, b, !opts.ReadOnly); err != nil {
+	if err := checkSchema(ctx, b, !opts.ReadOnly, opts.Logger); err != nil {
 		if !later || !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
 			return fail(err)
 		}
@@ -303,7 +303,7 @@ func (s *Store) openLater(ctx context.Context) {
 		}
 		delay = min(2*delay, 5*time.Second)
 		cctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err := checkSchema(cctx, s.b, !s.opts.ReadOnly)
+		err := checkSchema(cctx, s.b, !s.opts.ReadOnly, s.opts.Logger)
 		cancel()
 		if err == nil {
 			s.opening.Store(nil)

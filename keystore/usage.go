@@ -183,7 +183,7 @@ func (u *usage) write(batch map[string]time.Time, ids []string) error {
 		for _, id := range ids {
 			at := batch[id]
 			var k storedKey
-			found, err := getJSON(tx, bucketKeys, id, &k)
+			found, err := getKeyRecord(tx, id, &k)
 			if err != nil {
 				return err
 			}
@@ -192,7 +192,7 @@ func (u *usage) write(batch map[string]time.Time, ids []string) error {
 			}
 			at = at.UTC()
 			k.LastUsedAt = &at
-			if err := putJSON(tx, bucketKeys, id, &k); err != nil {
+			if err := putKeyRecord(tx, id, &k); err != nil {
 				return err
 			}
 		}
