@@ -2,6 +2,8 @@ package envoy
 
 import (
 	"context"
+	"maps"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,6 +76,41 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 		if resp.GetDeniedResponse().GetStatus().GetCode() == 0 {
 			t.Fatalf("denial without an HTTP status (Envoy would answer 403): %v", resp)
+		}
+	})
+}
+
+// FuzzFoldHeaders: folding net/http's headers gives what authz.AddHeader
+// gives one header at a time (lower-case names, repeated values joined in
+// order), whatever the names' case or bytes.
+func FuzzFoldHeaders(f *testing.F) {
+	f.Add("X-Api-Key", "a", "x-api-key", "b", "c")
+	f.Add("X-Forwarded-For", "1.2.3.4", "X_Forwarded_For", "5", "")
+	f.Add("Émoji", "v", "émoji", "w", "x")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, v3 string) {
+		h := http.Header{k1: {v1, v3}}
+		h[k2] = append(h[k2], v2)
+		got := foldHeaders(h)
+		// The reference reads h in the same order as foldHeaders did:
+		// map order decides which of two spellings of a name comes first.
+		want := map[string]string{}
+		for k, vs := range h {
+			for _, v := range vs {
+				authz.AddHeader(want, k, v)
+			}
+		}
+		if len(h) == 1 || strings.ToLower(k1) != strings.ToLower(k2) {
+			if !maps.Equal(got, want) {
+				t.Fatalf("foldHeaders(%q) = %q, want %q", h, got, want)
+			}
+			return
+		}
+		// Two spellings of one name: the joined value holds every value,
+		// in one of the two orders.
+		name := strings.ToLower(k1)
+		a, b := strings.Join(h[k1], ","), strings.Join(h[k2], ",")
+		if len(got) != 1 || got[name] != a+","+b && got[name] != b+","+a {
+			t.Fatalf("foldHeaders(%q) = %q", h, got)
 		}
 	})
 }

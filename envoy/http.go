@@ -2,9 +2,12 @@ package envoy
 
 import (
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/keygate/keygate/authz"
 )
@@ -132,15 +135,90 @@ func unroutable(h http.Header, names ...string) string {
 }
 
 // foldHeaders gives the core the shape Envoy's CheckRequest has: lower-case
-// names, a repeated header joined with ",".
+// names, a repeated header joined with ",". The lower-case names are
+// written into one buffer (net/http's are canonical, "X-Api-Key"), rather
+// than allocated one by one.
 func foldHeaders(h http.Header) map[string]string {
+	n := 0
+	for k := range h {
+		n += len(k)
+	}
+	names := make([]byte, 0, n)
 	out := make(map[string]string, len(h))
 	for k, vs := range h {
+		var name string
+		if ascii(k) {
+			start := len(names)
+			for i := 0; i < len(k); i++ {
+				c := k[i]
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				names = append(names, c)
+			}
+			// names never grows past its capacity, so the name's bytes
+			// stay where they are and are never written again.
+			name = unsafe.String(unsafe.SliceData(names[start:]), len(k))
+		} else {
+			// net/http refuses such names; lower-cased as AddHeader
+			// would, should one arrive.
+			name = strings.ToLower(k)
+		}
 		for _, v := range vs {
-			authz.AddHeader(out, k, v)
+			if prev, ok := out[name]; ok {
+				v = prev + "," + v
+			}
+			out[name] = v
 		}
 	}
 	return out
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// canonical caches http.CanonicalHeaderKey of the names answers carry:
+// the identity and rate-limit headers of the config, a bounded set, so a
+// Check does not canonicalize each of them again.
+var canonical atomic.Pointer[map[string]string]
+
+// maxCanonical bounds the cache, should names ever come from elsewhere.
+const maxCanonical = 256
+
+func canonicalKey(name string) string {
+	m := canonical.Load()
+	if m != nil {
+		if c, ok := (*m)[name]; ok {
+			return c
+		}
+	}
+	c := http.CanonicalHeaderKey(name)
+	if m == nil || len(*m) < maxCanonical {
+		next := make(map[string]string, 16)
+		if m != nil {
+			maps.Copy(next, *m)
+		}
+		next[strings.Clone(name)] = c
+		// A concurrent writer may replace this one: a name lost is
+		// canonicalized again next time, nothing more.
+		canonical.Store(&next)
+	}
+	return c
+}
+
+// setHeaders sets hs on out, every value in one allocation.
+func setHeaders(out http.Header, hs []authz.Header) {
+	vals := make([]string, len(hs))
+	for i, s := range hs {
+		vals[i] = s.Value
+		out[canonicalKey(s.Name)] = vals[i : i+1 : i+1]
+	}
 }
 
 // writeAllow answers 200 with the upstream headers as headers of the
@@ -149,12 +227,8 @@ func foldHeaders(h http.Header) map[string]string {
 // client's. more adds a dialect's own headers.
 func writeAllow(w http.ResponseWriter, d *authz.Decision, more func(http.Header)) {
 	out := w.Header()
-	for _, s := range d.Set {
-		out.Set(s.Name, s.Value)
-	}
-	for _, s := range d.ResponseHeaders {
-		out.Set(s.Name, s.Value)
-	}
+	setHeaders(out, d.Set)
+	setHeaders(out, d.ResponseHeaders)
 	if more != nil {
 		more(out)
 	}
@@ -166,9 +240,7 @@ func writeAllow(w http.ResponseWriter, d *authz.Decision, more func(http.Header)
 // the request would reach the backend without an identity.
 func writeAnswer(w http.ResponseWriter, d *authz.Decision, status int) {
 	out := w.Header()
-	for _, s := range d.ResponseHeaders {
-		out.Set(s.Name, s.Value)
-	}
+	setHeaders(out, d.ResponseHeaders)
 	out.Set(authz.DecisionIDHeader, authz.FormatID(d.ID))
 	w.WriteHeader(status)
 	if d.Body != "" {
