@@ -1,0 +1,27 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestRun keeps the program running in CI: a small store, every sampled
+// key allowed, every figure reported.
+func TestRun(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"-keys", "3000", "-sample", "200", "-tenants", "3", "-batch", "1000", "-dir", t.TempDir()}, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{"keys:        3000 over 3 tenants", "bytes per key", "first Check answered", "uncached:    199 Checks", "cached:      200 Checks", "memory:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRefusesBadSettings(t *testing.T) {
+	if err := run([]string{"-keys", "0"}, &bytes.Buffer{}); err == nil {
+		t.Fatal("-keys 0 accepted")
+	}
+}
