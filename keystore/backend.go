@@ -92,7 +92,7 @@ const (
 	bucketTenants      = "tenants"
 	bucketOrgs         = "orgs"
 	bucketKeys         = "keys"           // key id -> storedKey (keycodec.go)
-	bucketHashes       = "key_hashes"     // sha256 -> key id
+	bucketHashes       = "key_hashes"     // sha256 -> key id (encodeIndexID)
 	bucketKeysByTenant = "keys_by_tenant" // tenant id/key id -> empty
 	bucketKeysByOrg    = "keys_by_org"    // org id/key id -> empty
 	bucketSlots        = "slots"          // tenant id/org id/slot -> key id

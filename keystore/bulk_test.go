@@ -154,9 +154,13 @@ func checkIndexes(t *testing.T, s *Store) {
 			return err
 		}
 		hashes := 0
-		err = tx.Scan(bucketHashes, nil, nil, func(h, id []byte) (bool, error) {
+		err = tx.Scan(bucketHashes, nil, nil, func(h, v []byte) (bool, error) {
 			hashes++
-			k, ok := keys[string(id)]
+			id, err := decodeIndexID(v)
+			if err != nil {
+				return false, err
+			}
+			k, ok := keys[id]
 			if !ok || !bytes.Equal(k.Hash, h) {
 				return false, fmt.Errorf("hash index entry for key %s names no key with that hash", id)
 			}

@@ -268,12 +268,16 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Credential, error) {
 	var cred *authz.Credential
 	err := s.checkView(ctx, func(tx Tx) error {
-		id, err := tx.Get(bucketHashes, h[:])
-		if id == nil || err != nil {
+		v, err := tx.Get(bucketHashes, h[:])
+		if v == nil || err != nil {
+			return err
+		}
+		id, err := decodeIndexID(v)
+		if err != nil {
 			return err
 		}
 		var k storedKey
-		found, err := getKeyRecord(tx, string(id), &k)
+		found, err := getKeyRecord(tx, id, &k)
 		if err != nil {
 			return err
 		}

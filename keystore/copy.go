@@ -129,13 +129,14 @@ func scanAll(tx Tx, withMeta bool, st *CopyStats, fn func(bucket string, k, v []
 }
 
 // copyValue is v as Copy writes it to a store of this build's schema: a
-// key record of schema 1 (JSON) in the binary form, anything else as it
-// is (a record that cannot be decoded too: copied, not lost).
+// record of schema 1 in its schema 2 form (see schema1Upgrades), anything
+// else as it is (a record that cannot be decoded too: copied, not lost).
 func copyValue(bucket string, k, v []byte) []byte {
-	if bucket == bucketKeys && isJSONRecord(v) {
-		var sk storedKey
-		if decodeKeyRecord(string(k), v, &sk) == nil {
-			return encodeKeyRecord(nil, &sk)
+	for _, u := range schema1Upgrades {
+		if u.bucket == bucket && u.old(v) {
+			if nv, err := u.convert(k, v); err == nil {
+				return nv
+			}
 		}
 	}
 	return append([]byte{}, v...)

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/ratelimit"
 )
@@ -426,3 +428,33 @@ const (
 	maxInt = int64(^uint(0) >> 1)
 	minInt = -maxInt - 1
 )
+
+// The hash index's values name the key: the 16 bytes of its id, a
+// canonical UUID as every key id is, instead of its 36 characters of
+// text. An id of another form is written as its text behind a 0 byte
+// (text never starts with one), and schema 1 wrote every id as its text.
+const uuidLen = 16
+
+// encodeIndexID is the hash index value naming key id.
+func encodeIndexID(id string) []byte {
+	if u, err := uuid.Parse(id); err == nil && len(id) == 36 && u.String() == id {
+		return u[:]
+	}
+	return append([]byte{0}, id...)
+}
+
+// decodeIndexID reads a hash index value in any of its forms.
+func decodeIndexID(v []byte) (string, error) {
+	switch {
+	case len(v) == uuidLen:
+		return uuid.UUID(v).String(), nil
+	case len(v) > 1 && v[0] == 0:
+		return string(v[1:]), nil
+	case isTextIndexID(v):
+		return string(v), nil
+	}
+	return "", fmt.Errorf("malformed hash index entry (%d bytes)", len(v))
+}
+
+// isTextIndexID reports a hash index value in the text form of schema 1.
+func isTextIndexID(v []byte) bool { return len(v) > 0 && len(v) != uuidLen && v[0] != 0 }

@@ -244,3 +244,30 @@ func FuzzDecodeKeyRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestIndexID: the hash index names a key by the 16 bytes of its id when
+// the id is a canonical UUID, by its text otherwise, and reads schema 1's
+// text too; a value that is none of these is an error.
+func TestIndexID(t *testing.T) {
+	for _, id := range []string{"01a22d25-3e6b-7846-af0a-f4cdb4523e39", "01A22D25-3E6B-7846-AF0A-F4CDB4523E39", "urn:uuid:01a22d25-3e6b-7846-af0a-f4cdb4523e39",
+		"sixteen-char-id!", "k", "{01a22d25-3e6b-7846-af0a-f4cdb4523e39}"} {
+		v := encodeIndexID(id)
+		if got, err := decodeIndexID(v); err != nil || got != id {
+			t.Errorf("%q: read back %q, %v", id, got, err)
+		}
+		if canonical := id == "01a22d25-3e6b-7846-af0a-f4cdb4523e39"; canonical != (len(v) == 16) {
+			t.Errorf("%q: %d bytes", id, len(v))
+		}
+		if isTextIndexID(v) {
+			t.Errorf("%q: the new form reads as schema 1's", id)
+		}
+		if got, err := decodeIndexID([]byte(id)); len(id) != 16 && (err != nil || got != id) {
+			t.Errorf("%q in schema 1's form: read back %q, %v", id, got, err)
+		}
+	}
+	for _, v := range [][]byte{nil, {}, {0}} {
+		if _, err := decodeIndexID(v); err == nil {
+			t.Errorf("%x: no error", v)
+		}
+	}
+}

@@ -385,7 +385,7 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 	if !index {
 		return nil
 	}
-	if err := tx.Put(bucketHashes, k.Hash, []byte(k.ID)); err != nil {
+	if err := tx.Put(bucketHashes, k.Hash, encodeIndexID(k.ID)); err != nil {
 		return err
 	}
 	if err := tx.Put(bucketKeysByTenant, []byte(k.TenantID+"/"+k.ID), []byte{}); err != nil {

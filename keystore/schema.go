@@ -70,19 +70,44 @@ func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) 
 	return fmt.Errorf("schema version %s, this build reads %s and %s", v, schemaVersion1, schemaVersion)
 }
 
-// upgradeSchema1 rewrites every JSON key record of a version 1 store in
-// the binary form, in batches of one transaction each, and sets the
-// schema version last: a crash half way leaves a version 1 store whose
-// records are partly binary, which this build reads and the next open
-// finishes upgrading. Each batch reads its records again inside its
-// transaction and rewrites only those still in JSON, so a retried
-// transaction, a concurrent write through this build, or two processes
-// upgrading at once change nothing twice. A record that cannot be decoded
-// is left as it is (a lookup of it fails closed, as before) and counted.
+// recordUpgrade turns the records of one bucket from their schema 1
+// form into schema 2's.
+type recordUpgrade struct {
+	bucket string
+	// old reports a value still in the schema 1 form.
+	old func(v []byte) bool
+	// convert returns v in the schema 2 form; an error leaves it as it is.
+	convert func(k, v []byte) ([]byte, error)
+}
+
+// schema1Upgrades are the changes from schema 1 to 2: key records from
+// JSON to binary, and the hash index's values from the key id's text to
+// its 16 bytes.
+var schema1Upgrades = []recordUpgrade{
+	{bucketKeys, isJSONRecord, func(k, v []byte) ([]byte, error) {
+		var sk storedKey
+		if err := decodeKeyRecord(string(k), v, &sk); err != nil {
+			return nil, err
+		}
+		return encodeKeyRecord(nil, &sk), nil
+	}},
+	{bucketHashes, isTextIndexID, func(_, v []byte) ([]byte, error) { return encodeIndexID(string(v)), nil }},
+}
+
+// upgradeSchema1 rewrites every record of a version 1 store that schema 2
+// stores differently (schema1Upgrades), in batches of one transaction
+// each, and sets the schema version last: a crash half way leaves a
+// version 1 store whose records are partly in the new form, which this
+// build reads, and the next open finishes the upgrade. Each batch reads
+// its records again inside its transaction and rewrites only those still
+// in the old form, so a retried transaction, a concurrent write through
+// this build, or two processes upgrading at once change nothing twice. A
+// record that cannot be decoded is left as it is (a lookup of it fails
+// closed, as before) and counted.
 //
-// Processes of the schema 1 build cannot read binary records: on a
-// shared backend they must be stopped before the first process of this
-// build opens it.
+// Processes of the schema 1 build cannot read the new forms: on a shared
+// backend they must be stopped before the first process of this build
+// opens it.
 func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 	batch := upgradeBatchBolt
 	if _, shared := b.(Shared); shared {
@@ -99,64 +124,16 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 		defer cancel()
 		return fn(sctx)
 	}
-	var (
-		after             []byte
-		upgraded, damaged int
-	)
-	for {
-		var ids [][]byte
-		var last []byte
-		err := step(func(ctx context.Context) error {
-			ids, last = ids[:0], nil
-			return b.View(ctx, func(tx Tx) error {
-				return tx.Scan(bucketKeys, nil, after, func(k, v []byte) (bool, error) {
-					if after != nil && string(k) == string(after) {
-						return true, nil
-					}
-					last = append(last[:0], k...)
-					if isJSONRecord(v) {
-						ids = append(ids, append([]byte(nil), k...))
-					}
-					return len(ids) < batch, nil
-				})
-			})
-		})
+	counts := []any{"store", b.String(), "schema_version", string(schemaVersion)}
+	for _, u := range schema1Upgrades {
+		n, bad, err := upgradeBucket(step, b, u, batch)
 		if err != nil {
-			return fmt.Errorf("upgrade to schema %s: %w", schemaVersion, err)
+			return fmt.Errorf("upgrade to schema %s: %s: %w", schemaVersion, u.bucket, err)
 		}
-		if last == nil {
-			break
+		counts = append(counts, u.bucket, n)
+		if bad > 0 {
+			counts = append(counts, u.bucket+"_unreadable_left", bad)
 		}
-		var n, bad int
-		err = step(func(ctx context.Context) error {
-			return b.Update(ctx, func(tx Tx) error {
-				n, bad = 0, 0
-				for _, id := range ids {
-					v, err := tx.Get(bucketKeys, id)
-					if err != nil {
-						return err
-					}
-					if !isJSONRecord(v) {
-						continue // gone, or rewritten meanwhile
-					}
-					var k storedKey
-					if decodeKeyRecord(string(id), v, &k) != nil {
-						bad++
-						continue
-					}
-					if err := putKeyRecord(tx, string(id), &k); err != nil {
-						return err
-					}
-					n++
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return fmt.Errorf("upgrade to schema %s: %w", schemaVersion, err)
-		}
-		upgraded, damaged = upgraded+n, damaged+bad
-		after = last
 	}
 	err := step(func(ctx context.Context) error {
 		return b.Update(ctx, func(tx Tx) error {
@@ -176,9 +153,66 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 		return fmt.Errorf("upgrade to schema %s: %w", schemaVersion, err)
 	}
 	if log != nil {
-		log.Info("key store upgraded", "store", b.String(), "schema_version", string(schemaVersion), "key_records", upgraded, "unreadable_left", damaged)
+		log.Info("key store upgraded", counts...)
 	}
 	return nil
+}
+
+// upgradeBucket rewrites the records of u.bucket still in the old form,
+// batch at a time, and counts those rewritten and those left unreadable.
+func upgradeBucket(step func(func(context.Context) error) error, b Backend, u recordUpgrade, batch int) (n, bad int, err error) {
+	var after []byte
+	for {
+		var keys [][]byte
+		var last []byte
+		err := step(func(ctx context.Context) error {
+			keys, last = keys[:0], nil
+			return b.View(ctx, func(tx Tx) error {
+				return tx.Scan(u.bucket, nil, after, func(k, v []byte) (bool, error) {
+					if after != nil && string(k) == string(after) {
+						return true, nil
+					}
+					last = append(last[:0], k...)
+					if u.old(v) {
+						keys = append(keys, append([]byte(nil), k...))
+					}
+					return len(keys) < batch, nil
+				})
+			})
+		})
+		if err != nil || last == nil {
+			return n, bad, err
+		}
+		var done, failed int
+		err = step(func(ctx context.Context) error {
+			return b.Update(ctx, func(tx Tx) error {
+				done, failed = 0, 0
+				for _, k := range keys {
+					v, err := tx.Get(u.bucket, k)
+					if err != nil {
+						return err
+					}
+					if !u.old(v) {
+						continue // gone, or rewritten meanwhile
+					}
+					nv, err := u.convert(k, v)
+					if err != nil {
+						failed++
+						continue
+					}
+					if err := tx.Put(u.bucket, k, nv); err != nil {
+						return err
+					}
+					done++
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return n, bad, err
+		}
+		n, bad, after = n+done, bad+failed, last
+	}
 }
 
 // isJSONRecord reports a key record in the JSON form of schema 1.

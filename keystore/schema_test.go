@@ -202,8 +202,20 @@ func TestUpgradeSchema1(t *testing.T) {
 		jsonBytes, binBytes = jsonBytes+len(v1[bucketKeys][id]), binBytes+len(rec)
 	}
 	t.Logf("key records: %d bytes of JSON, %d binary", jsonBytes, binBytes)
+	// The hash index: the same hashes, naming the same keys, by their
+	// 16 bytes.
+	if len(v2[bucketHashes]) != len(v1[bucketHashes]) {
+		t.Fatalf("%d hash index entries, were %d", len(v2[bucketHashes]), len(v1[bucketHashes]))
+	}
+	for h, id := range v1[bucketHashes] {
+		v := v2[bucketHashes][h]
+		got, err := decodeIndexID([]byte(v))
+		if len(v) != 16 || err != nil || got != id {
+			t.Fatalf("hash index entry of key %s: %d bytes naming %q (%v)", id, len(v), got, err)
+		}
+	}
 	for bucket, recs := range v1 {
-		if bucket == bucketKeys || bucket == bucketMeta {
+		if bucket == bucketKeys || bucket == bucketHashes || bucket == bucketMeta {
 			continue
 		}
 		if !reflect.DeepEqual(v2[bucket], recs) {
@@ -217,13 +229,15 @@ func TestUpgradeSchema1(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if v3 := dumpBolt(t, path); !reflect.DeepEqual(v3[bucketKeys], v2[bucketKeys]) || !reflect.DeepEqual(v3[bucketMeta], v2[bucketMeta]) {
+	if v3 := dumpBolt(t, path); !reflect.DeepEqual(v3[bucketKeys], v2[bucketKeys]) || !reflect.DeepEqual(v3[bucketHashes], v2[bucketHashes]) ||
+		!reflect.DeepEqual(v3[bucketMeta], v2[bucketMeta]) {
 		t.Fatal("a second open rewrote key records")
 	}
 }
 
 // TestUpgradeInterrupted: a schema 1 store whose upgrade stopped half way
-// (some records binary, one damaged, the version still 1) reads correctly
+// (some key records and hash index entries in the new form, one record
+// damaged, the version still 1) reads correctly
 // read-only, and the next writable open finishes the upgrade, leaving
 // the damaged record as it was rather than lose or guess it.
 func TestUpgradeInterrupted(t *testing.T) {
@@ -237,6 +251,18 @@ func TestUpgradeInterrupted(t *testing.T) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucketKeys))
 		i := 0
+		hb := tx.Bucket([]byte(bucketHashes))
+		j := 0
+		err := hb.ForEach(func(h, v []byte) error {
+			j++
+			if j%3 == 0 {
+				return hb.Put(h, encodeIndexID(string(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		return b.ForEach(func(k, v []byte) error {
 			defer func() { i++ }()
 			switch {
@@ -281,6 +307,11 @@ func TestUpgradeInterrupted(t *testing.T) {
 	v2 := dumpBolt(t, path)
 	if got := v2[bucketMeta][string(metaSchemaVersion)]; got != "2" {
 		t.Fatalf("schema %q", got)
+	}
+	for _, v := range v2[bucketHashes] {
+		if len(v) != 16 {
+			t.Fatalf("hash index entry of %d bytes left", len(v))
+		}
 	}
 	for id, rec := range v2[bucketKeys] {
 		if id == damaged.ID {
@@ -336,7 +367,7 @@ func schema1AnyID(t *testing.T) string {
 }
 
 // TestCopySchema1: Copy from a schema 1 store (read as it is) writes a
-// schema 2 store with binary key records and the same keys.
+// schema 2 store, every record in its schema 2 form, with the same keys.
 func TestCopySchema1(t *testing.T) {
 	src, err := OpenBolt(copySchema1(t), true, 0)
 	if err != nil {
@@ -352,9 +383,15 @@ func TestCopySchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst.Close()
-	for id, rec := range dumpBolt(t, path)[bucketKeys] {
+	copied := dumpBolt(t, path)
+	for id, rec := range copied[bucketKeys] {
 		if rec[0] != keyRecordV1 {
 			t.Fatalf("key %s copied as JSON", id)
+		}
+	}
+	for _, v := range copied[bucketHashes] {
+		if len(v) != 16 {
+			t.Fatalf("hash index entry copied in %d bytes", len(v))
 		}
 	}
 	s := openAt(t, path, true)

@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -119,7 +120,8 @@ func rawRecords(t *testing.T, b keystore.Backend) (string, map[string][]byte) {
 
 // TestUpgradeSchema1Etcd: a cluster's store written by the schema 1 build
 // is upgraded by the first replica of this build that opens it: schema
-// version 2, every key record binary, every key as schema 1 stored it and
+// version 2, every key record binary, the hash index naming keys by
+// their 16 bytes, every key as schema 1 stored it and
 // every secret working; the next replica finds nothing to do. A JSON
 // record written afterwards (a replica of the old build not yet stopped)
 // is still read, and its change (a revoke) reaches the new replicas.
@@ -152,6 +154,23 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 		if len(v) == 0 || v[0] == '{' || len(v) >= len(before[id]) {
 			t.Fatalf("key %s: record not upgraded (%d bytes, JSON %d)", id, len(v), len(before[id]))
 		}
+	}
+	err := r0.b.View(t.Context(), func(tx keystore.Tx) error {
+		entries := 0
+		err := tx.Scan(keystore.HashIndexBucket, nil, nil, func(_, v []byte) (bool, error) {
+			entries++
+			if len(v) != 16 {
+				return false, fmt.Errorf("hash index entry of %d bytes after the upgrade", len(v))
+			}
+			return true, nil
+		})
+		if err == nil && entries != len(before) {
+			err = fmt.Errorf("%d hash index entries for %d keys", entries, len(before))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	r1 := open(t, n.Endpoint(), "r1", opts)
 	if _, again := rawRecords(t, r1.b); !reflect.DeepEqual(again, after) {
@@ -196,7 +215,7 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 	}
 	loader := backend(t, n.Endpoint(), "old")
 	defer loader.Close()
-	err := loader.Update(t.Context(), func(tx keystore.Tx) error { return tx.Put("keys", []byte(victim.ID), old) })
+	err = loader.Update(t.Context(), func(tx keystore.Tx) error { return tx.Put("keys", []byte(victim.ID), old) })
 	if err != nil {
 		t.Fatal(err)
 	}
