@@ -243,10 +243,17 @@ func userLimits(tx Tx, tenantID, userID string) ([]authz.NamedLimit, error) {
 	if userID == "" {
 		return nil, nil
 	}
-	var u User
-	found, err := getJSON(tx, bucketUsers, string(userKey(tenantID, userID)), &u)
-	if err != nil || !found {
+	// On every uncached Check of a user's key: one allocation for the
+	// record's key, and none more when the user has no record.
+	k := make([]byte, 0, len(tenantID)+1+len(userID))
+	k = append(append(append(k, tenantID...), '/'), userID...)
+	raw, err := tx.Get(bucketUsers, k)
+	if err != nil || raw == nil {
 		return nil, err
+	}
+	var u User
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return nil, fmt.Errorf("decode record %s: %w", k, err)
 	}
 	return namedLimits(u.Limits), nil
 }
