@@ -99,10 +99,10 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzRouteMatch$$' -fuzztime=$(FUZZ_FAST) ./authz
 	$(GO) test -run='^$$' -fuzz='^FuzzRouteVariants$$' -fuzztime=$(FUZZ_FAST) ./authz
 	$(GO) test -run='^$$' -fuzz='^FuzzCheckRequest$$' -fuzztime=100000x ./envoy
-	$(GO) test -run='^$$' -fuzz='^FuzzWireRequest$$' -fuzztime=$(FUZZ_FAST) ./envoy
-	$(GO) test -run='^$$' -fuzz='^FuzzWire$$' -fuzztime=$(FUZZ_FAST) ./envoy
-	$(GO) test -run='^$$' -fuzz='^FuzzFoldHeaders$$' -fuzztime=$(FUZZ_FAST) ./envoy
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeKeyRecord$$' -fuzztime=$(FUZZ_FAST) ./keystore
+	$(GO) test -run='^$$' -fuzz='^FuzzWireRequest$$' -fuzztime=100000x ./envoy
+	$(GO) test -run='^$$' -fuzz='^FuzzWire$$' -fuzztime=30000x ./envoy
+	$(GO) test -run='^$$' -fuzz='^FuzzFoldHeaders$$' -fuzztime=100000x ./envoy
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeKeyRecord$$' -fuzztime=100000x ./keystore
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZ_FAST) ./keystore/admin
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZ_SLOW) -fuzzminimizetime=2000x ./internal/config
 	$(GO) test -run='^$$' -fuzz='^FuzzParseWindow$$' -fuzztime=$(FUZZ_FAST) ./authz/ratelimit
