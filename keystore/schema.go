@@ -125,18 +125,21 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 		return fn(sctx)
 	}
 	counts := []any{"store", b.String(), "schema_version", string(schemaVersion)}
+	rewrote := false
 	for _, u := range schema1Upgrades {
 		n, bad, err := upgradeBucket(step, b, u, batch)
 		if err != nil {
 			return fmt.Errorf("upgrade to schema %s: %s: %w", schemaVersion, u.bucket, err)
 		}
-		counts = append(counts, u.bucket, n)
+		counts, rewrote = append(counts, u.bucket, n), rewrote || n > 0
 		if bad > 0 {
 			counts = append(counts, u.bucket+"_unreadable_left", bad)
 		}
 	}
+	set := false
 	err := step(func(ctx context.Context) error {
 		return b.Update(ctx, func(tx Tx) error {
+			set = false
 			cur, err := tx.Get(bucketMeta, metaSchemaVersion)
 			switch {
 			case err != nil:
@@ -146,13 +149,16 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 			case string(cur) != string(schemaVersion1):
 				return fmt.Errorf("schema version changed to %q during the upgrade", cur)
 			}
+			set = true
 			return tx.Put(bucketMeta, metaSchemaVersion, schemaVersion)
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("upgrade to schema %s: %w", schemaVersion, err)
 	}
-	if log != nil {
+	// Another process may have done it all meanwhile: only the one that
+	// did something says so.
+	if log != nil && (set || rewrote) {
 		log.Info("key store upgraded", counts...)
 	}
 	return nil

@@ -3,12 +3,14 @@ package etcdstore_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +241,47 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 	k, err := r0.s.Key(t.Context(), victim.ID)
 	if err != nil || k.Status != authz.StatusRevoked {
 		t.Fatalf("key after the old replica's revoke: %+v %v", k, err)
+	}
+}
+
+// TestUpgradeSchema1EtcdConcurrent: three replicas of this build opening
+// a schema 1 store at once all open, each upgrading what the others have
+// not yet (their transactions conflict and retry), and the store ends
+// upgraded whole.
+func TestUpgradeSchema1EtcdConcurrent(t *testing.T) {
+	n := testetcd.Start(t)
+	before := loadSchema1(t, n.Endpoint())
+	opts := keystore.Options{Now: func() time.Time { return schema1Clock }, MaxOrgKeys: -1}
+	var (
+		wg   sync.WaitGroup
+		errs = make([]error, 3)
+		bs   = make([]*etcdstore.Backend, 3)
+	)
+	for i := range bs {
+		bs[i] = backend(t, n.Endpoint(), fmt.Sprint("c", i))
+	}
+	for i := range bs {
+		wg.Go(func() {
+			s, err := keystore.New(bs[i], opts)
+			if err == nil {
+				t.Cleanup(func() { s.Close() })
+			} else {
+				bs[i].Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	version, after := rawRecords(t, bs[0])
+	if version != "2" || len(after) != len(before) {
+		t.Fatalf("schema %q, %d key records (were %d)", version, len(after), len(before))
+	}
+	for id, v := range after {
+		if len(v) == 0 || v[0] == '{' {
+			t.Fatalf("key %s not upgraded", id)
+		}
 	}
 }
