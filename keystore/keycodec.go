@@ -310,6 +310,18 @@ const (
 	maxUnixSeconds = 253402300799 // 9999-12-31T23:59:59
 )
 
+// recordTimesInRange refuses a record with a time the decoder would
+// refuse, as schema 1's JSON refused to encode one: such a record must
+// not be written, where it would make its key unreadable.
+func recordTimesInRange(k *storedKey) error {
+	for _, t := range []*time.Time{&k.CreatedAt, k.ExpiresAt, k.LastUsedAt, k.RevokedAt, k.LastRefillAt} {
+		if t != nil && (t.Unix() < minUnixSeconds || t.Unix() > maxUnixSeconds) {
+			return errors.New("a time outside the years 0 to 9999")
+		}
+	}
+	return nil
+}
+
 func (r *recordReader) time() time.Time {
 	sec, ns := r.varint(), r.uvarint()
 	if sec < minUnixSeconds || sec > maxUnixSeconds || ns >= 1e9 {

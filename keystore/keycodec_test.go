@@ -271,3 +271,21 @@ func TestIndexID(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyRecordTimeRange: a record with a time the decoder would refuse
+// is not written (schema 1's JSON refused to encode it too).
+func TestKeyRecordTimeRange(t *testing.T) {
+	f := newFixture(t, Options{})
+	ck := f.create(t, KeySpec{})
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	err := f.s.modify(t.Context(), ck.ID, func(_ Tx, k *storedKey) error { k.ExpiresAt = &far; return nil })
+	if err == nil {
+		t.Fatal("a record with a time after 9999 was written")
+	}
+	if k, err := f.s.Key(t.Context(), ck.ID); err != nil || k.ExpiresAt != nil {
+		t.Fatalf("key after the refused write: %+v %v", k, err)
+	}
+	if err := recordTimesInRange(&storedKey{Key: Key{CreatedAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -404,6 +404,9 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 
 // putKeyRecord writes k's record under id in the binary form.
 func putKeyRecord(tx Tx, id string, k *storedKey) error {
+	if err := recordTimesInRange(k); err != nil {
+		return fmt.Errorf("encode key %s: %w", id, err)
+	}
 	return tx.Put(bucketKeys, []byte(id), encodeKeyRecord(nil, k))
 }
 
