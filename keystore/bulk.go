@@ -37,10 +37,11 @@ const (
 )
 
 // importLanes is how many batches ImportKeys keeps in flight on a shared
-// backend. Each etcd commit is a consensus round and an fsync, which etcd
-// shares among the proposals that arrive together, and each waits for
-// every replica to apply it: batches that run side by side overlap those
-// waits. bbolt has one writer, so there batches go one at a time.
+// backend. An etcd commit is round trips, a consensus round and an fsync
+// that etcd shares among the proposals that arrive together: batches side
+// by side overlap the waits. bbolt has one writer, so there batches go one
+// at a time. More lanes than this gained nothing on etcd 3.4 (its CPU is
+// the limit then).
 const importLanes = 8
 
 // ImportKeys stores many existing keys, each validated exactly as ImportKey
@@ -51,14 +52,18 @@ const importLanes = 8
 // and slots apply as they would to the same imports made one by one in
 // order. The results are in the order of ims. The error is a failure of the
 // store itself; the results returned with it are a prefix of ims whose
-// batches all committed (imports after it may or may not have been
-// stored, as with any write the store could not confirm: importing them
-// again reports those that were as already stored).
+// batches all committed, none if the replicas did not confirm them
+// (imports after it may or may not have been stored, as with any write
+// the store could not confirm: importing them again reports those that
+// were as already stored).
 //
 // On a shared backend several batches commit at once. Imports that could
 // see each other's writes (the same hash, the same org, the same slot)
 // stay in one lane, in the order of ims; lanes share nothing else an
-// import reads, so the results are those of importing one by one.
+// import reads, so the results are those of importing one by one. Each
+// batch reads what it needs in one round trip (Prefetcher), and one that
+// can (Syncer) commits without waiting for the other replicas: ImportKeys
+// waits once, at the end, until every replica has applied them all.
 func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, error) {
 	out := make([]ImportResult, len(ims))
 	now := s.now()
@@ -89,7 +94,7 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 	for i, k := range keys {
 		committed[i] = k == nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		wg       sync.WaitGroup
@@ -99,7 +104,7 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 	for _, lane := range lanes {
 		wg.Go(func() {
 			for next := 0; next < len(lane); {
-				end, err := s.importBatch(ctx, keys, out, lane, next, now, shared)
+				end, err := s.importBatch(lctx, keys, out, lane, next, now, shared)
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					cancel() // the other lanes stop at their next batch
@@ -113,6 +118,17 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 		})
 	}
 	wg.Wait()
+	if syncer, ok := s.b.(Syncer); ok {
+		// The batches were committed with Batch: what they wrote reaches
+		// every replica's next lookup once this returns (even after a
+		// batch failed: those before it stand).
+		sctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := syncer.Sync(sctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("import keys: %w", errors.Join(firstErr, err))
+		}
+	}
 	if firstErr != nil {
 		prefix := 0
 		for prefix < len(ims) && committed[prefix] {
@@ -121,6 +137,33 @@ func (s *Store) ImportKeys(ctx context.Context, ims []Import) ([]ImportResult, e
 		return out[:prefix], fmt.Errorf("import keys: %w", firstErr)
 	}
 	return out, nil
+}
+
+// importUpdate is update for one batch of ImportKeys. A backend that
+// confirms writes together (Syncer) commits it with Batch, and
+// ImportKeys Syncs once at the end; on others it is update.
+func (s *Store) importUpdate(ctx context.Context, fn func(tx Tx, touch func(apikey.Hash)) error) error {
+	if _, ok := s.b.(Syncer); !ok {
+		return s.update(ctx, fn)
+	}
+	if s.cache.isClosed() {
+		return ErrClosed
+	}
+	if err := s.notOpen(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	var touched []apikey.Hash
+	err := s.b.Batch(ctx, func(tx Tx) error {
+		touched = touched[:0]
+		return fn(tx, func(h apikey.Hash) { touched = append(touched, h) })
+	})
+	// As in update: even a failed commit may have happened.
+	for _, h := range touched {
+		s.cache.invalidate(h)
+	}
+	return err
 }
 
 // importLanesOf splits the lines of keys that are still to be stored into
@@ -214,7 +257,7 @@ func importLanesOf(keys []*storedKey, n int) [][]int {
 // starts.
 func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []ImportResult, lane []int, next int, now time.Time, shared bool) (int, error) {
 	end := next
-	err := s.update(ctx, func(tx Tx, touch func(apikey.Hash)) error {
+	err := s.importUpdate(ctx, func(tx Tx, touch func(apikey.Hash)) error {
 		if err := prefetch(tx, importReads(keys, lane[next:min(next+maxSharedBatch, len(lane))])); err != nil {
 			return err
 		}

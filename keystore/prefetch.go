@@ -1,5 +1,7 @@
 package keystore
 
+import "context"
+
 // Prefetcher is a Tx that can read many records in one round trip. A
 // backend whose every read is a network round trip (etcd) offers it; one
 // that reads from memory (bbolt) need not.
@@ -27,4 +29,13 @@ func prefetch(tx Tx, reads []BucketKey) error {
 		return nil
 	}
 	return p.Prefetch(reads)
+}
+
+// Syncer is a Shared backend whose Batch writes can be confirmed together:
+// Sync returns once every live replica has applied every write committed
+// before it was called, which is what Update waits for after each write.
+// A bulk import commits its batches with Batch and Syncs once, instead of
+// paying a round of confirmations per batch.
+type Syncer interface {
+	Sync(ctx context.Context) error
 }

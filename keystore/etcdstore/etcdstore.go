@@ -120,6 +120,7 @@ type Backend struct {
 	applied   atomic.Int64 // highest revision whose writes were applied
 	lease     atomic.Int64
 	entryRev  atomic.Int64 // mod revision of this replica's last write to its entry
+	committed atomic.Int64 // revision of the last commit through this replica (Sync)
 	ackNow    chan struct{}
 	staleMu   sync.Mutex // orders going stale against coming back
 	timer     *time.Timer
@@ -235,6 +236,29 @@ func (b *Backend) Batch(ctx context.Context, fn func(keystore.Tx) error) error {
 	return err
 }
 
+var _ keystore.Syncer = (*Backend)(nil)
+
+// Sync returns once every live replica has applied every write this
+// replica committed before it was called (writes made with Batch,
+// confirmed together): it checks etcd's history as Update does before it
+// writes, then waits as Update waits after, for the last of those
+// commits.
+func (b *Backend) Sync(ctx context.Context) error {
+	if b.ctx.Err() != nil {
+		return keystore.ErrClosed
+	}
+	rev := b.committed.Load()
+	if rev == 0 {
+		return nil
+	}
+	if b.follower != nil {
+		if err := b.verify(ctx); errors.Is(err, errRewound) {
+			b.rewind(err)
+		}
+	}
+	return b.closedErr(b.waitReplicas(ctx, rev))
+}
+
 // commit returns the revision of the commit, 0 when fn wrote nothing.
 func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64, error) {
 	if b.ctx.Err() != nil {
@@ -260,7 +284,10 @@ func (b *Backend) commit(ctx context.Context, fn func(keystore.Tx) error) (int64
 			b.rewind(err)
 		}
 		if resp.Succeeded {
-			return resp.Header.Revision, nil
+			rev := resp.Header.Revision
+			for last := b.committed.Load(); last < rev && !b.committed.CompareAndSwap(last, rev); last = b.committed.Load() {
+			}
+			return rev, nil
 		}
 		// Someone wrote what this attempt read: back off a little, so
 		// that writers contending for one record take turns.
