@@ -7,8 +7,10 @@
 //
 //	go run ./bench/bigstore -keys 10000000 -dir /var/tmp/big
 //
-// Every sampled key must be allowed, both times: a run that measures
-// refusals fails.
+// The measuring is done by a second run of this program (-measure DIR) in
+// a process of its own, so that its memory is what a server opening the
+// file would hold, not what importing left mapped. Every sampled key must
+// be allowed, both times: a run that measures refusals fails.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -38,9 +41,13 @@ func main() {
 
 type settings struct {
 	keys, sample, tenants, batch int
-	dir                          string
-	keep                         bool
+	dir, measure                 string
+	keep, inProcess              bool
 }
+
+// sampleFile holds the sampled raw keys beside the store (test keys of a
+// throwaway store, for the measuring run).
+const sampleFile = "bigstore.sample"
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("bigstore", flag.ContinueOnError)
@@ -50,9 +57,19 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&s.tenants, "tenants", 100, "tenants the keys are spread over")
 	fs.IntVar(&s.batch, "batch", 100_000, "keys per ImportKeys call")
 	fs.StringVar(&s.dir, "dir", "", "directory for the store file (default: a temporary one, removed)")
-	fs.BoolVar(&s.keep, "keep", false, "keep the store file")
+	fs.BoolVar(&s.keep, "keep", false, "keep the store file (and the sampled keys beside it)")
+	fs.StringVar(&s.measure, "measure", "", "only measure the store a run with -keep left in this directory")
+	fs.BoolVar(&s.inProcess, "in-process", false, "measure in this process, after importing (its memory then counts the import's)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	ctx := context.Background()
+	if s.measure != "" {
+		b, err := os.ReadFile(filepath.Join(s.measure, sampleFile))
+		if err != nil {
+			return err
+		}
+		return measure(ctx, filepath.Join(s.measure, "keygate.db"), strings.Fields(string(b)), out)
 	}
 	if s.keys < 1 || s.sample < 1 || s.tenants < 1 || s.batch < 1 {
 		return errors.New("-keys, -sample, -tenants and -batch must be positive")
@@ -72,7 +89,6 @@ func run(args []string, out io.Writer) error {
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("%s exists: bigstore measures a fresh store", path)
 	}
-	ctx := context.Background()
 	sample, took, err := fill(ctx, path, s)
 	if err != nil {
 		return err
@@ -86,7 +102,26 @@ func run(args []string, out io.Writer) error {
 	if !s.keep {
 		defer os.Remove(path)
 	}
-	return measure(ctx, path, sample, out)
+	sf := filepath.Join(s.dir, sampleFile)
+	if err := os.WriteFile(sf, []byte(strings.Join(sample, "\n")), 0o600); err != nil {
+		return err
+	}
+	if !s.keep {
+		defer os.Remove(sf)
+	}
+	if s.inProcess {
+		return measure(ctx, path, sample, out)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "-measure", s.dir)
+	cmd.Stdout, cmd.Stderr = out, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("measuring run: %w", err)
+	}
+	return nil
 }
 
 // fill imports s.keys keys and returns an evenly spread sample of them.
