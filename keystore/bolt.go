@@ -307,26 +307,45 @@ func closedErr(err error) error {
 
 type boltTx struct{ tx *bolt.Tx }
 
-func (t boltTx) bucket(name string) (*bolt.Bucket, error) {
-	b := t.tx.Bucket([]byte(name))
-	if b == nil {
-		return nil, fmt.Errorf("bucket %s missing", name)
+// bucketNames holds each bucket's name as bytes, made once: bbolt takes
+// names as []byte, and converting one on every Get cost a lookup an
+// allocation.
+var bucketNames = func() map[string][]byte {
+	m := make(map[string][]byte, len(Buckets))
+	for _, n := range Buckets {
+		m[n] = []byte(n)
 	}
-	return b, nil
+	return m
+}()
+
+// open returns bucket, or nil when it is absent from a file opened
+// read-only that was written before the bucket was added to the schema
+// (it reads as empty).
+func (t boltTx) open(name string) (*bolt.Bucket, error) {
+	key, ok := bucketNames[name]
+	if !ok {
+		key = []byte(name)
+	}
+	if b := t.tx.Bucket(key); b != nil {
+		return b, nil
+	}
+	if addedBuckets[name] && !t.tx.Writable() {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("bucket %s missing", name)
 }
 
-// absent reports a bucket added to the schema after the file was
-// written, in a file opened read-only: it reads as empty.
-func (t boltTx) absent(name string) bool {
-	return addedBuckets[name] && !t.tx.Writable() && t.tx.Bucket([]byte(name)) == nil
+func (t boltTx) bucket(name string) (*bolt.Bucket, error) {
+	b, err := t.open(name)
+	if b == nil && err == nil {
+		err = fmt.Errorf("bucket %s missing", name)
+	}
+	return b, err
 }
 
 func (t boltTx) Get(bucket string, key []byte) ([]byte, error) {
-	if t.absent(bucket) {
-		return nil, nil
-	}
-	b, err := t.bucket(bucket)
-	if err != nil {
+	b, err := t.open(bucket)
+	if b == nil {
 		return nil, err
 	}
 	return b.Get(key), nil
@@ -362,11 +381,8 @@ func (t boltTx) Delete(bucket string, key []byte) error {
 }
 
 func (t boltTx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
-	if t.absent(bucket) {
-		return nil
-	}
-	b, err := t.bucket(bucket)
-	if err != nil {
+	b, err := t.open(bucket)
+	if b == nil {
 		return err
 	}
 	if start == nil || bytes.Compare(start, prefix) < 0 {
