@@ -258,7 +258,7 @@ func importLanesOf(keys []*storedKey, n int) [][]int {
 func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []ImportResult, lane []int, next int, now time.Time, shared bool) (int, error) {
 	end := next
 	err := s.importUpdate(ctx, func(tx Tx, touch func(apikey.Hash)) error {
-		if err := prefetch(tx, importReads(keys, lane[next:min(next+maxSharedBatch, len(lane))])); err != nil {
+		if err := prefetch(tx, s.importReads(keys, lane[next:min(next+maxSharedBatch, len(lane))])); err != nil {
 			return err
 		}
 		ct := &countingTx{Tx: tx, read: map[string]bool{}, written: map[string]bool{}}
@@ -295,19 +295,24 @@ func (s *Store) importBatch(ctx context.Context, keys []*storedKey, out []Import
 // each writes at least three records (key, hash, tenant index).
 const maxSharedBatch = sharedTxnBudget/3 + 1
 
-// importReads is what insertTx reads first for each of lines (the
-// tenant, the org, the hash index, the slot), for a backend that reads
-// them faster together.
-func importReads(keys []*storedKey, lines []int) []BucketKey {
+// importReads is what insertTx reads for each of lines (the tenant, the
+// org, the hash index, the slot, and the keys of the org it counts
+// against the org's limit), for a backend that reads them faster
+// together.
+func (s *Store) importReads(keys []*storedKey, lines []int) []BucketKey {
 	reads := make([]BucketKey, 0, 3*len(lines))
 	for _, i := range lines {
 		k := keys[i]
-		reads = append(reads, BucketKey{bucketTenants, []byte(k.TenantID)}, BucketKey{bucketHashes, k.Hash})
+		reads = append(reads, BucketKey{Bucket: bucketTenants, Key: []byte(k.TenantID)}, BucketKey{Bucket: bucketHashes, Key: k.Hash})
 		if k.OrgID != "" {
-			reads = append(reads, BucketKey{bucketOrgs, []byte(k.OrgID)})
+			reads = append(reads, BucketKey{Bucket: bucketOrgs, Key: []byte(k.OrgID)})
+			if s.opts.MaxOrgKeys >= 0 {
+				// As orgFull scans them: the org's index, then each key.
+				reads = append(reads, BucketKey{Bucket: bucketKeysByOrg, Key: []byte(k.OrgID + "/"), Prefix: true, Follow: bucketKeys})
+			}
 		}
 		if k.Slot != "" {
-			reads = append(reads, BucketKey{bucketSlots, slotKey(&k.Key)})
+			reads = append(reads, BucketKey{Bucket: bucketSlots, Key: slotKey(&k.Key)})
 		}
 	}
 	return reads

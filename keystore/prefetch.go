@@ -16,10 +16,17 @@ type Prefetcher interface {
 	Prefetch(reads []BucketKey) error
 }
 
-// BucketKey names one record.
+// BucketKey names one record, or with Prefix the records a Scan of that
+// prefix (from its start) reads.
 type BucketKey struct {
 	Bucket string
 	Key    []byte
+	Prefix bool
+	// Follow, with Prefix, names the bucket of the records the index
+	// entries found list: what follows the prefix in each entry's key is
+	// one's key there, and those are read too (an index scan, then the
+	// records it counts).
+	Follow string
 }
 
 // prefetch hands reads to tx when it can take them.

@@ -36,14 +36,16 @@ type tx struct {
 	reads map[string]int64
 	// seen holds every record read at rev (by Get or Prefetch), so that
 	// a record is fetched once however often the transaction reads it.
-	seen   map[string]seenKV
-	ranges [][2]string
-	writes map[string]*string // nil: deleted
-	order  []string
+	seen map[string]seenKV
+	// scanned holds prefetched ranges, whole, by their bounds.
+	scanned map[[2]string][]*mvccpb.KeyValue
+	ranges  [][2]string
+	writes  map[string]*string // nil: deleted
+	order   []string
 }
 
 func newTx(ctx context.Context, kv clientv3.KV, data string, track bool) *tx {
-	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, seen: map[string]seenKV{}, writes: map[string]*string{}}
+	return &tx{ctx: ctx, kv: kv, data: data, track: track, reads: map[string]int64{}, seen: map[string]seenKV{}, scanned: map[[2]string][]*mvccpb.KeyValue{}, writes: map[string]*string{}}
 }
 
 func (t *tx) key(bucket string, key []byte) string {
@@ -125,34 +127,57 @@ func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 	return r.v, nil
 }
 
-// Prefetch reads every record of reads not yet read or written, in
-// transactions of prefetchChunk reads at the snapshot revision (the first
-// one sets it when nothing was read before). Only Get puts a record in
-// the read set compared at commit.
+// Prefetch reads every record of reads not yet read or written, and every
+// range asked for, in transactions of prefetchChunk reads at the
+// snapshot revision (the first one sets it when nothing was read before);
+// then the records the ranges' entries list (Follow), the same way. Only
+// Get and Scan put what they return in the read set compared at commit.
 func (t *tx) Prefetch(reads []keystore.BucketKey) error {
-	var keys []string
-	queued := map[string]bool{}
+	type read struct {
+		key, end string // end: a range
+		bucket   string // of a range, with its prefix (base) and
+		base     string // the bucket of the records it lists
+		follow   string
+	}
+	var todo []read
+	queued := map[[2]string]bool{}
 	for _, r := range reads {
 		k := t.key(r.Bucket, r.Key)
-		if _, ok := t.seen[k]; ok || queued[k] {
+		var q read
+		if r.Prefix {
+			q = read{key: k, end: clientv3.GetPrefixRangeEnd(k), bucket: r.Bucket, base: k, follow: r.Follow}
+			if _, ok := t.scanned[[2]string{q.key, q.end}]; ok {
+				continue
+			}
+		} else {
+			q = read{key: k}
+			if _, ok := t.seen[k]; ok {
+				continue
+			}
+			if _, ok := t.writes[k]; ok {
+				continue
+			}
+		}
+		if queued[[2]string{q.key, q.end}] {
 			continue
 		}
-		if _, ok := t.writes[k]; ok {
-			continue
-		}
-		queued[k] = true
-		keys = append(keys, k)
+		queued[[2]string{q.key, q.end}] = true
+		todo = append(todo, q)
 	}
-	for len(keys) > 0 {
-		chunk := keys[:min(prefetchChunk, len(keys))]
-		keys = keys[len(chunk):]
+	var follow []keystore.BucketKey
+	for len(todo) > 0 {
+		chunk := todo[:min(prefetchChunk, len(todo))]
+		todo = todo[len(chunk):]
 		ops := make([]clientv3.Op, len(chunk))
-		for i, k := range chunk {
+		for i, q := range chunk {
 			var opts []clientv3.OpOption
 			if t.rev != 0 {
 				opts = append(opts, clientv3.WithRev(t.rev))
 			}
-			ops[i] = clientv3.OpGet(k, opts...)
+			if q.end != "" {
+				opts = append(opts, clientv3.WithRange(q.end), clientv3.WithLimit(scanPage))
+			}
+			ops[i] = clientv3.OpGet(q.key, opts...)
 		}
 		if t.ctx.Err() != nil {
 			return t.ctx.Err()
@@ -169,13 +194,31 @@ func (t *tx) Prefetch(reads []keystore.BucketKey) error {
 			// header carries.
 			t.rev = resp.Header.Revision
 		}
-		for i, k := range chunk {
+		for i, q := range chunk {
 			rr := resp.Responses[i].GetResponseRange()
 			if rr == nil {
 				return fmt.Errorf("%w: etcd prefetch: answer %d is not a range", keystore.ErrUnavailable, i)
 			}
-			t.seen[k] = seenOf(rr.Kvs)
+			if q.end == "" {
+				t.seen[q.key] = seenOf(rr.Kvs)
+				continue
+			}
+			if rr.More {
+				continue // longer than one page: Scan reads it itself
+			}
+			t.scanned[[2]string{q.key, q.end}] = rr.Kvs
+			if q.follow == "" {
+				continue
+			}
+			for _, kv := range rr.Kvs {
+				if id, ok := decodeKey(q.bucket, string(kv.Key[len(q.base):])); ok {
+					follow = append(follow, keystore.BucketKey{Bucket: q.follow, Key: id})
+				}
+			}
 		}
+	}
+	if len(follow) > 0 {
+		return t.Prefetch(follow)
 	}
 	return nil
 }
@@ -227,12 +270,18 @@ func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (boo
 		return fn(kb, []byte(*w))
 	}
 	cursor := from
+	cached, isCached := t.scanned[[2]string{from, end}]
 	for {
-		resp, err := t.get(cursor, clientv3.WithRange(end), clientv3.WithLimit(scanPage))
-		if err != nil {
-			return fmt.Errorf("%w: etcd range: %w", keystore.ErrUnavailable, err)
+		kvs, more := cached, false
+		if !isCached {
+			resp, err := t.get(cursor, clientv3.WithRange(end), clientv3.WithLimit(scanPage))
+			if err != nil {
+				return fmt.Errorf("%w: etcd range: %w", keystore.ErrUnavailable, err)
+			}
+			kvs, more = resp.Kvs, resp.More
 		}
-		for _, kv := range resp.Kvs {
+		isCached = false // a prefetched range is whole: one page
+		for _, kv := range kvs {
 			k := string(kv.Key)
 			shadowed := false // the transaction wrote this key itself
 			for len(buffered) > 0 && buffered[0] <= k {
@@ -254,10 +303,10 @@ func (t *tx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (boo
 				return err
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		if !more || len(kvs) == 0 {
 			break
 		}
-		cursor = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		cursor = string(kvs[len(kvs)-1].Key) + "\x00"
 	}
 	for _, k := range buffered {
 		if more, err := emitBuffered(k); err != nil || !more {
