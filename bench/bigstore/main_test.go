@@ -13,7 +13,7 @@ func TestRun(t *testing.T) {
 	if err := run([]string{"-keys", "3000", "-sample", "200", "-tenants", "3", "-batch", "1000", "-dir", t.TempDir(), "-in-process"}, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"keys:        3000 over 3 tenants", "bytes per key", "first Check answered", "uncached:    199 Checks", "cached:      200 Checks", "memory:"} {
+	for _, want := range []string{"keys:        3000 over 3 tenants", "bytes per key", "first Check answered", "uncached:    199 Checks", "cached:      200 Checks", "memory:", "page cache"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
