@@ -174,7 +174,8 @@ func (w *wireRequest) http(b []byte) error {
 			return setString(&w.Host, v)
 		case fHTTPHeaders:
 			if w.Headers == nil {
-				w.Headers = make(map[string]string, 16)
+				// Sized once for every header this message holds.
+				w.Headers = make(map[string]string, countField(b, fHTTPHeaders))
 			}
 			return mapEntry(v, w.Headers)
 		case fHTTPHeaderMap:
@@ -227,6 +228,28 @@ func mapEntry(b []byte, m map[string]string) error {
 	}
 	m[k] = v
 	return nil
+}
+
+// countField counts the occurrences of field num in the message b (a
+// size hint: a malformed message is refused by the decoding that follows).
+func countField(b []byte, num protowire.Number) int {
+	n := 0
+	for len(b) > 0 {
+		f, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return n
+		}
+		b = b[m:]
+		m = protowire.ConsumeFieldValue(f, typ, b)
+		if m < 0 {
+			return n
+		}
+		b = b[m:]
+		if f == num && typ == protowire.BytesType {
+			n++
+		}
+	}
+	return n
 }
 
 // eachField calls fn with every field of the message b in order; a
