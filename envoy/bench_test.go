@@ -23,19 +23,7 @@ import (
 // or into the encoded answer the gRPC server sends (the -wire variants).
 // The difference to keystore's BenchmarkCheck is the adapter's own cost. Run: go test -run='^$' -bench=Adapter -benchmem ./envoy
 func BenchmarkAdapterCheck(b *testing.B) {
-	s, err := keystore.Open(filepath.Join(b.TempDir(), "k.db"), keystore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	tn, _ := s.CreateTenant(b.Context(), "Bench")
-	k, _ := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
-	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
-	}}, s)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e, k := benchEngine(b)
 	srv := envoy.NewServer(e, nil)
 	bare := envoy.NewServer(e, nil, envoy.WithMetadata(false))
 	valid, malformed := k.Secret.Reveal(), k.Secret.Reveal()[:len(k.Secret.Reveal())-1]+"!"
@@ -88,19 +76,7 @@ func wire(s *envoy.Server) func(context.Context, *authv3.CheckRequest) error {
 // through header folding, the core and writing the answer's headers.
 // Run: go test -run='^$' -bench=HTTPCheck -benchmem ./envoy
 func BenchmarkHTTPCheck(b *testing.B) {
-	s, err := keystore.Open(filepath.Join(b.TempDir(), "k.db"), keystore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	tn, _ := s.CreateTenant(b.Context(), "Bench")
-	k, _ := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
-	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
-	}}, s)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e, k := benchEngine(b)
 	h := envoy.NewHTTPHandler(e, nil)
 	for _, c := range []struct {
 		name   string
@@ -137,3 +113,30 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(status int)      { w.status = status }
+
+// benchEngine is the engine the adapter benchmarks decide with: a real
+// bbolt store holding one key (returned), closed when b ends, and a tier
+// limit no benchmark reaches.
+func benchEngine(b *testing.B) (*authz.Engine, keystore.CreatedKey) {
+	b.Helper()
+	s, err := keystore.Open(filepath.Join(b.TempDir(), "k.db"), keystore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	tn, err := s.CreateTenant(b.Context(), "Bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, err := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
+		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
+	}}, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, k
+}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"path/filepath"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
@@ -15,10 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/keygate/keygate/authz"
-	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/envoy"
-	"github.com/keygate/keygate/keystore"
 )
 
 // allowAll is the floor: an ext_authz server that allows everything with
@@ -37,19 +32,7 @@ func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespo
 // bench/run.sh measures the same with the client and the server on their
 // own cores. Run: go test -run='^$' -bench=GRPCCheck -benchmem ./envoy
 func BenchmarkGRPCCheck(b *testing.B) {
-	s, err := keystore.Open(filepath.Join(b.TempDir(), "k.db"), keystore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	tn, _ := s.CreateTenant(b.Context(), "Bench")
-	k, _ := s.CreateKey(b.Context(), keystore.KeySpec{TenantID: tn.ID, Name: "bench", UserID: "u1", Scopes: []string{"a", "b"}})
-	e, err := authz.New(authz.Config{RateLimits: authz.RateLimits{
-		Tiers: map[string]authz.LimitSet{"standard": authz.One("standard", ratelimit.Limit{Requests: 1 << 29, Window: time.Second})},
-	}}, s)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e, k := benchEngine(b)
 	req := checkRequest(map[string]string{"x-api-key": k.Secret.Reveal(), "accept": "*/*", "user-agent": "bench"})
 	wire, err := proto.Marshal(req)
 	if err != nil {
