@@ -146,24 +146,7 @@ func (s *Store) importUpdate(ctx context.Context, fn func(tx Tx, touch func(apik
 	if _, ok := s.b.(Syncer); !ok {
 		return s.update(ctx, fn)
 	}
-	if s.cache.isClosed() {
-		return ErrClosed
-	}
-	if err := s.notOpen(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	var touched []apikey.Hash
-	err := s.b.Batch(ctx, func(tx Tx) error {
-		touched = touched[:0]
-		return fn(tx, func(h apikey.Hash) { touched = append(touched, h) })
-	})
-	// As in update: even a failed commit may have happened.
-	for _, h := range touched {
-		s.cache.invalidate(h)
-	}
-	return err
+	return s.commit(ctx, s.b.Batch, fn)
 }
 
 // importLanesOf splits the lines of keys that are still to be stored into

@@ -365,6 +365,11 @@ const opTimeout = 10 * time.Second
 // once it has committed, invalidates the cache for every hash fn touched,
 // before returning: the next lookup of those keys reads the committed state.
 func (s *Store) update(ctx context.Context, fn func(tx Tx, touch func(apikey.Hash)) error) error {
+	return s.commit(ctx, s.b.Update, fn)
+}
+
+// commit is update through write, the backend's Update or Batch.
+func (s *Store) commit(ctx context.Context, write func(context.Context, func(Tx) error) error, fn func(tx Tx, touch func(apikey.Hash)) error) error {
 	if s.cache.isClosed() {
 		return ErrClosed
 	}
@@ -374,7 +379,7 @@ func (s *Store) update(ctx context.Context, fn func(tx Tx, touch func(apikey.Has
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	var touched []apikey.Hash
-	err := s.b.Update(ctx, func(tx Tx) error {
+	err := write(ctx, func(tx Tx) error {
 		touched = touched[:0]
 		return fn(tx, func(h apikey.Hash) { touched = append(touched, h) })
 	})
