@@ -30,8 +30,16 @@ package redislimit
 //
 // Values are written with %.0f because Lua 5.1 would print a large double
 // in exponent form.
+//
+// A key lives a second (SLACK, ms) past the moment its state is full or
+// empty again: a full bucket and an absent key mean the same, so keeping
+// it longer costs memory only, while expiring it on Redis's clock the
+// moment a replica's clock says it is full would hand a replica whose
+// clock runs behind (or a request that read the clock before another's) a
+// fresh bucket it has not earned.
 const takeLua = `
 local K = 16
+local SLACK = 1000
 local n = #KEYS
 local out = {0, now}
 local plans = {}
@@ -90,7 +98,7 @@ if allowed == 1 then
     if not done[k] then
       done[k] = true
       if p.nxt then
-        local ttl = math.ceil((p.nxt - now) / 1000)
+        local ttl = math.ceil((p.nxt - now) / 1000) + SLACK
         redis.call('SET', k, string.format('%.0f', p.nxt), 'PX', string.format('%.0f', ttl))
       else
         if p.fresh then
@@ -99,7 +107,7 @@ if allowed == 1 then
           redis.call('HDEL', k, unpack(p.stale))
         end
         redis.call('HSET', k, 'L', string.format('%.0f', p.slot), string.format('%.0f', p.cur), string.format('%.0f', p.count))
-        local ttl = math.ceil(((p.cur + K + 1) * p.slot - now) / 1000)
+        local ttl = math.ceil(((p.cur + K + 1) * p.slot - now) / 1000) + SLACK
         redis.call('PEXPIRE', k, string.format('%.0f', ttl))
       end
     end
