@@ -58,8 +58,6 @@ var checkService = grpc.ServiceDesc{
 	Metadata:    authv3.Authorization_ServiceDesc.Metadata,
 }
 
-var checkInfo = &grpc.UnaryServerInfo{FullMethod: authv3.Authorization_Check_FullMethodName}
-
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := new(wireRequest)
 	if err := dec(in); err != nil {
@@ -69,15 +67,17 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 	if interceptor == nil {
 		return s.checkWire(ctx, &in.Request), nil
 	}
-	info := *checkInfo
-	info.Server = srv
-	return interceptor(ctx, in, &info, func(ctx context.Context, req any) (any, error) {
-		r, ok := req.(*wireRequest)
-		if !ok {
-			return nil, fmt.Errorf("check: an interceptor replaced the request with %T", req)
-		}
-		return s.checkWire(ctx, &r.Request), nil
-	})
+	return interceptor(ctx, in, &s.info, s.intercepted)
+}
+
+// interceptedCheck is the handler the interceptors call on (see
+// Server.intercepted).
+func (s *Server) interceptedCheck(ctx context.Context, req any) (any, error) {
+	r, ok := req.(*wireRequest)
+	if !ok {
+		return nil, fmt.Errorf("check: an interceptor replaced the request with %T", req)
+	}
+	return s.checkWire(ctx, &r.Request), nil
 }
 
 // wireCodec is gRPC's proto codec, except for a Check: its request is read

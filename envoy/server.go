@@ -21,6 +21,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -32,12 +33,20 @@ import (
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	reporting
+	// info is what the gRPC server's interceptors are told of a Check
+	// and intercepted what they call: the same for every call, so made
+	// once.
+	info        grpc.UnaryServerInfo
+	intercepted grpc.UnaryHandler
 }
 
 // NewServer returns an Authorization server that asks d. A nil logger
 // discards.
 func NewServer(d Decider, log *slog.Logger, opts ...Option) *Server {
-	return &Server{reporting: newReporting(d, log, opts)}
+	s := &Server{reporting: newReporting(d, log, opts)}
+	s.info = grpc.UnaryServerInfo{Server: s, FullMethod: authv3.Authorization_Check_FullMethodName}
+	s.intercepted = s.interceptedCheck
+	return s
 }
 
 // Check answers one CheckRequest. It returns a gRPC error only for a request

@@ -482,3 +482,38 @@ func TestMetadataSwitch(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckThroughInterceptor: interceptors (metrics) see every Check as
+// the generated service would show it, and the answer is unchanged.
+func TestCheckThroughInterceptor(t *testing.T) {
+	_, e, _ := newEngine(t, authz.Config{})
+	srv := envoy.NewServer(e, nil)
+	var calls int
+	var seen grpc.UnaryServerInfo
+	g, _ := envoy.NewGRPCServer(srv, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == authv3.Authorization_Check_FullMethodName {
+			calls++
+			seen = *info
+		}
+		return h(ctx, req)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h := &harness{client: authv3.NewAuthorizationClient(conn)}
+	resp := h.check(t, checkRequest(map[string]string{"x-api-key": "ak_live_nope"}))
+	if resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("through an interceptor: %v", resp)
+	}
+	if calls != 1 || seen.Server != srv {
+		t.Fatalf("interceptor saw %d Checks, server %v", calls, seen.Server)
+	}
+}
