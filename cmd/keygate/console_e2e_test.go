@@ -335,6 +335,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	p.click("#key-reactivate")
 	detailStatus("active")
+	// The page reloads the key's usage and audit trail after each action,
+	// moving the buttons when they arrive: a click aimed before would land
+	// elsewhere.
+	p.until("the page reloaded after reactivating", `document.querySelectorAll('#audit-body tr[data-action="keys.update"]').length >= 2`)
 	if k := keyStatus(); k.Status != "active" {
 		t.Fatalf("after reactivating in the UI the API says %q", k.Status)
 	}
@@ -345,6 +349,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Cancelling the confirmation changes nothing; confirming revokes.
 	p.click("#key-revoke")
 	p.click("#confirm-cancel")
+	// While the modal dialog is open the page is inert: a click sent
+	// before the cancel has closed it would be lost.
+	p.until("the confirmation closed", `!document.getElementById('confirm-dialog').open`)
 	if k := keyStatus(); k.Status != "active" {
 		t.Fatalf("a cancelled revoke left the key %q", k.Status)
 	}
