@@ -1,15 +1,12 @@
 package envoy_test
 
 import (
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/ratelimit"
@@ -48,17 +45,7 @@ func startReplicas(t *testing.T, clk *clock, rl authz.RateLimits) *replicas {
 			t.Fatal(err)
 		}
 		g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil))
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go g.Serve(ln)
-		t.Cleanup(g.Stop)
-		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn := serve(t, g)
 		r.clients = append(r.clients, authv3.NewAuthorizationClient(conn))
 	}
 	return r

@@ -52,12 +52,10 @@ func newEngine(t *testing.T, cfg authz.Config) (*keystore.Store, *authz.Engine, 
 	return s, e, tn
 }
 
-// start runs the real gRPC server on a loopback port over a real store and
-// returns a client built from go-control-plane's generated types.
-func start(t *testing.T, cfg authz.Config, opts ...envoy.Option) *harness {
+// serve runs g on a loopback port until the test ends and returns a
+// client connection to it.
+func serve(t *testing.T, g *grpc.Server) *grpc.ClientConn {
 	t.Helper()
-	s, e, tn := newEngine(t, cfg)
-	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil, opts...))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +67,16 @@ func start(t *testing.T, cfg authz.Config, opts ...envoy.Option) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// start runs the real gRPC server on a loopback port over a real store and
+// returns a client built from go-control-plane's generated types.
+func start(t *testing.T, cfg authz.Config, opts ...envoy.Option) *harness {
+	t.Helper()
+	s, e, tn := newEngine(t, cfg)
+	g, _ := envoy.NewGRPCServer(envoy.NewServer(e, nil, opts...))
+	conn := serve(t, g)
 	og, _ := s.CreateOrg(t.Context(), tn.ID, "Acme EU")
 	return &harness{store: s, conn: conn, client: authv3.NewAuthorizationClient(conn), tenant: tn.ID, org: og.ID}
 }
@@ -497,17 +505,7 @@ func TestCheckThroughInterceptor(t *testing.T) {
 		}
 		return h(ctx, req)
 	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := serve(t, g)
 	h := &harness{client: authv3.NewAuthorizationClient(conn)}
 	resp := h.check(t, checkRequest(map[string]string{"x-api-key": "ak_live_nope"}))
 	if resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
