@@ -27,23 +27,26 @@ type schema1Secrets struct {
 	AdminID    string            `json:"admin_token_id"`
 }
 
-// TestWriteSchema1Fixture wrote testdata/schema1.db with the schema 1 code
-// (commit 041799d, before the binary key record), together with the keys
-// as that code stored them, in ListKeys order (schema1.keys.json), and
-// their secrets (schema1.secrets.json). It is kept to show how the file was made; run
-// with KEYGATE_WRITE_SCHEMA1=1 at that commit to write it again. Today's
-// code writes schema 2, which is not what the upgrade test needs, so it
-// refuses to run here.
-func TestWriteSchema1Fixture(t *testing.T) {
-	if os.Getenv("KEYGATE_WRITE_SCHEMA1") == "" {
-		t.Skip("writes testdata/schema1.db; set KEYGATE_WRITE_SCHEMA1=1 (at the schema 1 commit) to rewrite it")
+// TestWriteSchemaFixture writes testdata/schema<N>.db with the code of
+// schema N, together with the keys as that code stored them, in ListKeys
+// order (schema<N>.keys.json), and their secrets (schema<N>.secrets.json).
+// schema1.db was written at commit 041799d (before the binary key record),
+// schema2.db at 123cb2b (before the record moved under its hash). It is
+// kept to show how the files were made; run with KEYGATE_WRITE_FIXTURE=N
+// at that schema's commit to write one again. Today's code writes a schema
+// the upgrade tests do not start from, so it refuses to run here.
+func TestWriteSchemaFixture(t *testing.T) {
+	ver := os.Getenv("KEYGATE_WRITE_FIXTURE")
+	if ver == "" {
+		t.Skip("writes testdata/schema<N>.db; set KEYGATE_WRITE_FIXTURE=N (at schema N's commit) to rewrite it")
 	}
-	if string(schemaVersion) != "1" {
-		t.Fatalf("this build writes schema %s: the fixture must be written by the schema 1 code", schemaVersion)
+	if string(schemaVersion) != ver {
+		t.Fatalf("this build writes schema %s: the fixture of schema %s must be written by that schema's code", schemaVersion, ver)
 	}
 	ctx := t.Context()
 	dir := "testdata"
-	path := filepath.Join(dir, "schema1.db")
+	name := "schema" + ver
+	path := filepath.Join(dir, name+".db")
 	_ = os.Remove(path)
 	bk, err := OpenBolt(path, false, 0)
 	if err != nil {
@@ -197,8 +200,8 @@ func TestWriteSchema1Fixture(t *testing.T) {
 	// No flush, no return of slices: a crash.
 	s.usage.once.Do(func() { close(s.usage.done); <-s.usage.stopped })
 	must(bk.Close())
-	writeJSONFile(t, filepath.Join(dir, "schema1.keys.json"), keys)
-	writeJSONFile(t, filepath.Join(dir, "schema1.secrets.json"), secrets)
+	writeJSONFile(t, filepath.Join(dir, name+".keys.json"), keys)
+	writeJSONFile(t, filepath.Join(dir, name+".secrets.json"), secrets)
 	t.Logf("wrote %s: %d keys", path, len(keys))
 }
 
