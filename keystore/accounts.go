@@ -202,21 +202,26 @@ func (s *Store) Account(ctx context.Context, o Owner) (Account, error) {
 	return a, nil
 }
 
-// accountsSeen tells whether a store holds any account, so that a lookup
-// in a store without any (most, and every one that does not use them)
-// reads no more than it did before accounts existed: on etcd every read is
-// a round trip. It is found out by the first lookup and set by every
-// account written here or seen by the follower, before the cache is
-// invalidated for it; a lookup that read "none" just before is not
-// cached (its generation is outdated), and the accounts that invalidate
-// nothing (grants to a new tenant or org) apply to no key yet.
-type accountsSeen struct{ state atomic.Int32 } // 0 unknown, 1 none, 2 some
+// seen tells whether a store holds any record of an optional kind
+// (credit accounts, user records), so that a lookup in a store without
+// any (most, and every one that does not use them) reads no more than it
+// did before they existed: on etcd every read is a round trip. It is found
+// out by the first lookup and set by every such record written here or
+// seen by the follower, before the cache is invalidated for it; a lookup
+// that read "none" just before is not cached (its generation is
+// outdated), and the accounts that invalidate nothing (grants to a new
+// tenant or org) apply to no key yet. A follower that may have missed
+// writes forgets it.
+type seen struct{ state atomic.Int32 } // 0 unknown, 1 none, 2 some
 
-func (a *accountsSeen) some() { a.state.Store(2) }
+func (a *seen) some() { a.state.Store(2) }
 
-// none reports whether tx's store holds no account, scanning for one when
+// forget makes the next lookup find out again.
+func (a *seen) forget() { a.state.Store(0) }
+
+// none reports whether tx's bucket holds no record, scanning for one when
 // not known yet.
-func (a *accountsSeen) none(tx Tx) (bool, error) {
+func (a *seen) none(tx Tx, bucket string) (bool, error) {
 	switch a.state.Load() {
 	case 1:
 		return true, nil
@@ -224,7 +229,7 @@ func (a *accountsSeen) none(tx Tx) (bool, error) {
 		return false, nil
 	}
 	found := false
-	err := tx.Scan(bucketAccounts, nil, nil, func(_, _ []byte) (bool, error) {
+	err := tx.Scan(bucket, nil, nil, func(_, _ []byte) (bool, error) {
 		found = true
 		return false, nil
 	})
@@ -243,7 +248,7 @@ func (a *accountsSeen) none(tx Tx) (bool, error) {
 // from, in the order they are charged: user, org, tenant. Read with the
 // key, in its snapshot.
 func (s *Store) accountsOf(tx Tx, tenantID, orgID, userID string) ([]string, error) {
-	if none, err := s.anyAccounts.none(tx); none || err != nil {
+	if none, err := s.anyAccounts.none(tx, bucketAccounts); none || err != nil {
 		return nil, err
 	}
 	var ids []string

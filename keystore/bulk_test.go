@@ -158,10 +158,11 @@ func checkIndexes(t *testing.T, s *Store) {
 		hashes := 0
 		err = tx.Scan(bucketHashes, nil, nil, func(h, v []byte) (bool, error) {
 			hashes++
-			id, err := decodeIndexID(v)
-			if err != nil {
+			var rec storedKey
+			if err := decodeKeyRecord("", h, v, &rec); err != nil {
 				return false, err
 			}
+			id := rec.ID
 			k, ok := keys[id]
 			if !ok || !bytes.Equal(k.Hash, h) {
 				return false, fmt.Errorf("hash index entry for key %s names no key with that hash", id)

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -272,22 +273,28 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 		if v == nil || err != nil {
 			return err
 		}
-		id, err := decodeIndexID(v)
-		if err != nil {
-			return err
-		}
 		var k storedKey
-		found, err := getKeyRecord(tx, id, &k)
-		if err != nil {
+		if id, old := s.legacy.id(h); old && isHashedRecord(v) {
+			// An older build wrote the key by id since (legacyWrites).
+			found, err := getKeyRecord(tx, id, &k)
+			if err != nil {
+				return err
+			}
+			if !found || !bytes.Equal(k.Hash, h[:]) {
+				return fmt.Errorf("key %s, written by an older build, is not that of its hash", id)
+			}
+		} else if isHashedRecord(v) {
+			// Schema 3: the record itself, one read.
+			if err := decodeKeyRecord("", h[:], v, &k); err != nil {
+				return err
+			}
+		} else if err := readIndexed(tx, v, &k); err != nil {
 			return err
-		}
-		if !found {
-			return fmt.Errorf("hash index names key %s, which is missing", id)
 		}
 		cred = k.credential()
 		// Read in the same snapshot as the key, so a credential never
 		// pairs a key with a user record of another moment.
-		if cred.UserLimits, err = userLimits(tx, k.TenantID, k.UserID); err != nil {
+		if cred.UserLimits, err = s.userLimits(tx, k.TenantID, k.UserID); err != nil {
 			return err
 		}
 		if cred.Accounts, err = s.accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
@@ -300,4 +307,21 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 		return nil, fmt.Errorf("look up key: %w", err)
 	}
 	return cred, nil
+}
+
+// readIndexed reads into k the key a hash index value of before schema 3
+// names by its id (a store part way through its upgrade).
+func readIndexed(tx Tx, v []byte, k *storedKey) error {
+	id, err := decodeIndexID(v)
+	if err != nil {
+		return err
+	}
+	found, err := getKeyRecord(tx, id, k)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("hash index names key %s, which is missing", id)
+	}
+	return nil
 }

@@ -81,7 +81,7 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 				bucket = b
 			}
 			// Slices are valid only inside the transaction.
-			batch = append(batch, kv{append([]byte(nil), k...), copyValue(b, k, v)})
+			batch = append(batch, kv{append([]byte(nil), k...), append([]byte{}, v...)})
 			if len(batch) == copyChunk {
 				return flush()
 			}
@@ -93,6 +93,13 @@ func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 	}
 	if err != nil {
 		return st, fmt.Errorf("copy from %s: %w", src, err)
+	}
+	// Records of an older schema were copied as they were: dst holds
+	// this build's schema, so they are moved to its forms now, as an
+	// upgrade of dst would.
+	var counts []any
+	if _, err := upgradeRecords(upgradeStep(ctx), dst, &counts); err != nil {
+		return st, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	return st, nil
 }
@@ -126,18 +133,4 @@ func scanAll(tx Tx, withMeta bool, st *CopyStats, fn func(bucket string, k, v []
 		}
 	}
 	return nil
-}
-
-// copyValue is v as Copy writes it to a store of this build's schema: a
-// record of schema 1 in its schema 2 form (see schema1Upgrades), anything
-// else as it is (a record that cannot be decoded too: copied, not lost).
-func copyValue(bucket string, k, v []byte) []byte {
-	for _, u := range schema1Upgrades {
-		if u.bucket == bucket && u.old(v) {
-			if nv, err := u.convert(k, v); err == nil {
-				return nv
-			}
-		}
-	}
-	return append([]byte{}, v...)
 }

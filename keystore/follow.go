@@ -16,31 +16,49 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 	s := f.s
 	switch bucket {
 	case bucketHashes:
-		// A new hash (a created or imported key) must not stay in the
-		// negative cache; a removed one must not stay in the positive.
-		if len(key) == len(apikey.Hash{}) {
-			s.cache.invalidate(apikey.Hash(key))
-		}
-	case bucketKeys:
-		cur, curOK := decodeKey(key, value)
-		old, oldOK := decodeKey(key, prev)
-		switch {
-		case curOK:
-			s.ledger.rebase(cur.ID, &cur.Meter, cur.CreditsOwner)
-		case value == nil && len(key) > 0:
-			s.ledger.rebase(string(key), nil, "")
-		}
-		// Last-used times and credit reservations are written often for
-		// every busy key; they change no credential, so they leave the
-		// cache alone, which is what keeps replicas' hit rates up.
-		if curOK && oldOK && reflect.DeepEqual(cur.credential(), old.credential()) {
+		if len(key) != len(apikey.Hash{}) {
 			return
 		}
-		for _, k := range []*storedKey{cur, old} {
-			if k != nil && len(k.Hash) == len(apikey.Hash{}) {
-				s.cache.invalidate(apikey.Hash(k.Hash))
-			}
+		h := apikey.Hash(key)
+		if !isHashedRecord(value) && !isHashedRecord(prev) {
+			// An index entry of before schema 3, or a delete whose value
+			// before is not known: a new hash must not stay in the
+			// negative cache, a removed one not in the positive. (The
+			// same write deletes the key's id, which rebases its credits.)
+			s.cache.invalidate(h)
+			return
 		}
+		cur, curOK := decodeKey(nil, key, value)
+		old, oldOK := decodeKey(nil, key, prev)
+		if value == nil {
+			s.legacy.moved(h)
+		}
+		f.keyChanged(key, value, cur, curOK, old, oldOK)
+		if value != nil && !curOK {
+			// The record under h cannot be read: h is the one credential
+			// it could be.
+			s.cache.invalidate(h)
+		}
+	case bucketKeys:
+		if h, ref, _ := decodeHashRef(value); ref {
+			// The record's own write is followed under its hash; this
+			// one ends a detour through the id, if any.
+			s.legacy.moved(h)
+			s.cache.invalidate(h)
+			return
+		}
+		if _, ref, _ := decodeHashRef(prev); ref && value == nil {
+			s.ledger.rebase(string(key), nil, "")
+			return
+		}
+		// A record as stores before schema 3 kept it, by id: written by
+		// an older build, once this one has upgraded the store.
+		cur, curOK := decodeKey(key, nil, value)
+		old, oldOK := decodeKey(key, nil, prev)
+		if curOK && len(cur.Hash) == len(apikey.Hash{}) {
+			s.legacy.wrote(s, apikey.Hash(cur.Hash), cur.ID)
+		}
+		f.keyChanged(key, value, cur, curOK, old, oldOK)
 		if value != nil && !curOK {
 			// A record that cannot be read names no hash to invalidate. (A
 			// delete without its previous value needs nothing here: the
@@ -69,6 +87,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			s.cache.invalidateAll()
 		}
 	case bucketUsers:
+		if value != nil {
+			s.anyUsers.some()
+		}
 		// Any key may be the user's (keys are not indexed by user), and
 		// its credential carries the user's limits.
 		s.cache.invalidateAll()
@@ -80,16 +101,45 @@ func (f follower) Reset() {
 	f.s.cache.invalidateAll()
 	f.s.orgTenants.Clear()
 	f.s.ledger.forget()
+	// Records written while not followed may be the first of their kind.
+	f.s.anyAccounts.forget()
+	f.s.anyUsers.forget()
 }
 
-// decodeKey reads a followed key record, in either form: an older
-// replica may still write JSON.
-func decodeKey(id, raw []byte) (*storedKey, bool) {
+// keyChanged applies a followed write of a key's record (cur, nil if
+// deleted or unreadable; old, the record before when known) to the
+// credits ledger and the cache. key is the record's key in its bucket.
+func (f follower) keyChanged(key, value []byte, cur *storedKey, curOK bool, old *storedKey, oldOK bool) {
+	s := f.s
+	switch {
+	case curOK:
+		s.ledger.rebase(cur.ID, &cur.Meter, cur.CreditsOwner)
+	case value == nil && oldOK:
+		s.ledger.rebase(old.ID, nil, "")
+	case value == nil && len(key) > 0 && len(key) != len(apikey.Hash{}):
+		s.ledger.rebase(string(key), nil, "") // a record by id, deleted
+	}
+	// Last-used times and credit reservations are written often for
+	// every busy key; they change no credential, so they leave the
+	// cache alone, which is what keeps replicas' hit rates up.
+	if curOK && oldOK && reflect.DeepEqual(cur.credential(), old.credential()) {
+		return
+	}
+	for _, k := range []*storedKey{cur, old} {
+		if k != nil && len(k.Hash) == len(apikey.Hash{}) {
+			s.cache.invalidate(apikey.Hash(k.Hash))
+		}
+	}
+}
+
+// decodeKey reads a followed key record, in any form: by id (before
+// schema 3; an older replica may still write JSON) or under its hash.
+func decodeKey(id, hash, raw []byte) (*storedKey, bool) {
 	if raw == nil {
 		return nil, false
 	}
 	var k storedKey
-	if decodeKeyRecord(string(id), raw, &k) != nil {
+	if decodeKeyRecord(string(id), hash, raw, &k) != nil {
 		return nil, false
 	}
 	return &k, true

@@ -94,3 +94,73 @@ func TestResetRacesClose(t *testing.T) {
 		t.Fatal("reset and close deadlocked")
 	}
 }
+
+// TestFollowerLegacyWrite: a key record written by id by a process of an
+// older build, into a store this build has upgraded, is what lookups
+// read from the moment the write is followed (a revoke there takes
+// effect), and the store moves it under its hash.
+func TestFollowerLegacyWrite(t *testing.T) {
+	f := newFixture(t, Options{})
+	ck := f.create(t, KeySpec{})
+	h := apikey.HashOf(ck.Secret.Reveal())
+	mustLookupCred(t, f.s, ck.Secret.Reveal())
+	var ref []byte
+	old := storedKey{Key: ck.Key, Hash: h[:]}
+	now := f.clock.Now()
+	old.Status, old.RevokedAt = authz.StatusRevoked, &now
+	rec, _ := json.Marshal(old)
+	err := f.s.b.Update(t.Context(), func(tx Tx) error {
+		v, err := tx.Get(bucketKeys, []byte(ck.ID))
+		ref = append(ref, v...)
+		if err != nil {
+			return err
+		}
+		return tx.Put(bucketKeys, []byte(ck.ID), rec)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not yet followed: the record under the hash still says active.
+	f.s.cache.invalidate(h)
+	if c := mustLookupCred(t, f.s, ck.Secret.Reveal()); c.Status != authz.StatusActive {
+		t.Fatalf("test: status %s before the write is followed", c.Status)
+	}
+	follower{f.s}.Changed(bucketKeys, []byte(ck.ID), rec, ref)
+	if c, ok, err := f.s.LookupKey(t.Context(), h); err != nil || !ok || c.Status != authz.StatusRevoked {
+		t.Fatalf("after the older build's revoke: %+v %v %v", c, ok, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.s.legacy.n.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the record written by id was not moved")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err = f.s.view(t.Context(), func(tx Tx) error {
+		v, err := tx.Get(bucketKeys, []byte(ck.ID))
+		if _, isRef, _ := decodeHashRef(v); !isRef || err != nil {
+			t.Errorf("id holds %q after the move (%v)", v, err)
+		}
+		var k storedKey
+		if err := decodeKeyRecord("", h[:], mustGet(t, tx, bucketHashes, h[:]), &k); err != nil || k.Status != authz.StatusRevoked {
+			t.Errorf("record under the hash: %s %v", k.Status, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.cache.invalidate(h)
+	if c, ok, err := f.s.LookupKey(t.Context(), h); err != nil || !ok || c.Status != authz.StatusRevoked {
+		t.Fatalf("after the move: %+v %v %v", c, ok, err)
+	}
+}
+
+func mustGet(t *testing.T, tx Tx, bucket string, key []byte) []byte {
+	t.Helper()
+	v, err := tx.Get(bucket, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

@@ -3,32 +3,39 @@ package keystore
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/ratelimit"
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// The key record (bucket keys, one per key) in a compact binary form:
-// schema 2 writes it, a third of the JSON of schema 1. Readers accept
-// both: a JSON record starts with '{', which no binary format byte is, so
-// a store in the middle of its upgrade, or one an older replica still
-// writes to, reads correctly record by record.
+// The key record in a compact binary form, a third of the JSON of
+// schema 1. Schema 3 stores it under the key's hash (bucket key_hashes),
+// so that a Check reads one record; schema 2 stored it under the key's id
+// (bucket keys) in the form before (format 0x01), and schema 1 as JSON.
+// Readers accept every form: a JSON record starts with '{', which no
+// format byte is, so a store in the middle of its upgrade reads correctly
+// record by record.
 //
-// Layout after the format byte, in this order (uvarint: unsigned varint;
-// varint: zigzag; str: uvarint length then bytes; time: varint unix
-// seconds then uvarint nanoseconds, read back in UTC; opt: presence byte
-// 0/1 then the value):
+// Layout after the format byte (uvarint: unsigned varint; varint: zigzag;
+// str: uvarint length then bytes; ident: 0 for none, 1 then the 16 bytes
+// of a canonical UUID, 2 then a str; time: varint unix seconds then
+// uvarint nanoseconds, read back in UTC; opt: presence byte 0/1 then the
+// value):
 //
-//	str name, str display prefix, str tenant, str org, str user
-//	enum environment, str tier, scopes (uvarint count+1, 0: null; strs)
+//	format 0x02 (schema 3): ident id, ident tenant, ident org
+//	str name, str display prefix, format 0x01 only: str tenant, str org
+//	str user, enum environment, str tier, scopes (uvarint count+1, 0: null; strs)
 //	enum status, str slot, byte flags (1: imported)
 //	time created, opt time expires, opt time last used, opt time revoked
 //	str rotated to, str rotated from, metadata (uvarint count; str, str)
@@ -38,16 +45,23 @@ import (
 //	str credits owner, allowed cidrs (uvarint count; strs)
 //	limits (uvarint count; str name, varint requests, varint window ns,
 //	varint burst, byte algorithm)
-//	str hash (base64 without padding, 43 bytes for a SHA-256)
+//	format 0x01 only: str hash (base64 without padding, 43 bytes)
 //
-// The hash is text, as in the JSON of schema 1, and not its 32 raw
-// bytes: a shared backend's values are read with its own tools
-// (etcdctl) and may land in its logs, where no raw digest of a key is
-// to be found (etcdstore's TestEtcdHoldsNoRawKey).
-// The id is not in the record: it is the record's key in the bucket, and
-// the decoder is given it. Maps are written in key order, so a record
+// Format 0x02 leaves out the hash, which is the record's key, and holds
+// the id, which the keys bucket maps to the hash (encodeHashRef); 0x01
+// held the hash and not the id, its key. Neither holds the 32 raw bytes
+// of a hash: a shared backend's values are read with its own tools
+// (etcdctl) and may land in its logs, where no raw digest of a key is to
+// be found (etcdstore's TestEtcdHoldsNoRawKey); etcdstore writes
+// key_hashes' keys in hex. Maps are written in key order, so a record
 // encodes to the same bytes every time.
-const keyRecordV1 = 0x01
+const (
+	keyRecordV1 = 0x01
+	keyRecordV2 = 0x02
+	// keyHashRef starts a value of the keys bucket in schema 3: the hash
+	// the key's record is stored under, as text (hashText).
+	keyHashRef = 0x03
+)
 
 // hashText is the hash's encoding in the record.
 var hashText = base64.RawStdEncoding.Strict()
@@ -63,14 +77,16 @@ var (
 // refused (the key then fails closed), never read as a default.
 var errKeyRecord = errors.New("malformed key record")
 
-// encodeKeyRecord writes k in the binary form. It appends to dst.
+// encodeKeyRecord writes k in the binary form of schema 3 (format 0x02),
+// to be stored under k.Hash. It appends to dst.
 func encodeKeyRecord(dst []byte, k *storedKey) []byte {
 	w := recordWriter{b: dst}
-	w.byte(keyRecordV1)
+	w.byte(keyRecordV2)
+	w.ident(k.ID)
+	w.ident(k.TenantID)
+	w.ident(k.OrgID)
 	w.str(k.Name)
 	w.str(k.DisplayPrefix)
-	w.str(k.TenantID)
-	w.str(k.OrgID)
 	w.str(k.UserID)
 	w.enum(envEnum, k.Environment)
 	w.str(k.Tier)
@@ -135,20 +151,58 @@ func encodeKeyRecord(dst []byte, k *storedKey) []byte {
 		w.varint(int64(l.Burst))
 		w.byte(byte(l.Algorithm))
 	}
-	w.uvarint(uint64(hashText.EncodedLen(len(k.Hash))))
-	w.b = hashText.AppendEncode(w.b, k.Hash)
 	return w.b
 }
 
-// decodeKeyRecord reads a key record in either form into k; id is its key
-// in the bucket (a binary record does not repeat it). Nothing in the error
-// quotes the record: it holds the key's hash.
-func decodeKeyRecord(id string, raw []byte, k *storedKey) error {
+// encodeHashRef is the value of the keys bucket for a key whose record is
+// stored under h.
+func encodeHashRef(h []byte) []byte {
+	return hashText.AppendEncode([]byte{keyHashRef}, h)
+}
+
+// decodeHashRef reads a value of the keys bucket written by
+// encodeHashRef; ok is false for any other value (a record of schema 1 or
+// 2).
+func decodeHashRef(v []byte) (h apikey.Hash, ok bool, err error) {
+	if len(v) == 0 || v[0] != keyHashRef {
+		return h, false, nil
+	}
+	if n, err := hashText.Decode(h[:], v[1:]); err != nil || n != len(h) || hashText.EncodedLen(n) != len(v)-1 {
+		return h, true, fmt.Errorf("%w: bad hash reference", errKeyRecord)
+	}
+	return h, true, nil
+}
+
+// isHashedRecord reports a value of the hash index that is the key's
+// record (schema 3) rather than its id (schemas 1 and 2). An id of 16
+// bytes may start with any byte; no record is that short.
+func isHashedRecord(v []byte) bool { return len(v) > uuidLen && v[0] == keyRecordV2 }
+
+// decodeKeyRecord reads a key record in any form into k. Each form takes
+// what it leaves out from its key in its bucket: one of schema 1 or 2 its
+// id, one of schema 3 (key_hashes) its hash, which k then shares. Nothing
+// in the error quotes the record: it holds the key's hash.
+func decodeKeyRecord(id string, hash, raw []byte, k *storedKey) error {
 	*k = storedKey{}
 	if len(raw) == 0 {
 		return fmt.Errorf("key %s: %w: empty", id, errKeyRecord)
 	}
 	switch raw[0] {
+	case keyRecordV2:
+		r := recordReader{b: string(raw[1:]), src: raw[1:]}
+		r.key(k, true)
+		if r.err == nil && len(r.b) != 0 {
+			r.fail("trailing bytes")
+		}
+		if r.err == nil && len(hash) != len(apikey.Hash{}) {
+			r.fail("not under a hash")
+		}
+		if r.err != nil {
+			*k = storedKey{}
+			return fmt.Errorf("key %s: %w: %s", id, errKeyRecord, r.err)
+		}
+		k.Hash = hash
+		return nil
 	case '{':
 		if err := json.Unmarshal(raw, k); err != nil {
 			*k = storedKey{}
@@ -159,7 +213,7 @@ func decodeKeyRecord(id string, raw []byte, k *storedKey) error {
 		return nil
 	case keyRecordV1:
 		r := recordReader{b: string(raw[1:]), src: raw[1:]}
-		r.key(k)
+		r.key(k, false)
 		if r.err == nil && len(r.b) != 0 {
 			r.fail("trailing bytes")
 		}
@@ -179,6 +233,21 @@ func (w *recordWriter) byte(c byte)      { w.b = append(w.b, c) }
 func (w *recordWriter) uvarint(n uint64) { w.b = binary.AppendUvarint(w.b, n) }
 func (w *recordWriter) varint(n int64)   { w.b = binary.AppendVarint(w.b, n) }
 func (w *recordWriter) str(s string)     { w.uvarint(uint64(len(s))); w.b = append(w.b, s...) }
+
+// ident writes an id: a canonical UUID, as the store makes every id, in
+// its 16 bytes rather than its 36 characters.
+func (w *recordWriter) ident(id string) {
+	switch u, err := uuid.Parse(id); {
+	case id == "":
+		w.byte(0)
+	case err == nil && len(id) == 36 && u.String() == id:
+		w.byte(1)
+		w.b = append(w.b, u[:]...)
+	default:
+		w.byte(2)
+		w.str(id)
+	}
+}
 func (w *recordWriter) time(t time.Time) { w.varint(t.Unix()); w.uvarint(uint64(t.Nanosecond())) }
 func (w *recordWriter) enum(vals []string, s string) {
 	for i, v := range vals[1:] {
@@ -339,11 +408,78 @@ func (r *recordReader) optTime() *time.Time {
 	return &t
 }
 
-func (r *recordReader) key(k *storedKey) {
+// idents reads the ids written by ident into dst, the UUIDs among them
+// formatted into one string: a Check's cache miss decodes a record, and
+// each id of its own would be an allocation.
+func (r *recordReader) idents(dst ...*string) {
+	var (
+		uuids [3][]byte
+		n     int
+	)
+	for i, d := range dst {
+		switch r.byte() {
+		case 0:
+			*d = ""
+		case 1:
+			if len(r.b) < uuidLen || i >= len(uuids) {
+				r.fail("truncated")
+				return
+			}
+			uuids[i] = r.src[len(r.src)-len(r.b):][:uuidLen]
+			r.b = r.b[uuidLen:]
+			n++
+		case 2:
+			if *d = r.str(); *d == "" && r.err == nil {
+				r.fail("empty text id")
+			}
+		default:
+			r.fail("bad id")
+		}
+	}
+	if n == 0 || r.err != nil {
+		return
+	}
+	var sb strings.Builder
+	sb.Grow(36 * n)
+	var text [36]byte
+	for _, u := range uuids[:min(len(dst), len(uuids))] {
+		if u != nil {
+			formatUUID(&text, u)
+			sb.Write(text[:])
+		}
+	}
+	all := sb.String()
+	for i, u := range uuids[:min(len(dst), len(uuids))] {
+		if u != nil {
+			*dst[i], all = all[:36], all[36:]
+		}
+	}
+}
+
+// formatUUID writes u as uuid.UUID.String does, without allocating.
+func formatUUID(dst *[36]byte, u []byte) {
+	hex.Encode(dst[0:8], u[0:4])
+	dst[8] = '-'
+	hex.Encode(dst[9:13], u[4:6])
+	dst[13] = '-'
+	hex.Encode(dst[14:18], u[6:8])
+	dst[18] = '-'
+	hex.Encode(dst[19:23], u[8:10])
+	dst[23] = '-'
+	hex.Encode(dst[24:], u[10:])
+}
+
+// key reads the fields of a record of format 0x02 (v2) or 0x01.
+func (r *recordReader) key(k *storedKey, v2 bool) {
+	if v2 {
+		r.idents(&k.ID, &k.TenantID, &k.OrgID)
+	}
 	k.Name = r.str()
 	k.DisplayPrefix = r.str()
-	k.TenantID = r.str()
-	k.OrgID = r.str()
+	if !v2 {
+		k.TenantID = r.str()
+		k.OrgID = r.str()
+	}
 	k.UserID = r.str()
 	k.Environment = r.enum(envEnum)
 	k.Tier = r.str()
@@ -421,6 +557,9 @@ func (r *recordReader) key(k *storedKey) {
 			k.Limits[name] = ratelimit.Limit{Requests: int(req), Window: time.Duration(window), Burst: int(burst), Algorithm: ratelimit.Algorithm(alg)}
 		}
 	}
+	if v2 {
+		return
+	}
 	if h := r.str(); len(h) > 0 {
 		b := make([]byte, hashText.DecodedLen(len(h)))
 		// h as bytes, from src rather than a copy: it ends where b starts.
@@ -469,4 +608,6 @@ func decodeIndexID(v []byte) (string, error) {
 }
 
 // isTextIndexID reports a hash index value in the text form of schema 1.
-func isTextIndexID(v []byte) bool { return len(v) > 0 && len(v) != uuidLen && v[0] != 0 }
+func isTextIndexID(v []byte) bool {
+	return len(v) > 0 && len(v) != uuidLen && v[0] != 0 && !isHashedRecord(v)
+}

@@ -64,6 +64,9 @@ func fillValue(t *testing.T, v reflect.Value, seed string) {
 	case reflect.Struct:
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
+			if v.Type() == reflect.TypeFor[storedKey]() && f.Name == "legacy" {
+				continue // where the record was read from, not part of it
+			}
 			if !f.IsExported() {
 				t.Fatalf("%s.%s: unexported field, unknown to the test", v.Type(), f.Name)
 			}
@@ -84,6 +87,9 @@ func zeroFields(v reflect.Value, path string) []string {
 	}
 	var out []string
 	for i := range v.NumField() {
+		if v.Type() == reflect.TypeFor[storedKey]() && v.Type().Field(i).Name == "legacy" {
+			continue
+		}
 		out = append(out, zeroFields(v.Field(i), path+"."+v.Type().Field(i).Name)...)
 	}
 	return out
@@ -100,9 +106,10 @@ func TestKeyRecordEveryField(t *testing.T) {
 	if z := zeroFields(reflect.ValueOf(k), "storedKey"); len(z) > 0 {
 		t.Fatalf("fill left zero fields: %v", z)
 	}
+	k.Hash = bytes.Repeat([]byte{0xc3}, 32) // the key it is stored under
 	raw := encodeKeyRecord(nil, &k)
 	var got storedKey
-	if err := decodeKeyRecord(k.ID, raw, &got); err != nil {
+	if err := decodeKeyRecord("", k.Hash, raw, &got); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, k) {
@@ -113,7 +120,7 @@ func TestKeyRecordEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	var viaJSON storedKey
-	if err := decodeKeyRecord(k.ID, j, &viaJSON); err != nil {
+	if err := decodeKeyRecord(k.ID, nil, j, &viaJSON); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, viaJSON) {
@@ -122,9 +129,28 @@ func TestKeyRecordEveryField(t *testing.T) {
 	if len(raw) >= len(j)/2 {
 		t.Errorf("binary record %d bytes, JSON %d: want less than half", len(raw), len(j))
 	}
-	// The id is the bucket key, not repeated in the record.
-	if bytes.Contains(raw, []byte(k.ID)) {
-		t.Error("the binary record repeats the id")
+	// The hash is the record's key, not repeated in it in any form.
+	if bytes.Contains(raw, k.Hash) || bytes.Contains(raw, []byte(hashText.EncodeToString(k.Hash))) {
+		t.Error("the binary record repeats the hash")
+	}
+}
+
+// TestKeyRecordIDs: ids the store makes (canonical UUIDs) take their 16
+// bytes in a record, any other its text, and both read back as they were.
+func TestKeyRecordIDs(t *testing.T) {
+	h := bytes.Repeat([]byte{7}, 32)
+	uuids := storedKey{Key: Key{ID: "01a22d25-3e6b-7846-af0a-f4cdb4523e39", TenantID: "01a22d25-3e6b-7846-af0a-f4cdb4523e3a", OrgID: "01a22d25-3e6b-7846-af0a-f4cdb4523e3b"}, Hash: h}
+	texts := storedKey{Key: Key{ID: "01A22D25-3E6B-7846-AF0A-F4CDB4523E39", TenantID: "acme", OrgID: "urn:uuid:01a22d25-3e6b-7846-af0a-f4cdb4523e3b"}, Hash: h}
+	mixed := storedKey{Key: Key{ID: uuids.ID, TenantID: "acme"}, Hash: h}
+	a, b := encodeKeyRecord(nil, &uuids), encodeKeyRecord(nil, &texts)
+	if d := len(b) - len(a); d != (2+36)+(2+4)+(2+45)-3*(1+16) {
+		t.Errorf("records of UUID ids %d bytes, of text ids %d", len(a), len(b))
+	}
+	for _, k := range []storedKey{uuids, texts, mixed} {
+		var got storedKey
+		if err := decodeKeyRecord("", h, encodeKeyRecord(nil, &k), &got); err != nil || !reflect.DeepEqual(got, k) {
+			t.Errorf("%+v: read back %+v, %v", k.Key, got.Key, err)
+		}
 	}
 }
 
@@ -151,15 +177,18 @@ func TestKeyRecordCases(t *testing.T) {
 	}
 	for name, k := range cases {
 		t.Run(name, func(t *testing.T) {
+			if k.Hash == nil {
+				k.Hash = h // a record of schema 3 is stored under its hash
+			}
 			j, err := json.Marshal(k)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var want, got storedKey
-			if err := decodeKeyRecord(k.ID, j, &want); err != nil {
+			if err := decodeKeyRecord(k.ID, nil, j, &want); err != nil {
 				t.Fatal(err)
 			}
-			if err := decodeKeyRecord(k.ID, encodeKeyRecord(nil, &k), &got); err != nil {
+			if err := decodeKeyRecord("", k.Hash, encodeKeyRecord(nil, &k), &got); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, want) {
@@ -184,17 +213,22 @@ func TestKeyRecordDamaged(t *testing.T) {
 	good := encodeKeyRecord(nil, &k)
 	bad := map[string][]byte{
 		"empty":          {},
-		"unknown format": append([]byte{0x02}, good[1:]...),
+		"unknown format": append([]byte{0x09}, good[1:]...),
+		"a reference":    encodeHashRef(secretish),
 		"json garbage":   []byte(`{"hash": "ZZZZ`),
 		"trailing byte":  append(append([]byte(nil), good...), 0),
 		"huge count":     {keyRecordV1, 0, 0, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"huge count v2":  {keyRecordV2, 0, 0, 0, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"short uuid":     {keyRecordV2, 1, 1, 2, 3},
+		"bad id tag":     {keyRecordV2, 3, 0, 0, 0, 0, 0},
+		"empty text id":  append([]byte{keyRecordV2, 2, 0}, good[2+16:]...),
 	}
 	for i := 1; i < len(good); i++ {
 		bad[fmt.Sprint("cut at ", i)] = good[:i]
 	}
 	for name, raw := range bad {
 		var got storedKey
-		err := decodeKeyRecord("id1", raw, &got)
+		err := decodeKeyRecord("id1", secretish, raw, &got)
 		if err == nil {
 			t.Errorf("%s: decoded without error", name)
 			continue
@@ -226,20 +260,25 @@ func FuzzDecodeKeyRecord(f *testing.F) {
 	f.Add(j)
 	f.Add([]byte{keyRecordV1})
 	f.Add([]byte("{}"))
+	f.Add(encodeHashRef(k.Hash))
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		under := bytes.Repeat([]byte{2}, 32)
 		var k1 storedKey
-		if decodeKeyRecord("id", raw, &k1) != nil {
+		if decodeKeyRecord("id", under, raw, &k1) != nil {
 			return
+		}
+		if len(k1.Hash) != len(under) {
+			k1.Hash = under // records of before schema 3 held their hash
 		}
 		b1 := encodeKeyRecord(nil, &k1)
 		var k2 storedKey
-		if err := decodeKeyRecord("id", b1, &k2); err != nil {
+		if err := decodeKeyRecord("", k1.Hash, b1, &k2); err != nil {
 			t.Fatalf("re-encoded record does not decode: %v", err)
 		}
 		if b2 := encodeKeyRecord(nil, &k2); !bytes.Equal(b1, b2) {
 			t.Fatalf("encoding not stable:\n%x\n%x", b1, b2)
 		}
-		if raw[0] == keyRecordV1 && !reflect.DeepEqual(k1, k2) {
+		if raw[0] != '{' && !reflect.DeepEqual(k1, k2) {
 			t.Fatalf("binary record changed on a round trip:\n%+v\n%+v", k1, k2)
 		}
 	})

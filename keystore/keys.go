@@ -290,9 +290,9 @@ func (s *Store) insertTx(tx Tx, touch func(apikey.Hash), k *storedKey, now time.
 			return refuse(ErrInvalid, "org %s belongs to another tenant", k.OrgID)
 		}
 	}
-	if id, err := tx.Get(bucketHashes, k.Hash); err != nil {
+	if v, err := tx.Get(bucketHashes, k.Hash); err != nil {
 		return err
-	} else if id != nil {
+	} else if v != nil {
 		return refuse(ErrConflict, "this key is already stored")
 	}
 	var (
@@ -383,14 +383,14 @@ func (s *Store) orgFull(tx Tx, orgID string, now time.Time, except string) (bool
 // putKey writes a key record; with index it also writes its index entries
 // (for a new key).
 func putKey(tx Tx, k *storedKey, index bool) error {
+	if index {
+		k.legacy = true // no reference to its record yet
+	}
 	if err := putKeyRecord(tx, k.ID, k); err != nil {
 		return err
 	}
 	if !index {
 		return nil
-	}
-	if err := tx.Put(bucketHashes, k.Hash, encodeIndexID(k.ID)); err != nil {
-		return err
 	}
 	if err := tx.Put(bucketKeysByTenant, []byte(k.TenantID+"/"+k.ID), []byte{}); err != nil {
 		return err
@@ -406,23 +406,66 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 	return nil
 }
 
-// putKeyRecord writes k's record under id in the binary form.
+// putKeyRecord writes the record of key id, k, under its hash, where a
+// Check reads it. The keys bucket maps id to that hash: it is written for
+// a new key, and for one read in a form of before schema 3, whose record
+// it held.
 func putKeyRecord(tx Tx, id string, k *storedKey) error {
+	if id != k.ID || len(k.Hash) != len(apikey.Hash{}) {
+		return fmt.Errorf("encode key %s: record of key %q with a %d-byte hash", id, k.ID, len(k.Hash))
+	}
 	if err := recordTimesInRange(k); err != nil {
 		return fmt.Errorf("encode key %s: %w", id, err)
 	}
-	return tx.Put(bucketKeys, []byte(id), encodeKeyRecord(nil, k))
+	if err := tx.Put(bucketHashes, k.Hash, encodeKeyRecord(nil, k)); err != nil {
+		return err
+	}
+	if !k.legacy {
+		return nil
+	}
+	if err := tx.Put(bucketKeys, []byte(id), encodeHashRef(k.Hash)); err != nil {
+		return err
+	}
+	k.legacy = false
+	return nil
 }
 
-// getKeyRecord reads the record of key id, in either form, into k.
+// getKeyRecord reads the record of key id, in any form, into k: through
+// the keys bucket's reference to its hash (schema 3), or in the keys
+// bucket itself (a store upgraded part way).
 func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
 	raw, err := tx.Get(bucketKeys, []byte(id))
 	if err != nil || raw == nil {
 		*k = storedKey{}
 		return false, err
 	}
-	if err := decodeKeyRecord(id, raw, k); err != nil {
+	h, ref, err := decodeHashRef(raw)
+	switch {
+	case err != nil:
+		*k = storedKey{}
+		return false, fmt.Errorf("key %s: %w", id, err)
+	case !ref:
+		if err := decodeKeyRecord(id, nil, raw, k); err != nil {
+			return false, err
+		}
+		k.legacy = true
+		return true, nil
+	}
+	if raw, err = tx.Get(bucketHashes, h[:]); err != nil {
+		*k = storedKey{}
 		return false, err
+	}
+	if !isHashedRecord(raw) {
+		*k = storedKey{}
+		return false, fmt.Errorf("key %s: %w: its hash holds no record", id, errKeyRecord)
+	}
+	if err := decodeKeyRecord(id, h[:], raw, k); err != nil {
+		return false, err
+	}
+	if k.ID != id {
+		// Two ids naming one hash: the record is not this key's.
+		*k = storedKey{}
+		return false, fmt.Errorf("key %s: %w: its hash holds key %s", id, errKeyRecord, k.ID)
 	}
 	return true, nil
 }

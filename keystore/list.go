@@ -90,9 +90,17 @@ func (s *Store) CountKeys(ctx context.Context) (map[State]int, error) {
 	now := s.now()
 	out := map[State]int{StateActive: 0, StateInactive: 0, StateRevoked: 0, StateExpired: 0}
 	err := s.view(ctx, func(tx Tx) error {
+		// Every key's record is under its hash; in a store part way
+		// through its upgrade, some are still named there by their id.
 		var k storedKey
-		return tx.Scan(bucketKeys, nil, nil, func(id, v []byte) (bool, error) {
-			if err := decodeKeyRecord(string(id), v, &k); err != nil {
+		return tx.Scan(bucketHashes, nil, nil, func(h, v []byte) (bool, error) {
+			var err error
+			if isHashedRecord(v) {
+				err = decodeKeyRecord("", h, v, &k)
+			} else {
+				err = readIndexed(tx, v, &k)
+			}
+			if err != nil {
 				return false, err
 			}
 			out[k.StateAt(now)]++

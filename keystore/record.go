@@ -140,11 +140,15 @@ func (k *Key) StateAt(now time.Time) State {
 	return StateActive
 }
 
-// storedKey is the bbolt value of a key: the public record and its hash,
-// which is kept so that deletes can drop the hash index entry.
+// storedKey is a key as the store holds it: the public record and its
+// hash, the record's key in key_hashes.
 type storedKey struct {
 	Key
 	Hash []byte `json:"hash"`
+	// legacy marks a record read from the keys bucket, where stores
+	// before schema 3 kept it: writing it back also points that bucket at
+	// the record's new place (putKeyRecord).
+	legacy bool
 }
 
 // credential builds the read-only view the decision core works from.

@@ -5,25 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// Schema versions. Version 1 stored key records as JSON; version 2
-// stores them in the binary form of keycodec.go. A writable open of a
-// version 1 store upgrades it; a read-only open (keygate check, backups)
-// reads it as it is, since the decoder reads both forms.
+// Schema versions. Version 1 stored key records as JSON under their ids;
+// version 2 in the binary form of keycodec.go; version 3 stores each under
+// its key's hash, where a Check reads it in one read, and maps ids to
+// hashes. A writable open of a version 1 or 2 store upgrades it; a
+// read-only open (keygate check, backups) reads it as it is, since the
+// readers take every form.
 var (
 	metaSchemaVersion = []byte("schema_version")
-	schemaVersion     = []byte("2")
-	schemaVersion1    = []byte("1")
+	schemaVersion     = []byte("3")
+	// olderSchemas are the versions this build reads and upgrades.
+	olderSchemas = []string{"1", "2"}
 )
 
 // upgradeBatch is how many key records one transaction of the upgrade
 // rewrites: on bbolt one fsync each; on a shared backend (etcd) a
-// transaction carries at most 128 operations by default, in compares (one
-// per record read) and in writes each.
+// transaction carries at most 128 operations by default, in compares (two
+// per record: the record and its hash's entry) and in writes (two) each.
 const (
 	upgradeBatchBolt   = 10_000
-	upgradeBatchShared = 100
+	upgradeBatchShared = 60
 )
 
 // checkSchema fails unless the backend holds a schema this build reads;
@@ -62,82 +69,102 @@ func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) 
 		return fmt.Errorf("no schema version: not a keygate store")
 	case string(v) == string(schemaVersion):
 		return nil
-	case string(v) == string(schemaVersion1) && !create:
+	case slices.Contains(olderSchemas, string(v)) && !create:
 		return nil
-	case string(v) == string(schemaVersion1):
-		return upgradeSchema1(ctx, b, log)
+	case slices.Contains(olderSchemas, string(v)):
+		return upgradeSchema(ctx, b, string(v), log)
 	}
-	return fmt.Errorf("schema version %s, this build reads %s and %s", v, schemaVersion1, schemaVersion)
+	return fmt.Errorf("schema version %s, this build reads %s and %s", v, strings.Join(olderSchemas, ", "), schemaVersion)
 }
 
-// recordUpgrade turns the records of one bucket from their schema 1
-// form into schema 2's.
+// recordUpgrade moves the records of one bucket from the forms of older
+// schemas to this one's.
 type recordUpgrade struct {
 	bucket string
-	// old reports a value still in the schema 1 form.
+	// old reports a value still in an older form.
 	old func(v []byte) bool
-	// convert returns v in the schema 2 form; an error leaves it as it is.
-	convert func(k, v []byte) ([]byte, error)
+	// convert writes, in tx, the record k holding v in its new form. A
+	// record it cannot convert it leaves as it is, and tx as it was,
+	// reporting false; an error is the backend's, and ends the upgrade.
+	convert func(tx Tx, k, v []byte) (bool, error)
 }
 
-// schema1Upgrades are the changes from schema 1 to 2: key records from
-// JSON to binary, and the hash index's values from the key id's text to
-// its 16 bytes.
-var schema1Upgrades = []recordUpgrade{
-	{bucketKeys, isJSONRecord, func(k, v []byte) ([]byte, error) {
-		var sk storedKey
-		if err := decodeKeyRecord(string(k), v, &sk); err != nil {
-			return nil, err
+// schemaUpgrades are the changes from schemas 1 and 2 to 3: each key
+// record, JSON (1) or binary by id (2), is written under its hash in the
+// binary form of schema 3, and its id then names that hash. The hash
+// index's entries, which named the id, are overwritten by the records.
+var schemaUpgrades = []recordUpgrade{
+	{bucketKeys, isRecordByID, moveUnderHash},
+}
+
+// isRecordByID reports a value of the keys bucket that is a key record
+// (schemas 1 and 2), not a reference to one.
+func isRecordByID(v []byte) bool {
+	return len(v) > 0 && (v[0] == '{' || v[0] == keyRecordV1)
+}
+
+// moveUnderHash writes the record of key id, v in a form of schema 1 or
+// 2, under its hash. The hash must name no other key: a record claiming
+// a hash whose entry names another key is left where it is, and both
+// keys read as they did.
+func moveUnderHash(tx Tx, id, v []byte) (bool, error) {
+	h, err := moveRecord(tx, id, v)
+	return h != nil, err
+}
+
+// moveRecord is moveUnderHash, returning the hash the record is under
+// now (nil: left where it was).
+func moveRecord(tx Tx, id, v []byte) ([]byte, error) {
+	var sk storedKey
+	if decodeKeyRecord(string(id), nil, v, &sk) != nil || sk.ID != string(id) ||
+		len(sk.Hash) != len(apikey.Hash{}) || recordTimesInRange(&sk) != nil {
+		return nil, nil
+	}
+	cur, err := tx.Get(bucketHashes, sk.Hash)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur == nil:
+	case isHashedRecord(cur):
+		// Moved before, and written by id since by an older build
+		// (legacyWrites): the record by id is the newer.
+		var there storedKey
+		if decodeKeyRecord("", sk.Hash, cur, &there) != nil || there.ID != string(id) {
+			return nil, nil
 		}
-		return encodeKeyRecord(nil, &sk), nil
-	}},
-	{bucketHashes, isTextIndexID, func(_, v []byte) ([]byte, error) { return encodeIndexID(string(v)), nil }},
+	default:
+		if other, err := decodeIndexID(cur); err != nil || other != string(id) {
+			return nil, nil
+		}
+	}
+	sk.legacy = true
+	return sk.Hash, putKeyRecord(tx, string(id), &sk)
 }
 
-// upgradeSchema1 rewrites every record of a version 1 store that schema 2
-// stores differently (schema1Upgrades), in batches of one transaction
-// each, and sets the schema version last: a crash half way leaves a
-// version 1 store whose records are partly in the new form, which this
-// build reads, and the next open finishes the upgrade. Each batch reads
+// upgradeSchema rewrites every record of a store of version from that
+// this schema stores differently (schemaUpgrades), in batches of one
+// transaction each, and sets the schema version last: a crash half way leaves a
+// store of the old version whose records are partly in the new form,
+// which this build reads, and the next open finishes the upgrade. Each batch reads
 // its records again inside its transaction and rewrites only those still
 // in the old form, so a retried transaction, a concurrent write through
 // this build, or two processes upgrading at once change nothing twice. A
 // record that cannot be decoded is left as it is (a lookup of it fails
 // closed, as before) and counted.
 //
-// Processes of the schema 1 build cannot read the new forms: on a shared
+// Processes of older builds cannot read the new forms: on a shared
 // backend they must be stopped before the first process of this build
 // opens it.
-func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
-	batch := upgradeBatchBolt
-	if _, shared := b.(Shared); shared {
-		batch = upgradeBatchShared
-	}
-	// Each batch has its own deadline: the whole upgrade of a large store
-	// takes longer than one operation may.
-	base := context.WithoutCancel(ctx)
-	step := func(fn func(context.Context) error) error {
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return ctx.Err()
-		}
-		sctx, cancel := context.WithTimeout(base, opTimeout)
-		defer cancel()
-		return fn(sctx)
-	}
-	counts := []any{"store", b.String(), "schema_version", string(schemaVersion)}
-	rewrote := false
-	for _, u := range schema1Upgrades {
-		n, bad, err := upgradeBucket(step, b, u, batch)
-		if err != nil {
-			return fmt.Errorf("upgrade to schema %s: %s: %w", schemaVersion, u.bucket, err)
-		}
-		counts, rewrote = append(counts, u.bucket, n), rewrote || n > 0
-		if bad > 0 {
-			counts = append(counts, u.bucket+"_unreadable_left", bad)
-		}
+func upgradeSchema(ctx context.Context, b Backend, from string, log *slog.Logger) error {
+	step := upgradeStep(ctx)
+	counts := []any{"store", b.String(), "from_schema_version", from, "schema_version", string(schemaVersion)}
+	rewrote, err := upgradeRecords(step, b, &counts)
+	if err != nil {
+		return fmt.Errorf("upgrade to schema %s: %w", schemaVersion, err)
 	}
 	set := false
-	err := step(func(ctx context.Context) error {
+	err = step(func(ctx context.Context) error {
 		return b.Update(ctx, func(tx Tx) error {
 			set = false
 			cur, err := tx.Get(bucketMeta, metaSchemaVersion)
@@ -146,7 +173,7 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 				return err
 			case string(cur) == string(schemaVersion):
 				return nil // another process finished first
-			case string(cur) != string(schemaVersion1):
+			case !slices.Contains(olderSchemas, string(cur)):
 				return fmt.Errorf("schema version changed to %q during the upgrade", cur)
 			}
 			set = true
@@ -162,6 +189,43 @@ func upgradeSchema1(ctx context.Context, b Backend, log *slog.Logger) error {
 		log.Info("key store upgraded", counts...)
 	}
 	return nil
+}
+
+// upgradeStep runs each step of an upgrade under a deadline of its own:
+// the whole upgrade of a large store takes longer than one operation may.
+// Cancelling ctx stops the next step.
+func upgradeStep(ctx context.Context) func(func(context.Context) error) error {
+	base := context.WithoutCancel(ctx)
+	return func(fn func(context.Context) error) error {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err()
+		}
+		sctx, cancel := context.WithTimeout(base, opTimeout)
+		defer cancel()
+		return fn(sctx)
+	}
+}
+
+// upgradeRecords rewrites every record of b in an older form
+// (schemaUpgrades), and appends to counts, per bucket, how many it
+// rewrote and how many it left unreadable. Copy runs it too, on the
+// records it copied.
+func upgradeRecords(step func(func(context.Context) error) error, b Backend, counts *[]any) (rewrote bool, err error) {
+	batch := upgradeBatchBolt
+	if _, shared := b.(Shared); shared {
+		batch = upgradeBatchShared
+	}
+	for _, u := range schemaUpgrades {
+		n, bad, err := upgradeBucket(step, b, u, batch)
+		if err != nil {
+			return rewrote, fmt.Errorf("%s: %w", u.bucket, err)
+		}
+		*counts, rewrote = append(*counts, u.bucket, n), rewrote || n > 0
+		if bad > 0 {
+			*counts = append(*counts, u.bucket+"_unreadable_left", bad)
+		}
+	}
+	return rewrote, nil
 }
 
 // upgradeBucket rewrites the records of u.bucket still in the old form,
@@ -201,13 +265,13 @@ func upgradeBucket(step func(func(context.Context) error) error, b Backend, u re
 					if !u.old(v) {
 						continue // gone, or rewritten meanwhile
 					}
-					nv, err := u.convert(k, v)
-					if err != nil {
+					ok, err := u.convert(tx, k, v)
+					switch {
+					case err != nil:
+						return err
+					case !ok:
 						failed++
 						continue
-					}
-					if err := tx.Put(u.bucket, k, nv); err != nil {
-						return err
 					}
 					done++
 				}

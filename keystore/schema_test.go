@@ -3,23 +3,29 @@ package keystore
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// copySchema1 copies testdata/schema1.db, written by the schema 1 code,
-// to a temporary directory.
-func copySchema1(t *testing.T) string {
+// fixtures are the stores in testdata written by the code of each older
+// schema this build upgrades (TestWriteSchemaFixture).
+var fixtures = []string{"schema1", "schema2"}
+
+// copyFixture copies testdata/<name>.db to a temporary directory.
+func copyFixture(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "schema1.db"))
+	b, err := os.ReadFile(filepath.Join("testdata", name+".db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,13 +36,13 @@ func copySchema1(t *testing.T) string {
 	return path
 }
 
-// schema1Want reads the fixture's keys as the schema 1 code stored them,
-// and their secrets.
-func schema1Want(t *testing.T) ([]Key, schema1Secrets) {
+// fixtureWant reads a fixture's keys as the code of its schema stored
+// them, and their secrets.
+func fixtureWant(t *testing.T, fixture string) ([]Key, fixtureSecrets) {
 	t.Helper()
 	var keys []Key
-	var sec schema1Secrets
-	for name, v := range map[string]any{"schema1.keys.json": &keys, "schema1.secrets.json": &sec} {
+	var sec fixtureSecrets
+	for name, v := range map[string]any{fixture + ".keys.json": &keys, fixture + ".secrets.json": &sec} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			t.Fatal(err)
@@ -79,7 +85,7 @@ func openAt(t *testing.T, path string, readOnly bool) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(bk, Options{Now: func() time.Time { return schema1Clock }, MaxOrgKeys: -1, ReadOnly: readOnly})
+	s, err := New(bk, Options{Now: func() time.Time { return fixtureClock }, MaxOrgKeys: -1, ReadOnly: readOnly})
 	if err != nil {
 		bk.Close()
 		t.Fatal(err)
@@ -105,17 +111,29 @@ func listAll(t *testing.T, s *Store, f ListFilter) []Key {
 	}
 }
 
-// checkSchema1Keys fails unless s holds exactly the fixture's keys, as the
-// schema 1 code stored them, listed in the same order, by tenant and org
-// too, and every secret still authenticates as its key.
-func checkSchema1Keys(t *testing.T, s *Store) {
+// checkFixtureKeys fails unless s holds exactly the fixture's keys, as
+// the code of its schema stored them, listed in the same order, by tenant
+// and org too, counted by state, and every secret still authenticates as
+// its key.
+func checkFixtureKeys(t *testing.T, s *Store, fixture string) {
 	t.Helper()
-	want, sec := schema1Want(t)
+	want, sec := fixtureWant(t, fixture)
 	got := listAll(t, s, ListFilter{})
 	if !reflect.DeepEqual(got, want) {
 		g, _ := json.MarshalIndent(got, "", " ")
 		w, _ := json.MarshalIndent(want, "", " ")
-		t.Fatalf("keys differ from what the schema 1 code stored:\n got %s\nwant %s", g, w)
+		t.Fatalf("keys differ from what the code of %s stored:\n got %s\nwant %s", fixture, g, w)
+	}
+	counts, err := s.CountKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	if n != len(want) {
+		t.Fatalf("CountKeys counted %d keys of %d: %v", n, len(want), counts)
 	}
 	byTenant, byOrg := 0, 0
 	tenants, orgs := map[string]bool{}, map[string]bool{}
@@ -146,191 +164,232 @@ func checkSchema1Keys(t *testing.T, s *Store) {
 	}
 }
 
-// TestUpgradeSchema1: a store written by the schema 1 code reads as it was
-// when opened read-only (and stays untouched), and a writable open
-// upgrades it to schema 2: every key record binary, every key equal to
-// what schema 1 stored, every secret still authenticating, every other
-// record unchanged. A second open changes nothing.
-func TestUpgradeSchema1(t *testing.T) {
-	path := copySchema1(t)
-	before, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v1 := dumpBolt(t, path)
-	if got := v1[bucketMeta][string(metaSchemaVersion)]; got != "1" {
-		t.Fatalf("fixture schema %q", got)
-	}
-
-	ro := openAt(t, path, true)
-	checkSchema1Keys(t, ro)
-	if err := ro.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
-		t.Fatal("a read-only open changed the file")
-	}
-
-	s := openAt(t, path, false)
-	checkSchema1Keys(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	v2 := dumpBolt(t, path)
-	if got := v2[bucketMeta][string(metaSchemaVersion)]; got != "2" {
-		t.Fatalf("schema %q after the upgrade", got)
-	}
-	if len(v2[bucketKeys]) != len(v1[bucketKeys]) {
-		t.Fatalf("%d key records, were %d", len(v2[bucketKeys]), len(v1[bucketKeys]))
-	}
-	jsonBytes, binBytes := 0, 0
-	for id, rec := range v2[bucketKeys] {
-		if rec[0] != keyRecordV1 {
-			t.Fatalf("key %s not upgraded (format %q)", id, rec[0])
+// checkMoved fails unless after holds every key record of before (a
+// store of an older schema) under its hash in the form of schema 3, equal
+// to the record before to the last field, with its id naming that hash,
+// and every other record as it was. except names key ids left as they
+// were.
+func checkMoved(t *testing.T, before, after map[string]map[string]string, except ...string) {
+	t.Helper()
+	oldBytes, newBytes := 0, 0
+	for id, rec := range before[bucketKeys] {
+		var old storedKey
+		if _, ref, _ := decodeHashRef([]byte(rec)); ref || slices.Contains(except, id) {
+			// Moved before, or left: as it was.
+			if after[bucketKeys][id] != rec {
+				t.Fatalf("key %s was rewritten", id)
+			}
+			continue
 		}
-		// The record as schema 1 decoded it, to the last field.
-		var old, cur storedKey
-		if err := json.Unmarshal([]byte(v1[bucketKeys][id]), &old); err != nil {
+		if err := decodeKeyRecord(id, nil, []byte(rec), &old); err != nil {
 			t.Fatal(err)
 		}
-		if err := decodeKeyRecord(id, []byte(rec), &cur); err != nil {
+		h, ref, err := decodeHashRef([]byte(after[bucketKeys][id]))
+		if !ref || err != nil || !bytes.Equal(h[:], old.Hash) {
+			t.Fatalf("key %s: %q is no reference to its hash (%v)", id, after[bucketKeys][id], err)
+		}
+		v := after[bucketHashes][string(h[:])]
+		if !isHashedRecord([]byte(v)) {
+			t.Fatalf("key %s: no record under its hash", id)
+		}
+		var cur storedKey
+		if err := decodeKeyRecord("", h[:], []byte(v), &cur); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(cur, old) {
 			t.Fatalf("key %s changed:\n got %+v\nwant %+v", id, cur, old)
 		}
-		jsonBytes, binBytes = jsonBytes+len(v1[bucketKeys][id]), binBytes+len(rec)
+		oldBytes, newBytes = oldBytes+len(rec)+len(before[bucketHashes][string(h[:])]), newBytes+len(v)+len(after[bucketKeys][id])
 	}
-	t.Logf("key records: %d bytes of JSON, %d binary", jsonBytes, binBytes)
-	// The hash index: the same hashes, naming the same keys, by their
-	// 16 bytes.
-	if len(v2[bucketHashes]) != len(v1[bucketHashes]) {
-		t.Fatalf("%d hash index entries, were %d", len(v2[bucketHashes]), len(v1[bucketHashes]))
+	t.Logf("key records and hash index: %d bytes before, %d after", oldBytes, newBytes)
+	if len(after[bucketKeys]) != len(before[bucketKeys]) || len(after[bucketHashes]) != len(before[bucketHashes]) {
+		t.Fatalf("%d ids and %d hashes, were %d and %d", len(after[bucketKeys]), len(after[bucketHashes]), len(before[bucketKeys]), len(before[bucketHashes]))
 	}
-	for h, id := range v1[bucketHashes] {
-		v := v2[bucketHashes][h]
-		got, err := decodeIndexID([]byte(v))
-		if len(v) != 16 || err != nil || got != id {
-			t.Fatalf("hash index entry of key %s: %d bytes naming %q (%v)", id, len(v), got, err)
-		}
-	}
-	for bucket, recs := range v1 {
+	for bucket, recs := range before {
 		if bucket == bucketKeys || bucket == bucketHashes || bucket == bucketMeta {
 			continue
 		}
-		if !reflect.DeepEqual(v2[bucket], recs) {
+		if !reflect.DeepEqual(after[bucket], recs) {
 			t.Errorf("bucket %s changed by the upgrade", bucket)
 		}
 	}
+}
 
-	// A second open: nothing to do.
-	s = openAt(t, path, false)
-	checkSchema1Keys(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if v3 := dumpBolt(t, path); !reflect.DeepEqual(v3[bucketKeys], v2[bucketKeys]) || !reflect.DeepEqual(v3[bucketHashes], v2[bucketHashes]) ||
-		!reflect.DeepEqual(v3[bucketMeta], v2[bucketMeta]) {
-		t.Fatal("a second open rewrote key records")
+// TestUpgradeSchema: a store written by the code of an older schema reads
+// as it was when opened read-only (and stays untouched), and a writable
+// open upgrades it to schema 3: every key record under its hash, every
+// key equal to what the older code stored, every secret still
+// authenticating, every other record unchanged. A second open changes
+// nothing.
+func TestUpgradeSchema(t *testing.T) {
+	for _, fixture := range fixtures {
+		t.Run(fixture, func(t *testing.T) {
+			path := copyFixture(t, fixture)
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v1 := dumpBolt(t, path)
+			if got := v1[bucketMeta][string(metaSchemaVersion)]; got != strings.TrimPrefix(fixture, "schema") {
+				t.Fatalf("fixture schema %q", got)
+			}
+
+			ro := openAt(t, path, true)
+			checkFixtureKeys(t, ro, fixture)
+			if err := ro.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+				t.Fatal("a read-only open changed the file")
+			}
+
+			s := openAt(t, path, false)
+			checkFixtureKeys(t, s, fixture)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			v2 := dumpBolt(t, path)
+			if got := v2[bucketMeta][string(metaSchemaVersion)]; got != "3" {
+				t.Fatalf("schema %q after the upgrade", got)
+			}
+			checkMoved(t, v1, v2)
+
+			// A second open: nothing to do.
+			s = openAt(t, path, false)
+			checkFixtureKeys(t, s, fixture)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if v3 := dumpBolt(t, path); !reflect.DeepEqual(v3[bucketKeys], v2[bucketKeys]) || !reflect.DeepEqual(v3[bucketHashes], v2[bucketHashes]) ||
+				!reflect.DeepEqual(v3[bucketMeta], v2[bucketMeta]) {
+				t.Fatal("a second open rewrote key records")
+			}
+		})
 	}
 }
 
-// TestUpgradeInterrupted: a schema 1 store whose upgrade stopped half way
-// (some key records and hash index entries in the new form, one record
-// damaged, the version still 1) reads correctly
-// read-only, and the next writable open finishes the upgrade, leaving
-// the damaged record as it was rather than lose or guess it.
+// TestUpgradeInterrupted: a store whose upgrade stopped half way (some key
+// records under their hash, one record damaged, the version still the
+// old one) reads correctly read-only, writes made meanwhile land, and the
+// next writable open finishes the upgrade, leaving the damaged record as
+// it was rather than lose or guess it.
 func TestUpgradeInterrupted(t *testing.T) {
-	path := copySchema1(t)
-	want, sec := schema1Want(t)
-	damaged := want[3]
-	db, err := bolt.Open(path, 0o600, nil)
+	for _, fixture := range fixtures {
+		t.Run(fixture, func(t *testing.T) {
+			path := copyFixture(t, fixture)
+			want, sec := fixtureWant(t, fixture)
+			damaged := want[3]
+			bk, err := OpenBolt(path, false, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = bk.Update(t.Context(), func(tx Tx) error {
+				for i, k := range want {
+					switch {
+					case k.ID == damaged.ID:
+						if err := tx.Put(bucketKeys, []byte(k.ID), []byte(`{"id": "`+k.ID+`", "status": "act`)); err != nil {
+							return err
+						}
+					case i%2 == 0:
+						v, err := tx.Get(bucketKeys, []byte(k.ID))
+						if err != nil {
+							return err
+						}
+						if ok, err := moveUnderHash(tx, []byte(k.ID), v); !ok || err != nil {
+							return fmt.Errorf("move %s: %v %w", k.ID, ok, err)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bk.Close()
+			half := dumpBolt(t, path)
+
+			for _, readOnly := range []bool{true, false} {
+				s := openAt(t, path, readOnly)
+				for _, k := range want {
+					c, ok, err := s.LookupKey(t.Context(), apikey.HashOf(sec.Keys[k.ID]))
+					if k.ID == damaged.ID {
+						if err == nil || ok {
+							t.Fatalf("read-only %v: the damaged record did not fail closed: found %v", readOnly, ok)
+						}
+						if strings.Contains(err.Error(), sec.Keys[k.ID]) {
+							t.Fatal("the error quotes the key")
+						}
+						continue
+					}
+					if err != nil || !ok || c.ID != k.ID || c.Status != k.Status {
+						t.Fatalf("read-only %v: key %s: found %v, err %v", readOnly, k.ID, ok, err)
+					}
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := dumpBolt(t, path)
+			if got := after[bucketMeta][string(metaSchemaVersion)]; got != "3" {
+				t.Fatalf("schema %q", got)
+			}
+			checkMoved(t, half, after, damaged.ID)
+			for id, v := range after[bucketKeys] {
+				if _, ref, _ := decodeHashRef([]byte(v)); !ref && id != damaged.ID {
+					t.Fatalf("key %s left by id", id)
+				}
+			}
+		})
+	}
+}
+
+// TestLegacyRecordWrite: a write to a key still stored by its id (a store
+// part way through its upgrade) moves it under its hash, so that the
+// Check path and the admin API read the same record afterwards.
+func TestLegacyRecordWrite(t *testing.T) {
+	path := copyFixture(t, "schema2")
+	want, sec := fixtureWant(t, "schema2")
+	k := want[0]
+	bk, err := OpenBolt(path, false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketKeys))
-		i := 0
-		hb := tx.Bucket([]byte(bucketHashes))
-		j := 0
-		err := hb.ForEach(func(h, v []byte) error {
-			j++
-			if j%3 == 0 {
-				return hb.Put(h, encodeIndexID(string(v)))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+	// Open without the upgrade: the version says 3 already.
+	err = bk.Update(t.Context(), func(tx Tx) error { return tx.Put(bucketMeta, metaSchemaVersion, schemaVersion) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	bk.Close()
+	s := openAt(t, path, false)
+	defer s.Close()
+	if _, err := s.RevokeKey(t.Context(), k.ID); err != nil {
+		t.Fatal(err)
+	}
+	c, ok, err := s.LookupKey(t.Context(), apikey.HashOf(sec.Keys[k.ID]))
+	if err != nil || !ok || c.Status != authz.StatusRevoked {
+		t.Fatalf("revoked key reads %+v %v %v", c, ok, err)
+	}
+	got, err := s.Key(t.Context(), k.ID)
+	if err != nil || got.Status != authz.StatusRevoked {
+		t.Fatalf("admin read: %+v %v", got, err)
+	}
+	err = s.view(t.Context(), func(tx Tx) error {
+		v, err := tx.Get(bucketKeys, []byte(k.ID))
+		if _, ref, _ := decodeHashRef(v); !ref || err != nil {
+			return fmt.Errorf("key %s still by id (%v)", k.ID, err)
 		}
-		return b.ForEach(func(k, v []byte) error {
-			defer func() { i++ }()
-			switch {
-			case string(k) == damaged.ID:
-				return b.Put(k, []byte(`{"id": "`+damaged.ID+`", "status": "act`))
-			case i%2 == 0:
-				var sk storedKey
-				if err := decodeKeyRecord(string(k), v, &sk); err != nil {
-					return err
-				}
-				return b.Put(k, encodeKeyRecord(nil, &sk))
-			}
-			return nil
-		})
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	db.Close()
-
-	for _, readOnly := range []bool{true, false} {
-		s := openAt(t, path, readOnly)
-		for _, k := range want {
-			c, ok, err := s.LookupKey(t.Context(), apikey.HashOf(sec.Keys[k.ID]))
-			if k.ID == damaged.ID {
-				if err == nil || ok {
-					t.Fatalf("read-only %v: the damaged record did not fail closed: found %v", readOnly, ok)
-				}
-				if strings.Contains(err.Error(), sec.Keys[k.ID]) {
-					t.Fatal("the error quotes the key")
-				}
-				continue
-			}
-			if err != nil || !ok || c.ID != k.ID {
-				t.Fatalf("read-only %v: key %s: found %v, err %v", readOnly, k.ID, ok, err)
-			}
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	v2 := dumpBolt(t, path)
-	if got := v2[bucketMeta][string(metaSchemaVersion)]; got != "2" {
-		t.Fatalf("schema %q", got)
-	}
-	for _, v := range v2[bucketHashes] {
-		if len(v) != 16 {
-			t.Fatalf("hash index entry of %d bytes left", len(v))
-		}
-	}
-	for id, rec := range v2[bucketKeys] {
-		if id == damaged.ID {
-			if !isJSONRecord([]byte(rec)) {
-				t.Fatal("the damaged record was rewritten")
-			}
-			continue
-		}
-		if rec[0] != keyRecordV1 {
-			t.Fatalf("key %s not upgraded", id)
-		}
 	}
 }
 
 // TestSchemaRefused: a store of a newer schema is refused by every open,
 // read-only or not, and left as it is.
 func TestSchemaRefused(t *testing.T) {
-	for _, v := range []string{"3", "10", "1x"} {
-		path := copySchema1(t)
+	for _, v := range []string{"4", "10", "1x", "0"} {
+		path := copyFixture(t, "schema1")
 		db, err := bolt.Open(path, 0o600, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -355,46 +414,42 @@ func TestSchemaRefused(t *testing.T) {
 			}
 			bk.Close()
 		}
-		if got := dumpBolt(t, path)[bucketKeys]; !isJSONRecord([]byte(got[schema1AnyID(t)])) {
+		want, _ := fixtureWant(t, "schema1")
+		if got := dumpBolt(t, path)[bucketKeys]; !isJSONRecord([]byte(got[want[0].ID])) {
 			t.Fatalf("schema %q: records rewritten", v)
 		}
 	}
 }
 
-func schema1AnyID(t *testing.T) string {
-	want, _ := schema1Want(t)
-	return want[0].ID
-}
-
-// TestCopySchema1: Copy from a schema 1 store (read as it is) writes a
-// schema 2 store, every record in its schema 2 form, with the same keys.
-func TestCopySchema1(t *testing.T) {
-	src, err := OpenBolt(copySchema1(t), true, 0)
-	if err != nil {
-		t.Fatal(err)
+// TestCopySchema: Copy from a store of an older schema (read as it is)
+// writes a store of schema 3, every record in its form, with the same
+// keys.
+func TestCopySchema(t *testing.T) {
+	for _, fixture := range fixtures {
+		t.Run(fixture, func(t *testing.T) {
+			srcPath := copyFixture(t, fixture)
+			src, err := OpenBolt(srcPath, true, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			path := filepath.Join(t.TempDir(), "copy.db")
+			dst, err := OpenBolt(path, false, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Copy(t.Context(), dst, src); err != nil {
+				t.Fatal(err)
+			}
+			dst.Close()
+			copied := dumpBolt(t, path)
+			if got := copied[bucketMeta][string(metaSchemaVersion)]; got != "3" {
+				t.Fatalf("copy of schema %q", got)
+			}
+			checkMoved(t, dumpBolt(t, srcPath), copied)
+			s := openAt(t, path, true)
+			defer s.Close()
+			checkFixtureKeys(t, s, fixture)
+		})
 	}
-	defer src.Close()
-	path := filepath.Join(t.TempDir(), "copy.db")
-	dst, err := OpenBolt(path, false, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Copy(t.Context(), dst, src); err != nil {
-		t.Fatal(err)
-	}
-	dst.Close()
-	copied := dumpBolt(t, path)
-	for id, rec := range copied[bucketKeys] {
-		if rec[0] != keyRecordV1 {
-			t.Fatalf("key %s copied as JSON", id)
-		}
-	}
-	for _, v := range copied[bucketHashes] {
-		if len(v) != 16 {
-			t.Fatalf("hash index entry copied in %d bytes", len(v))
-		}
-	}
-	s := openAt(t, path, true)
-	defer s.Close()
-	checkSchema1Keys(t, s)
 }

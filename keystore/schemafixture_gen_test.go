@@ -13,15 +13,15 @@ import (
 	"github.com/keygate/keygate/keystore/apikey"
 )
 
-// schema1Clock is the clock the schema 1 fixture was written under, and
+// fixtureClock is the clock the schema fixtures were written under, and
 // that the upgrade test reads it under: balances with a refill schedule and
 // keys in a rotation's grace period then read the same at any later date.
-var schema1Clock = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+var fixtureClock = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
-// schema1Secrets is testdata/schema1.secrets.json: the secrets of the
+// fixtureSecrets is testdata/schema<N>.secrets.json: the secrets of the
 // fixture's keys and admin token, so the upgrade test can prove they still
 // authenticate. Test data only; these keys exist nowhere else.
-type schema1Secrets struct {
+type fixtureSecrets struct {
 	Keys       map[string]string `json:"keys"` // key id -> raw key
 	AdminToken string            `json:"admin_token"`
 	AdminID    string            `json:"admin_token_id"`
@@ -52,12 +52,12 @@ func TestWriteSchemaFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := schema1Clock
+	now := fixtureClock
 	s, err := New(bk, Options{Now: func() time.Time { return now }, MaxOrgKeys: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := schema1Secrets{Keys: map[string]string{}}
+	secrets := fixtureSecrets{Keys: map[string]string{}}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

@@ -183,8 +183,11 @@ type Store struct {
 	fresh func() bool
 	// ledger holds live credit balances (see credits.go).
 	ledger *ledger
-	// anyAccounts: whether the store holds a credit account (accountsOf).
-	anyAccounts accountsSeen
+	// anyAccounts: whether the store holds a credit account (accountsOf);
+	// anyUsers, a user record (userLimits).
+	anyAccounts, anyUsers seen
+	// legacy: keys an older build wrote by id (shared backends only).
+	legacy legacyWrites
 	// lookupErrors counts failed lookups, for metrics.
 	lookupErrors atomic.Uint64
 	// resets counts whole-cache drops a shared backend asked for.
@@ -346,6 +349,7 @@ func (s *Store) Backend() string { return s.b.String() }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopOpen()
+		s.legacy.close()
 		s.cache.close()
 		flushErr := s.usage.stop()
 		s.closeErr = errors.Join(flushErr, s.b.Close())

@@ -224,6 +224,7 @@ func (s *Store) DeleteUser(ctx context.Context, tenantID, userID string) error {
 // Like update, it invalidates even after a failed commit, which may have
 // landed.
 func (s *Store) updateUsers(ctx context.Context, fn func(tx Tx) error) error {
+	s.anyUsers.some()
 	err := s.update(ctx, func(tx Tx, _ func(apikey.Hash)) error { return fn(tx) })
 	s.cache.invalidateAll()
 	return err
@@ -239,9 +240,12 @@ func decodeUser(k, v []byte) (User, error) {
 
 // userLimits reads the limits of a key's user for its credential: nil
 // when the key names no user, or the user has no record or no limits.
-func userLimits(tx Tx, tenantID, userID string) ([]authz.NamedLimit, error) {
+func (s *Store) userLimits(tx Tx, tenantID, userID string) ([]authz.NamedLimit, error) {
 	if userID == "" {
 		return nil, nil
+	}
+	if none, err := s.anyUsers.none(tx, bucketUsers); none || err != nil {
+		return nil, err
 	}
 	// On every uncached Check of a user's key: one allocation for the
 	// record's key, and none more when the user has no record.

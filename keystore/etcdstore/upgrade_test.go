@@ -21,8 +21,8 @@ import (
 	"github.com/keygate/keygate/keystore/etcdstore"
 )
 
-// schema1Clock is the clock keystore/testdata/schema1.db was written under
-// (see keystore's TestWriteSchema1Fixture).
+// schema1Clock is the clock keystore/testdata/schema<N>.db were written
+// under (see keystore's TestWriteSchemaFixture).
 var schema1Clock = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
 // loadSchema1 writes every record of keystore/testdata/schema1.db, written
@@ -30,8 +30,13 @@ var schema1Clock = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 // records), as a cluster of the schema 1 build would hold them. It
 // returns the raw records of the keys bucket.
 func loadSchema1(t *testing.T, endpoint string) map[string][]byte {
+	return loadFixture(t, endpoint, "schema1")
+}
+
+// loadFixture is loadSchema1 for keystore/testdata/<fixture>.db.
+func loadFixture(t *testing.T, endpoint, fixture string) map[string][]byte {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "testdata", "schema1.db"))
+	raw, err := os.ReadFile(filepath.Join("..", "testdata", fixture+".db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +127,8 @@ func rawRecords(t *testing.T, b keystore.Backend) (string, map[string][]byte) {
 
 // TestUpgradeSchema1Etcd: a cluster's store written by the schema 1 build
 // is upgraded by the first replica of this build that opens it: schema
-// version 2, every key record binary, the hash index naming keys by
-// their 16 bytes, every key as schema 1 stored it and
+// version 3, every key record under its hash, every id naming its hash,
+// every key as schema 1 stored it and
 // every secret working; the next replica finds nothing to do. A JSON
 // record written afterwards (a replica of the old build not yet stopped)
 // is still read, and its change (a revoke) reaches the new replicas.
@@ -146,23 +151,23 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 	opts := keystore.Options{Now: func() time.Time { return schema1Clock }, MaxOrgKeys: -1}
 	r0 := open(t, n.Endpoint(), "r0", opts)
 	version, after := rawRecords(t, r0.b)
-	if version != "2" {
+	if version != "3" {
 		t.Fatalf("schema version %q after the upgrade", version)
 	}
 	if len(after) != len(before) {
 		t.Fatalf("%d key records, were %d", len(after), len(before))
 	}
 	for id, v := range after {
-		if len(v) == 0 || v[0] == '{' || len(v) >= len(before[id]) {
-			t.Fatalf("key %s: record not upgraded (%d bytes, JSON %d)", id, len(v), len(before[id]))
+		if !isHashRef(v) {
+			t.Fatalf("key %s: record not moved under its hash (%d bytes)", id, len(v))
 		}
 	}
 	err := r0.b.View(t.Context(), func(tx keystore.Tx) error {
 		entries := 0
 		err := tx.Scan(keystore.HashIndexBucket, nil, nil, func(_, v []byte) (bool, error) {
 			entries++
-			if len(v) != 16 {
-				return false, fmt.Errorf("hash index entry of %d bytes after the upgrade", len(v))
+			if len(v) <= 16 || v[0] != 0x02 {
+				return false, fmt.Errorf("hash index entry of %d bytes after the upgrade, not a record", len(v))
 			}
 			return true, nil
 		})
@@ -242,15 +247,47 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 	if err != nil || k.Status != authz.StatusRevoked {
 		t.Fatalf("key after the old replica's revoke: %+v %v", k, err)
 	}
+	// The new replicas move the record under its hash again, and the key
+	// stays revoked on each, read from there.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, recs := rawRecords(t, r0.b); isHashRef(recs[victim.ID]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the old replica's record was not moved under its hash")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, r := range []replica{r0, r1} {
+		r.s.Flush()
+		if c, ok, err := r.s.LookupKey(t.Context(), h); err != nil || !ok || c.Status != authz.StatusRevoked {
+			t.Fatalf("after the move: %+v %v %v", c, ok, err)
+		}
+	}
+	r2 := open(t, n.Endpoint(), "r2", opts)
+	if c, ok, err := r2.s.LookupKey(t.Context(), h); err != nil || !ok || c.Status != authz.StatusRevoked {
+		t.Fatalf("a replica opened after the move: %+v %v %v", c, ok, err)
+	}
 }
 
+// isHashRef reports a value of the keys bucket in schema 3: a reference
+// to the hash the record is stored under (0x03, then 43 characters).
+func isHashRef(v []byte) bool { return len(v) == 44 && v[0] == 0x03 }
+
 // TestUpgradeSchema1EtcdConcurrent: three replicas of this build opening
-// a schema 1 store at once all open, each upgrading what the others have
-// not yet (their transactions conflict and retry), and the store ends
-// upgraded whole.
+// a store of schema 1 or 2 at once all open, each upgrading what the
+// others have not yet (their transactions conflict and retry), and the
+// store ends upgraded whole.
 func TestUpgradeSchema1EtcdConcurrent(t *testing.T) {
+	for _, fixture := range []string{"schema1", "schema2"} {
+		t.Run(fixture, func(t *testing.T) { testUpgradeConcurrent(t, fixture) })
+	}
+}
+
+func testUpgradeConcurrent(t *testing.T, fixture string) {
 	n := testetcd.Start(t)
-	before := loadSchema1(t, n.Endpoint())
+	before := loadFixture(t, n.Endpoint(), fixture)
 	opts := keystore.Options{Now: func() time.Time { return schema1Clock }, MaxOrgKeys: -1}
 	var (
 		wg   sync.WaitGroup
@@ -276,11 +313,11 @@ func TestUpgradeSchema1EtcdConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	version, after := rawRecords(t, bs[0])
-	if version != "2" || len(after) != len(before) {
+	if version != "3" || len(after) != len(before) {
 		t.Fatalf("schema %q, %d key records (were %d)", version, len(after), len(before))
 	}
 	for id, v := range after {
-		if len(v) == 0 || v[0] == '{' {
+		if !isHashRef(v) {
 			t.Fatalf("key %s not upgraded", id)
 		}
 	}

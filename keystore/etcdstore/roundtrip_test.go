@@ -1,0 +1,97 @@
+package etcdstore_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz/ratelimit"
+	"github.com/keygate/keygate/internal/testetcd"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/apikey"
+	"github.com/keygate/keygate/keystore/etcdstore"
+)
+
+// countingBackend counts the reads of its read-only transactions: on etcd
+// each Get or Scan of one is a round trip.
+type countingBackend struct {
+	*etcdstore.Backend
+	reads atomic.Int64
+}
+
+func (c *countingBackend) View(ctx context.Context, fn func(keystore.Tx) error) error {
+	return c.Backend.View(ctx, func(tx keystore.Tx) error { return fn(countingTx{tx, &c.reads}) })
+}
+
+type countingTx struct {
+	keystore.Tx
+	reads *atomic.Int64
+}
+
+func (t countingTx) Get(bucket string, key []byte) ([]byte, error) {
+	t.reads.Add(1)
+	return t.Tx.Get(bucket, key)
+}
+
+func (t countingTx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
+	t.reads.Add(1)
+	return t.Tx.Scan(bucket, prefix, start, fn)
+}
+
+// TestUncachedCheckRoundTrips: a Check that misses the cache reads the
+// key's record under its hash in one round trip to etcd; a user record
+// in the store adds one (the user's limits), credit accounts one each
+// (the key's user, org and tenant), and nothing else does.
+func TestUncachedCheckRoundTrips(t *testing.T) {
+	n := testetcd.Start(t)
+	c := &countingBackend{Backend: backend(t, n.Endpoint(), "counted")}
+	s, err := keystore.New(c, keystore.Options{})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tn, o := setup(t, s)
+	create := func(spec keystore.KeySpec) apikey.Hash {
+		t.Helper()
+		spec.TenantID, spec.Name = tn.ID, "k"
+		ck, err := s.CreateKey(t.Context(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return apikey.HashOf(ck.Secret.Reveal())
+	}
+	uncached := func(h apikey.Hash) int64 {
+		t.Helper()
+		// Learn first whether the store holds users and accounts (one
+		// scan each, once per process): the lookups counted are those of
+		// a serving replica.
+		if _, _, err := s.LookupKey(t.Context(), create(keystore.KeySpec{UserID: "warm"})); err != nil {
+			t.Fatal(err)
+		}
+		before := c.reads.Load()
+		if _, ok, err := s.LookupKey(t.Context(), h); err != nil || !ok {
+			t.Fatalf("lookup: %v %v", ok, err)
+		}
+		return c.reads.Load() - before
+	}
+	if got := uncached(create(keystore.KeySpec{OrgID: o.ID, UserID: "alice"})); got != 1 {
+		t.Fatalf("%d round trips for a key, want 1", got)
+	}
+	if _, _, err := s.PutUser(t.Context(), tn.ID, "alice", keystore.UserSpec{Limits: map[string]ratelimit.Limit{"m": {Requests: 5, Window: time.Minute}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := uncached(create(keystore.KeySpec{OrgID: o.ID, UserID: "alice"})); got != 2 {
+		t.Fatalf("%d round trips for a user's key with user records in the store, want 2", got)
+	}
+	if got := uncached(create(keystore.KeySpec{OrgID: o.ID})); got != 1 {
+		t.Fatalf("%d round trips for a key without a user, want 1", got)
+	}
+	if _, err := s.SetAccountCredits(t.Context(), keystore.Owner{Kind: keystore.AccountTenant, TenantID: tn.ID}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := uncached(create(keystore.KeySpec{OrgID: o.ID, UserID: "alice"})); got != 2+3 {
+		t.Fatalf("%d round trips for a user's key in an org with accounts in the store, want 5", got)
+	}
+}
