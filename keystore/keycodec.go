@@ -35,16 +35,19 @@ import (
 //
 //	format 0x02 (schema 3): ident id, ident tenant, ident org
 //	str name, str display prefix, format 0x01 only: str tenant, str org
-//	str user, enum environment, str tier, scopes (uvarint count+1, 0: null; strs)
-//	enum status, str slot, byte flags (1: imported)
-//	time created, opt time expires, opt time last used, opt time revoked
-//	str rotated to, str rotated from, metadata (uvarint count; str, str)
-//	opt varint credits remaining, uvarint credits epoch
-//	reserved (uvarint count; str, varint), opt refill (str interval,
-//	varint day, varint amount), opt time last refill
-//	str credits owner, allowed cidrs (uvarint count; strs)
-//	limits (uvarint count; str name, varint requests, varint window ns,
-//	varint burst, byte algorithm)
+//	str user, enum environment, tier (0x02: enum; 0x01: str),
+//	scopes (uvarint count+1, 0: null; strs), enum status, str slot,
+//	byte flags (1: imported), time created
+//	format 0x02 only: uvarint mask, bit i set for each field i below that
+//	is there (not empty); only those follow, without presence bytes
+//	 0 opt time expires, 1 opt time last used, 2 opt time revoked
+//	 3 str rotated to, 4 str rotated from, 5 metadata (uvarint count; str, str)
+//	 6 opt varint credits remaining, 7 uvarint credits epoch
+//	 8 reserved (uvarint count; str, varint), 9 opt refill (str interval,
+//	   varint day, varint amount), 10 opt time last refill
+//	11 str credits owner, 12 allowed cidrs (uvarint count; strs)
+//	13 limits (uvarint count; str name, varint requests, varint window ns,
+//	   varint burst, byte algorithm)
 //	format 0x01 only: str hash (base64 without padding, 43 bytes)
 //
 // Format 0x02 leaves out the hash, which is the record's key, and holds
@@ -66,12 +69,17 @@ const (
 // hashText is the hash's encoding in the record.
 var hashText = base64.RawStdEncoding.Strict()
 
-// enums are the usual values of the environment and status fields, one
-// byte each; any other value is written as 0 and the string.
+// enums are the usual values of the environment, tier and status fields,
+// one byte each; any other value is written as 0 and the string.
 var (
 	envEnum    = []string{"", "live", "test"}
+	tierEnum   = []string{"", "standard", "enterprise"} // format 0x02 only
 	statusEnum = []string{"", string(authz.StatusActive), string(authz.StatusInactive), string(authz.StatusRevoked)}
 )
+
+// optionalFields is how many fields follow the creation time, each
+// written in format 0x02 only when it is not empty.
+const optionalFields = 14
 
 // errKeyRecord is the cause of every decode failure: a damaged record is
 // refused (the key then fails closed), never read as a default.
@@ -89,7 +97,7 @@ func encodeKeyRecord(dst []byte, k *storedKey) []byte {
 	w.str(k.DisplayPrefix)
 	w.str(k.UserID)
 	w.enum(envEnum, k.Environment)
-	w.str(k.Tier)
+	w.enum(tierEnum, k.Tier)
 	if k.Scopes == nil {
 		w.uvarint(0)
 	} else {
@@ -106,50 +114,77 @@ func encodeKeyRecord(dst []byte, k *storedKey) []byte {
 	}
 	w.byte(flags)
 	w.time(k.CreatedAt)
-	w.optTime(k.ExpiresAt)
-	w.optTime(k.LastUsedAt)
-	w.optTime(k.RevokedAt)
-	w.str(k.RotatedTo)
-	w.str(k.RotatedFrom)
-	w.uvarint(uint64(len(k.Metadata)))
-	for _, name := range slices.Sorted(maps.Keys(k.Metadata)) {
-		w.str(name)
-		w.str(k.Metadata[name])
+	var mask uint64
+	for i, set := range [...]bool{k.ExpiresAt != nil, k.LastUsedAt != nil, k.RevokedAt != nil, k.RotatedTo != "", k.RotatedFrom != "",
+		len(k.Metadata) > 0, k.CreditsRemaining != nil, k.CreditsEpoch != 0, len(k.CreditsReserved) > 0, k.Refill != nil,
+		k.LastRefillAt != nil, k.CreditsOwner != "", len(k.AllowedCIDRs) > 0, len(k.Limits) > 0} {
+		if set {
+			mask |= 1 << i
+		}
 	}
-	if k.CreditsRemaining == nil {
-		w.byte(0)
-	} else {
-		w.byte(1)
+	w.uvarint(mask)
+	if k.ExpiresAt != nil {
+		w.time(*k.ExpiresAt)
+	}
+	if k.LastUsedAt != nil {
+		w.time(*k.LastUsedAt)
+	}
+	if k.RevokedAt != nil {
+		w.time(*k.RevokedAt)
+	}
+	if k.RotatedTo != "" {
+		w.str(k.RotatedTo)
+	}
+	if k.RotatedFrom != "" {
+		w.str(k.RotatedFrom)
+	}
+	if len(k.Metadata) > 0 {
+		w.uvarint(uint64(len(k.Metadata)))
+		for _, name := range slices.Sorted(maps.Keys(k.Metadata)) {
+			w.str(name)
+			w.str(k.Metadata[name])
+		}
+	}
+	if k.CreditsRemaining != nil {
 		w.varint(*k.CreditsRemaining)
 	}
-	w.uvarint(k.CreditsEpoch)
-	w.uvarint(uint64(len(k.CreditsReserved)))
-	for _, p := range slices.Sorted(maps.Keys(k.CreditsReserved)) {
-		w.str(p)
-		w.varint(k.CreditsReserved[p])
+	if k.CreditsEpoch != 0 {
+		w.uvarint(k.CreditsEpoch)
 	}
-	if k.Refill == nil {
-		w.byte(0)
-	} else {
-		w.byte(1)
+	if len(k.CreditsReserved) > 0 {
+		w.uvarint(uint64(len(k.CreditsReserved)))
+		for _, p := range slices.Sorted(maps.Keys(k.CreditsReserved)) {
+			w.str(p)
+			w.varint(k.CreditsReserved[p])
+		}
+	}
+	if k.Refill != nil {
 		w.str(k.Refill.Interval)
 		w.varint(int64(k.Refill.Day))
 		w.varint(k.Refill.Amount)
 	}
-	w.optTime(k.LastRefillAt)
-	w.str(k.CreditsOwner)
-	w.uvarint(uint64(len(k.AllowedCIDRs)))
-	for _, c := range k.AllowedCIDRs {
-		w.str(c)
+	if k.LastRefillAt != nil {
+		w.time(*k.LastRefillAt)
 	}
-	w.uvarint(uint64(len(k.Limits)))
-	for _, name := range slices.Sorted(maps.Keys(k.Limits)) {
-		l := k.Limits[name]
-		w.str(name)
-		w.varint(int64(l.Requests))
-		w.varint(int64(l.Window))
-		w.varint(int64(l.Burst))
-		w.byte(byte(l.Algorithm))
+	if k.CreditsOwner != "" {
+		w.str(k.CreditsOwner)
+	}
+	if len(k.AllowedCIDRs) > 0 {
+		w.uvarint(uint64(len(k.AllowedCIDRs)))
+		for _, c := range k.AllowedCIDRs {
+			w.str(c)
+		}
+	}
+	if len(k.Limits) > 0 {
+		w.uvarint(uint64(len(k.Limits)))
+		for _, name := range slices.Sorted(maps.Keys(k.Limits)) {
+			l := k.Limits[name]
+			w.str(name)
+			w.varint(int64(l.Requests))
+			w.varint(int64(l.Window))
+			w.varint(int64(l.Burst))
+			w.byte(byte(l.Algorithm))
+		}
 	}
 	return w.b
 }
@@ -348,6 +383,14 @@ func (r *recordReader) str() string {
 	return s
 }
 
+// countIf is count for a field that is there, 0 for one that is not.
+func (r *recordReader) countIf(there bool) int {
+	if !there {
+		return 0
+	}
+	return r.count()
+}
+
 // flag reads a presence byte.
 func (r *recordReader) flag() bool {
 	switch r.byte() {
@@ -482,7 +525,11 @@ func (r *recordReader) key(k *storedKey, v2 bool) {
 	}
 	k.UserID = r.str()
 	k.Environment = r.enum(envEnum)
-	k.Tier = r.str()
+	if v2 {
+		k.Tier = r.enum(tierEnum)
+	} else {
+		k.Tier = r.str()
+	}
 	if n := r.uvarint(); n > 0 {
 		n--
 		if n > uint64(len(r.b)) {
@@ -503,31 +550,58 @@ func (r *recordReader) key(k *storedKey, v2 bool) {
 		r.fail("unknown flags")
 	}
 	k.CreatedAt = r.time()
-	k.ExpiresAt = r.optTime()
-	k.LastUsedAt = r.optTime()
-	k.RevokedAt = r.optTime()
-	k.RotatedTo = r.str()
-	k.RotatedFrom = r.str()
-	if n := r.count(); n > 0 {
+	// Format 0x02 says which of the fields that follow it holds; 0x01
+	// holds each, empty or not, with presence bytes for the optional.
+	mask := uint64(1<<optionalFields - 1)
+	if v2 {
+		if mask = r.uvarint(); mask >= 1<<optionalFields {
+			r.fail("unknown fields")
+		}
+	}
+	has := func(i int) bool { return mask&(1<<i) != 0 }
+	optTime := func(i int) *time.Time {
+		switch {
+		case !v2:
+			return r.optTime()
+		case !has(i):
+			return nil
+		}
+		t := r.time()
+		return &t
+	}
+	str := func(i int) string {
+		if !has(i) {
+			return ""
+		}
+		return r.str()
+	}
+	k.ExpiresAt = optTime(0)
+	k.LastUsedAt = optTime(1)
+	k.RevokedAt = optTime(2)
+	k.RotatedTo = str(3)
+	k.RotatedFrom = str(4)
+	if n := r.countIf(has(5)); n > 0 {
 		k.Metadata = make(map[string]string, n)
 		for range n {
 			name := r.str()
 			k.Metadata[name] = r.str()
 		}
 	}
-	if r.flag() {
+	if v2 && has(6) || !v2 && r.flag() {
 		n := r.varint()
 		k.CreditsRemaining = &n
 	}
-	k.CreditsEpoch = r.uvarint()
-	if n := r.count(); n > 0 {
+	if has(7) {
+		k.CreditsEpoch = r.uvarint()
+	}
+	if n := r.countIf(has(8)); n > 0 {
 		k.CreditsReserved = make(map[string]int64, n)
 		for range n {
 			p := r.str()
 			k.CreditsReserved[p] = r.varint()
 		}
 	}
-	if r.flag() {
+	if v2 && has(9) || !v2 && r.flag() {
 		rf := &Refill{Interval: r.str()}
 		day := r.varint()
 		rf.Amount = r.varint()
@@ -537,15 +611,15 @@ func (r *recordReader) key(k *storedKey, v2 bool) {
 		rf.Day = int(day)
 		k.Refill = rf
 	}
-	k.LastRefillAt = r.optTime()
-	k.CreditsOwner = r.str()
-	if n := r.count(); n > 0 {
+	k.LastRefillAt = optTime(10)
+	k.CreditsOwner = str(11)
+	if n := r.countIf(has(12)); n > 0 {
 		k.AllowedCIDRs = make([]string, n)
 		for i := range k.AllowedCIDRs {
 			k.AllowedCIDRs[i] = r.str()
 		}
 	}
-	if n := r.count(); n > 0 {
+	if n := r.countIf(has(13)); n > 0 {
 		k.Limits = make(map[string]ratelimit.Limit, n)
 		for range n {
 			name := r.str()
