@@ -465,7 +465,7 @@ func (s *Store) AccountUsage(ctx context.Context, o Owner, from, to time.Time, g
 		if o.Kind == AccountOrg {
 			bucket, parent = bucketKeysByOrg, o.OrgID
 		}
-		return scanIDs(tx, bucket, parent, func(id string) error {
+		return s.scanIDs(tx, bucket, parent, func(id string) error {
 			if o.Kind == AccountUser {
 				var k storedKey
 				if found, err := getKeyRecord(tx, id, &k); err != nil || !found || k.UserID != o.UserID {

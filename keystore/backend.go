@@ -149,11 +149,42 @@ func putJSON(tx Tx, bucket, id string, v any) error {
 }
 
 // scanIDs calls fn with the key id of each index entry under parent.
-func scanIDs(tx Tx, bucket, parent string, fn func(id string) error) error {
-	prefix := []byte(parent + "/")
+func (s *Store) scanIDs(tx Tx, bucket, parent string, fn func(id string) error) error {
+	prefix := s.indexPrefix(parent)
 	return tx.Scan(bucket, prefix, nil, func(k, _ []byte) (bool, error) {
-		return true, fn(string(k[len(prefix):]))
+		id, err := s.indexID(k[len(prefix):])
+		if err != nil {
+			return false, err
+		}
+		return true, fn(id)
 	})
+}
+
+// indexPrefix is the prefix of parent's entries in an index bucket (keys
+// by tenant, by org): as schema 3 writes them, or in the text form of
+// before when the store was opened read-only without being upgraded.
+func (s *Store) indexPrefix(parent string) []byte {
+	if s.textIndex.Load() {
+		return []byte(parent + "/")
+	}
+	return parentKey(parent)
+}
+
+// idKeyOf is id as the keys bucket and the index entries hold it.
+func (s *Store) idKeyOf(id string) []byte {
+	if s.textIndex.Load() {
+		return []byte(id)
+	}
+	return idKey(id)
+}
+
+// indexID reads the key id at the end of an index entry (after its
+// parent's prefix), or of a key of the keys bucket.
+func (s *Store) indexID(tail []byte) (string, error) {
+	if s.textIndex.Load() {
+		return string(tail), nil
+	}
+	return decodeIndexID(tail)
 }
 
 func forEachJSON[T any](tx Tx, bucket string, fn func(*T)) error {

@@ -97,7 +97,7 @@ const backupChunk = 10_000
 // backupVia copies src, read in one View, into a temporary bbolt file and
 // streams that: a file, and its size, exist only once it is complete.
 func backupVia(ctx context.Context, src Backend, w io.Writer) (int64, error) {
-	if err := checkSchema(ctx, src, false, nil); err != nil {
+	if _, err := checkSchema(ctx, src, false, nil); err != nil {
 		return 0, fmt.Errorf("back up %s: %w", src, err)
 	}
 	dir, err := os.MkdirTemp("", "keygate-backup-")
@@ -204,7 +204,7 @@ func VerifyBackup(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", path, err)
 	}
-	if err := checkSchema(ctx, b, false, nil); err != nil {
+	if _, err := checkSchema(ctx, b, false, nil); err != nil {
 		return fmt.Errorf("verify %s: %w", path, err)
 	}
 	return nil

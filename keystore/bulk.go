@@ -291,7 +291,7 @@ func (s *Store) importReads(keys []*storedKey, lines []int) []BucketKey {
 			reads = append(reads, BucketKey{Bucket: bucketOrgs, Key: []byte(k.OrgID)})
 			if s.opts.MaxOrgKeys >= 0 {
 				// As orgFull scans them: the org's index, then each key.
-				reads = append(reads, BucketKey{Bucket: bucketKeysByOrg, Key: []byte(k.OrgID + "/"), Prefix: true, Follow: bucketKeys})
+				reads = append(reads, BucketKey{Bucket: bucketKeysByOrg, Key: s.indexPrefix(k.OrgID), Prefix: true, Follow: bucketKeys})
 			}
 		}
 		if k.Slot != "" {

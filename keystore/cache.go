@@ -275,8 +275,16 @@ func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Crede
 		}
 		var k storedKey
 		if id, old := s.legacy.id(h); old && isHashedRecord(v) {
-			// An older build wrote the key by id since (legacyWrites).
-			found, err := getKeyRecord(tx, id, &k)
+			// An older build wrote the key by id since (legacyWrites),
+			// under the id's text.
+			found := false
+			if v, err = tx.Get(bucketKeys, []byte(id)); err != nil {
+				return err
+			} else if isRecordByID(v) {
+				err, found = decodeKeyRecord(id, nil, v, &k), true
+			} else {
+				found, err = getKeyRecord(tx, id, &k)
+			}
 			if err != nil {
 				return err
 			}

@@ -28,10 +28,10 @@ type CopyStats struct {
 // flush interval of them.
 func Copy(ctx context.Context, dst, src Backend) (CopyStats, error) {
 	var st CopyStats
-	if err := checkSchema(ctx, src, false, nil); err != nil {
+	if _, err := checkSchema(ctx, src, false, nil); err != nil {
 		return st, fmt.Errorf("copy from %s: %w", src, err)
 	}
-	if err := checkSchema(ctx, dst, true, nil); err != nil {
+	if _, err := checkSchema(ctx, dst, true, nil); err != nil {
 		return st, fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	err := dst.View(ctx, func(tx Tx) error {

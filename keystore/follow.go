@@ -48,7 +48,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			return
 		}
 		if _, ref, _ := decodeHashRef(prev); ref && value == nil {
-			s.ledger.rebase(string(key), nil, "")
+			if id, err := decodeIndexID(key); err == nil {
+				s.ledger.rebase(id, nil, "")
+			}
 			return
 		}
 		// A record as stores before schema 3 kept it, by id: written by
@@ -117,7 +119,10 @@ func (f follower) keyChanged(key, value []byte, cur *storedKey, curOK bool, old 
 	case value == nil && oldOK:
 		s.ledger.rebase(old.ID, nil, "")
 	case value == nil && len(key) > 0 && len(key) != len(apikey.Hash{}):
-		s.ledger.rebase(string(key), nil, "") // a record by id, deleted
+		// A key of the keys bucket, deleted: its id, in either form.
+		if id, err := decodeIndexID(key); err == nil {
+			s.ledger.rebase(id, nil, "")
+		}
 	}
 	// Last-used times and credit reservations are written often for
 	// every busy key; they change no credential, so they leave the

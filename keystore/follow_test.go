@@ -109,6 +109,7 @@ func TestFollowerLegacyWrite(t *testing.T) {
 	now := f.clock.Now()
 	old.Status, old.RevokedAt = authz.StatusRevoked, &now
 	rec, _ := json.Marshal(old)
+	// An older build writes the record under the id's text.
 	err := f.s.b.Update(t.Context(), func(tx Tx) error {
 		v, err := tx.Get(bucketKeys, []byte(ck.ID))
 		ref = append(ref, v...)
@@ -137,9 +138,12 @@ func TestFollowerLegacyWrite(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	err = f.s.view(t.Context(), func(tx Tx) error {
-		v, err := tx.Get(bucketKeys, []byte(ck.ID))
+		v, err := tx.Get(bucketKeys, idKey(ck.ID))
 		if _, isRef, _ := decodeHashRef(v); !isRef || err != nil {
 			t.Errorf("id holds %q after the move (%v)", v, err)
+		}
+		if v, err := tx.Get(bucketKeys, []byte(ck.ID)); v != nil || err != nil {
+			t.Errorf("the id's text still holds %q (%v)", v, err)
 		}
 		var k storedKey
 		if err := decodeKeyRecord("", h[:], mustGet(t, tx, bucketHashes, h[:]), &k); err != nil || k.Status != authz.StatusRevoked {

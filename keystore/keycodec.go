@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -293,15 +294,6 @@ func (w *recordWriter) enum(vals []string, s string) {
 	}
 	w.byte(0)
 	w.str(s)
-}
-
-func (w *recordWriter) optTime(t *time.Time) {
-	if t == nil {
-		w.byte(0)
-		return
-	}
-	w.byte(1)
-	w.time(*t)
 }
 
 // recordReader reads what recordWriter writes. It reads a string, the
@@ -679,6 +671,44 @@ func decodeIndexID(v []byte) (string, error) {
 		return string(v), nil
 	}
 	return "", fmt.Errorf("malformed hash index entry (%d bytes)", len(v))
+}
+
+// idKey is key id's key in the keys bucket, and the tail of its entries
+// in the index buckets: encodeIndexID's form. Stores before schema 3 used
+// the id's text, which lookups by id fall back to (getKeyRecord).
+func idKey(id string) []byte { return encodeIndexID(id) }
+
+// The index buckets (keys by tenant, by org) hold "<parent><id key>" in
+// schema 3, the parent (tenant or org id) as 0x01 and its 16 bytes when it
+// is a canonical UUID, as 0x02, its text and a 0 byte otherwise; before,
+// "<parent id>/<key id>" as text, which starts with neither.
+const (
+	parentUUID = 0x01
+	parentText = 0x02
+)
+
+// parentKey is the prefix of the index entries of parent's keys.
+func parentKey(parent string) []byte {
+	if u, err := uuid.Parse(parent); err == nil && len(parent) == 36 && u.String() == parent {
+		return append([]byte{parentUUID}, u[:]...)
+	}
+	return append(append([]byte{parentText}, parent...), 0)
+}
+
+// indexKey is the index entry of key id under parent.
+func indexKey(parent, id string) []byte { return append(parentKey(parent), idKey(id)...) }
+
+// isTextIndexKey reports an index entry of before schema 3.
+func isTextIndexKey(k []byte) bool { return len(k) > 0 && k[0] != parentUUID && k[0] != parentText }
+
+// splitTextIndexKey splits an index entry of before schema 3 into its
+// parent and key ids.
+func splitTextIndexKey(k []byte) (parent, id string, ok bool) {
+	i := bytes.LastIndexByte(k, '/')
+	if i <= 0 || i == len(k)-1 {
+		return "", "", false
+	}
+	return string(k[:i]), string(k[i+1:]), true
 }
 
 // isTextIndexID reports a hash index value in the text form of schema 1.

@@ -64,7 +64,7 @@ func fillValue(t *testing.T, v reflect.Value, seed string) {
 	case reflect.Struct:
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
-			if v.Type() == reflect.TypeFor[storedKey]() && f.Name == "legacy" {
+			if v.Type() == reflect.TypeFor[storedKey]() && f.Name == "place" {
 				continue // where the record was read from, not part of it
 			}
 			if !f.IsExported() {
@@ -87,7 +87,7 @@ func zeroFields(v reflect.Value, path string) []string {
 	}
 	var out []string
 	for i := range v.NumField() {
-		if v.Type() == reflect.TypeFor[storedKey]() && v.Type().Field(i).Name == "legacy" {
+		if v.Type() == reflect.TypeFor[storedKey]() && v.Type().Field(i).Name == "place" {
 			continue
 		}
 		out = append(out, zeroFields(v.Field(i), path+"."+v.Type().Field(i).Name)...)

@@ -361,7 +361,7 @@ func (s *Store) orgFull(tx Tx, orgID string, now time.Time, except string) (bool
 		return false, 0, nil
 	}
 	n := 0
-	err := scanIDs(tx, bucketKeysByOrg, orgID, func(id string) error {
+	err := s.scanIDs(tx, bucketKeysByOrg, orgID, func(id string) error {
 		if id == except {
 			return nil
 		}
@@ -384,7 +384,7 @@ func (s *Store) orgFull(tx Tx, orgID string, now time.Time, except string) (bool
 // (for a new key).
 func putKey(tx Tx, k *storedKey, index bool) error {
 	if index {
-		k.legacy = true // no reference to its record yet
+		k.place = placeNone
 	}
 	if err := putKeyRecord(tx, k.ID, k); err != nil {
 		return err
@@ -392,11 +392,11 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 	if !index {
 		return nil
 	}
-	if err := tx.Put(bucketKeysByTenant, []byte(k.TenantID+"/"+k.ID), []byte{}); err != nil {
+	if err := tx.Put(bucketKeysByTenant, indexKey(k.TenantID, k.ID), []byte{}); err != nil {
 		return err
 	}
 	if k.OrgID != "" {
-		if err := tx.Put(bucketKeysByOrg, []byte(k.OrgID+"/"+k.ID), []byte{}); err != nil {
+		if err := tx.Put(bucketKeysByOrg, indexKey(k.OrgID, k.ID), []byte{}); err != nil {
 			return err
 		}
 	}
@@ -407,9 +407,9 @@ func putKey(tx Tx, k *storedKey, index bool) error {
 }
 
 // putKeyRecord writes the record of key id, k, under its hash, where a
-// Check reads it. The keys bucket maps id to that hash: it is written for
-// a new key, and for one read in a form of before schema 3, whose record
-// it held.
+// Check reads it. The keys bucket maps id to that hash: that is written
+// for a new key, and for one read in a form of before schema 3, whose
+// record under the id's text it replaces.
 func putKeyRecord(tx Tx, id string, k *storedKey) error {
 	if id != k.ID || len(k.Hash) != len(apikey.Hash{}) {
 		return fmt.Errorf("encode key %s: record of key %q with a %d-byte hash", id, k.ID, len(k.Hash))
@@ -420,21 +420,27 @@ func putKeyRecord(tx Tx, id string, k *storedKey) error {
 	if err := tx.Put(bucketHashes, k.Hash, encodeKeyRecord(nil, k)); err != nil {
 		return err
 	}
-	if !k.legacy {
+	if k.place == placeRef {
 		return nil
 	}
-	if err := tx.Put(bucketKeys, []byte(id), encodeHashRef(k.Hash)); err != nil {
+	if err := tx.Put(bucketKeys, idKey(id), encodeHashRef(k.Hash)); err != nil {
 		return err
 	}
-	k.legacy = false
+	if k.place == placeByID && string(idKey(id)) != id {
+		if err := tx.Delete(bucketKeys, []byte(id)); err != nil {
+			return err
+		}
+	}
+	k.place = placeRef
 	return nil
 }
 
 // getKeyRecord reads the record of key id, in any form, into k: through
 // the keys bucket's reference to its hash (schema 3), or in the keys
-// bucket itself (a store upgraded part way).
+// bucket itself under the id's text (a store before schema 3, or
+// upgraded part way).
 func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
-	raw, err := tx.Get(bucketKeys, []byte(id))
+	raw, err := getByID(tx, id)
 	if err != nil || raw == nil {
 		*k = storedKey{}
 		return false, err
@@ -448,7 +454,7 @@ func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
 		if err := decodeKeyRecord(id, nil, raw, k); err != nil {
 			return false, err
 		}
-		k.legacy = true
+		k.place = placeByID
 		return true, nil
 	}
 	if raw, err = tx.Get(bucketHashes, h[:]); err != nil {
@@ -468,6 +474,17 @@ func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
 		return false, fmt.Errorf("key %s: %w: its hash holds key %s", id, errKeyRecord, k.ID)
 	}
 	return true, nil
+}
+
+// getByID reads the keys bucket's value for key id: under its key
+// (idKey), or under its text as stores before schema 3 wrote it.
+func getByID(tx Tx, id string) ([]byte, error) {
+	k := idKey(id)
+	v, err := tx.Get(bucketKeys, k)
+	if v != nil || err != nil || string(k) == id {
+		return v, err
+	}
+	return tx.Get(bucketKeys, []byte(id))
 }
 
 func getKey(tx Tx, id string) (storedKey, error) {
@@ -770,17 +787,23 @@ func (s *Store) DeleteKey(ctx context.Context, id string) error {
 			return err
 		}
 		touch(apikey.Hash(k.Hash))
-		if err := tx.Delete(bucketKeys, []byte(id)); err != nil {
-			return err
+		type entry struct {
+			bucket string
+			key    []byte
 		}
-		if err := tx.Delete(bucketHashes, k.Hash); err != nil {
-			return err
-		}
-		if err := tx.Delete(bucketKeysByTenant, []byte(k.TenantID+"/"+id)); err != nil {
-			return err
-		}
+		dels := []entry{{bucketKeys, idKey(id)}, {bucketHashes, k.Hash}, {bucketKeysByTenant, indexKey(k.TenantID, id)}}
 		if k.OrgID != "" {
-			if err := tx.Delete(bucketKeysByOrg, []byte(k.OrgID+"/"+id)); err != nil {
+			dels = append(dels, entry{bucketKeysByOrg, indexKey(k.OrgID, id)})
+		}
+		if k.place == placeByID {
+			// Its entries as stores before schema 3 wrote them.
+			dels = append(dels, entry{bucketKeys, []byte(id)}, entry{bucketKeysByTenant, []byte(k.TenantID + "/" + id)})
+			if k.OrgID != "" {
+				dels = append(dels, entry{bucketKeysByOrg, []byte(k.OrgID + "/" + id)})
+			}
+		}
+		for _, d := range dels {
+			if err := tx.Delete(d.bucket, d.key); err != nil {
 				return err
 			}
 		}

@@ -116,14 +116,31 @@ func (s *Store) moveLegacy(ctx context.Context, work <-chan legacyMove) {
 				if err != nil || !isRecordByID(v) {
 					return err
 				}
-				h, err := moveRecord(tx, []byte(id), v)
+				k, err := moveRecord(tx, []byte(id), v)
 				if err != nil {
 					return err
 				}
-				if h == nil {
+				if k == nil {
 					return errLegacyStuck
 				}
-				touch(apikey.Hash(h))
+				touch(apikey.Hash(k.Hash))
+				// A key the older build created has its index entries in
+				// their text form too.
+				for bucket, parent := range map[string]string{bucketKeysByTenant: k.TenantID, bucketKeysByOrg: k.OrgID} {
+					old := []byte(parent + "/" + id)
+					if parent == "" {
+						continue
+					}
+					if v, err := tx.Get(bucket, old); err != nil || v == nil {
+						if err != nil {
+							return err
+						}
+						continue
+					}
+					if _, err := rewriteIndexEntry(bucket)(tx, old, nil); err != nil {
+						return err
+					}
+				}
 				return nil
 			})
 			switch {

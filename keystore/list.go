@@ -53,16 +53,23 @@ func (s *Store) ListKeys(ctx context.Context, f ListFilter) (Page, error) {
 		bucket, prefix := bucketKeys, []byte(nil)
 		switch {
 		case f.OrgID != "":
-			bucket, prefix = bucketKeysByOrg, []byte(f.OrgID+"/")
+			bucket, prefix = bucketKeysByOrg, s.indexPrefix(f.OrgID)
 		case f.TenantID != "":
-			bucket, prefix = bucketKeysByTenant, []byte(f.TenantID+"/")
+			bucket, prefix = bucketKeysByTenant, s.indexPrefix(f.TenantID)
 		}
-		start := append(append([]byte(nil), prefix...), f.Cursor...)
+		var start []byte
+		if f.Cursor != "" {
+			start = append(append(start, prefix...), s.idKeyOf(f.Cursor)...)
+		}
 		return tx.Scan(bucket, prefix, start, func(ik, _ []byte) (bool, error) {
-			if f.Cursor != "" && bytes.Equal(ik, start) {
+			if start != nil && bytes.Equal(ik, start) {
 				return true, nil
 			}
-			k, err := getKey(tx, string(ik[len(prefix):]))
+			id, err := s.indexID(ik[len(prefix):])
+			if err != nil {
+				return false, err
+			}
+			k, err := getKey(tx, id)
 			if err != nil {
 				return false, err
 			}

@@ -145,11 +145,24 @@ func (k *Key) StateAt(now time.Time) State {
 type storedKey struct {
 	Key
 	Hash []byte `json:"hash"`
-	// legacy marks a record read from the keys bucket, where stores
-	// before schema 3 kept it: writing it back also points that bucket at
-	// the record's new place (putKeyRecord).
-	legacy bool
+	// place is where the keys bucket stands for this record: what
+	// writing it back must fix there (putKeyRecord).
+	place recordPlace
 }
+
+// recordPlace is what the keys bucket holds for a key record.
+type recordPlace uint8
+
+const (
+	// placeRef: the id's key holds the reference to the record's hash,
+	// as schema 3 writes it.
+	placeRef recordPlace = iota
+	// placeNone: nothing yet (a new key).
+	placeNone
+	// placeByID: the record itself, under the id's text, as stores
+	// before schema 3 kept it (or an older build wrote it since).
+	placeByID
+)
 
 // credential builds the read-only view the decision core works from.
 func (k *Key) credential() *authz.Credential {

@@ -27,16 +27,24 @@ var (
 // upgradeBatch is how many key records one transaction of the upgrade
 // rewrites: on bbolt one fsync each; on a shared backend (etcd) a
 // transaction carries at most 128 operations by default, in compares (two
-// per record: the record and its hash's entry) and in writes (two) each.
+// per record: the record and its hash's entry) and in writes (three: the
+// record, the id's reference, the id's old key) each.
 const (
 	upgradeBatchBolt   = 10_000
-	upgradeBatchShared = 60
+	upgradeBatchShared = 40
 )
 
 // checkSchema fails unless the backend holds a schema this build reads;
 // with create, an empty backend is given this build's, and a version 1
 // store is upgraded first. log (nil: none) hears of an upgrade.
-func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) error {
+//
+// older reports a store left in an older schema (read-only): its index
+// entries and ids are in their text form.
+func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) (older bool, err error) {
+	return older, checkSchemaVersion(ctx, b, create, log, &older)
+}
+
+func checkSchemaVersion(ctx context.Context, b Backend, create bool, log *slog.Logger, older *bool) error {
 	var v []byte
 	err := b.View(ctx, func(tx Tx) error {
 		raw, err := tx.Get(bucketMeta, metaSchemaVersion)
@@ -70,6 +78,7 @@ func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) 
 	case string(v) == string(schemaVersion):
 		return nil
 	case slices.Contains(olderSchemas, string(v)) && !create:
+		*older = true
 		return nil
 	case slices.Contains(olderSchemas, string(v)):
 		return upgradeSchema(ctx, b, string(v), log)
@@ -81,8 +90,8 @@ func checkSchema(ctx context.Context, b Backend, create bool, log *slog.Logger) 
 // schemas to this one's.
 type recordUpgrade struct {
 	bucket string
-	// old reports a value still in an older form.
-	old func(v []byte) bool
+	// old reports a record (key k, value v) still in an older form.
+	old func(k, v []byte) bool
 	// convert writes, in tx, the record k holding v in its new form. A
 	// record it cannot convert it leaves as it is, and tx as it was,
 	// reporting false; an error is the backend's, and ends the upgrade.
@@ -91,10 +100,14 @@ type recordUpgrade struct {
 
 // schemaUpgrades are the changes from schemas 1 and 2 to 3: each key
 // record, JSON (1) or binary by id (2), is written under its hash in the
-// binary form of schema 3, and its id then names that hash. The hash
-// index's entries, which named the id, are overwritten by the records.
+// binary form of schema 3, and its id (in 16 bytes) then names that hash.
+// The hash index's entries, which named the id, are overwritten by the
+// records. The index entries of tenants' and orgs' keys take their
+// binary form (indexKey).
 var schemaUpgrades = []recordUpgrade{
-	{bucketKeys, isRecordByID, moveUnderHash},
+	{bucketKeys, func(_, v []byte) bool { return isRecordByID(v) }, moveUnderHash},
+	{bucketKeysByTenant, isOldIndexEntry, rewriteIndexEntry(bucketKeysByTenant)},
+	{bucketKeysByOrg, isOldIndexEntry, rewriteIndexEntry(bucketKeysByOrg)},
 }
 
 // isRecordByID reports a value of the keys bucket that is a key record
@@ -103,18 +116,35 @@ func isRecordByID(v []byte) bool {
 	return len(v) > 0 && (v[0] == '{' || v[0] == keyRecordV1)
 }
 
+func isOldIndexEntry(k, _ []byte) bool { return isTextIndexKey(k) }
+
+// rewriteIndexEntry writes an index entry of bucket in the form of schema
+// 3 in place of its text form.
+func rewriteIndexEntry(bucket string) func(tx Tx, k, v []byte) (bool, error) {
+	return func(tx Tx, k, _ []byte) (bool, error) {
+		parent, id, ok := splitTextIndexKey(k)
+		if !ok {
+			return false, nil
+		}
+		if err := tx.Put(bucket, indexKey(parent, id), []byte{}); err != nil {
+			return false, err
+		}
+		return true, tx.Delete(bucket, k)
+	}
+}
+
 // moveUnderHash writes the record of key id, v in a form of schema 1 or
 // 2, under its hash. The hash must name no other key: a record claiming
 // a hash whose entry names another key is left where it is, and both
 // keys read as they did.
 func moveUnderHash(tx Tx, id, v []byte) (bool, error) {
-	h, err := moveRecord(tx, id, v)
-	return h != nil, err
+	k, err := moveRecord(tx, id, v)
+	return k != nil, err
 }
 
-// moveRecord is moveUnderHash, returning the hash the record is under
-// now (nil: left where it was).
-func moveRecord(tx Tx, id, v []byte) ([]byte, error) {
+// moveRecord is moveUnderHash, returning the key as it is stored now (nil:
+// left where it was).
+func moveRecord(tx Tx, id, v []byte) (*storedKey, error) {
 	var sk storedKey
 	if decodeKeyRecord(string(id), nil, v, &sk) != nil || sk.ID != string(id) ||
 		len(sk.Hash) != len(apikey.Hash{}) || recordTimesInRange(&sk) != nil {
@@ -138,8 +168,8 @@ func moveRecord(tx Tx, id, v []byte) ([]byte, error) {
 			return nil, nil
 		}
 	}
-	sk.legacy = true
-	return sk.Hash, putKeyRecord(tx, string(id), &sk)
+	sk.place = placeByID
+	return &sk, putKeyRecord(tx, string(id), &sk)
 }
 
 // upgradeSchema rewrites every record of a store of version from that
@@ -243,7 +273,7 @@ func upgradeBucket(step func(func(context.Context) error) error, b Backend, u re
 						return true, nil
 					}
 					last = append(last[:0], k...)
-					if u.old(v) {
+					if u.old(k, v) {
 						keys = append(keys, append([]byte(nil), k...))
 					}
 					return len(keys) < batch, nil
@@ -262,7 +292,7 @@ func upgradeBucket(step func(func(context.Context) error) error, b Backend, u re
 					if err != nil {
 						return err
 					}
-					if !u.old(v) {
+					if v == nil || !u.old(k, v) {
 						continue // gone, or rewritten meanwhile
 					}
 					ok, err := u.convert(tx, k, v)

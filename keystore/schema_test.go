@@ -172,21 +172,25 @@ func checkFixtureKeys(t *testing.T, s *Store, fixture string) {
 func checkMoved(t *testing.T, before, after map[string]map[string]string, except ...string) {
 	t.Helper()
 	oldBytes, newBytes := 0, 0
-	for id, rec := range before[bucketKeys] {
-		var old storedKey
+	for raw, rec := range before[bucketKeys] {
+		id := raw
 		if _, ref, _ := decodeHashRef([]byte(rec)); ref || slices.Contains(except, id) {
 			// Moved before, or left: as it was.
-			if after[bucketKeys][id] != rec {
-				t.Fatalf("key %s was rewritten", id)
+			if after[bucketKeys][raw] != rec {
+				t.Fatalf("key %q was rewritten", raw)
 			}
 			continue
 		}
+		var old storedKey
 		if err := decodeKeyRecord(id, nil, []byte(rec), &old); err != nil {
 			t.Fatal(err)
 		}
-		h, ref, err := decodeHashRef([]byte(after[bucketKeys][id]))
+		if _, left := after[bucketKeys][id]; left {
+			t.Fatalf("key %s: still under its text", id)
+		}
+		h, ref, err := decodeHashRef([]byte(after[bucketKeys][string(idKey(id))]))
 		if !ref || err != nil || !bytes.Equal(h[:], old.Hash) {
-			t.Fatalf("key %s: %q is no reference to its hash (%v)", id, after[bucketKeys][id], err)
+			t.Fatalf("key %s: %q is no reference to its hash (%v)", id, after[bucketKeys][string(idKey(id))], err)
 		}
 		v := after[bucketHashes][string(h[:])]
 		if !isHashedRecord([]byte(v)) {
@@ -199,14 +203,32 @@ func checkMoved(t *testing.T, before, after map[string]map[string]string, except
 		if !reflect.DeepEqual(cur, old) {
 			t.Fatalf("key %s changed:\n got %+v\nwant %+v", id, cur, old)
 		}
-		oldBytes, newBytes = oldBytes+len(rec)+len(before[bucketHashes][string(h[:])]), newBytes+len(v)+len(after[bucketKeys][id])
+		oldBytes, newBytes = oldBytes+len(rec)+len(before[bucketHashes][string(h[:])]), newBytes+len(v)+len(after[bucketKeys][string(idKey(id))])
+	}
+	// The index entries, in their binary form.
+	for _, bucket := range []string{bucketKeysByTenant, bucketKeysByOrg} {
+		if len(after[bucket]) != len(before[bucket]) {
+			t.Fatalf("%s: %d entries, were %d", bucket, len(after[bucket]), len(before[bucket]))
+		}
+		for e := range before[bucket] {
+			if !isTextIndexKey([]byte(e)) {
+				continue
+			}
+			parent, id, ok := splitTextIndexKey([]byte(e))
+			if _, moved := after[bucket][string(indexKey(parent, id))]; !ok || !moved {
+				t.Fatalf("%s: entry %q not rewritten", bucket, e)
+			}
+			if len(indexKey(parent, id)) != 1+16+16 {
+				t.Fatalf("%s: entry %q not in 33 bytes", bucket, e)
+			}
+		}
 	}
 	t.Logf("key records and hash index: %d bytes before, %d after", oldBytes, newBytes)
 	if len(after[bucketKeys]) != len(before[bucketKeys]) || len(after[bucketHashes]) != len(before[bucketHashes]) {
 		t.Fatalf("%d ids and %d hashes, were %d and %d", len(after[bucketKeys]), len(after[bucketHashes]), len(before[bucketKeys]), len(before[bucketHashes]))
 	}
 	for bucket, recs := range before {
-		if bucket == bucketKeys || bucket == bucketHashes || bucket == bucketMeta {
+		if bucket == bucketKeys || bucket == bucketHashes || bucket == bucketMeta || bucket == bucketKeysByTenant || bucket == bucketKeysByOrg {
 			continue
 		}
 		if !reflect.DeepEqual(after[bucket], recs) {
@@ -374,7 +396,7 @@ func TestLegacyRecordWrite(t *testing.T) {
 		t.Fatalf("admin read: %+v %v", got, err)
 	}
 	err = s.view(t.Context(), func(tx Tx) error {
-		v, err := tx.Get(bucketKeys, []byte(k.ID))
+		v, err := tx.Get(bucketKeys, idKey(k.ID))
 		if _, ref, _ := decodeHashRef(v); !ref || err != nil {
 			return fmt.Errorf("key %s still by id (%v)", k.ID, err)
 		}

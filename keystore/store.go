@@ -188,6 +188,9 @@ type Store struct {
 	anyAccounts, anyUsers seen
 	// legacy: keys an older build wrote by id (shared backends only).
 	legacy legacyWrites
+	// textIndex: the store's index entries and ids are in the text form
+	// of before schema 3 (a read-only open of an older store).
+	textIndex atomic.Bool
 	// lookupErrors counts failed lookups, for metrics.
 	lookupErrors atomic.Uint64
 	// resets counts whole-cache drops a shared backend asked for.
@@ -272,7 +275,7 @@ func New(b Backend, opts Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := checkSchema(ctx, b, !opts.ReadOnly, opts.Logger); err != nil {
+	if older, err := checkSchema(ctx, b, !opts.ReadOnly, opts.Logger); err != nil {
 		if !later || !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
 			return fail(err)
 		}
@@ -280,9 +283,12 @@ func New(b Backend, opts Options) (*Store, error) {
 		bg, stop := context.WithCancel(context.Background())
 		s.stopOpen = stop
 		go s.openLater(bg)
-	} else if !later {
-		if err := follow(); err != nil {
-			return fail(err)
+	} else {
+		s.textIndex.Store(older)
+		if !later {
+			if err := follow(); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	s.usage = startUsage(s, opts.LastUsedFlush)
@@ -306,9 +312,10 @@ func (s *Store) openLater(ctx context.Context) {
 		}
 		delay = min(2*delay, 5*time.Second)
 		cctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err := checkSchema(cctx, s.b, !s.opts.ReadOnly, s.opts.Logger)
+		older, err := checkSchema(cctx, s.b, !s.opts.ReadOnly, s.opts.Logger)
 		cancel()
 		if err == nil {
+			s.textIndex.Store(older)
 			s.opening.Store(nil)
 			s.opts.Logger.Info("key store opened", "store", s.b.String())
 			return

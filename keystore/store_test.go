@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,10 @@ func (f *fixture) lookup(t *testing.T, raw string) *authz.Credential {
 // lookup proves the cache was invalidated rather than never filled.
 func (f *fixture) lookupWarm(t *testing.T, raw string) *authz.Credential {
 	t.Helper()
+	// A write that invalidated everything clears the cache aside: the
+	// clear must not come after this fill (TestUserLimitsReachCredentials
+	// failed 1 run in 8 so).
+	f.s.cache.settle()
 	c := f.lookup(t, raw)
 	f.s.cache.pos.Wait()
 	if f.s.cache.neg != nil {
@@ -112,6 +117,16 @@ func (f *fixture) lookupWarm(t *testing.T, raw string) *authz.Credential {
 		t.Fatalf("cache not warm after lookup (ok=%v)", ok)
 	}
 	return c
+}
+
+// settle waits for a clear that invalidateAll started aside to finish.
+func (c *cache) settle() {
+	for c.clearing.Load() {
+		runtime.Gosched()
+	}
+	// The clear under way holds the lock until it is done.
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
 }
 
 func TestCreateAndLookup(t *testing.T) {

@@ -426,7 +426,7 @@ func (s *Store) KeyUsage(ctx context.Context, id string, from, to time.Time, g G
 		if err != nil || found {
 			return err
 		}
-		if v, err := tx.Get(bucketKeys, []byte(id)); err != nil || v != nil {
+		if v, err := getByID(tx, id); err != nil || v != nil {
 			return err
 		}
 		return notFound("key", id)
@@ -503,7 +503,7 @@ func (s *Store) UsageTotals(ctx context.Context, tenantID, orgID string, from, t
 	}
 	err = s.view(ctx, func(tx Tx) error {
 		rep.Totals, rep.Keys = UsageCounts{}, rep.Keys[:0]
-		return scanIDs(tx, bucket, parent, func(id string) error {
+		return s.scanIDs(tx, bucket, parent, func(id string) error {
 			hours, found, err := s.hourRows(tx, id, fh, th)
 			if err != nil || !found {
 				return err

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/testetcd"
 	"github.com/keygate/keygate/keystore"
@@ -115,7 +117,11 @@ func rawRecords(t *testing.T, b keystore.Backend) (string, map[string][]byte) {
 			return err
 		}
 		return tx.Scan("keys", nil, nil, func(k, v []byte) (bool, error) {
-			keys[string(k)] = bytes.Clone(v)
+			id := string(k)
+			if len(k) == 16 { // schema 3: the id's 16 bytes
+				id = uuid.UUID(k).String()
+			}
+			keys[id] = bytes.Clone(v)
 			return true, nil
 		})
 	})
@@ -251,7 +257,16 @@ func TestUpgradeSchema1Etcd(t *testing.T) {
 	// stays revoked on each, read from there.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, recs := rawRecords(t, r0.b); isHashRef(recs[victim.ID]) {
+		var byText []byte
+		err := r0.b.View(t.Context(), func(tx keystore.Tx) error {
+			v, err := tx.Get("keys", []byte(victim.ID))
+			byText = v
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, recs := rawRecords(t, r0.b); byText == nil && isHashRef(recs[victim.ID]) {
 			break
 		}
 		if time.Now().After(deadline) {
