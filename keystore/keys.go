@@ -461,7 +461,13 @@ func getKeyRecord(tx Tx, id string, k *storedKey) (bool, error) {
 		*k = storedKey{}
 		return false, err
 	}
-	if !isHashedRecord(raw) {
+	switch {
+	case raw == nil:
+		// Deleted by an older build, which knows only the record by
+		// id and the hash's entry: the key is gone.
+		*k = storedKey{}
+		return false, nil
+	case !isHashedRecord(raw):
 		*k = storedKey{}
 		return false, fmt.Errorf("key %s: %w: its hash holds no record", id, errKeyRecord)
 	}

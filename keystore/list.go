@@ -3,6 +3,7 @@ package keystore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -70,6 +71,11 @@ func (s *Store) ListKeys(ctx context.Context, f ListFilter) (Page, error) {
 				return false, err
 			}
 			k, err := getKey(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				// An index entry left by a delete of an older build
+				// (which wrote the entries in another form).
+				return true, nil
+			}
 			if err != nil {
 				return false, err
 			}
