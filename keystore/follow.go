@@ -26,6 +26,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			// negative cache, a removed one not in the positive. (The
 			// same write deletes the key's id, which rebases its credits.)
 			s.cache.invalidate(h)
+			if value == nil {
+				s.legacy.moved(h)
+			}
 			return
 		}
 		cur, curOK := decodeKey(nil, key, value)
@@ -33,7 +36,7 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 		if value == nil {
 			s.legacy.moved(h)
 		}
-		f.keyChanged(key, value, cur, curOK, old, oldOK)
+		f.keyChanged(value, cur, curOK, old, oldOK)
 		if value != nil && !curOK {
 			// The record under h cannot be read: h is the one credential
 			// it could be.
@@ -47,9 +50,18 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			s.cache.invalidate(h)
 			return
 		}
-		if _, ref, _ := decodeHashRef(prev); ref && value == nil {
-			if id, err := decodeIndexID(key); err == nil {
-				s.ledger.rebase(id, nil, "")
+		if value == nil {
+			if _, ref, _ := decodeHashRef(prev); ref {
+				// A key deleted (its record goes in the same write).
+				if id, err := decodeIndexID(key); err == nil {
+					s.ledger.rebase(id, nil, "")
+				}
+			} else if old, ok := decodeKey(key, nil, prev); ok && len(old.Hash) == len(apikey.Hash{}) {
+				// A record by id gone: moved under its hash, whose own
+				// write carries its credits, or deleted by an older
+				// build, whose delete of the hash's entry is followed
+				// too. Either way, not a reason to forget a live balance.
+				s.cache.invalidate(apikey.Hash(old.Hash))
 			}
 			return
 		}
@@ -60,11 +72,9 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 		if curOK && len(cur.Hash) == len(apikey.Hash{}) {
 			s.legacy.wrote(s, apikey.Hash(cur.Hash), cur.ID)
 		}
-		f.keyChanged(key, value, cur, curOK, old, oldOK)
-		if value != nil && !curOK {
-			// A record that cannot be read names no hash to invalidate. (A
-			// delete without its previous value needs nothing here: the
-			// same transaction deletes the hash index entry.)
+		f.keyChanged(value, cur, curOK, old, oldOK)
+		if !curOK {
+			// A record that cannot be read names no hash to invalidate.
 			s.cache.invalidateAll()
 		}
 	case bucketOrgs:
@@ -108,21 +118,16 @@ func (f follower) Reset() {
 	f.s.anyUsers.forget()
 }
 
-// keyChanged applies a followed write of a key's record (cur, nil if
-// deleted or unreadable; old, the record before when known) to the
-// credits ledger and the cache. key is the record's key in its bucket.
-func (f follower) keyChanged(key, value []byte, cur *storedKey, curOK bool, old *storedKey, oldOK bool) {
+// keyChanged applies a followed write of a key's record (value, decoded
+// as cur: nil if deleted or unreadable; old, the record before when
+// known) to the credits ledger and the cache.
+func (f follower) keyChanged(value []byte, cur *storedKey, curOK bool, old *storedKey, oldOK bool) {
 	s := f.s
 	switch {
 	case curOK:
 		s.ledger.rebase(cur.ID, &cur.Meter, cur.CreditsOwner)
 	case value == nil && oldOK:
 		s.ledger.rebase(old.ID, nil, "")
-	case value == nil && len(key) > 0 && len(key) != len(apikey.Hash{}):
-		// A key of the keys bucket, deleted: its id, in either form.
-		if id, err := decodeIndexID(key); err == nil {
-			s.ledger.rebase(id, nil, "")
-		}
 	}
 	// Last-used times and credit reservations are written often for
 	// every busy key; they change no credential, so they leave the
