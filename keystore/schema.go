@@ -134,9 +134,9 @@ func rewriteIndexEntry(bucket string) func(tx Tx, k, v []byte) (bool, error) {
 }
 
 // moveUnderHash writes the record of key id, v in a form of schema 1 or
-// 2, under its hash. The hash must name no other key: a record claiming
-// a hash whose entry names another key is left where it is, and both
-// keys read as they did.
+// 2, under its hash. The hash's entry must name this key: a record
+// claiming a hash whose entry names another key, or none, is left where
+// it is, and both keys read as they did.
 func moveUnderHash(tx Tx, id, v []byte) (bool, error) {
 	k, err := moveRecord(tx, id, v)
 	return k != nil, err
@@ -156,6 +156,8 @@ func moveRecord(tx Tx, id, v []byte) (*storedKey, error) {
 	}
 	switch {
 	case cur == nil:
+		// No Check found this key before: moving it would let one.
+		return nil, nil
 	case isHashedRecord(cur):
 		// Moved before, and written by id since by an older build
 		// (legacyWrites): the record by id is the newer.
