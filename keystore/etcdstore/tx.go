@@ -52,10 +52,11 @@ func (t *tx) key(bucket string, key []byte) string {
 	return t.data + bucket + "/" + encodeKey(bucket, key)
 }
 
-// encodeKey keeps binary keys (the hash index's digests) out of etcd's
-// keys as raw bytes: in hex they are readable with etcdctl and never land
-// raw in etcd's own logs. Hex keeps both order and prefixes, so scans
-// work unchanged.
+// encodeKey keeps the hash index's digests out of etcd's keys as raw
+// bytes: in hex they are readable with etcdctl and never land raw in
+// etcd's own logs. Hex keeps both order and prefixes, so scans work
+// unchanged. The 16-byte key ids of the keys and index buckets are no
+// secret and stay as they are (etcdctl prints them escaped).
 func encodeKey(bucket string, key []byte) string {
 	if bucket == keystore.HashIndexBucket {
 		return hex.EncodeToString(key)
