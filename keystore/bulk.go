@@ -290,8 +290,9 @@ func (s *Store) importReads(keys []*storedKey, lines []int) []BucketKey {
 		if k.OrgID != "" {
 			reads = append(reads, BucketKey{Bucket: bucketOrgs, Key: []byte(k.OrgID)})
 			if s.opts.MaxOrgKeys >= 0 {
-				// As orgFull scans them: the org's index, then each key.
-				reads = append(reads, BucketKey{Bucket: bucketKeysByOrg, Key: s.indexPrefix(k.OrgID), Prefix: true, Follow: bucketKeys})
+				// As orgFull scans them: the org's index, then each
+				// key's id, then its record.
+				reads = append(reads, BucketKey{Bucket: bucketKeysByOrg, Key: s.indexPrefix(k.OrgID), Prefix: true, Follow: bucketKeys, Then: recordOfRef})
 			}
 		}
 		if k.Slot != "" {
@@ -299,6 +300,15 @@ func (s *Store) importReads(keys []*storedKey, lines []int) []BucketKey {
 		}
 	}
 	return reads
+}
+
+// recordOfRef names the record a value of the keys bucket points to.
+func recordOfRef(v []byte) (BucketKey, bool) {
+	h, ref, err := decodeHashRef(v)
+	if !ref || err != nil {
+		return BucketKey{}, false
+	}
+	return BucketKey{Bucket: bucketHashes, Key: h[:]}, true
 }
 
 // countingTx counts what a shared backend's transaction will send at

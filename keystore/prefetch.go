@@ -27,6 +27,10 @@ type BucketKey struct {
 	// one's key there, and those are read too (an index scan, then the
 	// records it counts).
 	Follow string
+	// Then, for a record read (one that Follow lists too), names the
+	// record its value points to, read next (a key's id, then its record
+	// under its hash).
+	Then func(value []byte) (BucketKey, bool)
 }
 
 // prefetch hands reads to tx when it can take them.

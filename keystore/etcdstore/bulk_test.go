@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/testetcd"
 	"github.com/keygate/keygate/keystore"
@@ -195,6 +197,10 @@ func TestImportKeysMillion(t *testing.T) {
 	ims, raws := bulkWorkload(t, r.s, n)
 	took := importAll(t, r.s, ims)
 	t.Logf("%s: %d keys in %v: %.0f keys/s", kind, n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+	if prefix == "" {
+		// The etcd is this test's own: what it holds is the import.
+		logEtcdSize(t, endpoint, n)
+	}
 	// A sample authenticates on a replica that starts afterwards.
 	fresh := openPrefixed(t, endpoint, prefix, "fresh")
 	for i := 0; i < n; i += max(1, n/1000) {
@@ -617,4 +623,31 @@ func TestImportKeys20k(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// logEtcdSize logs etcd's database per key: as the import left it, and
+// after compacting its history and defragmenting (what a snapshot holds).
+func logEtcdSize(t *testing.T, endpoint string, n int) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := t.Context()
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.DbSize
+	if _, err := cli.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Defragment(ctx, endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = cli.Status(ctx, endpoint); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("etcd database: %d bytes per key as imported, %d after compaction and defragmentation", before/int64(n), st.DbSize/int64(n))
 }

@@ -2,9 +2,12 @@ package etcdstore_test
 
 import (
 	"context"
+
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate/authz/ratelimit"
 	"github.com/keygate/keygate/internal/testetcd"
@@ -93,5 +96,85 @@ func TestUncachedCheckRoundTrips(t *testing.T) {
 	}
 	if got := uncached(create(keystore.KeySpec{OrgID: o.ID, UserID: "alice"})); got != 2+3 {
 		t.Fatalf("%d round trips for a user's key in an org with accounts in the store, want 5", got)
+	}
+}
+
+// rangeRPCs counts the single reads (Range calls) the embedded etcd of
+// this process has answered: reads a transaction did not prefetch.
+func rangeRPCs(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_handled_total" {
+			continue
+		}
+		n := 0.0
+		for _, m := range mf.Metric {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == "Range" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	t.Fatal("embedded etcd reports no grpc_server_handled_total")
+	return 0
+}
+
+// TestImportPrefetchesOrgKeys: a bulk import of org-level keys reads what
+// checking each org's limit needs (the org's index, each key's id, its
+// record under its hash) in its batches' prefetches, not one round trip
+// per key of the org.
+func TestImportPrefetchesOrgKeys(t *testing.T) {
+	n := testetcd.Start(t)
+	r := open(t, n.Endpoint(), "importer", keystore.Options{})
+	tn, _ := setup(t, r.s)
+	var orgs []string
+	for range 20 {
+		o, err := r.s.CreateOrg(t.Context(), tn.ID, "o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		orgs = append(orgs, o.ID)
+	}
+	imports := func(perOrg int) []keystore.Import {
+		var ims []keystore.Import
+		for _, o := range orgs {
+			for range perOrg {
+				raw, err := apikey.MustFormat("ak").Generate(apikey.EnvLive)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ims = append(ims, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, OrgID: o, Name: "k"}, Raw: apikey.NewSecret(raw)})
+			}
+		}
+		return ims
+	}
+	importAll := func(ims []keystore.Import) {
+		t.Helper()
+		res, err := r.s.ImportKeys(t.Context(), ims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range res {
+			if x.Err != nil {
+				t.Fatal(x.Err)
+			}
+		}
+	}
+	// Keys already in the orgs: the second import reads them to count.
+	importAll(imports(3))
+	ims := imports(2)
+	before := rangeRPCs(t)
+	importAll(ims)
+	got := rangeRPCs(t) - before
+	// Two, measured: those of the Sync that ends the import.
+	t.Logf("%v single reads for %d imported org keys", got, len(ims))
+	if got > 5 {
+		t.Fatalf("%v single reads for %d imported org keys: the batches' prefetches missed what the org limit reads", got, len(ims))
 	}
 }

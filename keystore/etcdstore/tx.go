@@ -131,14 +131,16 @@ func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 // Prefetch reads every record of reads not yet read or written, and every
 // range asked for, in transactions of prefetchChunk reads at the
 // snapshot revision (the first one sets it when nothing was read before);
-// then the records the ranges' entries list (Follow), the same way. Only
-// Get and Scan put what they return in the read set compared at commit.
+// then the records the ranges' entries list (Follow), and those the
+// records read point to (Then), the same way. Only Get and Scan put what
+// they return in the read set compared at commit.
 func (t *tx) Prefetch(reads []keystore.BucketKey) error {
 	type read struct {
 		key, end string // end: a range
 		bucket   string // of a range, with its prefix (base) and
 		base     string // the bucket of the records it lists
 		follow   string
+		then     func([]byte) (keystore.BucketKey, bool)
 	}
 	var todo []read
 	queued := map[[2]string]bool{}
@@ -146,12 +148,12 @@ func (t *tx) Prefetch(reads []keystore.BucketKey) error {
 		k := t.key(r.Bucket, r.Key)
 		var q read
 		if r.Prefix {
-			q = read{key: k, end: clientv3.GetPrefixRangeEnd(k), bucket: r.Bucket, base: k, follow: r.Follow}
+			q = read{key: k, end: clientv3.GetPrefixRangeEnd(k), bucket: r.Bucket, base: k, follow: r.Follow, then: r.Then}
 			if _, ok := t.scanned[[2]string{q.key, q.end}]; ok {
 				continue
 			}
 		} else {
-			q = read{key: k}
+			q = read{key: k, then: r.Then}
 			if _, ok := t.seen[k]; ok {
 				continue
 			}
@@ -201,7 +203,13 @@ func (t *tx) Prefetch(reads []keystore.BucketKey) error {
 				return fmt.Errorf("%w: etcd prefetch: answer %d is not a range", keystore.ErrUnavailable, i)
 			}
 			if q.end == "" {
-				t.seen[q.key] = seenOf(rr.Kvs)
+				seen := seenOf(rr.Kvs)
+				t.seen[q.key] = seen
+				if q.then != nil && seen.v != nil {
+					if next, ok := q.then(seen.v); ok {
+						follow = append(follow, next)
+					}
+				}
 				continue
 			}
 			if rr.More {
@@ -213,7 +221,7 @@ func (t *tx) Prefetch(reads []keystore.BucketKey) error {
 			}
 			for _, kv := range rr.Kvs {
 				if id, ok := decodeKey(q.bucket, string(kv.Key[len(q.base):])); ok {
-					follow = append(follow, keystore.BucketKey{Bucket: q.follow, Key: id})
+					follow = append(follow, keystore.BucketKey{Bucket: q.follow, Key: id, Then: q.then})
 				}
 			}
 		}
