@@ -296,7 +296,7 @@ func (s *Store) importReads(keys []*storedKey, lines []int) []BucketKey {
 			}
 		}
 		if k.Slot != "" {
-			reads = append(reads, BucketKey{Bucket: bucketSlots, Key: slotKey(&k.Key)})
+			reads = append(reads, BucketKey{Bucket: bucketSlots, Key: slotKey(&k.Key), Then: slotHolderOf})
 		}
 	}
 	return reads
@@ -309,6 +309,12 @@ func recordOfRef(v []byte) (BucketKey, bool) {
 		return BucketKey{}, false
 	}
 	return BucketKey{Bucket: bucketHashes, Key: h[:]}, true
+}
+
+// slotHolderOf names the id of the key a slot holds, and through it its
+// record (slotHolder reads both).
+func slotHolderOf(v []byte) (BucketKey, bool) {
+	return BucketKey{Bucket: bucketKeys, Key: idKey(string(v)), Then: recordOfRef}, len(v) > 0
 }
 
 // countingTx counts what a shared backend's transaction will send at

@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"fmt"
 
 	"sync/atomic"
 	"testing"
@@ -125,11 +126,12 @@ func rangeRPCs(t *testing.T) float64 {
 	return 0
 }
 
-// TestImportPrefetchesOrgKeys: a bulk import of org-level keys reads what
+// TestImportPrefetchesWhatItReads: a bulk import of org-level keys reads what
 // checking each org's limit needs (the org's index, each key's id, its
-// record under its hash) in its batches' prefetches, not one round trip
-// per key of the org.
-func TestImportPrefetchesOrgKeys(t *testing.T) {
+// record under its hash) and what a slot's new key revokes (the slot, the
+// id it holds, that key's record) in its batches' prefetches, not one
+// round trip per key.
+func TestImportPrefetchesWhatItReads(t *testing.T) {
 	n := testetcd.Start(t)
 	r := open(t, n.Endpoint(), "importer", keystore.Options{})
 	tn, _ := setup(t, r.s)
@@ -144,13 +146,26 @@ func TestImportPrefetchesOrgKeys(t *testing.T) {
 	imports := func(perOrg int) []keystore.Import {
 		var ims []keystore.Import
 		for _, o := range orgs {
-			for range perOrg {
+			for i := range perOrg {
 				raw, err := apikey.MustFormat("ak").Generate(apikey.EnvLive)
 				if err != nil {
 					t.Fatal(err)
 				}
-				ims = append(ims, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, OrgID: o, Name: "k"}, Raw: apikey.NewSecret(raw)})
+				spec := keystore.KeySpec{TenantID: tn.ID, OrgID: o, Name: "k"}
+				if i == 0 {
+					spec.Slot = "default" // the second import's revokes the first's
+				}
+				ims = append(ims, keystore.Import{KeySpec: spec, Raw: apikey.NewSecret(raw)})
 			}
+		}
+		// Tenant-level keys in slots of their own: no org's scan reads
+		// the key a slot holds.
+		for i := range len(orgs) {
+			raw, err := apikey.MustFormat("ak").Generate(apikey.EnvLive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ims = append(ims, keystore.Import{KeySpec: keystore.KeySpec{TenantID: tn.ID, Name: "k", Slot: fmt.Sprint("slot-", i)}, Raw: apikey.NewSecret(raw)})
 		}
 		return ims
 	}
@@ -173,8 +188,8 @@ func TestImportPrefetchesOrgKeys(t *testing.T) {
 	importAll(ims)
 	got := rangeRPCs(t) - before
 	// Two, measured: those of the Sync that ends the import.
-	t.Logf("%v single reads for %d imported org keys", got, len(ims))
+	t.Logf("%v single reads for %d imported keys", got, len(ims))
 	if got > 5 {
-		t.Fatalf("%v single reads for %d imported org keys: the batches' prefetches missed what the org limit reads", got, len(ims))
+		t.Fatalf("%v single reads for %d imported keys: the batches' prefetches missed what an org's limit or a slot reads", got, len(ims))
 	}
 }
