@@ -267,54 +267,81 @@ func (s *Store) LookupKey(ctx context.Context, h apikey.Hash) (*authz.Credential
 
 // readCredential reads the credential for h; nil if unknown.
 func (s *Store) readCredential(ctx context.Context, h apikey.Hash) (*authz.Credential, error) {
-	var cred *authz.Credential
-	err := s.checkView(ctx, func(tx Tx) error {
-		v, err := tx.Get(bucketHashes, h[:])
-		if v == nil || err != nil {
-			return err
-		}
-		var k storedKey
-		if id, old := s.legacy.id(h); old && isHashedRecord(v) {
-			// An older build wrote the key by id since (legacyWrites),
-			// under the id's text.
-			found := false
-			if v, err = tx.Get(bucketKeys, []byte(id)); err != nil {
-				return err
-			} else if isRecordByID(v) {
-				err, found = decodeKeyRecord(id, nil, v, &k), true
-			} else {
-				found, err = getKeyRecord(tx, id, &k)
-			}
-			if err != nil {
-				return err
-			}
-			if !found || !bytes.Equal(k.Hash, h[:]) {
-				return fmt.Errorf("key %s, written by an older build, is not that of its hash", id)
-			}
-		} else if isHashedRecord(v) {
-			// Schema 3: the record itself, one read.
-			if err := decodeKeyRecord("", h[:], v, &k); err != nil {
-				return err
-			}
-		} else if err := readIndexed(tx, v, &k); err != nil {
-			return err
-		}
-		cred = k.credential()
-		// Read in the same snapshot as the key, so a credential never
-		// pairs a key with a user record of another moment.
-		if cred.UserLimits, err = s.userLimits(tx, k.TenantID, k.UserID); err != nil {
-			return err
-		}
-		if cred.Accounts, err = s.accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
-			return err
-		}
-		cred.Metered = cred.Metered || len(cred.Accounts) > 0
-		return nil
-	})
+	l := lookups.Get().(*lookup)
+	l.s, l.h = s, h
+	err := s.checkView(ctx, l.read)
+	cred := l.cred
+	*l = lookup{read: l.read}
+	lookups.Put(l)
 	if err != nil {
 		return nil, fmt.Errorf("look up key: %w", err)
 	}
 	return cred, nil
+}
+
+// lookup is one readCredential's state. A cache miss is the Check path's
+// slow case, and its closure, the hash it captured and the record it
+// decoded into were four allocations of their own: pooled, they are
+// none. Nothing of it outlives the read: the credential is built anew,
+// its strings those of the record's own decoded copy.
+type lookup struct {
+	s    *Store
+	h    apikey.Hash
+	k    storedKey
+	cred *authz.Credential
+	read func(Tx) error // run, bound once
+}
+
+var lookups = sync.Pool{New: func() any {
+	l := &lookup{}
+	l.read = l.run
+	return l
+}}
+
+func (l *lookup) run(tx Tx) error {
+	s, h, k := l.s, &l.h, &l.k
+	l.cred = nil
+	v, err := tx.Get(bucketHashes, h[:])
+	if v == nil || err != nil {
+		return err
+	}
+	if id, old := s.legacy.id(*h); old && isHashedRecord(v) {
+		// An older build wrote the key by id since (legacyWrites),
+		// under the id's text.
+		found := false
+		if v, err = tx.Get(bucketKeys, []byte(id)); err != nil {
+			return err
+		} else if isRecordByID(v) {
+			err, found = decodeKeyRecord(id, nil, v, k), true
+		} else {
+			found, err = getKeyRecord(tx, id, k)
+		}
+		if err != nil {
+			return err
+		}
+		if !found || !bytes.Equal(k.Hash, h[:]) {
+			return fmt.Errorf("key %s, written by an older build, is not that of its hash", id)
+		}
+	} else if isHashedRecord(v) {
+		// Schema 3: the record itself, one read.
+		if err := decodeKeyRecord("", h[:], v, k); err != nil {
+			return err
+		}
+	} else if err := readIndexed(tx, v, k); err != nil {
+		return err
+	}
+	cred := k.credential()
+	// Read in the same snapshot as the key, so a credential never pairs
+	// a key with a user record of another moment.
+	if cred.UserLimits, err = s.userLimits(tx, k.TenantID, k.UserID); err != nil {
+		return err
+	}
+	if cred.Accounts, err = s.accountsOf(tx, k.TenantID, k.OrgID, k.UserID); err != nil {
+		return err
+	}
+	cred.Metered = cred.Metered || len(cred.Accounts) > 0
+	l.cred = cred
+	return nil
 }
 
 // readIndexed reads into k the key a hash index value of before schema 3
