@@ -20,22 +20,19 @@ func (f follower) Changed(bucket string, key, value, prev []byte) {
 			return
 		}
 		h := apikey.Hash(key)
+		if value == nil {
+			s.legacy.moved(h) // gone: no detour through its id
+		}
 		if !isHashedRecord(value) && !isHashedRecord(prev) {
 			// An index entry of before schema 3, or a delete whose value
 			// before is not known: a new hash must not stay in the
 			// negative cache, a removed one not in the positive. (The
 			// same write deletes the key's id, which rebases its credits.)
 			s.cache.invalidate(h)
-			if value == nil {
-				s.legacy.moved(h)
-			}
 			return
 		}
 		cur, curOK := decodeKey(nil, key, value)
 		old, oldOK := decodeKey(nil, key, prev)
-		if value == nil {
-			s.legacy.moved(h)
-		}
 		f.keyChanged(value, cur, curOK, old, oldOK)
 		if value != nil && !curOK {
 			// The record under h cannot be read: h is the one credential

@@ -3,6 +3,8 @@ package keystore
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -167,4 +169,62 @@ func mustGet(t *testing.T, tx Tx, bucket string, key []byte) []byte {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestFollowerLegacyCreate: a key an older build creates in an upgraded
+// store (its record and tenant index entry by text id, its hash naming the
+// id) works on the next lookup, and once moved is listed under its tenant
+// with its index entry in the schema 3 form.
+func TestFollowerLegacyCreate(t *testing.T) {
+	f := newFixture(t, Options{})
+	raw, err := f.s.opts.Format.Generate(apikey.EnvLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := apikey.HashOf(raw)
+	id := "01a22d25-7635-7220-a06c-14546db50c9b"
+	rec, _ := json.Marshal(storedKey{Key: Key{ID: id, Name: "old", TenantID: f.tenant.ID, Environment: "live", Tier: "standard",
+		Status: authz.StatusActive, CreatedAt: f.clock.Now()}, Hash: h[:]})
+	textIndex := []byte(f.tenant.ID + "/" + id)
+	err = f.s.b.Update(t.Context(), func(tx Tx) error {
+		return errors.Join(tx.Put(bucketKeys, []byte(id), rec), tx.Put(bucketHashes, h[:], []byte(id)), tx.Put(bucketKeysByTenant, textIndex, []byte{}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower{f.s}.Changed(bucketKeys, []byte(id), rec, nil)
+	follower{f.s}.Changed(bucketHashes, h[:], []byte(id), nil)
+	if c, ok, err := f.s.LookupKey(t.Context(), h); err != nil || !ok || c.ID != id {
+		t.Fatalf("a key an older build created: %+v %v %v", c, ok, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.s.legacy.n.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the record written by id was not moved")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p, err := f.s.ListKeys(t.Context(), ListFilter{TenantID: f.tenant.ID, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(p.Keys, func(k Key) bool { return k.ID == id }) {
+		t.Fatal("the moved key is not listed under its tenant")
+	}
+	err = f.s.view(t.Context(), func(tx Tx) error {
+		if v, err := tx.Get(bucketKeysByTenant, textIndex); v != nil || err != nil {
+			t.Errorf("text index entry left (%v)", err)
+		}
+		if v, err := tx.Get(bucketKeysByTenant, indexKey(f.tenant.ID, id)); v == nil || err != nil {
+			t.Errorf("no schema 3 index entry (%v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.cache.invalidate(h)
+	if c, ok, err := f.s.LookupKey(t.Context(), h); err != nil || !ok || c.ID != id {
+		t.Fatalf("after the move: %+v %v %v", c, ok, err)
+	}
 }

@@ -126,18 +126,17 @@ func (s *Store) moveLegacy(ctx context.Context, work <-chan legacyMove) {
 				touch(apikey.Hash(k.Hash))
 				// A key the older build created has its index entries in
 				// their text form too.
-				for bucket, parent := range map[string]string{bucketKeysByTenant: k.TenantID, bucketKeysByOrg: k.OrgID} {
-					old := []byte(parent + "/" + id)
-					if parent == "" {
+				for _, ix := range [...]struct{ bucket, parent string }{{bucketKeysByTenant, k.TenantID}, {bucketKeysByOrg, k.OrgID}} {
+					if ix.parent == "" {
 						continue
 					}
-					if v, err := tx.Get(bucket, old); err != nil || v == nil {
-						if err != nil {
-							return err
-						}
+					old := []byte(ix.parent + "/" + id)
+					if v, err := tx.Get(ix.bucket, old); err != nil {
+						return err
+					} else if v == nil {
 						continue
 					}
-					if _, err := rewriteIndexEntry(bucket)(tx, old, nil); err != nil {
+					if _, err := rewriteIndexEntry(ix.bucket)(tx, old, nil); err != nil {
 						return err
 					}
 				}
